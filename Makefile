@@ -1,0 +1,67 @@
+# Support Bot: `make run` starts everything on the embedded default; `make test` tests it.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PG_URL ?= postgres://postgres@127.0.0.1:5432/test
+PROD_REDIS_URL ?= redis://127.0.0.1:6379/0
+
+.PHONY: run test test-default test-production install install-test browser lint bench fake-llm clean
+
+$(VENV)/.python-ok:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Support Bot needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@touch $@
+
+$(VENV)/.installed: $(VENV)/.python-ok pyproject.toml
+	$(PY) -m pip install -q -e .
+	@touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q -e ".[test]"
+	@touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+## Start the whole app (web, worker, embedded Redis, SQLite, offline answerer) on :8000.
+run: install
+	$(PY) -m support_bot.launcher
+
+## Chromium for the browser tests: Debian's package (Playwright's own download is not needed).
+browser:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Debian's chromium for the browser tests…"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-liberation >/dev/null; \
+	  elif [ "$$CI" = true ]; then \
+	    echo "chromium is missing and cannot be installed (need root and apt-get)"; exit 1; \
+	  else \
+	    echo "chromium not found: browser tests will be skipped (install the chromium package)"; \
+	  fi; \
+	fi
+
+## Install what the tests need, then run the suite on both paths.
+test: install-test browser test-default test-production
+
+test-default:
+	@echo "=== Embedded default: SQLite + embedded Redis ==="
+	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest
+
+test-production:
+	@echo "=== Production path: Postgres + Redis ==="
+	DATABASE_URL=$(PG_URL) REDIS_URL=$(PROD_REDIS_URL) $(PY) -m pytest
+
+lint: install-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: install-test
+	$(PY) bench/load.py
+
+fake-llm: install
+	DEBUG=1 $(PY) manage.py fake_llm --port 9100 --ttft-ms 300 --tokens-per-s 50
+
+clean:
+	rm -rf var staticfiles .pytest_cache

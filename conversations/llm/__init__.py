@@ -1,0 +1,57 @@
+"""Which provider answers is configuration (LLM_PROVIDER, OPENAI_*), not code."""
+
+from __future__ import annotations
+
+import threading
+
+from django.conf import settings
+
+from .base import Provider
+
+_lock = threading.Lock()
+_cached: tuple[tuple[object, ...], Provider] | None = None
+
+
+def _config() -> tuple[object, ...]:
+    return (
+        settings.LLM_PROVIDER,
+        settings.OPENAI_API_KEY,
+        settings.OPENAI_BASE_URL,
+        settings.OPENAI_MODEL,
+        settings.OPENAI_CONNECT_TIMEOUT_S,
+        settings.OPENAI_READ_TIMEOUT_S,
+    )
+
+
+def provider_name() -> str:
+    if settings.LLM_PROVIDER == "auto":
+        return "openai" if settings.OPENAI_API_KEY else "offline"
+    return settings.LLM_PROVIDER
+
+
+def get_provider() -> Provider:
+    """The configured provider, built once per process (and again if settings change)."""
+    global _cached
+    config = _config()
+    with _lock:
+        if _cached is None or _cached[0] != config:
+            _cached = (config, _build(provider_name()))
+        return _cached[1]
+
+
+def _build(name: str) -> Provider:
+    if name == "openai":
+        from .openai_provider import OpenAIProvider
+
+        return OpenAIProvider(
+            api_key=settings.OPENAI_API_KEY or "not-needed",
+            base_url=settings.OPENAI_BASE_URL,
+            model=settings.OPENAI_MODEL,
+            connect_timeout=settings.OPENAI_CONNECT_TIMEOUT_S,
+            read_timeout=settings.OPENAI_READ_TIMEOUT_S,
+        )
+    if name == "offline":
+        from .offline import OfflineProvider
+
+        return OfflineProvider()
+    raise ValueError(f"Unknown LLM_PROVIDER {name!r}: use auto, openai or offline.")

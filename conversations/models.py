@@ -1,0 +1,189 @@
+"""Tickets and their turns. Each method here changes one row, atomically; workflows that span
+rows live in services.py."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+
+
+class Customer(models.Model):
+    """An anonymous visitor, recognised by a signed cookie that carries this id."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    display_name = models.CharField(max_length=200, blank=True)
+    email = models.EmailField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.display_name or f"Visitor {str(self.id)[:8]}"
+
+
+class Conversation(models.Model):
+    """A ticket: one customer's conversation with the bot and the team."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        PENDING = "pending", "Pending (waiting for a person)"
+        SNOOZED = "snoozed", "Snoozed"
+        RESOLVED = "resolved", "Resolved"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="conversations")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="assigned_conversations",
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    last_message_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["customer", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"Conversation {str(self.id)[:8]} ({self.get_status_display()})"
+
+    @property
+    def bot_answers(self) -> bool:
+        """The bot replies only while no person has been asked to take over."""
+        return self.status in (self.Status.OPEN, self.Status.RESOLVED)
+
+    def touch(self) -> None:
+        now = timezone.now()
+        updates: dict[str, Any] = {"last_message_at": now, "updated_at": now}
+        if self.status == self.Status.RESOLVED:
+            # A customer writing again reopens the ticket.
+            updates["status"] = self.Status.OPEN
+        Conversation.objects.filter(pk=self.pk).update(**updates)
+        for field, value in updates.items():
+            setattr(self, field, value)
+
+
+class Turn(models.Model):
+    """One message in a conversation. Bot turns also carry the state of their generation."""
+
+    class Author(models.TextChoices):
+        CUSTOMER = "customer", "Customer"
+        BOT = "bot", "Bot"
+        AGENT = "agent", "Agent"
+        SYSTEM = "system", "System"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        STREAMING = "streaming", "Streaming"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="turns")
+    author = models.CharField(max_length=16, choices=Author.choices)
+    text = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # The id the customer's browser gave the message: sending it twice stores it once.
+    # NULL, not "", for turns without one: the unique constraint must ignore them.
+    client_message_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    # Bot turns only.
+    reply_to = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="reply"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, blank=True)
+    # Bumped by every claim; a worker may only finish the attempt it claimed (a fencing token).
+    attempt = models.PositiveSmallIntegerField(default=0)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    provider = models.CharField(max_length=40, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    first_token_ms = models.PositiveIntegerField(
+        null=True, blank=True, help_text="From the customer's message to the first token."
+    )
+    duration_ms = models.PositiveIntegerField(
+        null=True, blank=True, help_text="From the customer's message to the end of the reply."
+    )
+    sources = models.JSONField(default=list, blank=True)
+    abstained = models.BooleanField(default=False)
+    error_code = models.CharField(max_length=40, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation", "client_message_id"],
+                condition=Q(client_message_id__isnull=False),
+                name="one_turn_per_client_message",
+            )
+        ]
+        indexes = [models.Index(fields=["conversation", "-id"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_author_display()}: {self.text[:60]}"
+
+    @property
+    def is_active_reply(self) -> bool:
+        return self.author == self.Author.BOT and self.status in (
+            self.Status.QUEUED,
+            self.Status.STREAMING,
+        )
+
+    @classmethod
+    def claim_reply(cls, turn_id: int, lease_s: float) -> Turn | None:
+        """Take a queued reply for generation, or one whose worker was lost (lease expired).
+
+        Returns None when the reply is already being written or is finished: a duplicated or
+        redelivered task then does nothing.
+        """
+        now = timezone.now()
+        claimable = Q(status=cls.Status.QUEUED) | Q(
+            status=cls.Status.STREAMING, claimed_at__lt=now - timedelta(seconds=lease_s)
+        )
+        claimed = cls.objects.filter(claimable, pk=turn_id, author=cls.Author.BOT).update(
+            status=cls.Status.STREAMING, claimed_at=now, attempt=F("attempt") + 1
+        )
+        if not claimed:
+            return None
+        return cls.objects.select_related("conversation", "reply_to").get(pk=turn_id)
+
+    def finish_reply(self, *, status: str, **fields: Any) -> bool:
+        """Store the outcome, unless another worker has claimed this reply since."""
+        fields.update(status=status, finished_at=timezone.now())
+        updated = Turn.objects.filter(
+            pk=self.pk, status=self.Status.STREAMING, attempt=self.attempt
+        ).update(**fields)
+        if updated:
+            for name, value in fields.items():
+                setattr(self, name, value)
+        return bool(updated)
+
+    def as_event(self) -> dict[str, Any]:
+        """The turn as the websocket protocol shows it."""
+        return {
+            "id": self.pk,
+            "author": self.author,
+            "text": self.text,
+            "created": self.created_at.isoformat(),
+            "client_id": self.client_message_id,
+            "status": self.status or None,
+            "sources": [
+                {"title": s.get("title", ""), "url": s.get("url", "")} for s in self.sources
+            ],
+            "author_name": self.agent.get_short_name() if self.agent_id and self.agent else None,
+        }

@@ -1,0 +1,97 @@
+"""The customer websocket's wire protocol: frame validation and the frames the server sends.
+
+Documented for integrators in README.md ("Websocket protocol").
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+CLOSE_TOO_LARGE = 1009
+
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+class FrameError(Exception):
+    """A frame the server refuses, with a code for programs and a message for people."""
+
+    def __init__(self, code: str, message: str, client_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.client_id = client_id
+
+    def as_frame(self) -> dict[str, Any]:
+        frame: dict[str, Any] = {"type": "error", "code": self.code, "message": self.message}
+        if self.client_id:
+            frame["client_id"] = self.client_id
+        return frame
+
+
+@dataclass(frozen=True)
+class MessageFrame:
+    client_id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ResumeFrame:
+    reply_id: int
+    after: int
+
+
+def decode(raw: str | None, raw_bytes: bytes | None) -> dict[str, Any]:
+    if raw is None:
+        raise FrameError("bad_frame", "Send JSON text frames; binary frames are not supported.")
+    if len(raw.encode()) > settings.CHAT_MAX_FRAME_BYTES:
+        raise FrameError(
+            "frame_too_large",
+            f"That frame is too large (the limit is {settings.CHAT_MAX_FRAME_BYTES} bytes).",
+        )
+    try:
+        frame = json.loads(raw)
+    except ValueError:
+        raise FrameError("bad_json", "That frame is not valid JSON.") from None
+    if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+        raise FrameError("bad_json", 'A frame must be a JSON object with a "type".')
+    return frame
+
+
+def parse_message(frame: dict[str, Any]) -> MessageFrame:
+    client_id = frame.get("client_id")
+    if not isinstance(client_id, str) or not _CLIENT_ID.match(client_id):
+        raise FrameError(
+            "bad_client_id", "A message needs a client_id of 1-64 letters, digits or -_.:"
+        )
+    text = frame.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise FrameError("empty_text", "Please type a message before sending.", client_id)
+    text = text.strip()
+    limit = settings.CHAT_MAX_MESSAGE_CHARS
+    if len(text) > limit:
+        raise FrameError(
+            "too_long",
+            f"That message is {len(text)} characters long; the limit is {limit}.",
+            client_id,
+        )
+    return MessageFrame(client_id=client_id, text=text)
+
+
+def parse_resume(frame: dict[str, Any]) -> ResumeFrame:
+    reply_id, after = frame.get("reply_id"), frame.get("after", 0)
+    if (
+        type(reply_id) is not int  # bool is an int subclass: `true` is no reply id
+        or type(after) is not int
+        or reply_id <= 0
+        or after < 0
+    ):
+        raise FrameError("bad_resume", "resume needs an integer reply_id and after ≥ 0.")
+    return ResumeFrame(reply_id=reply_id, after=after)

@@ -1,0 +1,257 @@
+"""Shared fixtures. Personas: alice and bob are customers; bob must never see alice's data."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.db import connection
+
+from conversations.models import Conversation, Customer
+from conversations.redis_clients import sync_client
+from conversations.visitors import signed_visitor_cookie
+
+pytest_plugins = (
+    ["tests.fixtures_fake_llm"] if (Path(__file__).parent / "fixtures_fake_llm.py").exists() else []
+)  # TEMP
+
+ROOT = Path(__file__).resolve().parent.parent
+ORIGIN = "http://127.0.0.1"
+
+
+@pytest.fixture
+def alice(db: None) -> Customer:
+    return Customer.objects.create(display_name="Alice")
+
+
+@pytest.fixture
+def bob(db: None) -> Customer:
+    return Customer.objects.create(display_name="Bob")
+
+
+@pytest.fixture
+def alice_conversation(alice: Customer) -> Conversation:
+    return Conversation.objects.create(customer=alice)
+
+
+def visitor_cookie_header(customer: Customer) -> bytes:
+    return f"{settings.CHAT_VISITOR_COOKIE}={signed_visitor_cookie(customer.pk)}".encode()
+
+
+async def open_chat(
+    conversation_id: object,
+    customer: Customer | None,
+    *,
+    origin: str | None = ORIGIN,
+    expect_snapshot: bool = True,
+) -> WebsocketCommunicator:
+    """Connect a customer's socket through the real ASGI stack (origin check, cookie auth)."""
+    from support_bot.asgi import application
+
+    headers = []
+    if origin:
+        headers.append((b"origin", origin.encode()))
+    if customer is not None:
+        headers.append((b"cookie", visitor_cookie_header(customer)))
+    communicator = WebsocketCommunicator(application, f"/ws/chat/{conversation_id}/", headers)
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected
+    if expect_snapshot:
+        snapshot = await communicator.receive_json_from(timeout=5)
+        assert snapshot["type"] == "conversation"
+        communicator.snapshot = snapshot  # type: ignore[attr-defined]
+    return communicator
+
+
+async def receive_until(
+    communicator: WebsocketCommunicator,
+    predicate: Callable[[dict[str, Any]], bool],
+    timeout: float = 10,
+) -> list[dict[str, Any]]:
+    """Collect frames until one matches; returns all of them, the match last."""
+    frames: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"no matching frame within {timeout}s; got {frames}")
+        frame = await communicator.receive_json_from(timeout=remaining)
+        frames.append(frame)
+        if predicate(frame):
+            return frames
+
+
+def reply_text(frames: list[dict[str, Any]], reply_id: int) -> str:
+    """Rebuild a reply from its frames the way the browser does (in seq order, no repeats)."""
+    text = ""
+    last_seq = 0
+    for frame in sorted(
+        (f for f in frames if f.get("reply_id") == reply_id and "seq" in f),
+        key=lambda f: f["seq"],
+    ):
+        if frame["seq"] <= last_seq:
+            continue
+        last_seq = frame["seq"]
+        if frame["type"] == "reply.start":
+            text = ""
+        elif frame["type"] == "reply.delta":
+            text += frame["text"]
+        elif frame["type"] == "reply.done":
+            text = frame["text"]
+    return text
+
+
+# --- Real processes: Celery worker, ASGI server ----------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a child process that shares this test run's database and Redis."""
+    env = dict(os.environ)
+    env.update(
+        DATABASE_NAME=str(connection.settings_dict["NAME"]),
+        REDIS_URL=settings.REDIS_URL,
+        REDIS_KEY_PREFIX=settings.REDIS_KEY_PREFIX,
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+@dataclass
+class ChildProcess:
+    process: subprocess.Popen[str]
+    output: list[str] = field(default_factory=list)
+
+    def start_reader(self) -> None:
+        def read() -> None:
+            assert self.process.stdout is not None
+            for line in self.process.stdout:
+                self.output.append(line)
+
+        threading.Thread(target=read, daemon=True).start()
+
+    def wait_for_output(self, needle: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(needle in line for line in self.output):
+                return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{needle!r} not seen; output:\n{''.join(self.output)[-4000:]}")
+
+    def stop(self, sig: int = 15) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def spawn(args: list[str], env: dict[str, str]) -> ChildProcess:
+    process = subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    child = ChildProcess(process)
+    child.start_reader()
+    return child
+
+
+WorkerFactory = Callable[..., ChildProcess]
+
+
+@pytest.fixture
+def celery_worker(transactional_db: None) -> Iterator[WorkerFactory]:
+    """Start a real Celery worker process (threads pool) on this test's database."""
+    started: list[ChildProcess] = []
+
+    def start(threads: int = 4, **env: str) -> ChildProcess:
+        if not started:
+            # Tasks queued by earlier tests (whose rows are gone) must not reach this worker.
+            sync_client().delete("replies", "default")
+        worker = spawn(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "support_bot",
+                "worker",
+                "-P",
+                "threads",
+                "-c",
+                str(threads),
+                "-Q",
+                "replies,default",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                f"test{len(started)}@%h",
+            ],
+            child_env(**env),
+        )
+        started.append(worker)
+        worker.wait_for_output(" ready.")
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
+def asgi_server(transactional_db: None) -> Iterator[Callable[..., str]]:
+    """Start the real ASGI server (uvicorn) on this test's database; returns its base URL."""
+    started: list[ChildProcess] = []
+
+    def start(port: int | None = None, **env: str) -> str:
+        port = port or free_port()
+        server = spawn(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "support_bot.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+            ],
+            child_env(**env),
+        )
+        started.append(server)
+        server.wait_for_output("Uvicorn running")
+        return f"http://127.0.0.1:{port}"
+
+    start.started = started  # type: ignore[attr-defined]
+    yield start
+    for server in started:
+        server.stop()
+
+
+def frames_json(raw: list[str]) -> list[dict[str, Any]]:
+    return [json.loads(r) for r in raw]

@@ -1,0 +1,146 @@
+"""A real Chromium (Debian's package, driven by Playwright) against the real stack: uvicorn,
+a Celery worker process, Redis and the database."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+from django.core.management import call_command
+
+from conversations.models import Turn
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.worker]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[object]:
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is not installed; `make test` should have installed it")
+        pytest.skip("chromium is not installed (make test installs it when run as root)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def stack(asgi_server, celery_worker, monkeypatch):
+    """The whole app with the offline answerer, slowed so streaming can be watched."""
+    # Playwright's sync API keeps an event loop in this thread; the ORM calls here are safe.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    call_command("load_demo_kb", verbosity=0)
+    env = {"LLM_PROVIDER": "offline", "OFFLINE_WORD_DELAY_MS": "60"}
+    celery_worker(**env)
+    return asgi_server(**env)
+
+
+@pytest.fixture
+def page(chromium, stack):
+    context = chromium.new_context()
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(f"{stack}/chat/")
+    yield page
+    context.close()
+
+
+def send(page, text: str) -> None:
+    page.get_by_role("textbox", name="Message").fill(text)
+    page.get_by_role("button", name="Send").click()
+
+
+def bot_messages(page):
+    return page.get_by_role("log").locator('[data-author="bot"]')
+
+
+def test_a_customer_watches_the_reply_stream_in_word_by_word(page):
+    send(page, "How do I return an item?")
+    customer = page.get_by_role("log").locator('[data-author="customer"]').last
+    assert customer.locator(".text").inner_text() == "How do I return an item?"
+
+    bot = bot_messages(page).last
+    indicator = page.locator(".typing-indicator")
+    page.wait_for_function(
+        """() => { const m = [...document.querySelectorAll('[role=log] [data-author=bot]')].pop();
+                   return m && m.dataset.status === 'streaming'
+                          && m.querySelector('.text').textContent.trim().length > 0; }"""
+    )
+    partial = bot.locator(".text").inner_text()
+    assert indicator.is_visible()
+
+    page.wait_for_selector('[role=log] [data-author=bot][data-status="done"]')
+    final = bot.locator(".text").inner_text()
+    stored = Turn.objects.get(author="bot")
+    assert stored.status == "done"
+    assert final == stored.text.strip()
+    assert len(partial) < len(final) and final.startswith(partial.strip()[:20])
+    assert bot.locator(".sources a").first.get_attribute("href").startswith("https://")
+    assert indicator.is_hidden()
+
+
+def test_the_conversation_is_still_there_after_a_reload(page):
+    send(page, "How do I reset my password?")
+    page.wait_for_selector('[role=log] [data-author=bot][data-status="done"]')
+    before = page.get_by_role("log").inner_text()
+    page.reload()
+    page.wait_for_selector('[role=log] [data-author=bot][data-status="done"]')
+    assert page.get_by_role("log").locator("[data-author]").count() == 2
+    assert page.get_by_role("log").inner_text() == before
+
+
+def test_html_in_a_message_is_shown_as_text_and_never_runs(page):
+    payload = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=1</script>'
+    send(page, payload)
+    customer = page.get_by_role("log").locator('[data-author="customer"]').last
+    page.wait_for_selector('[role=log] [data-author=customer][data-status="sent"]')
+    assert customer.locator(".text").inner_text() == payload
+    assert page.get_by_role("log").locator("img, script").count() == 0
+    page.wait_for_selector('[role=log] [data-author=bot][data-status="done"]')
+    page.reload()  # and again when it comes back from the server as history
+    page.wait_for_selector("[role=log] [data-author=customer]")
+    assert page.get_by_role("log").locator("img, script").count() == 0
+    assert page.evaluate("window.__pwned") is None
+
+
+def test_a_reply_survives_the_server_restarting_mid_stream(page, stack, asgi_server):
+    send(page, "How long does shipping take?")
+    page.wait_for_function(
+        """() => { const m = [...document.querySelectorAll('[role=log] [data-author=bot]')].pop();
+                   return m && m.dataset.status === 'streaming'
+                          && m.querySelector('.text').textContent.length > 0; }"""
+    )
+    server = asgi_server.started[0]
+    port = int(stack.rsplit(":", 1)[1])
+    server.stop()  # every socket drops
+    asgi_server(port=port, LLM_PROVIDER="offline", OFFLINE_WORD_DELAY_MS="60")
+
+    page.wait_for_selector('[role=log] [data-author=bot][data-status="done"]', timeout=30_000)
+    stored = Turn.objects.get(author="bot")
+    assert bot_messages(page).last.locator(".text").inner_text() == stored.text.strip()
+    assert bot_messages(page).count() == 1
+    assert page.locator(".typing-indicator").is_hidden()
+
+
+def test_an_oversize_message_is_refused_in_the_page(page):
+    page.get_by_role("textbox", name="Message").fill("x" * 4001)
+    page.get_by_role("button", name="Send").click()
+    assert page.get_by_role("log").locator('[data-author="customer"]').count() == 0
+    assert Turn.objects.count() == 0

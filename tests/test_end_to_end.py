@@ -1,0 +1,95 @@
+"""The whole path with real parts: websocket → Postgres/SQLite → Redis broker → a real Celery
+worker process → the real openai client → the fake model server over HTTP → Redis channel layer
+→ the websocket."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import pytest
+from channels.db import database_sync_to_async
+
+from conversations.models import Turn
+from conversations.tasks import generate_reply
+from support_bot.fake_llm import expected_reply
+from tests.conftest import open_chat, receive_until, reply_text
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
+
+
+def model_env(fake_llm, **extra: str) -> dict[str, str]:
+    return {
+        "LLM_PROVIDER": "openai",
+        "OPENAI_API_KEY": "sk-test",
+        "OPENAI_BASE_URL": fake_llm.base_url,
+        "OPENAI_MODEL": "fake-model",
+        **extra,
+    }
+
+
+async def test_a_customer_message_streams_back_a_reply_through_a_real_worker(
+    alice_conversation, fake_llm, celery_worker
+):
+    await asyncio.to_thread(celery_worker, **model_env(fake_llm))
+    chat = await open_chat(alice_conversation.pk, alice_conversation.customer)
+    await chat.send_json_to({"type": "message", "client_id": "e2e-1", "text": "Is it raining?"})
+
+    frames = await receive_until(chat, lambda f: f["type"] == "reply.done", timeout=20)
+    ack = next(f for f in frames if f["type"] == "ack")
+    reply = await database_sync_to_async(Turn.objects.get)(pk=ack["reply_id"])
+    request = fake_llm.requests()[-1]["body"]
+    expected = "".join(expected_reply(request["messages"], 20))
+    assert request["messages"][-1] == {"role": "user", "content": "Is it raining?"}
+    assert reply.status == "done" and reply.text == expected
+    assert reply_text(frames, reply.pk) == expected
+    assert "".join(f["text"] for f in frames if f["type"] == "reply.delta") == expected
+    await chat.disconnect()
+
+
+async def test_a_reply_task_delivered_twice_posts_one_reply(
+    alice_conversation, fake_llm, celery_worker
+):
+    await asyncio.to_thread(celery_worker, **model_env(fake_llm))
+    chat = await open_chat(alice_conversation.pk, alice_conversation.customer)
+    await chat.send_json_to({"type": "message", "client_id": "dup-1", "text": "Hello?"})
+    ack = (await receive_until(chat, lambda f: f["type"] == "ack"))[-1]
+    generate_reply.delay(ack["reply_id"])  # the broker delivers it a second time
+
+    frames = await receive_until(chat, lambda f: f["type"] == "reply.done", timeout=20)
+    generate_reply.delay(ack["reply_id"])  # and a third, after the reply is done
+    await asyncio.sleep(1.5)
+    while not chat.output_queue.empty():
+        frames.append(await chat.receive_json_from())
+    assert sum(f["type"] == "reply.done" for f in frames) == 1
+    assert sum(f["type"] == "reply.start" for f in frames) == 1
+    assert len(fake_llm.requests()) == 1
+    bot_turns = await database_sync_to_async(
+        lambda: list(Turn.objects.filter(conversation=alice_conversation, author="bot"))
+    )()
+    assert len(bot_turns) == 1
+    await chat.disconnect()
+
+
+async def test_a_reply_survives_its_worker_being_killed_mid_stream(
+    alice_conversation, fake_llm, celery_worker
+):
+    env = model_env(fake_llm, REPLY_LEASE_S="2", CELERY_VISIBILITY_TIMEOUT="3")
+    doomed = await asyncio.to_thread(celery_worker, **env)
+    fake_llm.set_fault("hang", times=1, hang_s=60)  # the first attempt stalls mid-reply
+    chat = await open_chat(alice_conversation.pk, alice_conversation.customer)
+    await chat.send_json_to({"type": "message", "client_id": "kill-1", "text": "Still there?"})
+    frames = await receive_until(chat, lambda f: f["type"] == "reply.start", timeout=20)
+    await asyncio.sleep(0.3)
+
+    doomed.process.send_signal(signal.SIGKILL)
+    doomed.process.wait()
+    await asyncio.to_thread(celery_worker, **env)
+
+    frames += await receive_until(chat, lambda f: f["type"] == "reply.done", timeout=45)
+    reply_id = next(f for f in frames if f["type"] == "ack")["reply_id"]
+    reply = await database_sync_to_async(Turn.objects.get)(pk=reply_id)
+    assert reply.status == "done" and reply.attempt == 2
+    assert reply_text(frames, reply_id) == reply.text
+    assert [f["attempt"] for f in frames if f["type"] == "reply.start"] == [1, 2]
+    await chat.disconnect()

@@ -1,0 +1,225 @@
+"""Writing a reply: the model through the real openai client and the fake server over HTTP,
+frames through the real Redis replay log, retries that honour Retry-After, exactly one reply."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from conversations import services, tasks
+from conversations.models import Conversation, Customer, Turn
+from conversations.redis_clients import key, sync_client
+from support_bot.fake_llm import expected_reply
+from tests.conftest import reply_text
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def model(settings, fake_llm):
+    """Point the bot at the fake OpenAI-compatible server through the real openai client."""
+    settings.LLM_PROVIDER = "openai"
+    settings.OPENAI_API_KEY = "sk-test"
+    settings.OPENAI_BASE_URL = fake_llm.base_url
+    settings.OPENAI_MODEL = "fake-model"
+    settings.OPENAI_READ_TIMEOUT_S = 2
+    return fake_llm
+
+
+def ask(text: str = "Where is my parcel?", conversation: Conversation | None = None) -> Turn:
+    conversation = conversation or Conversation.objects.create(customer=Customer.objects.create())
+    posted = services.post_customer_message(conversation, f"c-{Turn.objects.count()}", text)
+    assert posted.reply is not None
+    return posted.reply
+
+
+def frames_of(reply: Turn) -> list[dict]:
+    return [json.loads(f["f"]) for _id, f in sync_client().xrange(key("reply", reply.pk))]
+
+
+def full_reply(fake_llm) -> str:
+    request = fake_llm.requests()[-1]["body"]
+    return "".join(expected_reply(request["messages"], 20))
+
+
+def test_it_streams_the_models_reply_and_stores_its_text_and_usage(model):
+    reply = ask()
+    services.write_reply(reply.pk)
+
+    reply.refresh_from_db()
+    assert reply.status == "done"
+    assert reply.text == full_reply(model)
+    assert (reply.provider, reply.model) == ("openai", "fake-model")
+    assert reply.completion_tokens == 20 and reply.prompt_tokens > 0
+    assert reply.first_token_ms is not None and reply.duration_ms >= reply.first_token_ms
+    frames = frames_of(reply)
+    assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))
+    assert frames[0]["type"] == "reply.start" and frames[-1]["type"] == "reply.done"
+    assert reply_text(frames, reply.pk) == reply.text
+
+
+def test_it_coalesces_tokens_into_fewer_frames_than_tokens(model):
+    reply = ask()
+    services.write_reply(reply.pk)
+    deltas = [f for f in frames_of(reply) if f["type"] == "reply.delta"]
+    assert 2 <= len(deltas) < 20
+    assert "".join(d["text"] for d in deltas) == Turn.objects.get(pk=reply.pk).text
+
+
+def test_it_sends_the_system_prompt_and_the_conversation_history(model, settings):
+    settings.COMPANY_NAME = "Brightwave"
+    first = ask("Do you ship to Norway?")
+    services.write_reply(first.pk)
+    second = ask("And how much does it cost?", first.conversation)
+    services.write_reply(second.pk)
+
+    messages = model.requests()[-1]["body"]["messages"]
+    assert messages[0]["role"] == "system" and "Brightwave" in messages[0]["content"]
+    assert [m["role"] for m in messages[1:]] == ["user", "assistant", "user"]
+    assert messages[1]["content"] == "Do you ship to Norway?"
+    assert messages[2]["content"] == Turn.objects.get(pk=first.pk).text
+    assert messages[3]["content"] == "And how much does it cost?"
+    assert model.requests()[-1]["body"]["stream_options"] == {"include_usage": True}
+
+
+def test_it_bounds_the_history_it_sends(model, settings):
+    settings.CHAT_HISTORY_TURNS = 4
+    conversation = Conversation.objects.create(customer=Customer.objects.create())
+    for i in range(10):
+        Turn.objects.create(conversation=conversation, author="customer", text=f"old {i}")
+    reply = ask("latest", conversation)
+    services.write_reply(reply.pk)
+    messages = model.requests()[-1]["body"]["messages"]
+    assert [m["content"] for m in messages[1:]] == ["old 7", "old 8", "old 9", "latest"]
+
+
+def test_it_waits_as_long_as_retry_after_says_after_a_429(model):
+    model.set_fault("429", retry_after=1)
+    reply = ask()
+    services.write_reply(reply.pk)
+
+    first, second = model.requests()
+    assert second["time"] - first["time"] >= 0.95
+    reply.refresh_from_db()
+    assert reply.status == "done" and reply.text == full_reply(model)
+    # One retry layer: the SDK itself did not retry.
+    assert [r["retry_count"] for r in model.requests()] in ([None, None], ["0", "0"])
+
+
+def test_it_retries_a_server_error(model):
+    model.set_fault("500")
+    reply = ask()
+    services.write_reply(reply.pk)
+    assert len(model.requests()) == 2
+    assert Turn.objects.get(pk=reply.pk).status == "done"
+
+
+def test_it_starts_the_text_over_when_a_stream_is_cut_midway(model):
+    model.set_fault("cut", cut_after=6)
+    reply = ask()
+    services.write_reply(reply.pk)
+
+    reply.refresh_from_db()
+    frames = frames_of(reply)
+    starts = [f for f in frames if f["type"] == "reply.start"]
+    assert [s["attempt"] for s in starts] == [1, 2]
+    assert reply.status == "done" and reply.text == full_reply(model)
+    assert reply_text(frames, reply.pk) == reply.text
+
+
+def test_it_gives_up_on_a_hanging_model_and_apologises(model, settings):
+    settings.OPENAI_READ_TIMEOUT_S = 0.5
+    settings.REPLY_MAX_ATTEMPTS = 2
+    model.set_fault("hang", times=-1, hang_s=30)
+    reply = ask()
+    services.write_reply(reply.pk)
+
+    reply.refresh_from_db()
+    assert (reply.status, reply.text, reply.error_code) == ("failed", services.APOLOGY, "timeout")
+    done = frames_of(reply)[-1]
+    assert done["type"] == "reply.done" and done["status"] == "failed"
+    assert done["error"]["code"] == "timeout" and done["text"] == services.APOLOGY
+
+
+def test_it_apologises_when_every_attempt_fails(model, settings):
+    settings.REPLY_MAX_ATTEMPTS = 3
+    model.set_fault("500", times=-1)
+    reply = ask()
+    services.write_reply(reply.pk)
+    assert len(model.requests()) == 3
+    reply.refresh_from_db()
+    assert (reply.status, reply.error_code) == ("failed", "server_error")
+
+
+def test_it_does_not_retry_an_error_that_cannot_go_away(model, settings):
+    settings.OPENAI_API_KEY = "bad-key"
+    reply = ask()
+    services.write_reply(reply.pk)
+    assert len(model.requests()) == 1
+    reply.refresh_from_db()
+    assert reply.status == "failed" and reply.error_code == "auth_error"
+
+
+def test_it_writes_a_reply_once_when_its_task_runs_twice(model):
+    reply = ask()
+    services.write_reply(reply.pk)
+    services.write_reply(reply.pk)
+    assert len(model.requests()) == 1
+    assert sum(f["type"] == "reply.done" for f in frames_of(reply)) == 1
+
+
+def test_it_postpones_a_duplicate_task_while_another_worker_holds_the_reply(model):
+    reply = ask()
+    Turn.objects.filter(pk=reply.pk).update(status="streaming", claimed_at=timezone.now())
+    with pytest.raises(services.ReplyBusy) as busy:
+        services.write_reply(reply.pk)
+    assert 1 <= busy.value.retry_in <= services.settings.REPLY_LEASE_S
+    assert model.requests() == []
+
+
+def test_it_takes_over_a_reply_whose_worker_was_lost(model, settings):
+    reply = ask()
+    # A worker claimed it, streamed three frames, and died.
+    Turn.objects.filter(pk=reply.pk).update(
+        status="streaming",
+        attempt=1,
+        claimed_at=timezone.now() - timedelta(seconds=settings.REPLY_LEASE_S + 1),
+    )
+    from conversations.events import ReplyPublisher
+
+    lost = ReplyPublisher(Turn.objects.get(pk=reply.pk))
+    lost.start()
+    lost.delta("Half a sent")
+    lost.delta("ence")
+
+    services.write_reply(reply.pk)
+    reply.refresh_from_db()
+    frames = frames_of(reply)
+    assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))
+    assert [f["attempt"] for f in frames if f["type"] == "reply.start"] == [1, 2]
+    assert reply.attempt == 2 and reply.status == "done"
+    assert reply_text(frames, reply.pk) == reply.text == full_reply(model)
+
+
+def test_a_worker_that_lost_its_lease_cannot_overwrite_the_new_workers_reply(model):
+    reply = ask()
+    claimed = Turn.claim_reply(reply.pk, lease_s=60)
+    Turn.objects.filter(pk=reply.pk).update(attempt=2)  # someone else took it over
+    assert claimed.finish_reply(status="done", text="stale") is False
+    assert Turn.objects.get(pk=reply.pk).text == ""
+
+
+def test_it_never_leaves_the_customer_in_silence_when_writing_crashes(settings):
+    settings.LLM_PROVIDER = "no-such-provider"
+    reply = ask()
+    tasks.generate_reply.apply(args=[reply.pk])
+    reply.refresh_from_db()
+    assert (reply.status, reply.text, reply.error_code) == (
+        "failed",
+        services.APOLOGY,
+        "internal_error",
+    )
+    assert frames_of(reply)[-1]["status"] == "failed"
