@@ -13,10 +13,15 @@ from django.http import HttpRequest, HttpResponse
 _SALT = "support-bot.visitor"
 
 
+def _signer() -> signing.TimestampSigner:
+    # One signer for both directions: the page sets the cookie, the websocket reads it.
+    return signing.TimestampSigner(salt=_SALT)
+
+
 def visitor_id_from_cookie(value: str | None) -> uuid.UUID | None:
     if not value:
         return None
-    signer = signing.get_cookie_signer(salt=settings.CHAT_VISITOR_COOKIE + _SALT)
+    signer = _signer()
     try:
         return uuid.UUID(signer.unsign(value, max_age=settings.CHAT_VISITOR_MAX_AGE))
     except (signing.BadSignature, ValueError):
@@ -28,10 +33,9 @@ def visitor_id_from_request(request: HttpRequest) -> uuid.UUID | None:
 
 
 def remember_visitor(response: HttpResponse, customer_id: uuid.UUID) -> None:
-    response.set_signed_cookie(
+    response.set_cookie(
         settings.CHAT_VISITOR_COOKIE,
-        str(customer_id),
-        salt=_SALT,
+        signed_visitor_cookie(customer_id),
         max_age=settings.CHAT_VISITOR_MAX_AGE,
         httponly=True,
         samesite="Lax",
@@ -41,8 +45,7 @@ def remember_visitor(response: HttpResponse, customer_id: uuid.UUID) -> None:
 
 def signed_visitor_cookie(customer_id: uuid.UUID) -> str:
     """The cookie value for a customer (tests and benchmarks log in with it)."""
-    signer = signing.get_cookie_signer(salt=settings.CHAT_VISITOR_COOKIE + _SALT)
-    return signer.sign(str(customer_id))
+    return _signer().sign(str(customer_id))
 
 
 class VisitorMiddleware:

@@ -109,8 +109,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         "timeout": 20,
     }
-    # A file, not :memory:, so that worker and server processes started by tests share it.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+    # A file, not :memory:, so that worker and server processes started by tests share it;
+    # one per test run, so that runs side by side don't share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3")}
 if os.environ.get("DATABASE_NAME"):
     # Lets tests point worker processes at the test database.
     DATABASES["default"]["NAME"] = os.environ["DATABASE_NAME"]
@@ -155,9 +156,13 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {"conversations.tasks.*": {"queue": "replies"}}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-# An unacknowledged reply task is redelivered after this long: longer than any reply can take.
+# The reply task of a worker that died is redelivered once it has been unacknowledged for
+# visibility_timeout (longer than any reply can take). Kombu looks for such tasks every
+# unacked_restore_interval seconds; its default throttle would make that every 100 s.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 300),
+    "unacked_restore_interval": env_int("CELERY_RESTORE_INTERVAL", 10),
+    "unacked_restore_throttle": 1,
     "global_keyprefix": REDIS_KEY_PREFIX,
 }
 

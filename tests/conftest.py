@@ -23,12 +23,24 @@ from conversations.models import Conversation, Customer
 from conversations.redis_clients import sync_client
 from conversations.visitors import signed_visitor_cookie
 
-pytest_plugins = (
-    ["tests.fixtures_fake_llm"] if (Path(__file__).parent / "fixtures_fake_llm.py").exists() else []
-)  # TEMP
+pytest_plugins = ["tests.fixtures_fake_llm"]
 
 ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "http://127.0.0.1"
+
+
+@pytest.fixture(autouse=True)
+def clean_redis_namespace() -> Iterator[None]:
+    """Each test starts with none of this run's Redis keys (replay logs, rate limits, queues).
+
+    Rolled-back test rows give their ids back, so a later reply could otherwise find an
+    earlier test's replay log under the same id.
+    """
+    yield
+    redis = sync_client()
+    keys = list(redis.scan_iter(match=f"{settings.REDIS_KEY_PREFIX}*", count=1000))
+    if keys:
+        redis.delete(*keys)
 
 
 @pytest.fixture

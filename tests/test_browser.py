@@ -17,35 +17,41 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pyte
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[object]:
+    """One Chromium for this module; closed with it, so that its event loop is gone before
+    the async tests of other modules run."""
     if not os.path.exists(CHROMIUM):
         if os.environ.get("CI") == "true":
             pytest.fail("chromium is not installed; `make test` should have installed it")
         pytest.skip("chromium is not installed (make test installs it when run as root)")
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield browser
-        browser.close()
+    # Playwright's sync API keeps an event loop running in this thread while it is open;
+    # the ORM calls of these tests and their database teardown are plain synchronous code.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM,
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--no-first-run",
+                ],
+            )
+            yield browser
+            browser.close()
+    finally:
+        del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
 
 
 @pytest.fixture
-def stack(asgi_server, celery_worker, monkeypatch):
+def stack(asgi_server, celery_worker):
     """The whole app with the offline answerer, slowed so streaming can be watched."""
-    # Playwright's sync API keeps an event loop in this thread; the ORM calls here are safe.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     call_command("load_demo_kb", verbosity=0)
     env = {"LLM_PROVIDER": "offline", "OFFLINE_WORD_DELAY_MS": "60"}
     celery_worker(**env)

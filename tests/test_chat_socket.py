@@ -7,6 +7,7 @@ import json
 
 import pytest
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.test import override_settings
 
 from conversations import services
@@ -216,13 +217,22 @@ async def test_it_rate_limits_a_flood_of_messages(alice_conversation):
 # --- Replies: streamed to every socket of the conversation, resumable --------------------------
 
 
+def write_reply_like_a_worker(reply_id: int) -> None:
+    """Stand-in for the Celery worker: the same service function, in its own thread."""
+    from django.db import connection
+
+    try:
+        services.write_reply(reply_id)
+    finally:
+        connection.close()
+
+
 async def post_and_write_reply(conversation: Conversation, text: str, client_id: str) -> Turn:
     posted = await database_sync_to_async(services.post_customer_message)(
         conversation, client_id, text
     )
     assert posted.reply is not None
-    # Stand-in for the Celery worker: the same service function, in a thread.
-    await asyncio.to_thread(services.write_reply, posted.reply.pk)
+    await asyncio.to_thread(write_reply_like_a_worker, posted.reply.pk)
     return await database_sync_to_async(Turn.objects.get)(pk=posted.reply.pk)
 
 
@@ -261,7 +271,7 @@ async def test_it_resumes_a_reply_after_a_dropped_socket_without_losing_or_doubl
     posted = await database_sync_to_async(services.post_customer_message)(
         alice_conversation, "d-1", "How long does shipping take?"
     )
-    writing = asyncio.create_task(asyncio.to_thread(services.write_reply, posted.reply.pk))
+    writing = asyncio.create_task(asyncio.to_thread(write_reply_like_a_worker, posted.reply.pk))
 
     seen = await receive_until(chat, lambda f: f["type"] == "reply.delta" and f["seq"] >= 3)
     await chat.disconnect()  # the customer's train enters a tunnel
@@ -275,7 +285,10 @@ async def test_it_resumes_a_reply_after_a_dropped_socket_without_losing_or_doubl
 
     assert min(f["seq"] for f in rest if "seq" in f) == last_seq + 1
     stored = await database_sync_to_async(Turn.objects.get)(pk=posted.reply.pk)
-    deltas = [f["text"] for f in seen + rest if f["type"] == "reply.delta"]
+    # A frame may come both live and from the replay: the client keeps each seq once.
+    by_seq = {f["seq"]: f for f in seen + rest if f.get("reply_id") == stored.pk}
+    assert sorted(by_seq) == list(range(1, max(by_seq) + 1)), "no seq may be missing"
+    deltas = [by_seq[s]["text"] for s in sorted(by_seq) if by_seq[s]["type"] == "reply.delta"]
     assert "".join(deltas) == stored.text
     assert reply_text(seen + rest, stored.pk) == stored.text
     await again.disconnect()
@@ -338,3 +351,25 @@ def test_it_handles_a_message_in_the_same_number_of_queries_however_long_the_con
     assert count(short, "n-1") == count(long, "n-2")
     with django_assert_max_num_queries(8):
         services.post_customer_message(long, "n-3", "hello again")
+
+
+async def test_the_cookie_the_chat_page_sets_opens_that_visitors_socket():
+    from channels.testing import WebsocketCommunicator
+    from django.test import AsyncClient
+
+    from support_bot.asgi import application
+
+    page = await AsyncClient().get("/chat/")
+    cookie = page.cookies[settings.CHAT_VISITOR_COOKIE]
+    conversation_id = page.context["conversation_id"]
+    chat = WebsocketCommunicator(
+        application,
+        f"/ws/chat/{conversation_id}/",
+        [(b"origin", b"http://127.0.0.1"),
+         (b"cookie", f"{cookie.key}={cookie.value}".encode())],
+    )
+    assert (await chat.connect())[0]
+    snapshot = await chat.receive_json_from(timeout=5)
+    assert snapshot == {"type": "conversation", "id": conversation_id, "status": "open",
+                        "turns": []}
+    await chat.disconnect()

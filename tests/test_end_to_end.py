@@ -74,7 +74,8 @@ async def test_a_reply_task_delivered_twice_posts_one_reply(
 async def test_a_reply_survives_its_worker_being_killed_mid_stream(
     alice_conversation, fake_llm, celery_worker
 ):
-    env = model_env(fake_llm, REPLY_LEASE_S="2", CELERY_VISIBILITY_TIMEOUT="3")
+    env = model_env(fake_llm, REPLY_LEASE_S="2", CELERY_VISIBILITY_TIMEOUT="3",
+                    CELERY_RESTORE_INTERVAL="1")
     doomed = await asyncio.to_thread(celery_worker, **env)
     fake_llm.set_fault("hang", times=1, hang_s=60)  # the first attempt stalls mid-reply
     chat = await open_chat(alice_conversation.pk, alice_conversation.customer)
@@ -84,9 +85,13 @@ async def test_a_reply_survives_its_worker_being_killed_mid_stream(
 
     doomed.process.send_signal(signal.SIGKILL)
     doomed.process.wait()
-    await asyncio.to_thread(celery_worker, **env)
+    successor = await asyncio.to_thread(celery_worker, **env)
 
-    frames += await receive_until(chat, lambda f: f["type"] == "reply.done", timeout=45)
+    try:
+        frames += await receive_until(chat, lambda f: f["type"] == "reply.done", timeout=45)
+    except BaseException:
+        print("SUCCESSOR OUTPUT:\n" + "".join(successor.output))
+        raise
     reply_id = next(f for f in frames if f["type"] == "ack")["reply_id"]
     reply = await database_sync_to_async(Turn.objects.get)(pk=reply_id)
     assert reply.status == "done" and reply.attempt == 2

@@ -102,11 +102,11 @@ def test_it_waits_as_long_as_retry_after_says_after_a_429(model):
     services.write_reply(reply.pk)
 
     first, second = model.requests()
-    assert second["time"] - first["time"] >= 0.95
+    assert second["arrived_at"] - first["arrived_at"] >= 0.95
     reply.refresh_from_db()
     assert reply.status == "done" and reply.text == full_reply(model)
     # One retry layer: the SDK itself did not retry.
-    assert [r["retry_count"] for r in model.requests()] in ([None, None], ["0", "0"])
+    assert [r["retry_count"] for r in model.requests()] == [0, 0]
 
 
 def test_it_retries_a_server_error(model):

@@ -1,0 +1,1038 @@
+/*
+ * Support Bot chat page: plain ES2020, no dependencies, no build step.
+ *
+ * Pieces, top to bottom:
+ *   - small helpers (ids, URL checks, lengths)
+ *   - Conversation: what the page knows (messages keyed by turn id / client id, reply
+ *     streams with their last applied seq and out-of-order buffer, the outbox)
+ *   - LogView: turns messages into DOM, keeps the log ordered and scrolled
+ *   - Socket: one websocket at a time, heartbeats, reconnects with backoff
+ *   - Composer and start(): wire the page together
+ *
+ * Everything that came from the server or the user is inserted as text (textContent /
+ * createTextNode), never as HTML.
+ */
+"use strict";
+
+(() => {
+  const PING_INTERVAL_MS = 25000;
+  // A socket that has not said anything this long after a ping is presumed dead: mobile
+  // networks drop connections without a close frame, and the browser may not notice for minutes.
+  const PONG_TIMEOUT_MS = 10000;
+  const GAP_WAIT_MS = 1000;
+  const GAP_WAIT_MAX_MS = 8000;
+  const RECONNECT_MIN_MS = 500;
+  const RECONNECT_MAX_MS = 10000;
+  const STICKY_SCROLL_PX = 48;
+  // How long a refusal's explanation waits for the close that normally follows it.
+  const REFUSAL_GRACE_MS = 1500;
+
+  const AUTHORS = new Set(["customer", "bot", "agent", "system"]);
+  const ACTIVE_REPLY = new Set(["queued", "streaming"]);
+  const FINAL_CLOSE_CODES = new Set([4401, 4403, 4404]);
+  // Error codes the server sends just before a final close; the close explains them better.
+  const REFUSAL_CODES = new Set(["unauthenticated", "forbidden", "not_found"]);
+
+  // --- Helpers ---------------------------------------------------------------------------------
+
+  /** A client message id. crypto.randomUUID only exists in secure contexts (not plain http on a LAN). */
+  function newClientId() {
+    if (window.crypto && typeof window.crypto.randomUUID === "function") {
+      return window.crypto.randomUUID();
+    }
+    const bytes = window.crypto.getRandomValues(new Uint8Array(16));
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+    return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  }
+
+  /** Length as the server counts it (Python str: code points, so an emoji counts once). */
+  function codePointLength(text) {
+    return Array.from(text).length;
+  }
+
+  /** The URL to link to, or null when it is not an absolute http(s) URL (javascript:, data:, …). */
+  function safeHref(url) {
+    if (typeof url !== "string" || url === "") return null;
+    try {
+      const parsed = new URL(url);
+      return parsed.protocol === "http:" || parsed.protocol === "https:" ? parsed.href : null;
+    } catch (_error) {
+      return null;
+    }
+  }
+
+  function isPositiveInt(value) {
+    return Number.isInteger(value) && value > 0;
+  }
+
+  function asText(value) {
+    return typeof value === "string" ? value : "";
+  }
+
+  function cleanSources(sources) {
+    if (!Array.isArray(sources)) return [];
+    return sources
+      .filter((s) => s && typeof s === "object")
+      .map((s) => ({ title: asText(s.title), url: asText(s.url) }))
+      .filter((s) => s.title || s.url);
+  }
+
+  function isValidTurn(turn) {
+    return Boolean(turn) && isPositiveInt(turn.id) && AUTHORS.has(turn.author);
+  }
+
+  function formatTime(iso) {
+    const date = new Date(iso);
+    if (Number.isNaN(date.getTime())) return "";
+    return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  }
+
+  function reconnectDelay(attempt) {
+    const base = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** attempt);
+    // Jitter spreads out the reconnects of every open tab after a server restart.
+    return Math.min(RECONNECT_MAX_MS, Math.round(base * (1 + Math.random() * 0.5)));
+  }
+
+  // --- Conversation state ---------------------------------------------------------------------
+
+  let nextLocalKey = 1;
+
+  function newMessage(author, fields = {}) {
+    return {
+      key: nextLocalKey++, // stable identity for messages that have no turn id yet
+      author,
+      turnId: null,
+      clientId: null,
+      text: "",
+      status: null,
+      sources: [],
+      authorName: null,
+      created: new Date().toISOString(),
+      error: null, // a human-readable problem shown under the text
+      attempt: 1,
+      ...fields,
+    };
+  }
+
+  function newReply(id) {
+    // lastSeq: the highest seq applied; buffer: frames that arrived ahead of a gap, by seq;
+    // finished: a done frame (or a finished stored turn) gave the final text.
+    return { id, lastSeq: 0, buffer: new Map(), gapTimer: null, gapWaitMs: GAP_WAIT_MS, finished: false };
+  }
+
+  /**
+   * What the page knows about the conversation. It does not touch the DOM itself: it tells
+   * `view` which messages changed, and sends resumes through `send` (false when offline).
+   */
+  class Conversation {
+    constructor({ view, send }) {
+      this.view = view;
+      this.send = send;
+      this.byTurnId = new Map();
+      this.byClientId = new Map();
+      this.replies = new Map();
+      // Customer messages the server has not acknowledged, oldest first (Set keeps insertion order).
+      this.outbox = new Set();
+    }
+
+    // Customer messages ------------------------------------------------------------------------
+
+    addOutgoing(text) {
+      const message = newMessage("customer", { clientId: newClientId(), text, status: "sending" });
+      this.byClientId.set(message.clientId, message);
+      this.outbox.add(message);
+      this.view.add(message);
+      return message;
+    }
+
+    /** Put a failed message back in the outbox; the same client_id keeps the server's de-duplication. */
+    retry(message) {
+      if (message.status !== "failed") return;
+      message.status = "sending";
+      message.error = null;
+      this.outbox.add(message);
+      this.view.update(message);
+    }
+
+    unsent() {
+      return Array.from(this.outbox);
+    }
+
+    applyAck(frame) {
+      const message = this.byClientId.get(frame.client_id);
+      if (!message) return;
+      if (isPositiveInt(frame.turn_id)) this.setTurnId(message, frame.turn_id);
+      this.markStored(message);
+      if (!isPositiveInt(frame.reply_id)) return;
+      const replyMessage = this.ensureBotMessage(frame.reply_id);
+      // A duplicate ack means the message was stored earlier, maybe while we were away: its
+      // reply may be half-written or finished already, and we missed those frames.
+      if (frame.duplicate && ACTIVE_REPLY.has(replyMessage.status)) this.resume(frame.reply_id);
+    }
+
+    /** An error about one of our messages. Returns false when the error is not about one we know. */
+    applyMessageError(frame) {
+      const message = typeof frame.client_id === "string" && this.byClientId.get(frame.client_id);
+      if (!message || message.author !== "customer") return false;
+      // Already stored (a re-send after reconnecting can be rate limited): nothing was lost.
+      if (message.turnId !== null) return true;
+      message.status = "failed";
+      message.error = asText(frame.message) || "This message could not be sent.";
+      this.outbox.delete(message);
+      this.view.update(message);
+      return true;
+    }
+
+    markStored(message) {
+      this.outbox.delete(message);
+      if (message.status !== "sent" || message.error) {
+        message.status = "sent";
+        message.error = null;
+        this.view.update(message);
+      }
+    }
+
+    setTurnId(message, turnId) {
+      if (message.turnId === turnId) return;
+      const other = this.byTurnId.get(turnId);
+      if (other && other !== message) {
+        // Two bubbles for one turn (should not happen): keep the one with the client id.
+        this.byTurnId.delete(turnId);
+        this.view.remove(other);
+      }
+      message.turnId = turnId;
+      this.byTurnId.set(turnId, message);
+      this.view.place(message);
+      this.view.update(message);
+    }
+
+    // Turns from the server --------------------------------------------------------------------
+
+    /**
+     * The history sent on every (re)connect. Merges it with what is shown and returns the
+     * resume frames to send: one per reply the server still considers in progress.
+     */
+    applySnapshot(turns) {
+      const resumes = [];
+      for (const turn of Array.isArray(turns) ? turns : []) {
+        if (!isValidTurn(turn)) continue;
+        this.applyTurn(turn);
+        if (turn.author === "bot" && ACTIVE_REPLY.has(turn.status)) {
+          resumes.push({ type: "resume", reply_id: turn.id, after: this.reply(turn.id).lastSeq });
+        }
+      }
+      return resumes;
+    }
+
+    applyTurn(turn) {
+      if (!isValidTurn(turn)) return;
+      let message = this.byTurnId.get(turn.id);
+      if (!message && turn.author === "customer" && typeof turn.client_id === "string") {
+        message = this.byClientId.get(turn.client_id);
+      }
+      if (!message) {
+        message = newMessage(turn.author, { turnId: turn.id });
+        this.byTurnId.set(turn.id, message);
+        if (turn.author === "customer" && typeof turn.client_id === "string") {
+          message.clientId = turn.client_id;
+          this.byClientId.set(turn.client_id, message);
+        }
+        this.mergeTurn(message, turn);
+        this.view.add(message);
+        return;
+      }
+      this.setTurnId(message, turn.id);
+      this.mergeTurn(message, turn);
+      this.view.update(message);
+    }
+
+    mergeTurn(message, turn) {
+      if (typeof turn.created === "string" && turn.created) message.created = turn.created;
+      message.authorName = typeof turn.author_name === "string" ? turn.author_name : null;
+      message.sources = cleanSources(turn.sources);
+      if (turn.author === "customer") {
+        // The server has it, so it is stored; its text is what the server kept (trimmed).
+        message.text = asText(turn.text);
+        this.markStored(message);
+        message.status = "sent";
+        return;
+      }
+      if (turn.author !== "bot") {
+        message.text = asText(turn.text);
+        message.status = null;
+        return;
+      }
+      this.mergeBotTurn(message, turn);
+    }
+
+    mergeBotTurn(message, turn) {
+      const reply = this.reply(turn.id);
+      const status = ACTIVE_REPLY.has(turn.status) || turn.status === "done" || turn.status === "failed"
+        ? turn.status
+        : "done";
+      if (status === "done" || status === "failed") {
+        // The stored turn is final and authoritative; nothing buffered can improve on it.
+        this.clearGap(reply);
+        reply.buffer.clear();
+        reply.finished = true;
+        message.text = asText(turn.text);
+        message.status = status;
+        message.error = null;
+        return;
+      }
+      if (reply.lastSeq === 0) {
+        // Never saw a frame of it: show what the server has until the replay starts over.
+        message.text = asText(turn.text);
+        message.status = status;
+      }
+      // Otherwise keep the streamed text and status: the resume continues from lastSeq.
+    }
+
+    ensureBotMessage(replyId) {
+      let message = this.byTurnId.get(replyId);
+      if (!message) {
+        message = newMessage("bot", { turnId: replyId, status: "queued" });
+        this.byTurnId.set(replyId, message);
+        this.view.add(message);
+      }
+      this.reply(replyId);
+      return message;
+    }
+
+    // Reply streams ----------------------------------------------------------------------------
+
+    reply(replyId) {
+      let reply = this.replies.get(replyId);
+      if (!reply) {
+        reply = newReply(replyId);
+        this.replies.set(replyId, reply);
+      }
+      return reply;
+    }
+
+    /** Applies reply.start / reply.delta / reply.done strictly in seq order. */
+    applyReplyFrame(frame) {
+      if (!isPositiveInt(frame.reply_id) || !isPositiveInt(frame.seq)) return;
+      const reply = this.reply(frame.reply_id);
+      if (frame.seq <= reply.lastSeq) return; // already applied: the server may replay
+      if (frame.type === "reply.done") {
+        // A done frame carries the whole text, so it may jump any gap (the replay log may be gone).
+        this.applyInOrder(reply, frame);
+        for (const seq of reply.buffer.keys()) if (seq <= frame.seq) reply.buffer.delete(seq);
+      } else if (frame.seq === reply.lastSeq + 1) {
+        this.applyInOrder(reply, frame);
+      } else {
+        reply.buffer.set(frame.seq, frame);
+      }
+      this.drain(reply);
+    }
+
+    drain(reply) {
+      let next;
+      while ((next = reply.buffer.get(reply.lastSeq + 1))) {
+        reply.buffer.delete(next.seq);
+        this.applyInOrder(reply, next);
+      }
+      if (reply.buffer.size === 0) {
+        this.clearGap(reply);
+      } else if (reply.gapTimer === null) {
+        reply.gapTimer = setTimeout(() => this.onGapTimeout(reply), reply.gapWaitMs);
+      }
+    }
+
+    onGapTimeout(reply) {
+      reply.gapTimer = null;
+      if (reply.buffer.size === 0) return;
+      this.resume(reply.id);
+      // Ask again later if the replay does not come either, but less and less often.
+      reply.gapWaitMs = Math.min(GAP_WAIT_MAX_MS, reply.gapWaitMs * 2);
+      reply.gapTimer = setTimeout(() => this.onGapTimeout(reply), reply.gapWaitMs);
+    }
+
+    clearGap(reply) {
+      if (reply.gapTimer !== null) clearTimeout(reply.gapTimer);
+      reply.gapTimer = null;
+      reply.gapWaitMs = GAP_WAIT_MS;
+    }
+
+    resume(replyId) {
+      this.send({ type: "resume", reply_id: replyId, after: this.reply(replyId).lastSeq });
+    }
+
+    applyInOrder(reply, frame) {
+      reply.lastSeq = frame.seq;
+      const message = this.ensureBotMessage(reply.id);
+      if (frame.type === "reply.start") {
+        // A new attempt starts the text over; "queued" until its first token arrives.
+        reply.finished = false;
+        message.text = "";
+        message.status = "queued";
+        message.error = null;
+        message.sources = [];
+        message.attempt = isPositiveInt(frame.attempt) ? frame.attempt : message.attempt;
+      } else if (frame.type === "reply.delta") {
+        // A delta behind a done frame that jumped ahead (the server's fallback done on resume
+        // can take a seq the live stream also uses) must not touch the final text.
+        if (reply.finished) return;
+        message.text += asText(frame.text);
+        message.status = "streaming";
+      } else if (frame.type === "reply.done") {
+        reply.finished = true;
+        message.text = asText(frame.text);
+        message.status = frame.status === "failed" ? "failed" : "done";
+        message.sources = cleanSources(frame.sources);
+        const problem = frame.error && asText(frame.error.message);
+        // The failed text is usually the apology itself; only add the error when it says more.
+        message.error = message.status === "failed" && problem && problem !== message.text ? problem : null;
+      }
+      this.view.update(message);
+    }
+
+    /** Stop waiting for gaps while offline: the resumes after reconnecting replace these. */
+    suspend() {
+      for (const reply of this.replies.values()) this.clearGap(reply);
+    }
+
+    hasActiveReply() {
+      for (const message of this.byTurnId.values()) {
+        if (message.author === "bot" && ACTIVE_REPLY.has(message.status)) return true;
+      }
+      return false;
+    }
+
+    addNotice(text, code = null) {
+      const message = newMessage("system", { text, code });
+      this.view.add(message);
+      return message;
+    }
+  }
+
+  // --- Rendering ------------------------------------------------------------------------------
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function setAttr(node, name, value) {
+    if (value === null || value === undefined || value === "") node.removeAttribute(name);
+    else if (node.getAttribute(name) !== String(value)) node.setAttribute(name, String(value));
+  }
+
+  function setText(node, text) {
+    if (node.textContent !== text) node.textContent = text;
+  }
+
+  function turnIdOf(node) {
+    const raw = node.getAttribute("data-turn-id");
+    return raw === null ? null : Number(raw);
+  }
+
+  /**
+   * The message log. Messages with a turn id stay in turn id order; messages without one
+   * (unacknowledged messages, local notices) stay where they were added.
+   */
+  class LogView {
+    constructor(log, { companyName, onRetry, onNewContent }) {
+      this.log = log;
+      this.companyName = companyName;
+      this.onRetry = onRetry;
+      this.onNewContent = onNewContent;
+      this.parts = new Map(); // message.key -> { root, author, text, ... }
+      this.messagesByNode = new WeakMap();
+      log.addEventListener("click", (event) => this.handleClick(event));
+    }
+
+    add(message) {
+      const parts = this.build(message);
+      this.parts.set(message.key, parts);
+      this.messagesByNode.set(parts.root, message);
+      this.fill(message, parts);
+      this.place(message);
+      this.onNewContent();
+    }
+
+    update(message) {
+      const parts = this.parts.get(message.key);
+      if (!parts) return;
+      this.fill(message, parts);
+      this.onNewContent();
+    }
+
+    remove(message) {
+      const parts = this.parts.get(message.key);
+      if (!parts) return;
+      parts.root.remove();
+      this.parts.delete(message.key);
+    }
+
+    place(message) {
+      const parts = this.parts.get(message.key);
+      if (!parts) return;
+      const node = parts.root;
+      if (message.turnId === null) {
+        if (!node.isConnected) this.log.append(node);
+        return;
+      }
+      node.setAttribute("data-turn-id", String(message.turnId));
+      if (node.isConnected && this.inOrder(node, message.turnId)) return;
+      // Walk back from the end: new turns almost always belong last.
+      let before = null;
+      for (let child = this.log.lastElementChild; child; child = child.previousElementSibling) {
+        if (child === node) continue;
+        const id = turnIdOf(child);
+        if (id === null) continue;
+        if (id > message.turnId) before = child;
+        else break;
+      }
+      this.log.insertBefore(node, before);
+    }
+
+    inOrder(node, turnId) {
+      let prev = node.previousElementSibling;
+      while (prev && turnIdOf(prev) === null) prev = prev.previousElementSibling;
+      let next = node.nextElementSibling;
+      while (next && turnIdOf(next) === null) next = next.nextElementSibling;
+      return (!prev || turnIdOf(prev) < turnId) && (!next || turnIdOf(next) > turnId);
+    }
+
+    build(message) {
+      const root = el("div", `message message--${message.author}`);
+      root.setAttribute("data-author", message.author);
+      const parts = { root, author: null, text: el("div", "text"), sources: null, error: null, retry: null, meta: null };
+      if (message.author !== "system") {
+        parts.author = el("p", "message__author");
+        root.append(parts.author);
+      }
+      root.append(parts.text);
+      if (message.author !== "system") {
+        parts.meta = el("p", "message__meta");
+        parts.time = el("time", "message__time");
+        parts.delivery = el("span", "message__delivery");
+        parts.meta.append(parts.time, parts.delivery);
+        root.append(parts.meta);
+      }
+      return parts;
+    }
+
+    fill(message, parts) {
+      const { root } = parts;
+      setAttr(root, "data-turn-id", message.turnId);
+      if (message.author === "customer") setAttr(root, "data-client-id", message.clientId);
+      setAttr(root, "data-status", message.status);
+      setAttr(root, "data-code", message.code);
+      setAttr(root, "data-attempt", message.attempt > 1 ? message.attempt : null);
+      // Screen readers should read a streaming reply once it is complete, not token by token.
+      setAttr(root, "aria-busy", message.author === "bot" && ACTIVE_REPLY.has(message.status) ? "true" : null);
+      if (parts.author) setText(parts.author, this.authorLabel(message));
+      setText(parts.text, message.text);
+      if (parts.meta) this.fillMeta(message, parts);
+      this.fillSources(message, parts);
+      this.fillError(message, parts);
+    }
+
+    authorLabel(message) {
+      if (message.author === "customer") return "You";
+      if (message.author === "bot") return `${this.companyName} assistant`;
+      return message.authorName || `${this.companyName} support`;
+    }
+
+    fillMeta(message, parts) {
+      setAttr(parts.time, "datetime", message.created);
+      setText(parts.time, formatTime(message.created));
+      let delivery = "";
+      if (message.author === "customer") {
+        delivery = { sending: "Sending…", failed: "Not sent" }[message.status] || "";
+      } else if (message.author === "bot" && message.status === "failed") {
+        delivery = "Could not answer";
+      }
+      setText(parts.delivery, delivery);
+      parts.delivery.hidden = delivery === "";
+    }
+
+    fillSources(message, parts) {
+      const key = JSON.stringify(message.sources);
+      if (parts.sourcesKey === key) return;
+      parts.sourcesKey = key;
+      if (parts.sources) parts.sources.remove();
+      parts.sources = null;
+      if (message.sources.length === 0) return;
+      const box = el("div", "sources");
+      const title = el("p", "sources__title", "Sources");
+      const list = el("ul", "sources__list");
+      for (const source of message.sources) {
+        const item = el("li", "sources__item");
+        const label = source.title || source.url;
+        const href = safeHref(source.url);
+        if (href) {
+          const link = el("a", "sources__link", label);
+          link.href = href;
+          link.target = "_blank";
+          link.rel = "noopener noreferrer";
+          item.append(link);
+        } else {
+          item.append(el("span", "sources__link sources__link--plain", label));
+        }
+        list.append(item);
+      }
+      box.append(title, list);
+      parts.text.after(box);
+      parts.sources = box;
+    }
+
+    fillError(message, parts) {
+      const wanted = message.error || "";
+      if (wanted && !parts.error) {
+        parts.error = el("p", "message__error");
+        (parts.sources || parts.text).after(parts.error);
+      }
+      if (parts.error) {
+        setText(parts.error, wanted);
+        parts.error.hidden = wanted === "";
+      }
+      const retryable = message.author === "customer" && message.status === "failed";
+      if (retryable && !parts.retry) {
+        parts.retry = el("button", "retry", "Retry");
+        parts.retry.type = "button";
+        (parts.error || parts.text).after(parts.retry);
+      }
+      if (parts.retry) parts.retry.hidden = !retryable;
+    }
+
+    handleClick(event) {
+      const button = event.target.closest("button.retry");
+      if (!button || !this.log.contains(button)) return;
+      const message = this.messagesByNode.get(button.closest(".message"));
+      if (message) this.onRetry(message);
+    }
+  }
+
+  /** Keeps the newest message in view unless the reader scrolled up to read older ones. */
+  class ScrollKeeper {
+    constructor(log, jumpButton) {
+      this.log = log;
+      this.jumpButton = jumpButton;
+      this.sticky = true;
+      log.addEventListener("scroll", () => {
+        this.sticky = this.distanceFromBottom() <= STICKY_SCROLL_PX;
+        if (this.sticky) this.jumpButton.hidden = true;
+      }, { passive: true });
+      jumpButton.addEventListener("click", () => this.toBottom({ force: true }));
+      if (typeof ResizeObserver === "function") {
+        // The log shrinks when the composer grows or a phone keyboard opens.
+        new ResizeObserver(() => { if (this.sticky) this.scroll(); }).observe(log);
+      }
+    }
+
+    distanceFromBottom() {
+      return this.log.scrollHeight - this.log.scrollTop - this.log.clientHeight;
+    }
+
+    scroll() {
+      this.log.scrollTop = this.log.scrollHeight;
+    }
+
+    toBottom({ force = false } = {}) {
+      if (force) this.sticky = true;
+      if (this.sticky) {
+        this.scroll();
+        this.jumpButton.hidden = true;
+      } else if (this.distanceFromBottom() > STICKY_SCROLL_PX) {
+        this.jumpButton.hidden = false;
+      }
+    }
+  }
+
+  // --- Socket ---------------------------------------------------------------------------------
+
+  /**
+   * One websocket at a time. Reconnects after any close except the final ones, with
+   * exponential backoff and jitter. Events from a replaced socket are ignored (generation).
+   */
+  class Socket {
+    constructor(url, { onFrame, onClose }) {
+      this.url = url;
+      this.handlers = { onFrame, onClose };
+      this.ws = null;
+      this.generation = 0;
+      this.attempt = 0;
+      this.reconnectTimer = null;
+      this.pingTimer = null;
+      this.pongTimer = null;
+      this.stopped = false;
+    }
+
+    connect() {
+      this.clearReconnect();
+      if (this.stopped) return;
+      const generation = ++this.generation;
+      let ws;
+      try {
+        ws = new WebSocket(this.url);
+      } catch (_error) {
+        this.closed(generation, 1006);
+        return;
+      }
+      this.ws = ws;
+      // "Connected" waits for the conversation frame, not for the socket to open.
+      ws.onopen = () => {
+        if (generation === this.generation) this.startHeartbeat();
+      };
+      ws.onmessage = (event) => {
+        if (generation !== this.generation) return;
+        this.heardFromServer();
+        let frame;
+        try {
+          frame = JSON.parse(event.data);
+        } catch (_error) {
+          return;
+        }
+        if (frame && typeof frame === "object" && typeof frame.type === "string") {
+          this.handlers.onFrame(frame);
+        }
+      };
+      ws.onclose = (event) => this.closed(generation, event.code);
+      // An error is always followed by a close, which is where we react.
+      ws.onerror = () => {};
+    }
+
+    send(frame) {
+      if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+      this.ws.send(JSON.stringify(frame));
+      return true;
+    }
+
+    /** The connection proved useful (the server sent the conversation): reset the backoff. */
+    markHealthy() {
+      this.attempt = 0;
+    }
+
+    /** Skip the backoff wait, e.g. when the browser says the network is back. */
+    reconnectNow() {
+      if (this.reconnectTimer !== null) {
+        this.attempt = 0;
+        this.connect();
+      }
+    }
+
+    closed(generation, code) {
+      if (generation !== this.generation) return;
+      this.generation += 1; // whatever the old socket still says is stale now
+      this.stopHeartbeat();
+      this.ws = null;
+      const final = FINAL_CLOSE_CODES.has(code);
+      if (final) this.stopped = true;
+      this.handlers.onClose(code, final);
+      if (!final) this.scheduleReconnect();
+    }
+
+    scheduleReconnect() {
+      if (this.stopped || this.reconnectTimer !== null) return;
+      const delay = reconnectDelay(this.attempt);
+      this.attempt += 1;
+      this.reconnectTimer = setTimeout(() => {
+        this.reconnectTimer = null;
+        this.connect();
+      }, delay);
+    }
+
+    clearReconnect() {
+      if (this.reconnectTimer !== null) clearTimeout(this.reconnectTimer);
+      this.reconnectTimer = null;
+    }
+
+    startHeartbeat() {
+      this.stopHeartbeat();
+      this.pingTimer = setInterval(() => {
+        if (!this.send({ type: "ping" })) return;
+        if (this.pongTimer === null) {
+          this.pongTimer = setTimeout(() => this.abandon(), PONG_TIMEOUT_MS);
+        }
+      }, PING_INTERVAL_MS);
+    }
+
+    heardFromServer() {
+      if (this.pongTimer !== null) clearTimeout(this.pongTimer);
+      this.pongTimer = null;
+    }
+
+    stopHeartbeat() {
+      if (this.pingTimer !== null) clearInterval(this.pingTimer);
+      if (this.pongTimer !== null) clearTimeout(this.pongTimer);
+      this.pingTimer = null;
+      this.pongTimer = null;
+    }
+
+    /** Give up on a silent socket now; its close handshake may never finish. */
+    abandon() {
+      const ws = this.ws;
+      const generation = this.generation;
+      try {
+        if (ws) ws.close(4000, "no answer to ping");
+      } catch (_error) {
+        // Closing a broken socket may throw; we are leaving it anyway.
+      }
+      this.closed(generation, 4000);
+    }
+  }
+
+  // --- Composer -------------------------------------------------------------------------------
+
+  class Composer {
+    constructor(form, { maxChars, onSend }) {
+      this.form = form;
+      this.input = form.querySelector(".composer__input");
+      this.button = form.querySelector(".composer__send");
+      this.counter = form.querySelector(".char-counter");
+      this.errorBox = form.querySelector(".composer-error");
+      this.maxChars = maxChars;
+      this.onSend = onSend;
+      this.problem = ""; // why the last send was refused, until the text changes
+
+      form.addEventListener("submit", (event) => {
+        event.preventDefault();
+        this.submit();
+      });
+      this.input.addEventListener("keydown", (event) => {
+        // isComposing: Enter also confirms an IME composition (Japanese, Chinese…).
+        if (event.key === "Enter" && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
+          event.preventDefault();
+          this.submit();
+        }
+      });
+      this.input.addEventListener("input", () => {
+        this.problem = "";
+        this.refresh();
+      });
+      this.refresh();
+    }
+
+    submit() {
+      if (this.input.disabled) return;
+      const text = this.input.value.trim();
+      if (text === "") {
+        this.input.focus();
+        return;
+      }
+      const length = codePointLength(text);
+      if (length > this.maxChars) {
+        this.problem = this.tooLongMessage(length);
+        this.refresh();
+        this.input.focus();
+        return;
+      }
+      this.onSend(text);
+      this.input.value = "";
+      this.problem = "";
+      this.refresh();
+      this.input.focus();
+    }
+
+    tooLongMessage(length) {
+      return `Your message is ${length.toLocaleString()} characters long; the limit is ${this.maxChars.toLocaleString()}. Please shorten it.`;
+    }
+
+    refresh() {
+      const length = codePointLength(this.input.value.trim());
+      const over = length > this.maxChars;
+      const near = length >= Math.floor(this.maxChars * 0.9);
+      this.counter.hidden = !near;
+      setText(this.counter, `${length.toLocaleString()} / ${this.maxChars.toLocaleString()}`);
+      this.counter.classList.toggle("char-counter--over", over);
+      const problem = over ? this.tooLongMessage(length) : this.problem;
+      setText(this.errorBox, problem);
+      this.errorBox.hidden = problem === "";
+      setAttr(this.input, "aria-invalid", over ? "true" : null);
+      this.autosize();
+    }
+
+    autosize() {
+      // CSSOM writes are allowed under a strict CSP (style attributes in markup are not).
+      this.input.style.height = "auto";
+      this.input.style.height = `${this.input.scrollHeight + 2}px`;
+    }
+
+    disable() {
+      this.input.disabled = true;
+      this.button.disabled = true;
+      this.input.placeholder = "This chat is no longer available";
+      this.problem = "";
+      this.refresh();
+    }
+  }
+
+  // --- The page -------------------------------------------------------------------------------
+
+  function readConfig(root) {
+    const maxChars = Number.parseInt(root.dataset.maxChars, 10);
+    return {
+      conversationId: root.dataset.conversationId || "",
+      wsPath: root.dataset.wsPath || "",
+      companyName: root.dataset.companyName || "Support",
+      maxChars: Number.isInteger(maxChars) && maxChars > 0 ? maxChars : 4000,
+      embedded: root.dataset.embedded === "true",
+    };
+  }
+
+  function socketUrl(path) {
+    return (window.location.protocol === "https:" ? "wss://" : "ws://") + window.location.host + path;
+  }
+
+  const STATUS_TEXT = {
+    connecting: "Connecting…",
+    connected: "Connected",
+    reconnecting: "Reconnecting…",
+    closed: "Chat unavailable",
+  };
+
+  function finalCloseNotice(code, serverMessage) {
+    if (code === 4401) return "Your session expired — reload the page";
+    if (code === 4403) return serverMessage || "This conversation belongs to someone else.";
+    return serverMessage || "This conversation does not exist.";
+  }
+
+  function start(root) {
+    const config = readConfig(root);
+    const statusBox = root.querySelector(".connection-status");
+    const typing = root.querySelector(".typing-indicator");
+    const log = root.querySelector(".log");
+    setText(typing.querySelector(".typing-indicator__text"), `${config.companyName} assistant is typing…`);
+
+    let ready = false; // the server sent the conversation on this socket: frames are welcome
+    let typingSuppressed = false;
+    let refusal = null; // { code, message, timer } of an error that announces a final close
+
+    const scroll = new ScrollKeeper(log, root.querySelector(".jump-latest"));
+    const view = new LogView(log, {
+      companyName: config.companyName,
+      onRetry: (message) => {
+        conversation.retry(message);
+        if (ready) sendMessage(message);
+      },
+      onNewContent: () => scroll.toBottom(),
+    });
+    const socket = new Socket(socketUrl(config.wsPath), {
+      onFrame: handleFrame,
+      onClose: handleClose,
+    });
+    const conversation = new Conversation({ view, send: (frame) => ready && socket.send(frame) });
+    const composer = new Composer(root.querySelector(".composer"), {
+      maxChars: config.maxChars,
+      onSend: (text) => {
+        const message = conversation.addOutgoing(text);
+        scroll.toBottom({ force: true });
+        // Offline, it waits in the outbox and goes out after the next conversation frame.
+        if (ready) sendMessage(message);
+      },
+    });
+
+    function sendMessage(message) {
+      socket.send({ type: "message", client_id: message.clientId, text: message.text });
+    }
+
+    function setStatus(state) {
+      statusBox.dataset.state = state;
+      setText(statusBox, STATUS_TEXT[state]);
+    }
+
+    function updateTyping() {
+      const visible = ready && !typingSuppressed && conversation.hasActiveReply();
+      if (typing.hidden === visible) {
+        typing.hidden = !visible;
+        if (visible) scroll.toBottom();
+      }
+    }
+
+    function handleFrame(frame) {
+      switch (frame.type) {
+        case "conversation":
+          onConversation(frame);
+          break;
+        case "ack":
+          conversation.applyAck(frame);
+          if (isPositiveInt(frame.reply_id)) typingSuppressed = false;
+          break;
+        case "turn":
+          conversation.applyTurn(frame.turn);
+          break;
+        case "reply.start":
+        case "reply.delta":
+        case "reply.done":
+          conversation.applyReplyFrame(frame);
+          if (frame.type !== "reply.done") typingSuppressed = false;
+          break;
+        case "error":
+          onError(frame);
+          break;
+        default:
+          break; // pong, and frame types newer than this page
+      }
+      updateTyping();
+    }
+
+    function onConversation(frame) {
+      ready = true;
+      typingSuppressed = false;
+      socket.markHealthy();
+      setStatus("connected");
+      for (const resume of conversation.applySnapshot(frame.turns)) socket.send(resume);
+      // Anything not acknowledged yet goes (again): the server de-duplicates by client_id.
+      for (const message of conversation.unsent()) sendMessage(message);
+    }
+
+    function onError(frame) {
+      typingSuppressed = true;
+      if (conversation.applyMessageError(frame)) return;
+      const message = asText(frame.message) || "Something went wrong.";
+      if (REFUSAL_CODES.has(frame.code)) {
+        // The close right behind it says it better; show this one only if no close comes.
+        if (refusal) clearTimeout(refusal.timer);
+        refusal = {
+          code: frame.code,
+          message,
+          timer: setTimeout(() => {
+            conversation.addNotice(message, asText(frame.code) || null);
+            refusal = null;
+          }, REFUSAL_GRACE_MS),
+        };
+        return;
+      }
+      conversation.addNotice(message, asText(frame.code) || null);
+    }
+
+    function handleClose(code, final) {
+      ready = false;
+      conversation.suspend();
+      const pending = refusal;
+      if (pending) clearTimeout(pending.timer);
+      refusal = null;
+      if (final) {
+        setStatus("closed");
+        const notice = finalCloseNotice(code, pending && pending.message);
+        conversation.addNotice(notice, `close_${code}`);
+        // The notice in the log explains why; repeating it here would only say it twice.
+        composer.disable();
+      } else {
+        if (pending) conversation.addNotice(pending.message, pending.code);
+        setStatus("reconnecting");
+      }
+      updateTyping();
+    }
+
+    window.addEventListener("online", () => socket.reconnectNow());
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "visible") socket.reconnectNow();
+    });
+
+    setStatus("connecting");
+    socket.connect();
+    return { conversation, socket, composer };
+  }
+
+  const root = document.getElementById("chat");
+  if (root) start(root);
+})();

@@ -1,0 +1,194 @@
+/*
+ * Support Bot launcher for other websites:
+ *
+ *   <script src="https://SUPPORT_BOT_HOST/static/chat/widget.js" data-support-bot async></script>
+ *
+ * Adds a round "Open chat" button in the bottom-right corner that shows and hides the chat
+ * page (https://SUPPORT_BOT_HOST/chat/?embed=1) in an iframe. No dependencies; the only
+ * global is window.SupportBotWidget (open/close/toggle).
+ *
+ * The button and iframe live in a shadow root so that the host page's CSS cannot restyle
+ * them, and they are styled through the CSSOM (element.style), which a host page's
+ * Content-Security-Policy does not block the way it blocks <style> elements.
+ */
+"use strict";
+
+(() => {
+  const NAMESPACE = "SupportBotWidget";
+  if (window[NAMESPACE]) return; // the snippet was pasted twice
+
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const ICON_CHAT = "M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H8l-4 4V6a2 2 0 0 1 2-2z";
+  const ICON_CLOSE = "M6 6l12 12M18 6L6 18";
+
+  function findOwnScript() {
+    // currentScript is set for classic scripts, async ones included, while they run.
+    const current = document.currentScript;
+    if (current && current.src) return current;
+    return document.querySelector("script[data-support-bot][src]");
+  }
+
+  function chatUrl(script) {
+    const origin = new URL(script.src, window.location.href).origin;
+    return `${origin}/chat/?embed=1`;
+  }
+
+  function style(node, rules) {
+    Object.assign(node.style, rules);
+    return node;
+  }
+
+  function icon(path, { filled }) {
+    const svg = document.createElementNS(SVG_NS, "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("width", "26");
+    svg.setAttribute("height", "26");
+    svg.setAttribute("aria-hidden", "true");
+    svg.setAttribute("focusable", "false");
+    const shape = document.createElementNS(SVG_NS, "path");
+    shape.setAttribute("d", path);
+    shape.setAttribute("fill", filled ? "currentColor" : "none");
+    shape.setAttribute("stroke", "currentColor");
+    shape.setAttribute("stroke-width", filled ? "0" : "2.5");
+    shape.setAttribute("stroke-linecap", "round");
+    svg.append(shape);
+    return svg;
+  }
+
+  function buildButton() {
+    const button = document.createElement("button");
+    button.type = "button";
+    // The name stays "Open chat"; aria-expanded says whether it is open (disclosure pattern).
+    button.setAttribute("aria-label", "Open chat");
+    button.setAttribute("aria-expanded", "false");
+    button.setAttribute("aria-controls", "support-bot-frame");
+    style(button, {
+      position: "fixed",
+      right: "20px",
+      bottom: "20px",
+      width: "56px",
+      height: "56px",
+      margin: "0",
+      padding: "0",
+      border: "0",
+      borderRadius: "50%",
+      background: "#1f5fd6",
+      color: "#ffffff",
+      boxShadow: "0 4px 14px rgba(0, 0, 0, 0.25)",
+      cursor: "pointer",
+      display: "flex",
+      alignItems: "center",
+      justifyContent: "center",
+      zIndex: "2147483000",
+      outlineOffset: "3px",
+    });
+    return button;
+  }
+
+  function buildFrame(src) {
+    const frame = document.createElement("iframe");
+    frame.id = "support-bot-frame";
+    frame.title = "Customer support chat";
+    frame.src = src;
+    style(frame, {
+      position: "fixed",
+      right: "20px",
+      bottom: "88px",
+      width: "min(380px, calc(100vw - 24px))",
+      height: "min(600px, calc(100vh - 112px))",
+      border: "0",
+      borderRadius: "14px",
+      background: "#ffffff",
+      boxShadow: "0 10px 40px rgba(0, 0, 0, 0.25)",
+      zIndex: "2147483000",
+    });
+    return frame;
+  }
+
+  /** On narrow screens the chat takes almost the whole viewport. */
+  function fitToViewport(frame, narrow) {
+    style(frame, narrow
+      ? { right: "8px", width: "calc(100vw - 16px)" }
+      : { right: "20px", width: "min(380px, calc(100vw - 24px))" });
+  }
+
+  function mount(script) {
+    const src = chatUrl(script);
+    const host = document.createElement("div");
+    host.setAttribute("data-support-bot-widget", "");
+    const root = host.attachShadow ? host.attachShadow({ mode: "open" }) : host;
+    const button = buildButton();
+    const chatIcon = icon(ICON_CHAT, { filled: true });
+    const closeIcon = icon(ICON_CLOSE, { filled: false });
+    button.append(chatIcon);
+    root.append(button);
+    document.body.append(host);
+
+    let frame = null; // created on first open: no chat traffic until someone asks for it
+    const narrowQuery = window.matchMedia("(max-width: 480px)");
+
+    function isOpen() {
+      return button.getAttribute("aria-expanded") === "true";
+    }
+
+    function open() {
+      if (!frame) {
+        frame = buildFrame(src);
+        fitToViewport(frame, narrowQuery.matches);
+        root.append(frame);
+      }
+      frame.hidden = false;
+      style(frame, { display: "block" });
+      button.setAttribute("aria-expanded", "true");
+      button.replaceChildren(closeIcon);
+      try {
+        frame.focus();
+      } catch (_error) {
+        // Focusing a frame is best effort.
+      }
+    }
+
+    function close() {
+      if (frame) {
+        // Hidden, not removed: the conversation and its connection survive closing.
+        frame.hidden = true;
+        style(frame, { display: "none" });
+      }
+      button.setAttribute("aria-expanded", "false");
+      button.replaceChildren(chatIcon);
+    }
+
+    function toggle() {
+      if (isOpen()) close();
+      else open();
+    }
+
+    button.addEventListener("click", toggle);
+    button.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" && isOpen()) close();
+    });
+    const onViewportChange = (event) => { if (frame) fitToViewport(frame, event.matches); };
+    if (narrowQuery.addEventListener) narrowQuery.addEventListener("change", onViewportChange);
+
+    return { open, close, toggle, isOpen };
+  }
+
+  function init(script) {
+    const api = mount(script);
+    window[NAMESPACE].open = api.open;
+    window[NAMESPACE].close = api.close;
+    window[NAMESPACE].toggle = api.toggle;
+    window[NAMESPACE].isOpen = api.isOpen;
+  }
+
+  // Claim the namespace synchronously so a second copy stops above, even before the DOM is ready.
+  const script = findOwnScript();
+  window[NAMESPACE] = { version: 1, open() {}, close() {}, toggle() {}, isOpen: () => false };
+  if (!script) return;
+  // Found now: currentScript is only set while this file runs.
+  if (document.body) {
+    init(script);
+  } else {
+    document.addEventListener("DOMContentLoaded", () => init(script), { once: true });
+  }
+})();
