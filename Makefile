@@ -10,6 +10,11 @@ PROD_REDIS_URL ?= redis://127.0.0.1:6379/0
 
 $(VENV)/.python-ok:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Support Bot needs Python 3.11 or newer")'
+	@# Debian's python3 comes without venv/ensurepip until python3-venv is installed.
+	@if ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; \
+	  else echo "Install python3-venv first (sudo apt-get install python3-venv)"; exit 1; fi; \
+	fi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@touch $@

@@ -34,6 +34,10 @@ def _answers(sock_path: Path) -> bool:
         return False
 
 
+# The server this process started, if any: its owner may stop it when done.
+started_here: Path | None = None
+
+
 def ensure_running(var_dir: Path) -> str:
     """Start the embedded server unless one already answers; return its redis URL."""
     var_dir.mkdir(parents=True, exist_ok=True)
@@ -76,6 +80,8 @@ def ensure_running(var_dir: Path) -> str:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"embedded redis did not start; see {var_dir / 'redis.log'}")
             time.sleep(0.02)
+        global started_here
+        started_here = var_dir
     return url
 
 

@@ -29,6 +29,13 @@ ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "http://127.0.0.1"
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from support_bot import embedded_redis
+
+    if embedded_redis.started_here is not None:
+        embedded_redis.stop(embedded_redis.started_here)
+
+
 @pytest.fixture(autouse=True)
 def clean_redis_namespace() -> Iterator[None]:
     """Each test starts with none of this run's Redis keys (replay logs, rate limits, queues).

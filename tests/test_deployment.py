@@ -1,0 +1,49 @@
+"""The production shape as files (no Docker engine runs on the CI machine, so these check the
+compose file's promises statically), and the embedded default's SQLite mode."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from django.db import connection
+
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_runs_postgres_redis_two_web_processes_and_two_workers(compose):
+    services = compose["services"]
+    assert {"postgres", "redis", "migrate", "web", "worker"} <= set(services)
+    web = services["web"]["command"]
+    assert web[web.index("--workers") + 1] == "2"
+    assert services["worker"]["deploy"]["replicas"] == 2
+    worker = services["worker"]["command"]
+    assert worker[worker.index("-P") + 1] == "threads"
+
+
+def test_compose_configures_the_app_only_through_the_environment(compose):
+    env = compose["x-app"]["environment"]
+    for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ALLOWED_HOSTS", "OPENAI_API_KEY",
+                 "OPENAI_BASE_URL", "OPENAI_MODEL"):
+        assert name in env
+    assert env["SECRET_KEY"].startswith("${SECRET_KEY:?"), "no default secret may ship"
+    assert env["DATABASE_URL"].startswith("postgres://")
+
+
+def test_the_image_collects_static_files_and_runs_as_a_normal_user():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "collectstatic --noinput" in dockerfile
+    assert "\nUSER supportbot" in dockerfile
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="checks the embedded default only")
+def test_sqlite_runs_in_wal_mode_with_immediate_transactions():
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode")
+        assert cursor.fetchone()[0] == "wal"
+    assert connection.settings_dict["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
