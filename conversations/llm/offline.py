@@ -1,0 +1,435 @@
+"""The offline answerer: answers from the help articles alone, with no model.
+
+For a question it retrieves the best passage (knowledge.retrieval) and, when the match is good
+enough, answers with the passage's own sentences and list items that bear on the question,
+then points to the article. Everything factual in an answer is copied from an article; the
+only words of its own are a lead-in, the pointer, small talk and the "I don't know" reply.
+The reply streams word by word, like a model's would.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import DatabaseError
+
+from knowledge import retrieval
+from knowledge.retrieval import Hit, QueryTerm
+
+from .base import (
+    ChatMessage,
+    Finished,
+    Provider,
+    ProviderError,
+    ReplyRequest,
+    Source,
+    StreamEvent,
+    TextDelta,
+    estimate_tokens,
+)
+
+MODEL = "offline-bm25"
+
+ABSTAIN = (
+    "I'm sorry — I couldn't find that in our help articles, and I'd rather not guess. "
+    "Would you like me to connect you with a person from our team?"
+)
+ASK_FOR_DETAIL = (
+    "Could you tell me a little more about what you need help with? "
+    "For example, an order, a return, your account or one of your devices."
+)
+LEAD_INS = (
+    "Here's what our help centre says:",
+    "Sure, here's what I found:",
+    "Happy to help with that. From our help centre:",
+)
+HEDGED_LEAD_IN = "I think this is what you're looking for:"
+HEDGED_CLOSING = (
+    "If that doesn't answer your question, I can connect you with a person from our team."
+)
+# Confidence this far above the threshold gets a plain answer; below, a hedged one.
+HEDGE_MARGIN = 0.15
+MAX_ANSWER_WORDS = 90  # of sentences picked for their overlap; a whole list may add more
+MAX_LIST_ITEMS = 8
+
+
+# --- Small talk ---------------------------------------------------------------------------
+
+_GREETING = r"(?:hi|hello|hey|hiya|howdy|yo|hallo|greetings|good (?:morning|afternoon|evening|day))"
+_THANKS = (
+    r"(?:thanks|thank you|thank u|thx|ty|cheers|many thanks|much appreciated|appreciate it"
+    r"|great thanks|perfect thanks)"
+)
+_BYE = (
+    r"(?:bye|goodbye|bye bye|see you|see ya|cya|talk (?:to you )?later"
+    r"|have a (?:nice|good|great) (?:day|evening|weekend|one))"
+)
+_HOW_ARE_YOU = r"(?:how are you(?: doing)?(?: today)?|how's it going|how are things)"
+_ACK = (
+    r"(?:ok|okay|k|cool|great|perfect|awesome|nice|alright|all right|got it|sounds good"
+    r"|understood)"
+)
+_WHO = r"(?:who are you|what are you|are you (?:a )?(?:bot|robot|human|real|ai|person))"
+_FILL = r"(?:there|team|all|everyone|again|so much|very much|a lot|a bunch|for (?:the|your) help)"
+
+_SMALL_TALK_PARTS = {
+    "greeting": _GREETING,
+    "thanks": _THANKS,
+    "bye": _BYE,
+    "how": _HOW_ARE_YOU,
+    "ack": _ACK,
+    "who": _WHO,
+}
+_PART = re.compile(
+    r"\s*(?:" + "|".join(f"(?P<{k}>{v})" for k, v in _SMALL_TALK_PARTS.items()) + r")\b"
+    r"(?:\s+" + _FILL + r"\b)*\s*"
+)
+
+
+def small_talk_kinds(message: str) -> set[str] | None:
+    """The kinds of small talk a message is made of ({"greeting", "thanks"} for "hi, thanks!"),
+    or None if it is (also) something else, such as a question."""
+    text = re.sub(r"[^\w\s']+", " ", message.lower().replace("\u2019", "'"))
+    text = re.sub(r"\s+", " ", text).strip()
+    if not text or len(text) > 80:
+        return None
+    kinds: set[str] = set()
+    position = 0
+    while position < len(text):
+        match = _PART.match(text, position)
+        if not match or match.end() == position:
+            return None
+        kinds.update(name for name, value in match.groupdict().items() if value)
+        position = match.end()
+    return kinds or None
+
+
+def small_talk_reply(kinds: set[str]) -> str:
+    company = settings.COMPANY_NAME
+    if "bye" in kinds:
+        if "thanks" in kinds:
+            return "You're welcome! Thanks for chatting with us, and have a great day."
+        return "Thanks for chatting with us. Have a great day!"
+    if "thanks" in kinds:
+        return "You're welcome! Is there anything else I can help you with?"
+    if "who" in kinds:
+        return (
+            f"I'm the {company} virtual assistant. I answer questions from our help articles, "
+            "and I can connect you with a person from our team. What can I help you with?"
+        )
+    if "how" in kinds:
+        return "I'm doing well, thank you for asking! How can I help you today?"
+    if "greeting" in kinds:
+        return f"Hi! I'm the {company} assistant. How can I help you today?"
+    return "Great! Let me know if there's anything else I can help you with."
+
+
+# --- Answers from a passage ---------------------------------------------------------------
+
+_LIST_ITEM = re.compile(r"^\s*([-*+]|\d{1,3}[.)])\s+(.*)$")
+_HEADING = re.compile(r"^ {0,3}#{1,6}\s+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"”')\]]*\s+(?=[\"“(\[]?[A-Z0-9])")
+_INLINE = [
+    (re.compile(r"!\[([^\]]*)\]\([^)]*\)"), r"\1"),  # images -> alt text
+    (re.compile(r"\[([^\]]+)\]\([^)]*\)"), r"\1"),  # links -> their text
+    (re.compile(r"<[^>\n]{0,200}>"), ""),  # HTML tags
+    (re.compile(r"(\*\*|__)(.+?)\1"), r"\2"),  # bold
+    (re.compile(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])"), r"\1"),  # italics
+    (re.compile(r"`([^`]*)`"), r"\1"),  # code
+]
+
+
+def plain(markdown_line: str) -> str:
+    """Inline Markdown (and stray HTML tags) to plain text."""
+    text = markdown_line
+    for pattern, replacement in _INLINE:
+        text = pattern.sub(replacement, text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+_INTRODUCES_LIST = re.compile(r":$|\b(?:these|the following|following) steps\b|\bbelow\b")
+_DURATION_QUESTION = re.compile(
+    r"\bhow (?:long|soon|quickly|fast)\b|\bwhen\b|\bhow many days\b", re.I
+)
+_DURATION = re.compile(
+    r"\b\d+(?:[–-]\d+)?\s*(?:business |working |calendar )?"
+    r"(?:days?|hours?|minutes?|weeks?|months?|years?)\b|\b(?:same|next) (?:business )?day\b",
+    re.I,
+)
+_AMOUNT_QUESTION = re.compile(r"\bhow much\b|\bcosts?\b|\bprices?\b|\bfees?\b|\bfree\b", re.I)
+_AMOUNT = re.compile(r"[€$£]\s?\d|\d\s?(?:euros?|eur|dollars?|usd|gbp)\b|\bfree\b", re.I)
+
+
+def _answer_type(question: str) -> re.Pattern[str] | None:
+    """What kind of fact a question asks for, as a pattern a sentence giving it would match."""
+    if _AMOUNT_QUESTION.search(question):
+        return _AMOUNT
+    if _DURATION_QUESTION.search(question):
+        return _DURATION
+    return None
+
+
+@dataclass
+class _Unit:
+    """A sentence or a list item of a passage."""
+
+    text: str
+    block: int  # which paragraph or list it belongs to
+    is_item: bool
+    marker: str = ""  # "1." or "•" for list items
+    heading: str = ""  # set on the first paragraph or list under a heading
+    terms: set[str] = field(default_factory=set)
+    heading_terms: set[str] = field(default_factory=set)
+
+    @property
+    def words(self) -> int:
+        return len(self.text.split())
+
+
+def _units(markdown: str, heading: str = "") -> list[_Unit]:
+    units: list[_Unit] = []
+    block = 0
+    paragraph: list[str] = []
+    in_list = False
+    pending_heading = heading  # goes to the next block that starts
+
+    def new_block() -> str:
+        nonlocal pending_heading
+        taken, pending_heading = pending_heading, ""
+        return taken
+
+    def end_paragraph() -> None:
+        nonlocal paragraph, block
+        if paragraph:
+            text = plain(" ".join(paragraph))
+            block_heading = new_block()
+            for sentence in _SENTENCE_END.split(text):
+                if sentence.strip():
+                    units.append(_Unit(sentence.strip(), block, False, heading=block_heading))
+            block += 1
+        paragraph = []
+
+    for line in markdown.split("\n"):
+        item = _LIST_ITEM.match(line)
+        is_heading = bool(_HEADING.match(line))
+        if not line.strip() or is_heading or line.lstrip().startswith(("```", "~~~")):
+            end_paragraph()
+            if in_list:
+                block, in_list = block + 1, False
+            if is_heading:
+                pending_heading = plain(_HEADING.sub("", line))
+            continue
+        if item:
+            end_paragraph()
+            marker = item.group(1)
+            if not in_list:
+                list_heading = new_block()
+            units.append(
+                _Unit(
+                    plain(item.group(2)),
+                    block,
+                    True,
+                    marker if marker[0].isdigit() else "•",
+                    heading=list_heading,
+                )
+            )
+            in_list = True
+        elif in_list and units and units[-1].is_item and line.startswith((" ", "\t")):
+            units[-1].text = plain(f"{units[-1].text} {line}")  # an item's continuation line
+        else:
+            if in_list:
+                block, in_list = block + 1, False
+            paragraph.append(line.strip())
+    end_paragraph()
+    for unit in units:
+        unit.terms = set(retrieval.analyze(unit.text))
+        unit.heading_terms = set(retrieval.analyze(unit.heading)) if unit.heading else set()
+    return [unit for unit in units if unit.text]
+
+
+def extract_answer(
+    passage_markdown: str,
+    terms: Sequence[QueryTerm],
+    *,
+    heading: str = "",
+    title: str = "",
+    question: str = "",
+) -> str:
+    """The sentences and list items of a passage that bear on the question, in document order,
+    as plain text ("" if the passage has no text).
+
+    A unit (sentence or list item) scores the weights of the question's words it contains
+    (QueryTerm.weight_in), counting the first paragraph or list under a heading as containing
+    the heading's words too. Words of the article's title count half (the title found the
+    article; the answer is in what the body adds), and "how long"/"how much" questions favour
+    units with a duration/an amount. The best unit is
+    kept, with others scoring at least half as much in the same or a neighbouring block (80%
+    elsewhere) while the answer stays short. A list is kept whole when any of its items, or the
+    sentence introducing it, is kept: steps are never shown out of context.
+    """
+    units = _units(passage_markdown, heading)
+    if not units:
+        return ""
+    title_terms = set(retrieval.analyze(title))
+
+    def score(unit: _Unit) -> float:
+        total = 0.0
+        for term in terms:
+            here = term.weight_in(unit.terms) or term.weight_in(unit.heading_terms)
+            total += here * (0.5 if term.weight_in(title_terms) else 1.0)
+        return total
+
+    scores = [score(unit) for unit in units]
+    wanted = _answer_type(question)
+    if wanted is not None and terms:
+        bonus = 0.5 * max(term.weight for term in terms)
+        scores = [
+            score + bonus if score > 0 and wanted.search(unit.text) else score
+            for score, unit in zip(scores, units, strict=True)
+        ]
+    best = max(scores)
+    chosen: set[int] = set()
+    words = 0
+    if best <= 0:
+        # The match came from the title alone: the passage's opening sentences answer.
+        for i, unit in enumerate(units):
+            if i and (words + unit.words > MAX_ANSWER_WORDS // 2 or unit.block != units[0].block):
+                break
+            chosen.add(i)
+            words += unit.words
+    else:
+        ranked = sorted(range(len(units)), key=lambda i: (-scores[i], i))
+        near = {units[ranked[0]].block + step for step in (-1, 0, 1)}
+        for i in ranked:
+            if scores[i] <= 0 or scores[i] < 0.5 * best:
+                break
+            if units[i].block not in near and scores[i] < 0.8 * best:
+                continue
+            if chosen and words + units[i].words > MAX_ANSWER_WORDS:
+                continue
+            chosen.add(i)
+            words += units[i].words
+
+    # Whole lists, with the sentence that introduces them.
+    for i in sorted(chosen):
+        unit = units[i]
+        if unit.is_item:
+            list_block = unit.block
+        else:
+            paragraph = [j for j, u in enumerate(units) if u.block == unit.block]
+            last = units[paragraph[-1]]
+            if not _INTRODUCES_LIST.search(last.text):
+                continue
+            chosen.add(paragraph[-1])
+            list_block = unit.block + 1
+        members = [j for j, u in enumerate(units) if u.block == list_block and u.is_item]
+        if len(members) <= MAX_LIST_ITEMS:
+            chosen.update(members)
+        before = members[0] - 1 if members else -1
+        if (
+            before >= 0
+            and not units[before].is_item
+            and _INTRODUCES_LIST.search(units[before].text)
+        ):
+            chosen.add(before)
+
+    lines: list[str] = []
+    previous: _Unit | None = None
+    for i in sorted(chosen):
+        unit = units[i]
+        if unit.heading.endswith("?") and (previous is None or previous.block != unit.block):
+            lines.append(unit.heading)  # "Can I choose a delivery date?" gives "No." its sense
+        if unit.is_item:
+            lines.append(f"{unit.marker} {unit.text}")
+        elif previous is not None and not previous.is_item and previous.block == unit.block:
+            lines[-1] += " " + unit.text
+        else:
+            lines.append(unit.text)
+        previous = unit
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class OfflineAnswer:
+    text: str
+    sources: list[Source] = field(default_factory=list)
+    abstained: bool = False
+    context: str = ""  # the passage text the answer was built from
+
+
+def answer(question: str, search: Callable[[str, int], list[Hit]] | None = None) -> OfflineAnswer:
+    """What the offline answerer says to a question (without streaming it)."""
+    question = question.strip()
+    kinds = small_talk_kinds(question)
+    if kinds:
+        return OfflineAnswer(small_talk_reply(kinds))
+    if not retrieval.content_words(question):
+        return OfflineAnswer(ASK_FOR_DETAIL)
+    hits = (search or retrieval.search)(question, 3)
+    threshold = retrieval.min_confidence()
+    if not hits or hits[0].confidence < threshold:
+        return OfflineAnswer(ABSTAIN, abstained=True)
+    hit = hits[0]
+    body = extract_answer(
+        hit.text, hit.query_terms, heading=hit.heading, title=hit.title, question=question
+    )
+    pointer = f"More in “{hit.title}”."
+    sources = [Source(title=hit.title, url=hit.url, article_id=hit.article_id)]
+    if not body:
+        return OfflineAnswer(f"This article should help: “{hit.title}”.", sources, context=hit.text)
+    if hit.confidence < threshold + HEDGE_MARGIN:
+        text = f"{HEDGED_LEAD_IN}\n\n{body}\n\n{pointer} {HEDGED_CLOSING}"
+    else:
+        lead_in = LEAD_INS[zlib.crc32(question.lower().encode()) % len(LEAD_INS)]
+        text = f"{lead_in}\n\n{body}\n\n{pointer}"
+    return OfflineAnswer(text, sources, context=hit.text)
+
+
+def last_user_message(messages: list[ChatMessage]) -> str:
+    for message in reversed(messages):
+        if message.role == "user":
+            return message.content
+    return ""
+
+
+def stream_words(text: str) -> list[str]:
+    """The pieces a reply streams in: each word with the whitespace before it."""
+    return re.findall(r"\s*\S+", text)
+
+
+class OfflineProvider(Provider):
+    """Answers from the knowledge base with BM25 retrieval and extractive answers."""
+
+    name = "offline"
+
+    def __init__(self, search: Callable[[str, int], list[Hit]] | None = None) -> None:
+        self._search = search
+
+    def stream(self, request: ReplyRequest) -> Iterator[StreamEvent]:
+        question = last_user_message(request.messages)
+        try:
+            reply = answer(question, self._search)
+        except DatabaseError as exc:
+            raise ProviderError(
+                f"the knowledge base could not be read: {exc}", code="knowledge_unavailable"
+            ) from exc
+        delay = max(0.0, float(getattr(settings, "OFFLINE_WORD_DELAY_MS", 0))) / 1000
+        for i, piece in enumerate(stream_words(reply.text)):
+            if i and delay:
+                time.sleep(delay)
+            yield TextDelta(piece)
+        prompt = "\n".join(message.content for message in request.messages)
+        if reply.context:
+            prompt += "\n" + reply.context
+        yield Finished(
+            model=MODEL,
+            prompt_tokens=estimate_tokens(prompt),
+            completion_tokens=estimate_tokens(reply.text),
+            sources=reply.sources,
+            abstained=reply.abstained,
+        )

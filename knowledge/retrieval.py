@@ -1,0 +1,828 @@
+"""Finding the help-article passages that answer a question.
+
+The pieces, each usable on its own:
+
+- `split_markdown` / `article_passages`: an article's Markdown body cut into passages of about
+  40-120 words along its headings and paragraphs. Each `Passage` knows its article.
+- `Analyzer`: text to index terms (NFKC, lower case, English stopwords, Snowball stemming).
+- `BM25Index`: an immutable BM25 index (bm25s) over passages, in two fields: the article's title
+  and tags, and the passage's heading and text. Questions are cleaned of filler words ("hi,
+  could you please tell me..."), unknown words are corrected to an indexed word one typo away,
+  and synonyms are searched too. `search()` ranks passages and gives each hit a `confidence`.
+- `KnowledgeIndex`: the process-wide index over published articles. Each query checks a cheap
+  signature of the knowledge base (one aggregate query); the index is rebuilt only when it
+  changed. Thread-safe.
+- `search(query, k)`: the function answerers call.
+
+Ranking is BM25 (title boosted) times the share of the question the passage covers, like
+Lucene's classic "coord": a passage that repeats one word of the question does not outrank one
+that has all of them.
+
+Confidence. BM25 scores are unbounded and depend on the corpus, so they cannot carry a
+threshold. `confidence` (in [0, 1]) measures how much of the question the passage covers:
+
+    coverage = sum(idf of the question's words found in the passage) / sum(idf of all of them)
+    strength = min(1, score / (sum(idf of the matched words) * BM25's factor for one mention))
+    confidence = coverage * (0.8 + 0.2 * strength)
+
+Coverage is IDF-weighted, so "what is the capital of France" gains nothing from a passage that
+mentions "what", and a question about "Klarna refunds" that finds only "refund" gets about
+half. A word the knowledge base has never seen weighs as much as the rarest indexed word (words
+with digits, such as order numbers, weigh nothing). Typo corrections and synonyms count 0.8.
+`strength` tells a passing mention from a passage about the matched words. A threshold thus
+reads as "this share of what was asked is in the passage": with the default of 0.5, a question
+with one known and one never-seen word of similar weight is not answered.
+
+Later retrievers (embeddings, hybrid) can produce the same `Hit`s from the same `Passage`s.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import time
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import bm25s
+import numpy as np
+import Stemmer
+from bm25s.stopwords import STOPWORDS_EN_PLUS
+from django.conf import settings
+from django.db.models import Count, Max
+
+logger = logging.getLogger(__name__)
+
+#: The default "don't know" threshold on `Hit.confidence`; settings.KB_MIN_CONFIDENCE overrides.
+DEFAULT_MIN_CONFIDENCE = 0.5
+
+PASSAGE_MIN_WORDS = 40
+PASSAGE_MAX_WORDS = 120
+
+# Words that carry no topic in a customer's question ("hi, could you please help me ...").
+# They are dropped from queries only; articles are indexed as written.
+_FILLER_TEXT = """
+    hi hello hey hiya howdy dear please pls plz thanks thank thx cheers help helping want
+    wanted wanna need needed like would could might may must shall know knew tell told
+    get getting got anyone someone somebody anybody something anything way ways possible
+    question questions ok okay yes yeah yep good morning afternoon evening guys team able
+    also still already actually really much many lot lots one ones since ever even else
+    make made come comes go goes going try trying tried see look looking let lets take takes
+    offer offers provide provides sell sells
+    dont doesnt didnt cant cannot wont isnt arent wasnt werent havent hasnt hadnt wouldnt
+    couldnt shouldnt im ive id youre thats whats wheres hows theres us
+"""
+QUERY_FILLER_WORDS = frozenset(_FILLER_TEXT.split())
+# How much a typo-corrected word or a synonym counts, compared with the word itself.
+RELATED_TERM_WEIGHT = 0.8
+
+# Groups of words customers use interchangeably in customer service. A question's word also
+# searches the other words of its group (at RELATED_TERM_WEIGHT). Extend with the setting
+# KB_QUERY_SYNONYMS, a list of such groups. Single words only (hyphenated ones are joined).
+DEFAULT_SYNONYMS: tuple[tuple[str, ...], ...] = (
+    ("warranty", "guarantee"),
+    ("parcel", "package", "shipment"),
+    ("refund", "reimbursement", "reimburse"),
+    ("invoice", "receipt"),
+    ("cancel", "unsubscribe"),
+    ("delete", "erase"),
+    ("faulty", "defective"),
+    ("damaged", "broken"),
+    ("swap", "exchange"),
+    ("human", "person", "agent", "representative"),
+    ("phone", "telephone"),
+    ("subscription", "membership"),
+    ("password", "passcode"),
+    ("2fa", "mfa", "two-factor"),
+    ("wifi", "wlan", "wireless"),
+    ("shop", "store"),
+    ("colour", "color"),
+    ("authorise", "authorize"),
+)
+
+
+def min_confidence() -> float:
+    """The confidence below which answerers should say they don't know."""
+    return float(getattr(settings, "KB_MIN_CONFIDENCE", DEFAULT_MIN_CONFIDENCE))
+
+
+# --- Passages -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A piece of an article: the unit that is indexed, retrieved and answered from."""
+
+    article_id: int
+    title: str
+    url: str
+    text: str  # Markdown, without the heading it starts under
+    heading: str = ""  # the section heading the passage starts under ("" for the intro)
+    position: int = 0  # order within the article
+    tags: tuple[str, ...] = ()
+
+    @property
+    def indexed_text(self) -> str:
+        """Title, heading and text: what a retriever should see of the passage."""
+        return "\n".join(part for part in (self.title, self.heading, self.text) if part)
+
+
+_HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+_LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d{1,3}[.)])\s+")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"”')\]]*\s+(?=[\"“(\[*]?[A-Z0-9])")
+
+
+@dataclass
+class _Block:
+    kind: str  # "heading", "list", "text" or "code"
+    lines: list[str]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    @property
+    def words(self) -> int:
+        return len(self.text.split())
+
+
+def _blocks(markdown: str) -> list[_Block]:
+    """Headings, paragraphs, lists and code fences, in order."""
+    blocks: list[_Block] = []
+    current: _Block | None = None
+    fence: str | None = None
+    for raw in markdown.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        line = raw.rstrip()
+        if fence is not None:
+            assert current is not None
+            current.lines.append(line)
+            if line.strip().startswith(fence):
+                fence, current = None, None
+            continue
+        fence_match = _FENCE.match(line)
+        if fence_match:
+            fence = fence_match.group(1)
+            current = _Block("code", [line])
+            blocks.append(current)
+            continue
+        if not line.strip():
+            current = None
+            continue
+        heading = _HEADING.match(line)
+        if heading:
+            blocks.append(_Block("heading", [heading.group(2)]))
+            current = None
+            continue
+        is_item = bool(_LIST_ITEM.match(line))
+        if current is not None and (current.kind == "list" or not is_item):
+            current.lines.append(line)  # list continuation lines stay with their list
+        else:
+            current = _Block("list" if is_item else "text", [line])
+            blocks.append(current)
+    return blocks
+
+
+def _split_long(block: _Block, max_words: int) -> list[_Block]:
+    """Cut a block longer than max_words into list items or sentences, grouped back up."""
+    if block.kind == "list":
+        units: list[str] = []
+        for line in block.lines:
+            if _LIST_ITEM.match(line) or not units:
+                units.append(line)
+            else:
+                units[-1] += "\n" + line
+        joiner = "\n"
+    elif block.kind == "text":
+        units = [s for s in _SENTENCE_END.split(" ".join(block.lines)) if s.strip()]
+        joiner = " "
+    else:
+        return [block]
+    pieces: list[_Block] = []
+    words = 0
+    for unit in units:
+        unit_words = len(unit.split())
+        if pieces and words + unit_words <= max_words:
+            pieces[-1].lines[-1] += joiner + unit
+            words += unit_words
+        else:
+            pieces.append(_Block(block.kind, [unit]))
+            words = unit_words
+    for piece in pieces:
+        piece.lines = piece.text.split("\n")
+    return pieces
+
+
+def split_markdown(
+    markdown: str, *, min_words: int = PASSAGE_MIN_WORDS, max_words: int = PASSAGE_MAX_WORDS
+) -> list[tuple[str, str]]:
+    """Cut a Markdown body into (heading, text) passages of about min..max words.
+
+    Headings start a new passage once the current one has min_words; a short section is kept
+    with the next one (its heading stays in the text as a `## Heading` line). Paragraphs and
+    lists are never cut unless a single one is longer than max_words.
+    """
+    passages: list[tuple[str, str]] = []
+    parts: list[str] = []
+    words = 0
+    heading = ""  # the heading the current passage starts under
+    section = ""  # the heading of the section we are in
+
+    def flush() -> None:
+        nonlocal parts, words
+        if parts:
+            passages.append((heading, "\n\n".join(parts)))
+        parts, words = [], 0
+
+    for block in _blocks(markdown):
+        if block.kind == "heading":
+            section = block.text
+            if words >= min_words:
+                flush()
+            if not parts:
+                heading = section
+            else:
+                parts.append(f"## {section}")
+            continue
+        pieces = [block] if block.words <= max_words else _split_long(block, max_words)
+        for piece in pieces:
+            if parts and words >= min_words and words + piece.words > max_words:
+                flush()
+                heading = section
+            parts.append(piece.text)
+            words += piece.words
+    if parts and words < min_words and passages:
+        # A short tail joins the passage before it rather than standing alone.
+        last_heading, last_text = passages.pop()
+        tail = "\n\n".join(parts if heading == last_heading else [f"## {heading}", *parts])
+        passages.append((last_heading, f"{last_text}\n\n{tail}"))
+    else:
+        flush()
+    return passages
+
+
+def article_passages(
+    article_id: int,
+    title: str,
+    body: str,
+    url: str = "",
+    tags: Iterable[str] = (),
+) -> list[Passage]:
+    tags = tuple(tags)
+    return [
+        Passage(article_id, title, url, text, heading, position, tags)
+        for position, (heading, text) in enumerate(split_markdown(body))
+    ]
+
+
+def load_published_passages() -> list[Passage]:
+    """Passages of every published article (all languages), in article id order."""
+    from .models import Article
+
+    passages: list[Passage] = []
+    rows = (
+        Article.objects.filter(published=True)
+        .order_by("id")
+        .values_list("id", "title", "body", "url", "tags")
+    )
+    for article_id, title, body, url, tags in rows.iterator(chunk_size=500):
+        tag_list = [str(tag) for tag in tags] if isinstance(tags, list) else []
+        passages.extend(article_passages(article_id, title, body or "", url, tag_list))
+    return passages
+
+
+# --- Text analysis -------------------------------------------------------------------------
+
+_HTML_TAG = re.compile(r"<[^>\n]{0,200}>")
+_LINK_TARGET = re.compile(r"\]\([^)\s]*\)")
+_BARE_URL = re.compile(r"https?://\S+")
+_PLAIN_WORD = re.compile(r"[^\W_]+")
+_HYPHENATED = re.compile(r"[^\W_]+(?:-[^\W_]+)+")
+_POSSESSIVE = re.compile(r"(?<=[^\W_])'s\b")
+_HYPHENS = str.maketrans({"\u2010": "-", "\u2011": "-", "\u2019": "'", "\u2018": "'", "`": "'"})
+
+
+def _osa_distance(a: str, b: str, limit: int) -> int:
+    """Optimal-string-alignment distance (edits incl. adjacent swaps), capped at limit + 1."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        current = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        if min(current) > limit:
+            return limit + 1
+        previous2, previous = previous, current
+    return previous[-1]
+
+
+class Analyzer:
+    """Text to terms: NFKC, lower case, words (hyphenated words also joined: wi-fi -> wifi),
+    English stopwords removed, Snowball-stemmed. The same analysis runs on passages and on
+    questions, so their terms meet."""
+
+    def __init__(self, stopwords: Iterable[str] = STOPWORDS_EN_PLUS, language: str = "english"):
+        self.stopwords = frozenset(stopwords)
+        self.language = language
+        self._local = threading.local()  # PyStemmer stemmers are not thread-safe
+        self._stems: dict[str, str] = {}  # word -> stem, for every thread
+
+    def _stemmer(self) -> Any:
+        stemmer = getattr(self._local, "stemmer", None)
+        if stemmer is None:
+            stemmer = self._local.stemmer = Stemmer.Stemmer(self.language)
+            stemmer.maxCacheSize = 0  # self._stems caches, faster and shared by threads
+        return stemmer
+
+    def words(self, text: str) -> list[str]:
+        """Lower-case content words (before stemming), as a bag: "wi-fi" gives wi, fi and wifi,
+        "device's" gives device."""
+        if not text.isascii():
+            text = unicodedata.normalize("NFKC", text).translate(_HYPHENS)
+        text = text.lower()
+        if "<" in text or "http" in text or "](" in text:
+            text = _BARE_URL.sub(" ", _LINK_TARGET.sub("]", _HTML_TAG.sub(" ", text)))
+        if "'" in text:
+            text = _POSSESSIVE.sub("", text)
+        tokens = _PLAIN_WORD.findall(text)
+        if "-" in text:
+            tokens += [word.replace("-", "") for word in _HYPHENATED.findall(text)]
+        stopwords = self.stopwords
+        return [token for token in tokens if len(token) > 1 and token not in stopwords]
+
+    def stem(self, words: list[str]) -> list[str]:
+        cache = self._stems
+        known: dict[str, str] = {}
+        missing: list[str] = []
+        for word in set(words):
+            stem = cache.get(word)
+            if stem is None:
+                missing.append(word)
+            else:
+                known[word] = stem
+        if missing:
+            new = dict(zip(missing, self._stemmer().stemWords(missing), strict=True))
+            known.update(new)
+            if len(cache) > 200_000:
+                cache.clear()
+            cache.update(new)
+        return [known[word] for word in words]
+
+    def terms(self, text: str) -> list[str]:
+        return self.stem(self.words(text))
+
+
+DEFAULT_ANALYZER = Analyzer()
+
+
+def analyze(text: str) -> list[str]:
+    """The index terms of a text, as the default index sees them."""
+    return DEFAULT_ANALYZER.terms(text)
+
+
+def content_words(query: str) -> list[str]:
+    """The words of a question that can be searched for (no stopwords or filler words).
+    Empty for "hi", "??" or "can you help me?"."""
+    return [w for w in DEFAULT_ANALYZER.words(query[:2000]) if w not in _filler_words()]
+
+
+# --- The BM25 index -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueryTerm:
+    """One content word of a question and the index terms searched for it."""
+
+    word: str  # as the customer wrote it (lower case)
+    stem: str  # its own index term
+    # (index term, weight): the word itself (1.0) if indexed, else its typo correction, plus
+    # synonyms; the other variants count RELATED_TERM_WEIGHT.
+    variants: tuple[tuple[str, float], ...] = ()
+    corrected: bool = False  # the word is not indexed; its first variant is a typo correction
+    # How much the word weighs in the question: the idf of the word itself (or of its best
+    # stand-in); for an unknown word as much as the rarest term; 0 for an unknown word with
+    # digits (order numbers, times and amounts are details, not topics).
+    weight: float = 0.0
+
+    def weight_in(self, terms: set[str] | frozenset[str]) -> float:
+        """How much of this word a text with these index terms covers."""
+        return self.weight * max((w for stem, w in self.variants if stem in terms), default=0.0)
+
+
+@dataclass(frozen=True)
+class Hit:
+    article_id: int
+    title: str
+    url: str
+    text: str  # the passage, Markdown
+    score: float  # BM25 x coverage, the ranking key; comparable only within one query
+    confidence: float  # in [0, 1]; compare with min_confidence()
+    heading: str = ""
+    matched_terms: tuple[str, ...] = ()  # the index terms searched for that this passage has
+    # The question's words with their weights and variants: what an answerer can use to pick
+    # the sentences of the passage that matter (QueryTerm.weight_in).
+    query_terms: tuple[QueryTerm, ...] = ()
+
+
+def _is_substitution(a: str, b: str) -> bool:
+    """Same length and differing in exactly one position (think/thing, tower/power)."""
+    return len(a) == len(b) and sum(x != y for x, y in zip(a, b, strict=True)) == 1
+
+
+class _SpellIndex:
+    """Finds an indexed word within one edit (two for long words) of an unknown word, by
+    matching single-character deletions on both sides (the SymSpell idea): a few dictionary
+    lookups per query word, no scan of the vocabulary."""
+
+    # Short words have too many real neighbours (cats/chats): from 5 letters, and below 6
+    # only a missing, extra or swapped letter, not a replaced one (thing/think, tower/power).
+    MIN_LENGTH = 5
+    MAX_INDEXED_LENGTH = 24
+
+    def __init__(self, words: Iterable[str]):
+        self.deletes: dict[str, list[str]] = {}
+        for word in set(words):
+            if self.MIN_LENGTH - 1 <= len(word) <= self.MAX_INDEXED_LENGTH and word.isalpha():
+                for key in {word, *self._deletions(word)}:
+                    self.deletes.setdefault(key, []).append(word)
+
+    @staticmethod
+    def _deletions(word: str) -> set[str]:
+        return {word[:i] + word[i + 1 :] for i in range(len(word))}
+
+    def candidates(self, word: str) -> list[tuple[int, str]]:
+        if len(word) < self.MIN_LENGTH or not word.isalpha():
+            return []
+        limit = 1 if len(word) < 8 else 2
+        found: set[str] = set()
+        for key in {word, *self._deletions(word)}:
+            found.update(self.deletes.get(key, ()))
+        scored = [(_osa_distance(word, other, limit), other) for other in found]
+        return sorted(
+            (d, other)
+            for d, other in scored
+            if 0 < d <= limit and (len(word) >= 6 or not _is_substitution(word, other))
+        )
+
+
+@dataclass(frozen=True)
+class _Field:
+    """One field of the passages as bm25s indexes it: a sparse matrix with, per term, the
+    passages that contain it and their BM25 score for it."""
+
+    boost: float
+    vocab: dict[str, int]
+    data: np.ndarray
+    indices: np.ndarray
+    indptr: np.ndarray
+
+    @classmethod
+    def build(cls, corpus: list[list[str]], boost: float, k1: float, b: float) -> _Field:
+        if not any(corpus):  # bm25s cannot index an empty vocabulary
+            empty = np.zeros(0)
+            return cls(boost, {}, empty, empty.astype(np.int32), np.zeros(1, dtype=np.int32))
+        model = bm25s.BM25(method="lucene", k1=k1, b=b)
+        model.index(corpus, create_empty_token=False, show_progress=False)
+        return cls(
+            boost,
+            dict(model.vocab_dict),
+            np.asarray(model.scores["data"], dtype=np.float64),
+            np.asarray(model.scores["indices"]),
+            np.asarray(model.scores["indptr"]),
+        )
+
+    def column(self, stem: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(passages containing the term, their BM25 scores for it), or None."""
+        tid = self.vocab.get(stem)
+        if tid is None:
+            return None
+        start, end = self.indptr[tid], self.indptr[tid + 1]
+        return self.indices[start:end], self.data[start:end]
+
+
+class BM25Index:
+    """An immutable BM25 index over passages. Build once, query from any number of threads.
+
+    Two fields, as in BM25F: the article's title with its tags (weighted `title_boost`), and the
+    passage's heading and text. Every passage of an article shares the title, so the title picks
+    the article and the text picks the passage; a question that is all title words lands on the
+    article's first passage. Scoring reads bm25s's precomputed sparse matrices directly: one
+    slice per query term and field.
+    """
+
+    def __init__(
+        self,
+        passages: Sequence[Passage],
+        *,
+        analyzer: Analyzer = DEFAULT_ANALYZER,
+        k1: float = 1.2,
+        b: float = 0.75,
+        title_boost: float = 1.5,
+    ) -> None:
+        started = time.perf_counter()
+        self.analyzer = analyzer
+        self.k1, self.b, self.title_boost = k1, b, title_boost
+        # Words first; then each distinct word is stemmed once for the whole corpus.
+        title_words: list[list[str]] = []
+        body_words: list[list[str]] = []
+        kept: list[Passage] = []
+        surface: set[str] = set()
+        last_title: tuple[tuple[str, tuple[str, ...]], list[str]] | None = None
+        for passage in passages:
+            key = (passage.title, passage.tags)
+            if last_title is None or last_title[0] != key:  # an article's passages share it
+                last_title = (key, analyzer.words(" ".join((passage.title, *passage.tags))))
+            title = last_title[1]
+            body = analyzer.words(f"{passage.heading}\n{passage.text}")
+            if not title and not body:
+                continue
+            kept.append(passage)
+            title_words.append(title)
+            body_words.append(body)
+            surface.update(title)
+            surface.update(body)
+        surface_list = sorted(surface)
+        stem_of = dict(zip(surface_list, analyzer.stem(surface_list), strict=True))
+        titles = [[stem_of[w] for w in words] for words in title_words]
+        bodies = [[stem_of[w] for w in words] for words in body_words]
+        df: Counter[str] = Counter()
+        for title_terms, body_terms in zip(titles, bodies, strict=True):
+            df.update(set(title_terms).union(body_terms))
+
+        self.passages: tuple[Passage, ...] = tuple(kept)
+        n = len(kept)
+        self._fields = (
+            _Field.build(titles, title_boost, k1, b),
+            _Field.build(bodies, 1.0, k1, b),
+        )
+        self._df = df
+        # Lucene's idf over passages, counting a term once per passage whichever field has it.
+        self._idf = {term: math.log(1 + (n - f + 0.5) / (f + 0.5)) for term, f in df.items()}
+        # The weight of a term the knowledge base has never seen: as rare as a term can be.
+        self.unknown_idf = math.log(1 + (n + 0.5) / 0.5)
+        # BM25's term-frequency factor for one occurrence in an average-length passage: the
+        # yardstick for `strength` (a score of sum(idf) * this = one plain mention of each term).
+        self._one_mention = 1 / (1 + k1)
+        self._stem_of = stem_of
+        # Built on the first question with an unknown word: most questions need none.
+        self._spell: _SpellIndex | None = None
+        self._spell_lock = threading.Lock()
+        self.article_ids = frozenset(p.article_id for p in kept)
+        self.build_seconds = time.perf_counter() - started
+
+    def __len__(self) -> int:
+        return len(self.passages)
+
+    def query_terms(self, query: str) -> list[QueryTerm]:
+        """The question's content words (fillers and stopwords dropped, duplicates removed,
+        at most 32), each with the index terms to search: itself, or if it is not indexed its
+        correction within one edit, plus its synonyms. A word with no variants is unknown."""
+        fillers = _filler_words()
+        words = [w for w in self.analyzer.words(query[:2000]) if w not in fillers]
+        stems = self.analyzer.stem(words)
+        synonyms = _synonym_map()
+        terms: dict[str, QueryTerm] = {}
+        for word, stem in zip(words, stems, strict=True):
+            if stem in terms:
+                continue
+            variants: list[tuple[str, float]] = []
+            correction = None
+            if stem in self._idf:
+                variants.append((stem, 1.0))
+            else:
+                correction = self._correct(word)
+                if correction is not None:
+                    variants.append((correction, RELATED_TERM_WEIGHT))
+            for synonym in synonyms.get(stem, ()):
+                if synonym in self._idf and all(synonym != v for v, _ in variants):
+                    variants.append((synonym, RELATED_TERM_WEIGHT))
+            if variants:
+                # As much as the word itself if indexed, else as its best stand-in.
+                exact = variants[0][1] == 1.0
+                weight = self._idf[stem] if exact else max(self._idf[v] for v, _ in variants)
+            else:
+                weight = 0.0 if any(c.isdigit() for c in word) else self.unknown_idf
+            terms[stem] = QueryTerm(word, stem, tuple(variants), correction is not None, weight)
+            if len(terms) >= 32:
+                break
+        return list(terms.values())
+
+    def _correct(self, word: str) -> str | None:
+        spell = self._spell
+        if spell is None:
+            with self._spell_lock:
+                spell = self._spell
+                if spell is None:
+                    spell = self._spell = _SpellIndex(self._stem_of)
+        candidates = spell.candidates(word)
+        if not candidates:
+            return None
+        best_distance = candidates[0][0]
+        best = [self._stem_of[w] for d, w in candidates if d == best_distance]
+        # Prefer the most widely used of equally close words.
+        return max(best, key=lambda stem: (self._df[stem], stem))
+
+    def search(self, query: str, k: int = 3, *, distinct_articles: bool = True) -> list[Hit]:
+        """The k best passages, best first, each with its confidence (see the module's doc).
+
+        With distinct_articles, only the best passage of each article is returned.
+        """
+        if not self.passages or k <= 0 or not query or not query.strip():
+            return []
+        terms = self.query_terms(query)
+        if not any(term.variants for term in terms):
+            return []
+        n = len(self.passages)
+        scores = np.zeros(n)
+        covered = np.zeros(n)  # idf-weighted share of the question the passage has
+        matched = np.zeros(n)  # the score one plain mention of those words would give
+        total_weight = 0.0
+        presence: list[tuple[str, np.ndarray]] = []
+        for term in terms:
+            total_weight += term.weight
+            if not term.variants:  # an unknown word: a part of the question nothing covers
+                continue
+            # Variants of one word (its correction, synonyms): the best one counts, not the sum.
+            term_score, term_covered, term_matched = np.zeros((3, n))
+            for stem, weight in term.variants:
+                score = np.zeros(n)
+                present = np.zeros(n, dtype=bool)
+                for field_ in self._fields:
+                    column = field_.column(stem)
+                    if column is not None:
+                        docs, data = column
+                        score[docs] += weight * field_.boost * data
+                        present[docs] = True
+                presence.append((stem, present))
+                np.maximum(term_score, score, out=term_score)
+                np.maximum(term_covered, present * (weight * term.weight), out=term_covered)
+                unit = weight * self._idf[stem] * self._one_mention
+                np.maximum(term_matched, present * unit, out=term_matched)
+            scores += term_score
+            covered += term_covered
+            matched += term_matched
+
+        candidates = np.flatnonzero(scores > 0)
+        if not len(candidates) or total_weight <= 0:
+            return []
+        # Rank by BM25 times the share of the question covered (Lucene's classic "coord"), so a
+        # passage that repeats one word of the question doesn't outrank one that has them all.
+        rank = scores * covered / total_weight
+        pool = min(len(candidates), max(k * 8, 32) if distinct_articles else k)
+        if pool < len(candidates):
+            candidates = candidates[np.argpartition(-rank[candidates], pool - 1)[:pool]]
+        # Best first; on a tie, the earlier passage (the index keeps article order).
+        order = candidates[np.lexsort((candidates, -np.round(rank[candidates], 9)))]
+
+        hits: list[Hit] = []
+        seen: set[int] = set()
+        query_terms = tuple(terms)
+        for doc in (int(d) for d in order):
+            passage = self.passages[doc]
+            if distinct_articles and passage.article_id in seen:
+                continue
+            seen.add(passage.article_id)
+            coverage = covered[doc] / total_weight
+            strength = min(1.0, scores[doc] / matched[doc]) if matched[doc] > 0 else 0.0
+            confidence = min(1.0, coverage * (0.8 + 0.2 * strength))
+            hits.append(
+                Hit(
+                    article_id=passage.article_id,
+                    title=passage.title,
+                    url=passage.url,
+                    text=passage.text,
+                    score=float(rank[doc]),
+                    confidence=round(float(confidence), 4),
+                    heading=passage.heading,
+                    matched_terms=tuple(dict.fromkeys(s for s, p in presence if p[doc])),
+                    query_terms=query_terms,
+                )
+            )
+            if len(hits) >= k:
+                break
+        return hits
+
+
+_fillers_cache: tuple[str, frozenset[str]] | None = None
+_synonyms_cache: tuple[object, dict[str, tuple[str, ...]]] | None = None
+
+
+def _synonym_map() -> dict[str, tuple[str, ...]]:
+    """stem -> the stems of its synonyms, from DEFAULT_SYNONYMS and KB_QUERY_SYNONYMS."""
+    global _synonyms_cache
+    extra = tuple(tuple(group) for group in getattr(settings, "KB_QUERY_SYNONYMS", ()))
+    if _synonyms_cache is None or _synonyms_cache[0] != extra:
+        mapping: dict[str, set[str]] = {}
+        for group in (*DEFAULT_SYNONYMS, *extra):
+            stems = []
+            for word in group:
+                words = DEFAULT_ANALYZER.words(str(word))
+                if words:  # "two-factor" -> [two, factor, twofactor]: the joined form
+                    stems.append(DEFAULT_ANALYZER.stem(words[-1:])[0])
+            for stem in stems:
+                mapping.setdefault(stem, set()).update(s for s in stems if s != stem)
+        _synonyms_cache = (extra, {k: tuple(sorted(v)) for k, v in mapping.items()})
+    return _synonyms_cache[1]
+
+
+def _filler_words() -> frozenset[str]:
+    """QUERY_FILLER_WORDS plus the words of the company name (present in every article)."""
+    global _fillers_cache
+    company = str(getattr(settings, "COMPANY_NAME", "") or "")
+    if _fillers_cache is None or _fillers_cache[0] != company:
+        words = set(QUERY_FILLER_WORDS) | set(DEFAULT_ANALYZER.words(company))
+        _fillers_cache = (company, frozenset(words))
+    return _fillers_cache[1]
+
+
+# --- The process-wide index over the knowledge base ----------------------------------------
+
+Signature = tuple[object, ...]
+
+
+def knowledge_base_signature() -> Signature:
+    """Changes whenever a published article is added, edited, unpublished or deleted.
+
+    One aggregate query. Edits must go through Model.save() (which bumps updated_at);
+    a bulk QuerySet.update() of article text should set updated_at too.
+    """
+    from .models import Article
+
+    row = Article.objects.filter(published=True).aggregate(
+        count=Count("id"), latest=Max("updated_at"), top=Max("id")
+    )
+    return (row["count"], row["latest"], row["top"])
+
+
+class KnowledgeIndex:
+    """Holds the current BM25Index and rebuilds it when the knowledge base changes.
+
+    Readers never block each other: the index is immutable and swapped in whole. One thread
+    rebuilds while others asking for the new version wait for it (never a stale answer).
+    """
+
+    def __init__(
+        self,
+        load: Callable[[], Sequence[Passage]] = load_published_passages,
+        signature: Callable[[], Signature] = knowledge_base_signature,
+    ) -> None:
+        self._load = load
+        self._signature = signature
+        self._lock = threading.Lock()
+        self._current: tuple[Signature, BM25Index] | None = None
+
+    def get(self) -> BM25Index:
+        signature = self._signature()
+        current = self._current
+        if current is not None and current[0] == signature:
+            return current[1]
+        with self._lock:
+            current = self._current
+            if current is None or current[0] != signature:
+                # Read after the signature: if the KB changes meanwhile, the next query sees a
+                # newer signature and rebuilds again; it can never keep older text.
+                index = BM25Index(self._load())
+                logger.info(
+                    "knowledge index built: %d passages from %d articles in %.0f ms",
+                    len(index),
+                    len(index.article_ids),
+                    index.build_seconds * 1000,
+                )
+                current = self._current = (signature, index)
+            return current[1]
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._current = None
+
+
+knowledge_index = KnowledgeIndex()
+
+
+def search(query: str, k: int = 3) -> list[Hit]:
+    """The best passages for a question, one per article, best first (at most k)."""
+    return knowledge_index.get().search(query, k)
+
+
+@dataclass(frozen=True)
+class SearchReport:
+    """For tuning: what a query searched for and what it found."""
+
+    query: str
+    terms: list[QueryTerm]
+    hits: list[Hit] = field(default_factory=list)
+
+
+def explain(query: str, k: int = 3) -> SearchReport:
+    index = knowledge_index.get()
+    return SearchReport(query, index.query_terms(query), index.search(query, k))
