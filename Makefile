@@ -48,7 +48,7 @@ browser:
 	fi
 
 ## Install what the tests need, then run the suite on both paths.
-test: install-test browser test-default test-production
+test: install-test browser lint test-default test-production
 
 test-default:
 	@echo "=== Embedded default: SQLite + embedded Redis ==="
@@ -60,7 +60,7 @@ test-production:
 
 lint: install-test
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	DEBUG=1 REDIS_URL=redis://unused:6379/0 $(VENV)/bin/mypy support_bot conversations knowledge
 
 bench: install-test
 	$(PY) bench/load.py

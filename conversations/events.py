@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import transaction
 
 from .models import Turn
-from .redis_clients import async_client, key, run_in_thread_loop
+from .redis_clients import async_client, key, sync_client
 
 
 def conversation_group(conversation_id: UUID | str) -> str:
@@ -43,15 +43,11 @@ def _log_key(reply_id: int) -> str:
     return key("reply", reply_id)
 
 
-async def _append_and_send(group: str, reply_id: int, seq: int, frame: dict[str, Any]) -> None:
-    message = _group_message(frame)
-    redis = async_client()
-    log = _log_key(reply_id)
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.xadd(log, {"f": message["json"]}, id=f"{seq}-0")
-        pipe.expire(log, settings.REPLY_LOG_TTL_S)
-        await pipe.execute()
-    await get_channel_layer().group_send(group, message)
+def _group_channel(group: str) -> str:
+    # The Redis channel RedisPubSubChannelLayer.group_send publishes a group's messages on.
+    # The socket tests receive every reply frame through it, so a change would show at once.
+    prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"]
+    return f"{prefix}__group__{group}"
 
 
 async def replay_after(reply_id: int, after: int) -> list[str]:
@@ -60,31 +56,40 @@ async def replay_after(reply_id: int, after: int) -> list[str]:
     return [str(fields["f"]) for _id, fields in entries or [] if fields]
 
 
-async def _log_position(reply_id: int) -> tuple[int, int]:
-    """(last seq, number of starts) already in a reply's log: (0, 0) for a fresh reply."""
-    redis = async_client()
-    last = await redis.xrevrange(_log_key(reply_id), count=1)
-    if not last:
-        return 0, 0
-    # Only replies taken over from a lost worker get here, so reading the log is rare.
-    frames = await replay_after(reply_id, 0)
-    starts = sum('"type":"reply.start"' in frame for frame in frames)
-    return int(str(last[0][0]).split("-")[0]), starts
-
-
 class ReplyPublisher:
-    """Publishes one reply's frames with consecutive seq numbers, from a worker thread."""
+    """Publishes one reply's frames with consecutive seq numbers, from a worker thread.
+
+    Each frame costs one Redis round trip: append to the replay log and publish to the
+    conversation's group in one pipeline, with no event loop in the worker thread.
+    """
 
     def __init__(self, turn: Turn) -> None:
         self.reply_id = turn.pk
-        self.group = conversation_group(turn.conversation_id)
+        self.log = _log_key(turn.pk)
+        self.channel = _group_channel(conversation_group(turn.conversation_id))
+        self.layer = get_channel_layer()
+        self.redis = sync_client()
         # A reply taken over from a lost worker continues the numbering its log already has.
-        self.seq, self.starts = run_in_thread_loop(_log_position(self.reply_id))
+        self.seq, self.starts = self._log_position()
+
+    def _log_position(self) -> tuple[int, int]:
+        """(last seq, number of starts) already in the log: (0, 0) for a fresh reply."""
+        last = self.redis.xrevrange(self.log, count=1)
+        if not last:
+            return 0, 0
+        # Only replies taken over from a lost worker get here, so reading the log is rare.
+        entries = self.redis.xrange(self.log)
+        starts = sum('"type":"reply.start"' in str(fields["f"]) for _id, fields in entries)
+        return int(str(last[0][0]).split("-")[0]), starts
 
     def _publish(self, frame: dict[str, Any]) -> None:
         self.seq += 1
-        frame = {**frame, "reply_id": self.reply_id, "seq": self.seq}
-        run_in_thread_loop(_append_and_send(self.group, self.reply_id, self.seq, frame))
+        message = _group_message({**frame, "reply_id": self.reply_id, "seq": self.seq})
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xadd(self.log, {"f": message["json"]}, id=f"{self.seq}-0")
+        pipe.expire(self.log, settings.REPLY_LOG_TTL_S)
+        pipe.publish(self.channel, self.layer.serialize(message))
+        pipe.execute()
 
     def start(self) -> None:
         self.starts += 1

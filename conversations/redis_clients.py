@@ -5,14 +5,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections.abc import Coroutine
-from typing import Any, TypeVar
-
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
-
-T = TypeVar("T")
 
 _sync_client: redis.Redis | None = None
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
@@ -39,23 +34,10 @@ def async_client() -> aioredis.Redis:
     with _lock:
         client = _async_clients.get(loop)
         if client is None:
-            client = aioredis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+            # Waits for a free connection under a burst instead of failing the message.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                settings.REDIS_URL, decode_responses=True, max_connections=200, timeout=10
+            )
+            client = aioredis.Redis(connection_pool=pool)
             _async_clients[loop] = client
         return client
-
-
-_thread_state = threading.local()
-
-
-def run_in_thread_loop(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine on this thread's own long-lived event loop.
-
-    Worker threads publish many frames a reply. async_to_sync would start a new loop per call,
-    and channels_redis keeps connections per loop, so every frame would open a new Redis
-    connection. One loop per thread keeps them open.
-    """
-    loop = getattr(_thread_state, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = asyncio.new_event_loop()
-        _thread_state.loop = loop
-    return loop.run_until_complete(coro)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from . import llm
 from .events import ReplyPublisher, send_turn_on_commit
@@ -232,6 +232,7 @@ class ReplyWriter:
     def run(self) -> None:
         provider = llm.get_provider()
         request = build_request(self.reply)
+        _release_database_connection()
         self.publisher.start()
         error: ProviderError | None = None
         for attempt_number in range(1, settings.REPLY_MAX_ATTEMPTS + 1):
@@ -321,6 +322,14 @@ class ReplyWriter:
 
     def _ms_since_asked(self, at: float | None) -> int | None:
         return None if at is None else max(0, round((at - self.asked_at) * 1000))
+
+
+def _release_database_connection() -> None:
+    """Hand the connection back while the reply streams for seconds: a worker has many
+    threads, and each holding a connection throughout would exhaust the database's limit.
+    The next query reconnects (never mid-transaction)."""
+    if not connection.in_atomic_block:
+        connection.close()
 
 
 def fail_reply_after_crash(reply_id: int, code: str = "internal_error") -> None:

@@ -6,6 +6,8 @@ import logging
 
 from celery import Task, shared_task
 from django.conf import settings
+from django.db import DatabaseError
+from redis.exceptions import RedisError
 
 from . import services
 
@@ -26,6 +28,11 @@ def generate_reply(self: Task, reply_id: int) -> None:
     except services.ReplyBusy as busy:
         # Another worker holds the lease: look again when it would have expired.
         raise self.retry(countdown=busy.retry_in) from None
+    except (DatabaseError, RedisError) as outage:
+        # The database or Redis is unreachable, so neither a reply nor an apology can be
+        # stored or sent now. Try again; the reply's lease stops two workers writing it.
+        logger.warning("reply %s: infrastructure error (%s); retrying", reply_id, outage)
+        raise self.retry(countdown=5, exc=outage) from None
     except Exception:
         logger.exception("reply %s crashed", reply_id)
         services.fail_reply_after_crash(reply_id)

@@ -134,15 +134,15 @@ def _celery_broker_url(redis_url: str) -> str:
     return redis_url
 
 
+# Redis pub/sub: one PUBLISH a frame, no per-process capacity that silently drops frames under
+# load (RedisChannelLayer's default). Pub/sub is at-most-once; every reply frame also goes to
+# the reply's replay log, and browsers resume from it when a seq is missing.
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
         "CONFIG": {
             "hosts": [{"address": REDIS_URL}],
             "prefix": REDIS_KEY_PREFIX + "asgi",
-            # channels_redis drops group messages silently past capacity: leave room for bursts.
-            "capacity": 1500,
-            "expiry": 30,
         },
     }
 }

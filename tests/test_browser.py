@@ -150,3 +150,51 @@ def test_an_oversize_message_is_refused_in_the_page(page):
     page.get_by_role("button", name="Send").click()
     assert page.get_by_role("log").locator('[data-author="customer"]').count() == 0
     assert Turn.objects.count() == 0
+
+
+@pytest.fixture
+def web_only_page(chromium, asgi_server):
+    """The page against a web server with no worker: the test plays the worker itself."""
+    base = asgi_server(LLM_PROVIDER="offline")
+    context = chromium.new_context()
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(f"{base}/chat/")
+    page.wait_for_selector(".connection-status[data-state=connected]")
+    yield page
+    context.close()
+
+
+def test_a_reply_whose_last_live_frame_was_lost_still_finishes_in_the_page(web_only_page):
+    """Live frames go over Redis pub/sub, which may drop one; the page notices the reply went
+    quiet and fetches the rest from the reply's replay log."""
+    import threading
+
+    from django.db import connection
+
+    from conversations import events, services
+    from conversations.models import Conversation
+
+    def worker_that_loses_the_done_frame() -> None:
+        try:
+            conversation = Conversation.objects.get()
+            posted = services.post_customer_message(conversation, "lossy-1", "Hello?")
+            reply = Turn.claim_reply(posted.reply.pk, lease_s=60)
+            publisher = events.ReplyPublisher(reply)
+            publisher.start()
+            publisher.delta("Hello")
+            reply.finish_reply(status="done", text="Hello there, how can I help?")
+            publisher.channel = "nobody-listens-here"  # the done frame's PUBLISH is lost
+            publisher.done(reply)
+        finally:
+            connection.close()
+
+    # The test thread hosts Playwright's event loop: server-side work runs beside it.
+    worker = threading.Thread(target=worker_that_loses_the_done_frame)
+    worker.start()
+    worker.join(timeout=20)
+    page = web_only_page
+    page.wait_for_selector('[role=log] [data-author=bot][data-status="streaming"]')
+    page.wait_for_selector('[role=log] [data-author=bot][data-status="done"]', timeout=15_000)
+    assert bot_messages(page).last.locator(".text").inner_text() == "Hello there, how can I help?"
+    assert page.locator(".typing-indicator").is_hidden()

@@ -223,3 +223,48 @@ def test_it_never_leaves_the_customer_in_silence_when_writing_crashes(settings):
         "internal_error",
     )
     assert frames_of(reply)[-1]["status"] == "failed"
+
+
+def test_it_retries_the_task_instead_of_going_silent_when_the_database_is_down(model):
+    from celery.exceptions import Retry
+    from django.db import DatabaseError
+
+    reply = ask()
+
+    def unreachable(*args, **kwargs):
+        raise DatabaseError("connection refused")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Turn, "claim_reply", classmethod(unreachable))
+        with pytest.raises(Retry):
+            tasks.generate_reply.apply(args=[reply.pk], throw=True)
+    assert Turn.objects.get(pk=reply.pk).status == "queued"  # still there for the retry
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_releases_its_database_connection_while_the_reply_streams(model):
+    import threading
+
+    from django.db import connection
+
+    reply = ask()
+    held_during_stream: list[bool] = []
+    original = services.ReplyPublisher.start
+
+    def start_and_look(self):
+        held_during_stream.append(connection.connection is not None)
+        original(self)
+
+    def worker_thread():
+        try:
+            services.write_reply(reply.pk)
+        finally:
+            connection.close()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(services.ReplyPublisher, "start", start_and_look)
+        thread = threading.Thread(target=worker_thread)
+        thread.start()
+        thread.join(timeout=30)
+    assert held_during_stream == [False]
+    assert Turn.objects.get(pk=reply.pk).status == "done"

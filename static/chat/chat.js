@@ -21,6 +21,10 @@
   const PONG_TIMEOUT_MS = 10000;
   const GAP_WAIT_MS = 1000;
   const GAP_WAIT_MAX_MS = 8000;
+  // Live frames travel over Redis pub/sub, which may drop one. A gap shows only when a later
+  // frame arrives, so a reply that goes quiet this long asks for anything after its last seq.
+  const STALL_WAIT_MS = 5000;
+  const STALL_WAIT_MAX_MS = 30000;
   const RECONNECT_MIN_MS = 500;
   const RECONNECT_MAX_MS = 10000;
   const STICKY_SCROLL_PX = 48;
@@ -119,7 +123,10 @@
   function newReply(id) {
     // lastSeq: the highest seq applied; buffer: frames that arrived ahead of a gap, by seq;
     // finished: a done frame (or a finished stored turn) gave the final text.
-    return { id, lastSeq: 0, buffer: new Map(), gapTimer: null, gapWaitMs: GAP_WAIT_MS, finished: false };
+    return {
+      id, lastSeq: 0, buffer: new Map(), gapTimer: null, gapWaitMs: GAP_WAIT_MS, finished: false,
+      stallTimer: null, stallWaitMs: STALL_WAIT_MS,
+    };
   }
 
   /**
@@ -220,7 +227,9 @@
         if (!isValidTurn(turn)) continue;
         this.applyTurn(turn);
         if (turn.author === "bot" && ACTIVE_REPLY.has(turn.status)) {
-          resumes.push({ type: "resume", reply_id: turn.id, after: this.reply(turn.id).lastSeq });
+          const reply = this.reply(turn.id);
+          resumes.push({ type: "resume", reply_id: turn.id, after: reply.lastSeq });
+          this.watchStall(reply);
         }
       }
       return resumes;
@@ -297,7 +306,8 @@
         this.byTurnId.set(replyId, message);
         this.view.add(message);
       }
-      this.reply(replyId);
+      const reply = this.reply(replyId);
+      if (!reply.finished && reply.stallTimer === null) this.watchStall(reply);
       return message;
     }
 
@@ -361,6 +371,23 @@
       this.send({ type: "resume", reply_id: replyId, after: this.reply(replyId).lastSeq });
     }
 
+    watchStall(reply) {
+      this.clearStall(reply);
+      if (reply.finished) return;
+      reply.stallTimer = setTimeout(() => {
+        reply.stallTimer = null;
+        if (reply.finished) return;
+        this.resume(reply.id);
+        reply.stallWaitMs = Math.min(STALL_WAIT_MAX_MS, reply.stallWaitMs * 2);
+        this.watchStall(reply);
+      }, reply.stallWaitMs);
+    }
+
+    clearStall(reply) {
+      if (reply.stallTimer !== null) clearTimeout(reply.stallTimer);
+      reply.stallTimer = null;
+    }
+
     applyInOrder(reply, frame) {
       reply.lastSeq = frame.seq;
       const message = this.ensureBotMessage(reply.id);
@@ -387,12 +414,17 @@
         // The failed text is usually the apology itself; only add the error when it says more.
         message.error = message.status === "failed" && problem && problem !== message.text ? problem : null;
       }
+      reply.stallWaitMs = STALL_WAIT_MS;
+      this.watchStall(reply);
       this.view.update(message);
     }
 
     /** Stop waiting for gaps while offline: the resumes after reconnecting replace these. */
     suspend() {
-      for (const reply of this.replies.values()) this.clearGap(reply);
+      for (const reply of this.replies.values()) {
+        this.clearGap(reply);
+        this.clearStall(reply);
+      }
     }
 
     hasActiveReply() {
