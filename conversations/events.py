@@ -46,8 +46,7 @@ def _log_key(reply_id: int) -> str:
 def _group_channel(group: str) -> str:
     # The Redis channel RedisPubSubChannelLayer.group_send publishes a group's messages on.
     # The socket tests receive every reply frame through it, so a change would show at once.
-    prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"]
-    return f"{prefix}__group__{group}"
+    return f"{settings.REDIS_KEY_PREFIX}asgi__group__{group}"
 
 
 async def replay_after(reply_id: int, after: int) -> list[str]:
@@ -78,8 +77,10 @@ class ReplyPublisher:
         if not last:
             return 0, 0
         # Only replies taken over from a lost worker get here, so reading the log is rare.
-        entries = self.redis.xrange(self.log)
-        starts = sum('"type":"reply.start"' in str(fields["f"]) for _id, fields in entries)
+        entries = self.redis.xrange(self.log) or []
+        starts = sum(
+            '"type":"reply.start"' in str(fields["f"]) for _id, fields in entries if fields
+        )
         return int(str(last[0][0]).split("-")[0]), starts
 
     def _publish(self, frame: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
+
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings

@@ -142,6 +142,7 @@ CHANNEL_LAYERS = {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
         "CONFIG": {
             "hosts": [{"address": REDIS_URL}],
+            # conversations/events.py publishes reply frames on this prefix's group channels.
             "prefix": REDIS_KEY_PREFIX + "asgi",
         },
     }
