@@ -40,6 +40,9 @@ if str(ROOT) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(ROOT))
 
 PYTHON = sys.executable
+
+from support_bot.processes import web_command, worker_command  # noqa: E402
+
 BENCH_DIR = ROOT / ".bench"
 BENCH_DB = "support_bot_bench"
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -319,13 +322,8 @@ def start_web(opts: Options, env: dict[str, str], log_dir: Path) -> tuple[Child,
     port = free_port()
     child = spawn(
         "web",
-        [
-            PYTHON, "-m", "uvicorn", "support_bot.asgi:application",
-            "--host", "127.0.0.1", "--port", str(port),
-            "--workers", str(opts.web_processes),
-            "--loop", "uvloop", "--http", "httptools",
-            "--ws-max-size", "65536", "--no-access-log",
-        ],
+        [*web_command("127.0.0.1", port, processes=opts.web_processes),
+         "--loop", "uvloop", "--http", "httptools"],
         env,
         log_dir,
     )  # fmt: skip
@@ -344,10 +342,7 @@ def start_workers(
                 f"worker{i}",
                 [
                     *(["nice", "-n", str(opts.worker_nice)] if opts.worker_nice else []),
-                    PYTHON, "-m", "celery", "-A", "support_bot", "worker",
-                    "-P", "threads", "-c", str(opts.worker_threads), "-Q", "replies,default",
-                    "--without-gossip", "--without-mingle", "--without-heartbeat",
-                    "-n", f"{name}@%h", "--loglevel", "WARNING",
+                    *worker_command(opts.worker_threads, name=f"{name}@%h", loglevel="WARNING"),
                 ],
                 env,
                 log_dir,

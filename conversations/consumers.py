@@ -78,9 +78,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _on_message(self, frame: dict[str, Any]) -> None:
         message = protocol.parse_message(frame)
         await self._check_rate_limit(message.client_id)
-        posted = await database_sync_to_async(services.post_customer_message)(
-            self.conversation, message.client_id, message.text
-        )
+        # Off asgiref's one shared thread: every socket of this process writes through it
+        # otherwise, one message after another. The service is one self-contained transaction.
+        posted = await database_sync_to_async(
+            services.post_customer_message, thread_sensitive=False
+        )(self.conversation, message.client_id, message.text)
         await self._send(posted.ack_frame())
 
     async def _on_resume(self, frame: dict[str, Any]) -> None:

@@ -204,7 +204,11 @@ def write_reply(reply_id: int) -> None:
             raise ReplyBusy(max(1.0, settings.REPLY_LEASE_S - held_for))
         logger.info("reply %s is already taken care of; nothing to do", reply_id)
         return
-    ReplyWriter(reply).run()
+    try:
+        ReplyWriter(reply).run()
+    finally:
+        # A worker runs many threads: none may keep an idle connection between replies.
+        _release_database_connection()
 
 
 @dataclass

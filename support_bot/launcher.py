@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from support_bot.processes import web_command, worker_command
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -40,47 +42,11 @@ def main() -> int:
 
     names = ["web server (uvicorn)", "Celery worker"]
     children = [
-        subprocess.Popen(
-            [
-                python,
-                "-m",
-                "uvicorn",
-                "support_bot.asgi:application",
-                "--host",
-                host,
-                "--port",
-                port,
-                "--ws-max-size",
-                "65536",
-                "--no-access-log",
-            ],
-            cwd=ROOT,
-            env=env,
-            start_new_session=True,
-        ),
-        subprocess.Popen(
-            [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "support_bot",
-                "worker",
-                "-P",
-                "threads",
-                "-c",
-                env.get("WORKER_THREADS", "16"),
-                "-Q",
-                "replies,default",
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-            ],
-            cwd=ROOT,
-            env=env,
-            start_new_session=True,
-        ),
+        subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+        for command in (
+            web_command(host, port),
+            worker_command(env.get("WORKER_THREADS", "16")),
+        )
     ]
     print(f"\nSupport Bot is running: open http://{host}:{port}/chat/   (Ctrl-C stops it)\n")
 

@@ -6,7 +6,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ from django.db import connection
 from conversations.models import Conversation, Customer
 from conversations.redis_clients import sync_client
 from conversations.visitors import signed_visitor_cookie
+from support_bot.processes import web_command, worker_command
 
 pytest_plugins = ["tests.fixtures_fake_llm"]
 
@@ -34,6 +34,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     if embedded_redis.started_here is not None:
         embedded_redis.stop(embedded_redis.started_here)
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings() -> None:
+    # In-process sockets store messages on a thread pool; with persistent connections those
+    # threads would still hold sessions when the test database is dropped. Child processes
+    # (workers, servers) keep the production setting.
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
 
 
 @pytest.fixture(autouse=True)
@@ -208,30 +216,7 @@ def celery_worker(transactional_db: None) -> Iterator[WorkerFactory]:
         if not started:
             # Tasks queued by earlier tests (whose rows are gone) must not reach this worker.
             sync_client().delete("replies", "default")
-        worker = spawn(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "support_bot",
-                "worker",
-                "-P",
-                "threads",
-                "-c",
-                str(threads),
-                "-Q",
-                "replies,default",
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-n",
-                f"test{len(started)}@%h",
-            ],
-            child_env(**env),
-        )
+        worker = spawn(worker_command(threads, name=f"test{len(started)}@%h"), child_env(**env))
         started.append(worker)
         worker.wait_for_output(" ready.")
         return worker
@@ -248,20 +233,7 @@ def asgi_server(transactional_db: None) -> Iterator[Callable[..., str]]:
 
     def start(port: int | None = None, **env: str) -> str:
         port = port or free_port()
-        server = spawn(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "support_bot.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-access-log",
-            ],
-            child_env(**env),
-        )
+        server = spawn(web_command("127.0.0.1", port), child_env(**env))
         started.append(server)
         server.wait_for_output("Uvicorn running")
         return f"http://127.0.0.1:{port}"
