@@ -203,6 +203,8 @@ OPENAI_READ_TIMEOUT_S = env_float("OPENAI_READ_TIMEOUT_S", 20)
 # "auto": OpenAI when OPENAI_API_KEY is set, else the offline answerer.
 LLM_PROVIDER = os.environ.get("LLM_PROVIDER", "auto")
 OFFLINE_WORD_DELAY_MS = env_float("OFFLINE_WORD_DELAY_MS", 25)
+# Below this retrieval confidence (0-1) the offline answerer says it doesn't know.
+KB_MIN_CONFIDENCE = env_float("KB_MIN_CONFIDENCE", 0.5)
 
 # --- Auth, i18n, static -----------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
