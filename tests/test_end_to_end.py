@@ -98,3 +98,29 @@ async def test_a_reply_survives_its_worker_being_killed_mid_stream(
     assert reply_text(frames, reply_id) == reply.text
     assert [f["attempt"] for f in frames if f["type"] == "reply.start"] == [1, 2]
     await chat.disconnect()
+
+
+async def test_a_message_resent_after_a_crash_before_its_reply_was_queued_gets_its_reply(
+    alice_conversation, fake_llm, celery_worker
+):
+    await asyncio.to_thread(celery_worker, **model_env(fake_llm))
+
+    def stored_but_never_queued() -> int:
+        # What a web process leaves behind when it dies right after the commit.
+        turn = Turn.objects.create(conversation=alice_conversation, author="customer",
+                                   text="Anyone there?", client_message_id="crash-1")
+        reply = Turn.objects.create(conversation=alice_conversation, author="bot",
+                                    status="queued", reply_to=turn)
+        return reply.pk
+
+    reply_id = await database_sync_to_async(stored_but_never_queued)()
+    chat = await open_chat(alice_conversation.pk, alice_conversation.customer)
+    # The browser never got an ack, so it sends the message again after reconnecting.
+    await chat.send_json_to({"type": "message", "client_id": "crash-1", "text": "Anyone there?"})
+    frames = await receive_until(chat, lambda f: f["type"] == "reply.done", timeout=20)
+
+    ack = next(f for f in frames if f["type"] == "ack")
+    assert ack["duplicate"] is True and ack["reply_id"] == reply_id
+    reply = await database_sync_to_async(Turn.objects.get)(pk=reply_id)
+    assert reply.status == "done" and reply_text(frames, reply_id) == reply.text
+    await chat.disconnect()
