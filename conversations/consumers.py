@@ -61,7 +61,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.conversation is None:
             return
         try:
-            frame = protocol.decode(text_data, bytes_data)
+            frame = protocol.decode(text_data)
             handler = {
                 "message": self._on_message,
                 "resume": self._on_resume,
@@ -97,7 +97,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         for raw in frames:
             await self.send(text_data=raw)
         finished = reply.status in (Turn.Status.DONE, Turn.Status.FAILED)
-        if finished and not any('"type":"reply.done"' in raw for raw in frames):
+        if finished and not any(events.is_frame(raw, "reply.done") for raw in frames):
             # The replay log has expired (or the client saw it all but the end): the stored
             # turn is the authority. seq is past anything the client has applied.
             await self._send({**events.done_frame(reply), "seq": resume.after + 1})

@@ -29,6 +29,11 @@ def _group_message(frame: dict[str, Any]) -> dict[str, Any]:
     return {"type": "frame.forward", "json": json.dumps(frame, separators=(",", ":"))}
 
 
+def is_frame(raw: str, frame_type: str) -> bool:
+    """Whether a frame serialised by _group_message has this type, without parsing it."""
+    return f'"type":"{frame_type}"' in raw
+
+
 def send_turn_on_commit(turn: Turn) -> None:
     """Tell every socket of the conversation about a new turn, once it is committed."""
     group = conversation_group(turn.conversation_id)
@@ -46,7 +51,7 @@ def _log_key(reply_id: int) -> str:
 def _group_channel(group: str) -> str:
     # The Redis channel RedisPubSubChannelLayer.group_send publishes a group's messages on.
     # The socket tests receive every reply frame through it, so a change would show at once.
-    return f"{settings.REDIS_KEY_PREFIX}asgi__group__{group}"
+    return f"{settings.CHANNEL_LAYER_PREFIX}__group__{group}"
 
 
 async def replay_after(reply_id: int, after: int) -> list[str]:
@@ -78,9 +83,7 @@ class ReplyPublisher:
             return 0, 0
         # Only replies taken over from a lost worker get here, so reading the log is rare.
         entries = self.redis.xrange(self.log) or []
-        starts = sum(
-            '"type":"reply.start"' in str(fields["f"]) for _id, fields in entries if fields
-        )
+        starts = sum(is_frame(str(fields["f"]), "reply.start") for _id, fields in entries if fields)
         return int(str(last[0][0]).split("-")[0]), starts
 
     def _publish(self, frame: dict[str, Any]) -> None:

@@ -61,7 +61,7 @@ class Conversation(models.Model):
     @property
     def bot_answers(self) -> bool:
         """The bot replies only while no person has been asked to take over."""
-        return self.status in (self.Status.OPEN, self.Status.RESOLVED)
+        return self.status == self.Status.OPEN
 
     def touch(self) -> None:
         now = timezone.now()

@@ -48,7 +48,8 @@ class ResumeFrame:
     after: int
 
 
-def decode(raw: str | None, raw_bytes: bytes | None) -> dict[str, Any]:
+def decode(raw: str | None) -> dict[str, Any]:
+    """A text frame as a JSON object; binary frames (raw is None) are refused."""
     if raw is None:
         raise FrameError("bad_frame", "Send JSON text frames; binary frames are not supported.")
     if len(raw.encode()) > settings.CHAT_MAX_FRAME_BYTES:

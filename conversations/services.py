@@ -112,6 +112,11 @@ def post_customer_message(conversation: Conversation, client_id: str, text: str)
     """
     existing = _already_posted(conversation, client_id)
     if existing:
+        if existing.reply is not None and existing.reply.status == Turn.Status.QUEUED:
+            # The browser re-sends a message it saw no ack for. If the first try died between
+            # its commit and queueing the reply, nothing else would ever queue it; an extra
+            # task for a queued reply is harmless, as a reply is claimed only once.
+            _queue_reply_on_commit(existing.reply.pk)
         return existing
     try:
         with transaction.atomic():
@@ -150,13 +155,7 @@ def _already_posted(conversation: Conversation, client_id: str) -> PostedMessage
     )
     if turn is None:
         return None
-    reply = getattr(turn, "reply", None)
-    if reply is not None and reply.status == Turn.Status.QUEUED:
-        # The browser re-sends a message it saw no ack for. If the first try died between its
-        # commit and queueing the reply, nothing else would ever queue it; an extra task for
-        # a reply that is already queued is harmless, as a reply is claimed only once.
-        _queue_reply_on_commit(reply.pk)
-    return PostedMessage(turn=turn, reply=reply, duplicate=True)
+    return PostedMessage(turn=turn, reply=getattr(turn, "reply", None), duplicate=True)
 
 
 def _queue_reply_on_commit(reply_id: int) -> None:

@@ -24,12 +24,10 @@ def main() -> int:
     env.setdefault("DJANGO_SETTINGS_MODULE", "support_bot.settings")
     var_dir = Path(env.get("SUPPORT_BOT_VAR_DIR") or ROOT / "var").resolve()
     env["SUPPORT_BOT_VAR_DIR"] = str(var_dir)
-    started_redis = False
     if not env.get("REDIS_URL"):
         from support_bot import embedded_redis
 
         env["REDIS_URL"] = embedded_redis.ensure_running(var_dir / "redis")
-        started_redis = True
         print(f"Embedded Redis at {env['REDIS_URL']}")
     host, port = env.get("HOST", "127.0.0.1"), env.get("PORT", "8000")
     python = sys.executable
@@ -76,10 +74,10 @@ def main() -> int:
             child.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             os.killpg(child.pid, signal.SIGKILL)
-    if started_redis:
-        from support_bot import embedded_redis
+    from support_bot import embedded_redis
 
-        embedded_redis.stop(var_dir / "redis")
+    if embedded_redis.started_here is not None:  # never one that was running before us
+        embedded_redis.stop(embedded_redis.started_here)
     print("Stopped.")
     return exit_code
 

@@ -140,14 +140,12 @@ def _celery_broker_url(redis_url: str) -> str:
 # Redis pub/sub: one PUBLISH a frame, no per-process capacity that silently drops frames under
 # load (RedisChannelLayer's default). Pub/sub is at-most-once; every reply frame also goes to
 # the reply's replay log, and browsers resume from it when a seq is missing.
+# conversations/events.py publishes reply frames on this prefix's group channels itself.
+CHANNEL_LAYER_PREFIX = REDIS_KEY_PREFIX + "asgi"
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {
-            "hosts": [{"address": REDIS_URL}],
-            # conversations/events.py publishes reply frames on this prefix's group channels.
-            "prefix": REDIS_KEY_PREFIX + "asgi",
-        },
+        "CONFIG": {"hosts": [{"address": REDIS_URL}], "prefix": CHANNEL_LAYER_PREFIX},
     }
 }
 

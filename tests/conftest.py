@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -242,7 +241,3 @@ def asgi_server(transactional_db: None) -> Iterator[Callable[..., str]]:
     yield start
     for server in started:
         server.stop()
-
-
-def frames_json(raw: list[str]) -> list[dict[str, Any]]:
-    return [json.loads(r) for r in raw]

@@ -24,11 +24,27 @@ pytestmark = pytest.mark.worker
 
 
 def launcher_env(var_dir: Path, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DATABASE_NAME",
-                        "ALLOWED_HOSTS", "REDIS_KEY_PREFIX", "LLM_PROVIDER"}}
-    env.update(SUPPORT_BOT_VAR_DIR=str(var_dir), PORT=str(port), WORKER_THREADS="4",
-               PYTHONUNBUFFERED="1", OFFLINE_WORD_DELAY_MS="5")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in {
+            "DATABASE_URL",
+            "REDIS_URL",
+            "SECRET_KEY",
+            "DATABASE_NAME",
+            "ALLOWED_HOSTS",
+            "REDIS_KEY_PREFIX",
+            "LLM_PROVIDER",
+        }
+    }
+    env.update(
+        SUPPORT_BOT_VAR_DIR=str(var_dir),
+        PORT=str(port),
+        WORKER_THREADS="4",
+        PYTHONUNBUFFERED="1",
+        OFFLINE_WORD_DELAY_MS="5",
+    )
     return env
 
 
@@ -36,8 +52,11 @@ async def chat_once(base: str, cookie: str, conversation_id: str) -> list[dict]:
     url = base.replace("http://", "ws://") + f"/ws/chat/{conversation_id}/"
     async with websockets.connect(url, origin=base, additional_headers={"Cookie": cookie}) as ws:
         assert json.loads(await ws.recv())["type"] == "conversation"
-        await ws.send(json.dumps({"type": "message", "client_id": "l-1",
-                                  "text": "How do I reset my password?"}))
+        await ws.send(
+            json.dumps(
+                {"type": "message", "client_id": "l-1", "text": "How do I reset my password?"}
+            )
+        )
         frames = []
         async with asyncio.timeout(30):
             while not frames or frames[-1]["type"] != "reply.done":
@@ -48,9 +67,12 @@ async def chat_once(base: str, cookie: str, conversation_id: str) -> list[dict]:
 def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path):
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "support_bot.launcher"], cwd=ROOT,
+        [sys.executable, "-m", "support_bot.launcher"],
+        cwd=ROOT,
         env=launcher_env(tmp_path, port),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     launcher = ChildProcess(process)
     launcher.start_reader()
@@ -91,3 +113,28 @@ def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path):
     while embedded_redis._answers(tmp_path / "redis" / "redis.sock"):
         assert time.monotonic() < deadline, "the embedded Redis outlived the launcher"
         time.sleep(0.1)
+
+
+def test_ctrl_c_leaves_alone_an_embedded_redis_the_launcher_did_not_start(tmp_path, monkeypatch):
+    # The test suite's own embedded Redis is still the one to stop at the end of the session.
+    monkeypatch.setattr(embedded_redis, "started_here", embedded_redis.started_here)
+    # Started earlier by another process (a `manage.py shell`, say) that still uses it.
+    url = embedded_redis.ensure_running(tmp_path / "redis")
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "support_bot.launcher"],
+            cwd=ROOT,
+            env=launcher_env(tmp_path, free_port()),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        launcher = ChildProcess(process)
+        launcher.start_reader()
+        launcher.wait_for_output("Support Bot is running", timeout=90)
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+        assert "Stopped." in "".join(launcher.output)
+        assert embedded_redis._answers(tmp_path / "redis" / "redis.sock"), url
+    finally:
+        embedded_redis.stop(tmp_path / "redis")

@@ -6,6 +6,7 @@ every failure becomes a ProviderError whose `permanent` and `retry_after` tell i
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import math
@@ -85,56 +86,58 @@ class OpenAIProvider(Provider):
 
     def stream(self, request: ReplyRequest) -> Iterator[StreamEvent]:
         model = request.model or self.model
-        try:
-            # The SDK's streaming response, read as raw server-sent events: building a pydantic
-            # model per chunk costs about 6x the CPU of json.loads, and a worker parses
-            # thousands of chunks a second. Requests, auth, timeouts and status errors are
-            # still the SDK's.
-            response = self._client.chat.completions.with_streaming_response.create(
-                model=model,
-                messages=[_message(m) for m in request.messages],
-                temperature=request.temperature,
-                max_tokens=request.max_tokens,
-                stop=request.stop or openai.omit,
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-            opened = response.__enter__()
-        except openai.OpenAIError as exc:
-            raise _error(exc) from exc
-
         text: list[str] = []
         finish_reason: str | None = None
         usage: tuple[int, int] | None = None
         # Closing the response when the consumer stops early (generator close) releases the
         # connection instead of leaving it to the garbage collector.
-        try:
-            for chunk in _server_sent_json(opened.iter_lines()):
-                if chunk.get("error"):
-                    raise ProviderError(
-                        f"The model reported an error mid-reply: {chunk['error']}",
-                        code="stream_interrupted",
+        with contextlib.ExitStack() as closing:
+            try:
+                # The SDK's streaming response, read as raw server-sent events: building a
+                # pydantic model per chunk costs about 6x the CPU of json.loads, and a worker
+                # parses thousands of chunks a second. Requests, auth, timeouts and status
+                # errors are still the SDK's.
+                response = closing.enter_context(
+                    self._client.chat.completions.with_streaming_response.create(
+                        model=model,
+                        messages=[_message(m) for m in request.messages],
+                        temperature=request.temperature,
+                        max_tokens=request.max_tokens,
+                        stop=request.stop or openai.omit,
+                        stream=True,
+                        stream_options={"include_usage": True},
                     )
-                model = chunk.get("model") or model
-                if chunk.get("usage"):
-                    usage = (chunk["usage"]["prompt_tokens"], chunk["usage"]["completion_tokens"])
-                for choice in chunk.get("choices") or ():
-                    content = (choice.get("delta") or {}).get("content")
-                    if content:
-                        text.append(content)
-                        yield TextDelta(content)
-                    finish_reason = choice.get("finish_reason") or finish_reason
-        except (httpx2.TimeoutException, openai.APITimeoutError) as exc:
-            message = f"The model sent nothing for {self.read_timeout:g}s mid-reply"
-            raise ProviderError(message, code="timeout") from exc
-        except (httpx2.HTTPError, openai.OpenAIError, ValueError, KeyError, TypeError) as exc:
-            # The connection broke off mid-reply, or a chunk is not what the API sends
-            # (a proxy's error page, a truncated line).
-            raise ProviderError(
-                f"The model's stream broke off: {exc}", code="stream_interrupted"
-            ) from exc
-        finally:
-            response.__exit__(None, None, None)
+                )
+            except openai.OpenAIError as exc:
+                raise _error(exc) from exc
+            try:
+                for chunk in _server_sent_json(response.iter_lines()):
+                    if chunk.get("error"):
+                        raise ProviderError(
+                            f"The model reported an error mid-reply: {chunk['error']}",
+                            code="stream_interrupted",
+                        )
+                    model = chunk.get("model") or model
+                    if chunk.get("usage"):
+                        usage = (
+                            chunk["usage"]["prompt_tokens"],
+                            chunk["usage"]["completion_tokens"],
+                        )
+                    for choice in chunk.get("choices") or ():
+                        content = (choice.get("delta") or {}).get("content")
+                        if content:
+                            text.append(content)
+                            yield TextDelta(content)
+                        finish_reason = choice.get("finish_reason") or finish_reason
+            except (httpx2.TimeoutException, openai.APITimeoutError) as exc:
+                message = f"The model sent nothing for {self.read_timeout:g}s mid-reply"
+                raise ProviderError(message, code="timeout") from exc
+            except (httpx2.HTTPError, openai.OpenAIError, ValueError, KeyError, TypeError) as exc:
+                # The connection broke off mid-reply, or a chunk is not what the API sends
+                # (a proxy's error page, a truncated line).
+                raise ProviderError(
+                    f"The model's stream broke off: {exc}", code="stream_interrupted"
+                ) from exc
 
         if finish_reason is None:
             # The body ended cleanly but without a finish_reason: a proxy or server gave up.
