@@ -305,17 +305,31 @@ def recreate_postgres_database() -> None:
 
 
 def migrate(env: dict[str, str], log_dir: Path) -> None:
+    """Migrate and load the demo knowledge base: the questions are answered from it."""
     with open(log_dir / "migrate.log", "wb") as log:
-        result = subprocess.run(
-            [PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            timeout=300,
-        )
-    if result.returncode:
-        raise BenchError(f"migrate failed:\n{(log_dir / 'migrate.log').read_text()[-3000:]}")
+        for command in (["migrate", "--noinput", "-v", "0"], ["load_demo_kb"]):
+            result = subprocess.run(
+                [PYTHON, "manage.py", *command],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=600,
+            )
+            if result.returncode:
+                tail = (log_dir / "migrate.log").read_text()[-3000:]
+                raise BenchError(f"{command[0]} failed:\n{tail}")
+
+
+def grounded_messages(system_prompt: str, text: str) -> list[dict[str, str]]:
+    """The messages Support Bot sends the model for this first message of a conversation."""
+    from conversations.llm.base import ChatMessage
+    from conversations.services import grounded_request
+
+    request = grounded_request([ChatMessage("system", system_prompt), ChatMessage("user", text)])
+    if request.knowledge is None or not request.knowledge.passages:
+        raise BenchError(f"the knowledge base has no answer for the bench question {text!r}")
+    return [{"role": m.role, "content": m.content} for m in request.messages]
 
 
 def start_web(opts: Options, env: dict[str, str], log_dir: Path) -> tuple[Child, str]:
@@ -586,9 +600,11 @@ async def direct_call(
 
 
 async def direct_round(
-    fake_url: str, texts: list[str], system_prompt: str, opts: Options
+    fake_url: str, prompts: list[list[dict[str, str]]], opts: Options
 ) -> list[CallResult]:
-    """N concurrent streaming calls straight to the fake server: the baseline."""
+    """N concurrent streaming calls straight to the fake server, each with the very prompt
+    Support Bot sends for that customer (system prompt, knowledge passages, question): the
+    baseline."""
     import openai
 
     from support_bot.fake_llm import expected_reply
@@ -599,11 +615,10 @@ async def direct_round(
         max_retries=0,
         timeout=openai.Timeout(opts.timeout_s, connect=5),
     )
-    barrier = asyncio.Barrier(len(texts))
-    results = [CallResult(i, text) for i, text in enumerate(texts)]
+    barrier = asyncio.Barrier(len(prompts))
+    results = [CallResult(i, messages[-1]["content"]) for i, messages in enumerate(prompts)]
     calls = []
-    for text, result in zip(texts, results, strict=True):
-        messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": text}]
+    for messages, result in zip(prompts, results, strict=True):
         tokens = expected_reply(messages, opts.reply_tokens)
         calls.append(direct_call(client, messages, tokens, barrier, result, opts.timeout_s))
     try:
@@ -733,13 +748,14 @@ async def customer_call(
 
 
 async def bot_round(
-    web_url: str, seats: list[Seat], texts: list[str], opts: Options,
+    web_url: str, seats: list[Seat], prompts: list[list[dict[str, str]]], opts: Options,
     before_send: Callable[[], None] | None = None,
 ) -> list[CallResult]:  # fmt: skip
-    """N customers connect (untimed), then all send one message at the same moment."""
+    """N customers connect (untimed), then all send one message at the same moment. Each
+    reply must be exactly what the fake model answers to the prompt Support Bot sends."""
     from support_bot.fake_llm import expected_reply
 
-    results = [CallResult(i, text) for i, text in enumerate(texts)]
+    results = [CallResult(i, messages[-1]["content"]) for i, messages in enumerate(prompts)]
     gate = asyncio.Semaphore(50)
 
     async def connect_one(seat: Seat, result: CallResult) -> Any:
@@ -763,9 +779,7 @@ async def bot_round(
                 customer_call(
                     ws,
                     result.text_sent,
-                    expected_reply(
-                        [{"role": "user", "content": result.text_sent}], opts.reply_tokens
-                    ),
+                    expected_reply(prompts[result.index], opts.reply_tokens),
                     barrier,
                     result,
                     opts.timeout_s,
@@ -1224,9 +1238,10 @@ def run_round(
     profile_dir: Path | None = None,
 ) -> tuple[list[CallResult], list[CallResult], dict[str, Any]]:  # fmt: skip
     texts = [question(label, i) for i in range(n)]
+    prompts = [grounded_messages(system_prompt, text) for text in texts]
     print(f"  N={n}: direct calls…", end="", flush=True)
     direct_before = read_counters(stack, opts.embedded)
-    direct = run_async(direct_round(stack.fake_url, texts, system_prompt, opts))
+    direct = run_async(direct_round(stack.fake_url, prompts, opts))
     direct_resources = counter_delta(direct_before, read_counters(stack, opts.embedded))
     time.sleep(0.5)
     print(" Support Bot customers…", end="", flush=True)
@@ -1239,7 +1254,7 @@ def run_round(
         counters.append(read_counters(stack, opts.embedded))
 
     try:
-        bot = run_async(bot_round(stack.web_url, seats, texts, opts, before_send))
+        bot = run_async(bot_round(stack.web_url, seats, prompts, opts, before_send))
         counters.append(read_counters(stack, opts.embedded))
     finally:
         profiles = profilers.stop()

@@ -182,8 +182,16 @@ class Turn(models.Model):
             "created": self.created_at.isoformat(),
             "client_id": self.client_message_id,
             "status": self.status or None,
+            # `n` is the number the text cites a source by ("[2]"); None for sources stored
+            # before answers cited by number.
             "sources": [
-                {"title": s.get("title", ""), "url": s.get("url", "")} for s in self.sources
+                {
+                    "n": s.get("n"),
+                    "title": s.get("title", ""),
+                    "url": s.get("url", ""),
+                    "article_id": s.get("article_id"),
+                }
+                for s in self.sources
             ],
             "author_name": self.agent.get_short_name() if self.agent_id and self.agent else None,
         }

@@ -5,6 +5,7 @@ Views, consumers and tasks stay thin and call one function here.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -14,9 +15,17 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
-from . import llm
+from . import grounding, llm
 from .events import ReplyPublisher, send_turn_on_commit
-from .llm.base import ChatMessage, Finished, Provider, ProviderError, ReplyRequest, TextDelta
+from .llm.base import (
+    ChatMessage,
+    Finished,
+    Provider,
+    ProviderError,
+    ReplyRequest,
+    Source,
+    TextDelta,
+)
 from .models import Conversation, Customer, Turn
 
 logger = logging.getLogger(__name__)
@@ -168,7 +177,8 @@ def _queue_reply_on_commit(reply_id: int) -> None:
 
 
 def build_request(reply: Turn) -> ReplyRequest:
-    """System prompt plus the latest turns before this reply (bounded, one query)."""
+    """System prompt plus the latest turns before this reply (bounded, one query), grounded in
+    the knowledge base (grounding.py)."""
     history = list(
         Turn.objects.filter(conversation_id=reply.conversation_id, id__lt=reply.pk)
         .exclude(status=Turn.Status.FAILED)
@@ -177,18 +187,67 @@ def build_request(reply: Turn) -> ReplyRequest:
         .values_list("author", "text")[: settings.CHAT_HISTORY_TURNS]
     )
     history.reverse()
-    messages = [ChatMessage("system", settings.SYSTEM_PROMPT.format(company=settings.COMPANY_NAME))]
+    messages = [_system_message()]
     for author, text in history:
-        if text:
-            messages.append(
-                ChatMessage("user" if author == Turn.Author.CUSTOMER else "assistant", text)
-            )
+        if not text:
+            continue
+        if author == Turn.Author.CUSTOMER:
+            messages.append(ChatMessage("user", text))
+        else:
+            messages.append(ChatMessage("assistant", grounding.strip_citations(text)))
+    return grounded_request(messages)
+
+
+def _system_message() -> ChatMessage:
+    return ChatMessage("system", settings.SYSTEM_PROMPT.format(company=settings.COMPANY_NAME))
+
+
+def grounded_request(messages: list[ChatMessage]) -> ReplyRequest:
+    """A request for these messages with what the knowledge base has for the latest one: the
+    passages the answer may use go into the system prompt, and the request carries them for
+    the provider and for mapping citations back to articles."""
+    knowledge = grounding.ground(messages)
     return ReplyRequest(
-        messages=messages,
+        messages=grounding.with_knowledge(messages, knowledge),
         model=settings.OPENAI_MODEL,
         temperature=settings.OPENAI_TEMPERATURE,
         max_tokens=settings.OPENAI_MAX_TOKENS,
+        knowledge=knowledge,
     )
+
+
+def provider_for(request: ReplyRequest, configured: Provider) -> Provider:
+    """The configured provider, unless the knowledge base has nothing good enough: then the
+    reply says so without asking any model."""
+    if request.knowledge is not None and request.knowledge.abstain:
+        return grounding.AbstainReply()
+    return configured
+
+
+def reply_sources(finished: Finished, text: str, request: ReplyRequest) -> list[Source]:
+    """The sources of a finished reply: those its provider named, or else the passages its
+    text cites by number (a model names its sources only that way)."""
+    knowledge = request.knowledge
+    if finished.sources or knowledge is None or not knowledge.passages:
+        return finished.sources
+    return grounding.cited_sources(text, knowledge.passages)
+
+
+def answer_question(question: str) -> Finished:
+    """The bot's answer to a conversation of one message, grounded and abstaining as a reply
+    would be, without streaming or storing it (for evaluations such as manage.py eval_kb).
+    Not retried: a ProviderError is raised as it comes."""
+    request = grounded_request([_system_message(), ChatMessage("user", question)])
+    text: list[str] = []
+    finished: Finished | None = None
+    for event in provider_for(request, llm.get_provider()).stream(request):
+        if isinstance(event, TextDelta):
+            text.append(event.text)
+        else:
+            finished = event
+    if finished is None:
+        raise ProviderError("the stream ended without a finish", code="stream_interrupted")
+    return dataclasses.replace(finished, sources=reply_sources(finished, "".join(text), request))
 
 
 class ReplyBusy(Exception):
@@ -226,8 +285,11 @@ class _Attempt:
 class ReplyWriter:
     """Streams a claimed reply to the customer; the one layer that retries provider errors.
 
-    Tokens are coalesced into frames about every REPLY_FLUSH_INTERVAL_S, except the first,
-    which goes out at once so the customer sees the reply start as early as possible.
+    The request is grounded once (grounding.py), before the retries: when the knowledge base
+    has nothing good enough the reply abstains without asking the provider, and a model's [n]
+    citations become the reply's sources. Tokens are coalesced into frames about every
+    REPLY_FLUSH_INTERVAL_S, except the first, which goes out at once so the customer sees the
+    reply start as early as possible.
     """
 
     def __init__(self, reply: Turn) -> None:
@@ -239,15 +301,24 @@ class ReplyWriter:
         self.asked_at = asked_at.timestamp()
 
     def run(self) -> None:
-        provider = llm.get_provider()
-        request = build_request(self.reply)
-        _release_database_connection()
-        self.publisher.start()
+        # Built before the reply starts: the first build in a process takes a while, and the
+        # customer should see the reply start only once it is about to be asked for.
+        configured = llm.get_provider()
+        request: ReplyRequest | None = None
+        started = False
         error: ProviderError | None = None
         for attempt_number in range(1, settings.REPLY_MAX_ATTEMPTS + 1):
             attempt = _Attempt()
             try:
-                self._stream(provider, request, attempt)
+                if request is None:
+                    # History and knowledge are read once a reply, not once an attempt (again
+                    # only if the knowledge base could not be read).
+                    request = build_request(self.reply)
+                    _release_database_connection()
+                if not started:
+                    self.publisher.start()
+                    started = True
+                self._stream(provider_for(request, configured), request, attempt)
             except ProviderError as exc:
                 error = exc
                 delay = (
@@ -263,11 +334,12 @@ class ReplyWriter:
                     exc,
                     delay,
                 )
+                _release_database_connection()  # a failed knowledge read may have held it
                 time.sleep(delay)
                 if attempt.text:
                     self.publisher.start()  # the customer saw a partial text: start it over
                 continue
-            self._succeed(attempt)
+            self._succeed(attempt, request)
             return
         self.fail(error)
 
@@ -296,17 +368,26 @@ class ReplyWriter:
         if attempt.finished is None:
             raise ProviderError("the stream ended without a finish", code="stream_interrupted")
 
-    def _succeed(self, attempt: _Attempt) -> None:
+    def _succeed(self, attempt: _Attempt, request: ReplyRequest) -> None:
         finished = attempt.finished
         assert finished is not None
+        text = "".join(attempt.text)
+        sources = reply_sources(finished, text, request)
+        if not sources and request.knowledge is not None and request.knowledge.passages:
+            # Maybe a fair "I couldn't find that", maybe an answer from elsewhere: worth a look.
+            logger.info(
+                "reply %s cites none of the %d passages it was given",
+                self.reply.pk,
+                len(request.knowledge.passages),
+            )
         stored = self.reply.finish_reply(
             status=Turn.Status.DONE,
-            text="".join(attempt.text),
+            text=text,
             provider=self.provider_name,
             model=finished.model,
             prompt_tokens=finished.prompt_tokens,
             completion_tokens=finished.completion_tokens,
-            sources=[source.as_dict() for source in finished.sources],
+            sources=[source.as_dict() for source in sources],
             abstained=finished.abstained,
             first_token_ms=self._ms_since_asked(attempt.first_token_at),
             duration_ms=self._ms_since_asked(time.time()),

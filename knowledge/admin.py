@@ -1,11 +1,197 @@
-from django.contrib import admin
+"""The knowledge base in the admin: operators write, edit, publish and unpublish articles.
 
-from .models import Article
+Every change reaches retrieval at once: saves go through Model.save() and the bulk actions set
+`updated_at`, so the index's signature changes and the next question rebuilds it; and after
+the transaction commits the article's passages are re-split and re-embedded (or dropped when
+it is unpublished), so that work is done before the next question rather than during it.
+
+Nothing an article contains is marked safe: Django escapes it in every page.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db import transaction
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+
+from .indexing import sync_passages
+from .models import Article, Passage
+from .services import clean_tags, is_language_code
+
+logger = logging.getLogger(__name__)
+
+PASSAGE_PREVIEW_CHARS = 200
+
+
+def sync_after_commit(article_ids: Iterable[int]) -> None:
+    """Bring these articles' passages up to date once the current transaction commits."""
+    ids = list(article_ids)
+    if ids:
+        transaction.on_commit(lambda: sync_passages(ids), robust=True)
+
+
+class ArticleForm(forms.ModelForm[Article]):
+    url = forms.URLField(
+        required=False,
+        max_length=500,
+        assume_scheme="https",
+        help_text="Where customers can read the article; answers link to it.",
+    )
+    tags = forms.CharField(
+        required=False,
+        help_text="Comma-separated, e.g. returns, orders.",
+        widget=forms.TextInput(attrs={"size": 80}),
+    )
+
+    class Meta:
+        model = Article
+        fields = ["title", "slug", "body", "url", "tags", "language", "published"]
+        widgets = {
+            "body": forms.Textarea(
+                attrs={
+                    "rows": 28,
+                    "cols": 100,
+                    "style": "font-family: ui-monospace, monospace; width: 100%;",
+                    "spellcheck": "true",
+                }
+            ),
+        }
+        help_texts = {
+            "body": "Markdown. Headings (## …) and paragraphs decide how the article is cut "
+            "into passages for answers.",
+            "language": "A language code such as en, de or pt-BR.",
+            "published": "Only published articles are used to answer customers.",
+        }
+        error_messages = {
+            "body": {"required": "Write the article's text: an empty article cannot answer."},
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        tags = self.instance.tags if self.instance.pk else self.initial.get("tags", [])
+        if isinstance(tags, list):
+            self.initial["tags"] = ", ".join(str(tag) for tag in tags)
+
+    def clean_body(self) -> str:
+        body = str(self.cleaned_data.get("body") or "").replace("\r\n", "\n").replace("\r", "\n")
+        if not body.strip():
+            raise forms.ValidationError(
+                "Write the article's text: an empty article cannot answer.", code="required"
+            )
+        return body.strip("\n") + "\n"
+
+    def clean_tags(self) -> list[str]:
+        raw = str(self.cleaned_data.get("tags") or "")
+        return clean_tags(raw.split(","))
+
+    def clean_language(self) -> str:
+        language = str(self.cleaned_data.get("language") or "").strip()
+        if not is_language_code(language):
+            raise forms.ValidationError("Use a language code such as en, de or pt-BR.")
+        return language
+
+
+class PassageInline(admin.TabularInline[Passage, Article]):
+    """How retrieval cut the article (read-only; rebuilt whenever the article changes)."""
+
+    model = Passage
+    extra = 0
+    can_delete = False
+    show_change_link = False
+    ordering = ["position"]
+    fields = readonly_fields = ("position", "heading", "preview", "embedded", "current")
+    verbose_name = "passage (how answers see this article)"
+    verbose_name_plural = "passages (how answers see this article; rebuilt after each save)"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Passage]:
+        return super().get_queryset(request).select_related("article")
+
+    @admin.display(description="text")
+    def preview(self, passage: Passage) -> str:
+        text = passage.text
+        return text if len(text) <= PASSAGE_PREVIEW_CHARS else text[:PASSAGE_PREVIEW_CHARS] + "…"
+
+    @admin.display(description="embedded", boolean=True)
+    def embedded(self, passage: Passage) -> bool:
+        return bool(passage.embedding)
+
+    @admin.display(description="from the current text", boolean=True)
+    def current(self, passage: Passage) -> bool:
+        return passage.article_hash == passage.article.content_hash
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
 
 
 @admin.register(Article)
 class ArticleAdmin(admin.ModelAdmin[Article]):
-    list_display = ["title", "slug", "language", "published", "updated_at"]
+    form = ArticleForm
+    list_display = ["title", "language", "published", "passage_count", "updated_at", "source"]
     list_filter = ["published", "language"]
-    search_fields = ["title", "body", "slug"]
+    search_fields = ["title", "body", "slug", "tags"]
     prepopulated_fields = {"slug": ["title"]}
+    readonly_fields = ["source_file", "created_at", "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["title", "slug", "body"]}),
+        ("Details", {"fields": ["url", "tags", "language", "published"]}),
+        ("History", {"fields": ["source_file", "created_at", "updated_at"]}),
+    ]
+    inlines = [PassageInline]
+    actions = ["publish", "unpublish"]
+    save_on_top = True
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Article]:
+        return super().get_queryset(request).annotate(passage_total=Count("passages"))
+
+    @admin.display(description="passages", ordering="passage_total")
+    def passage_count(self, article: Article) -> int:
+        return int(getattr(article, "passage_total", 0))
+
+    @admin.display(description="ingested from")
+    def source_file(self, article: Article) -> str:
+        if not article.source:
+            return "— (written here: not from a file)"
+        return f"{article.source} (running ingest_kb on this file again replaces edits made here)"
+
+    def save_model(self, request: HttpRequest, obj: Article, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        sync_after_commit([obj.pk])
+
+    @admin.action(description="Publish the selected articles", permissions=["change"])
+    def publish(self, request: HttpRequest, queryset: QuerySet[Article]) -> None:
+        self._set_published(request, queryset, True)
+
+    @admin.action(description="Unpublish the selected articles", permissions=["change"])
+    def unpublish(self, request: HttpRequest, queryset: QuerySet[Article]) -> None:
+        self._set_published(request, queryset, False)
+
+    def _set_published(
+        self, request: HttpRequest, queryset: QuerySet[Article], published: bool
+    ) -> None:
+        with transaction.atomic():
+            to_change = queryset.exclude(published=published)
+            ids = list(to_change.values_list("pk", flat=True))
+            # updated_at too: retrieval notices a change by it (QuerySet.update skips auto_now).
+            Article.objects.filter(pk__in=ids).update(
+                published=published, updated_at=timezone.now()
+            )
+            sync_after_commit(ids)
+        word = "published" if published else "unpublished"
+        self.message_user(
+            request,
+            f"{len(ids)} {'article' if len(ids) == 1 else 'articles'} {word}.",
+            messages.SUCCESS,
+        )

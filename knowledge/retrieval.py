@@ -56,6 +56,8 @@ from bm25s.stopwords import STOPWORDS_EN_PLUS
 from django.conf import settings
 from django.db.models import Count, Max
 
+from .embeddings import Embedder, get_embedder
+
 logger = logging.getLogger(__name__)
 
 #: The default "don't know" threshold on `Hit.confidence`; settings.KB_MIN_CONFIDENCE overrides.
@@ -280,20 +282,57 @@ def article_passages(
     ]
 
 
-def load_published_passages() -> list[Passage]:
-    """Passages of every published article (all languages), in article id order."""
-    from .models import Article
+@dataclass(frozen=True)
+class IndexedKnowledge:
+    """What an index is built from: passages and, when an embedder is configured and every
+    passage has a vector from it, their embeddings (one row per passage)."""
 
+    passages: list[Passage]
+    vectors: np.ndarray | None = None
+
+
+def load_published_passages() -> IndexedKnowledge:
+    """The stored passages of every published article (all languages), in article order,
+    brought up to date first (only changed articles are re-split and re-embedded)."""
+    from .embeddings import from_bytes, get_embedder
+    from .indexing import sync_passages
+    from .models import Passage as StoredPassage
+
+    sync_passages()
+    embedder = get_embedder()
     passages: list[Passage] = []
+    vectors: list[np.ndarray] = []
     rows = (
-        Article.objects.filter(published=True)
-        .order_by("id")
-        .values_list("id", "title", "body", "url", "tags")
+        StoredPassage.objects.filter(article__published=True)
+        .order_by("article_id", "position")
+        .values_list(
+            "article_id",
+            "article__title",
+            "article__url",
+            "article__tags",
+            "heading",
+            "text",
+            "position",
+            "embedding",
+            "embedding_model",
+        )
     )
-    for article_id, title, body, url, tags in rows.iterator(chunk_size=500):
-        tag_list = [str(tag) for tag in tags] if isinstance(tags, list) else []
-        passages.extend(article_passages(article_id, title, body or "", url, tag_list))
-    return passages
+    complete = embedder is not None
+    for article_id, title, url, tags, heading, text, position, blob, model_id in rows.iterator(
+        chunk_size=2000
+    ):
+        tag_list = tuple(str(tag) for tag in tags) if isinstance(tags, list) else ()
+        passages.append(Passage(article_id, title, url, text, heading, position, tag_list))
+        if complete and embedder is not None:
+            vector = (
+                from_bytes(blob, embedder.dim) if blob and model_id == embedder.model_id else None
+            )
+            if vector is None:
+                complete = False  # e.g. embedded by another process with another model
+            else:
+                vectors.append(vector)
+    matrix = np.vstack(vectors) if complete and vectors else None
+    return IndexedKnowledge(passages, matrix)
 
 
 # --- Text analysis -------------------------------------------------------------------------
@@ -632,16 +671,14 @@ class BM25Index:
         # Prefer the most widely used of equally close words.
         return max(best, key=lambda stem: (self._df[stem], stem))
 
-    def search(self, query: str, k: int = 3, *, distinct_articles: bool = True) -> list[Hit]:
-        """The k best passages, best first, each with its confidence (see the module's doc).
-
-        With distinct_articles, only the best passage of each article is returned.
-        """
-        if not self.passages or k <= 0 or not query or not query.strip():
-            return []
+    def score(self, query: str) -> LexicalScores | None:
+        """Every passage's BM25 rank and confidence for the question (see the module's doc),
+        or None when no word of the question is indexed."""
+        if not self.passages or not query or not query.strip():
+            return None
         terms = self.query_terms(query)
         if not any(term.variants for term in terms):
-            return []
+            return None
         n = len(self.passages)
         scores = np.zeros(n)
         covered = np.zeros(n)  # idf-weighted share of the question the passage has
@@ -671,30 +708,58 @@ class BM25Index:
             scores += term_score
             covered += term_covered
             matched += term_matched
+        if total_weight <= 0 or not scores.any():
+            return None
+        coverage = covered / total_weight
+        with np.errstate(divide="ignore", invalid="ignore"):
+            strength = np.where(matched > 0, np.minimum(1.0, scores / matched), 0.0)
+        return LexicalScores(
+            terms=tuple(terms),
+            # BM25 times the share of the question covered (Lucene's classic "coord"), so a
+            # passage that repeats one word of the question doesn't outrank one with them all.
+            rank=scores * coverage,
+            confidence=np.minimum(1.0, coverage * (0.8 + 0.2 * strength)),
+            presence=tuple(presence),
+        )
 
-        candidates = np.flatnonzero(scores > 0)
-        if not len(candidates) or total_weight <= 0:
+    def search(self, query: str, k: int = 3, *, distinct_articles: bool = True) -> list[Hit]:
+        """The k best passages, best first, each with its confidence (see the module's doc).
+
+        With distinct_articles, only the best passage of each article is returned.
+        """
+        if k <= 0:
             return []
-        # Rank by BM25 times the share of the question covered (Lucene's classic "coord"), so a
-        # passage that repeats one word of the question doesn't outrank one that has them all.
-        rank = scores * covered / total_weight
+        lexical = self.score(query)
+        if lexical is None:
+            return []
+        return self.hits(lexical.rank, lexical.confidence, lexical, k, distinct_articles)
+
+    def hits(
+        self,
+        rank: np.ndarray,
+        confidence: np.ndarray,
+        lexical: LexicalScores | None,
+        k: int,
+        distinct_articles: bool = True,
+    ) -> list[Hit]:
+        """The k passages ranked highest by `rank` (> 0) as Hits, best first."""
+        candidates = np.flatnonzero(rank > 0)
+        if not len(candidates):
+            return []
         pool = min(len(candidates), max(k * 8, 32) if distinct_articles else k)
         if pool < len(candidates):
             candidates = candidates[np.argpartition(-rank[candidates], pool - 1)[:pool]]
         # Best first; on a tie, the earlier passage (the index keeps article order).
         order = candidates[np.lexsort((candidates, -np.round(rank[candidates], 9)))]
-
         hits: list[Hit] = []
         seen: set[int] = set()
-        query_terms = tuple(terms)
+        query_terms = lexical.terms if lexical else ()
         for doc in (int(d) for d in order):
             passage = self.passages[doc]
             if distinct_articles and passage.article_id in seen:
                 continue
             seen.add(passage.article_id)
-            coverage = covered[doc] / total_weight
-            strength = min(1.0, scores[doc] / matched[doc]) if matched[doc] > 0 else 0.0
-            confidence = min(1.0, coverage * (0.8 + 0.2 * strength))
+            matched = lexical.matched_terms(doc) if lexical else ()
             hits.append(
                 Hit(
                     article_id=passage.article_id,
@@ -702,15 +767,35 @@ class BM25Index:
                     url=passage.url,
                     text=passage.text,
                     score=float(rank[doc]),
-                    confidence=round(float(confidence), 4),
+                    confidence=round(float(confidence[doc]), 4),
                     heading=passage.heading,
-                    matched_terms=tuple(dict.fromkeys(s for s, p in presence if p[doc])),
+                    matched_terms=matched,
                     query_terms=query_terms,
                 )
             )
             if len(hits) >= k:
                 break
         return hits
+
+
+@dataclass(frozen=True)
+class LexicalScores:
+    """One question's BM25 results over every passage of an index (arrays by passage)."""
+
+    terms: tuple[QueryTerm, ...]
+    rank: np.ndarray
+    confidence: np.ndarray
+    presence: tuple[tuple[str, np.ndarray], ...]
+
+    @property
+    def known_share(self) -> float:
+        """The idf-weighted share of the question's words that the index knows (or corrects)."""
+        total = sum(term.weight for term in self.terms)
+        known = sum(term.weight for term in self.terms if term.variants)
+        return known / total if total > 0 else 0.0
+
+    def matched_terms(self, doc: int) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(stem for stem, present in self.presence if present[doc]))
 
 
 _fillers_cache: tuple[str, frozenset[str]] | None = None
@@ -764,6 +849,94 @@ def knowledge_base_signature() -> Signature:
     return (row["count"], row["latest"], row["top"])
 
 
+#: How much the embedding similarity counts in a hybrid confidence when every word of the
+#: question is in the knowledge base's vocabulary (the rest is lexical); it grows towards 1 as
+#: the share of unknown words grows.
+SEMANTIC_WEIGHT = 0.5
+
+
+class HybridIndex:
+    """BM25 plus sentence embeddings over the same passages, with one confidence scale.
+
+    Each passage gets a lexical confidence (BM25Index: the share of the question it covers) and
+    a semantic one (the embedding model's cosine similarity rescaled so that an unrelated pair
+    scores 0 and a clear match 1, see Embedder.semantic_confidence). The hybrid confidence is
+    their weighted sum: SEMANTIC_WEIGHT for a question whose words the knowledge base all
+    knows, up to all semantic for one in a language or words it has never seen (BM25 has
+    nothing to say about those). Passages are ranked by the same sum with BM25's score
+    (relative to the best passage) in place of its confidence. So a paraphrase with no word in
+    common with the article, or a question in another language, can still be found, while a
+    passage about every word of the question is not beaten by a vague look-alike.
+
+    The weight and the model's scale were chosen on the questions in
+    tests/test_knowledge_retrieval.py and checked on knowledge/demo/eval.jsonl (`manage.py
+    eval_kb`). Without vectors it is the BM25 index alone.
+    """
+
+    def __init__(
+        self,
+        passages: Sequence[Passage],
+        vectors: np.ndarray | None = None,
+        embedder: Embedder | None = None,
+        *,
+        semantic_weight: float = SEMANTIC_WEIGHT,
+    ) -> None:
+        started = time.perf_counter()
+        self.lexical = BM25Index(passages)
+        self.passages = self.lexical.passages
+        usable = (
+            vectors is not None
+            and embedder is not None
+            and len(self.passages) == len(passages)  # BM25 drops wordless passages
+            and vectors.shape == (len(passages), embedder.dim)
+        )
+        self.vectors = vectors if usable else None
+        self.embedder = embedder if usable else None
+        self.semantic_weight = semantic_weight
+        self.article_ids = self.lexical.article_ids
+        self.build_seconds = time.perf_counter() - started
+
+    def __len__(self) -> int:
+        return len(self.passages)
+
+    @property
+    def is_hybrid(self) -> bool:
+        return self.vectors is not None
+
+    def query_terms(self, query: str) -> list[QueryTerm]:
+        return self.lexical.query_terms(query)
+
+    def search(self, query: str, k: int = 3, *, distinct_articles: bool = True) -> list[Hit]:
+        if k <= 0 or not self.passages or not query or not query.strip():
+            return []
+        lexical = self.lexical.score(query)
+        if self.vectors is None or self.embedder is None:
+            if lexical is None:
+                return []
+            return self.lexical.hits(
+                lexical.rank, lexical.confidence, lexical, k, distinct_articles
+            )
+        similarity = self.vectors @ self.embedder.embed_query(query[:2000])
+        semantic = self.embedder.semantic_confidence(similarity)
+        # The less of the question the knowledge base's vocabulary knows (another language,
+        # words no article uses), the less BM25 can say and the more the embedding decides.
+        known = lexical.known_share if lexical is not None else 0.0
+        semantic_weight = self.semantic_weight + (1 - self.semantic_weight) * (1 - known)
+        if lexical is None:
+            confidence = semantic
+            rank = semantic.copy()
+        else:
+            lexical_weight = 1 - semantic_weight
+            confidence = semantic_weight * semantic + lexical_weight * lexical.confidence
+            # Ranking uses BM25's own order (scaled to the best passage) rather than its
+            # confidence: BM25 tells the passage about a word from one that mentions it.
+            best = float(lexical.rank.max())
+            relative = lexical.rank / best if best > 0 else 0.0
+            rank = semantic_weight * semantic + lexical_weight * relative
+        rank += 1e-9  # every passage is a candidate; ties keep passage order
+        return self.lexical.hits(rank, confidence, lexical, k, distinct_articles)
+
+
 class KnowledgeIndex:
     """Holds the current BM25Index and rebuilds it when the knowledge base changes.
 
@@ -773,15 +946,15 @@ class KnowledgeIndex:
 
     def __init__(
         self,
-        load: Callable[[], Sequence[Passage]] = load_published_passages,
+        load: Callable[[], IndexedKnowledge | Sequence[Passage]] = load_published_passages,
         signature: Callable[[], Signature] = knowledge_base_signature,
     ) -> None:
         self._load = load
         self._signature = signature
         self._lock = threading.Lock()
-        self._current: tuple[Signature, BM25Index] | None = None
+        self._current: tuple[Signature, HybridIndex] | None = None
 
-    def get(self) -> BM25Index:
+    def get(self) -> HybridIndex:
         signature = self._signature()
         current = self._current
         if current is not None and current[0] == signature:
@@ -791,12 +964,16 @@ class KnowledgeIndex:
             if current is None or current[0] != signature:
                 # Read after the signature: if the KB changes meanwhile, the next query sees a
                 # newer signature and rebuilds again; it can never keep older text.
-                index = BM25Index(self._load())
+                loaded = self._load()
+                if not isinstance(loaded, IndexedKnowledge):
+                    loaded = IndexedKnowledge(list(loaded))
+                index = HybridIndex(loaded.passages, loaded.vectors, get_embedder())
                 logger.info(
-                    "knowledge index built: %d passages from %d articles in %.0f ms",
+                    "knowledge index built: %d passages from %d articles in %.0f ms (%s)",
                     len(index),
                     len(index.article_ids),
                     index.build_seconds * 1000,
+                    "hybrid" if index.is_hybrid else "lexical",
                 )
                 current = self._current = (signature, index)
             return current[1]

@@ -33,17 +33,28 @@ from .models import Article
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 
+# Article's field sizes.
+TITLE_MAX_CHARS = 300
+SLUG_MAX_CHARS = 200
+URL_MAX_CHARS = 500
+LANGUAGE_MAX_CHARS = 12
+
 FrontMatterValue = str | bool | list[str]
 
 _KEY_LINE = re.compile(r"^([A-Za-z_][\w-]*)\s*:(?:\s+(.*))?$")
 _LIST_ITEM = re.compile(r"^\s+-\s*(.*)$")
 _H1 = re.compile(r"^#\s+(.+?)\s*#*\s*$")
+_LANGUAGE = re.compile(r"^[A-Za-z]{2,8}(?:[-_][A-Za-z0-9]{1,8})*$")
 _TRUE = {"true", "yes", "on"}
 _FALSE = {"false", "no", "off"}
 
 
 class KnowledgeLoadError(ValueError):
     """A Markdown article could not be read; the message names the file and the problem."""
+
+
+class EmptyArticleError(KnowledgeLoadError):
+    """The article has a title but no text to answer from."""
 
 
 @dataclass(frozen=True)
@@ -181,14 +192,26 @@ def read_markdown_article(path: Path) -> ArticleSource:
         raise KnowledgeLoadError(f"{path}: cannot read: {exc}") from exc
     try:
         meta, body = parse_front_matter(text)
-        return _article_from(meta, body, default_slug=path.stem)
+        return article_from_meta(meta, body, default_slug=path.stem)
     except KnowledgeLoadError as exc:
-        raise KnowledgeLoadError(f"{path}: {exc}") from None
+        raise type(exc)(f"{path}: {exc}") from None
 
 
-def _article_from(
-    meta: dict[str, FrontMatterValue], body: str, *, default_slug: str
+def article_from_meta(
+    meta: dict[str, FrontMatterValue],
+    body: str,
+    *,
+    default_slug: str,
+    default_title: str = "",
+    default_language: str = "en",
 ) -> ArticleSource:
+    """An article from front matter and a Markdown body, checked.
+
+    The title is the front matter's, else the body's leading `# Heading` (then removed from the
+    body), else `default_title`. Raises KnowledgeLoadError naming the problem, and its
+    subclass EmptyArticleError when there is no body.
+    """
+
     def text_field(name: str, default: str = "") -> str:
         value = meta.get(name, default)
         if not isinstance(value, str):
@@ -205,10 +228,13 @@ def _article_from(
                     title = heading.group(1)
                     body = "\n".join(lines[i + 1 :]).strip("\n")
                 break
+    title = title or default_title.strip()
     if not title:
         raise KnowledgeLoadError("no title (set 'title:' or start the body with '# Title')")
     if not body.strip():
-        raise KnowledgeLoadError("the article has no body")
+        raise EmptyArticleError("the article has no body")
+    if len(title) > TITLE_MAX_CHARS:
+        title = title[: TITLE_MAX_CHARS - 1].rstrip() + "…"
 
     slug = text_field("slug", default_slug)
     url = text_field("url")
@@ -218,10 +244,19 @@ def _article_from(
             URLValidator(schemes=["http", "https"])(url)
     except ValidationError as exc:
         raise KnowledgeLoadError("; ".join(exc.messages)) from None
+    if len(slug) > SLUG_MAX_CHARS:
+        raise KnowledgeLoadError(f"slug longer than {SLUG_MAX_CHARS} characters")
+    if len(url) > URL_MAX_CHARS:
+        raise KnowledgeLoadError(f"url longer than {URL_MAX_CHARS} characters")
+    language = text_field("language", default_language) or default_language
+    if not is_language_code(language):
+        raise KnowledgeLoadError(
+            f"'language' must be a language code such as en or pt-BR, got {language!r}"
+        )
 
     tags = meta.get("tags", [])
-    if isinstance(tags, str):
-        tags = [tags] if tags else []
+    if isinstance(tags, str):  # "tags: a, b" reads as two tags
+        tags = tags.split(",")
     if not isinstance(tags, list):
         raise KnowledgeLoadError("'tags' must be a list")
     published = meta.get("published", True)
@@ -233,10 +268,27 @@ def _article_from(
         title=title,
         body=body.strip() + "\n",
         url=url,
-        tags=[tag.strip() for tag in tags if tag.strip()],
-        language=text_field("language", "en") or "en",
+        tags=clean_tags(tags),
+        language=language,
         published=published,
     )
+
+
+def clean_tags(tags: Iterable[str]) -> list[str]:
+    """Tags stripped, without empty ones or repeats, in their order."""
+    result: list[str] = []
+    seen: set[str] = set()
+    for tag in tags:
+        tag = " ".join(str(tag).split())
+        if tag and tag.casefold() not in seen:
+            seen.add(tag.casefold())
+            result.append(tag)
+    return result
+
+
+def is_language_code(language: str) -> bool:
+    """A BCP-47-like tag (en, de-CH, pt_BR) that fits Article.language."""
+    return len(language) <= LANGUAGE_MAX_CHARS and bool(_LANGUAGE.match(language))
 
 
 def markdown_files(folder: Path | str) -> list[Path]:

@@ -5,7 +5,8 @@
 A pure ASGI application served by uvicorn (no Django, no framework) so tests, the demo and the
 load benchmark exercise the real `openai` client over a real socket. A reply's tokens are
 `expected_reply(messages, n)` (cut by `apply_stop` when the request has `stop`): tests compare
-against them instead of hard-coding text.
+against them instead of hard-coding text. Given numbered help-article passages in the system
+prompt, the reply quotes and cites them like a model that follows the grounding rules.
 
 Endpoints:
     GET  /v1/models, GET /v1/models/{id}
@@ -32,6 +33,7 @@ import functools
 import hashlib
 import json
 import logging
+import re
 import secrets
 import socket
 import time
@@ -75,7 +77,21 @@ def _text(content: Any) -> str:
 
 
 def expected_reply(messages: Sequence[dict[str, Any]], n_tokens: int) -> list[str]:
-    """The reply's tokens: the same last user message always gives the same text."""
+    """The reply's tokens: the same messages always give the same text.
+
+    With numbered help-article passages in the system prompt (lines "[1] Title", each followed
+    by the passage's text, as conversations/grounding.py writes them) the fake behaves like a
+    model that follows the grounding rules: it quotes the first sentence of passage [1] and
+    cites it with " [1]"; when there is a passage [2], it also quotes the first sentence of [2]
+    and cites " [2]". Words are tokens and citations are tokens of their own; a quote is cut
+    short so that its citation always fits in n_tokens ([1] gets half of them when there are
+    two passages). Otherwise the reply is words drawn from a small vocabulary, seeded by the
+    last user message; each token then depends only on the ones before it, so a reply cut by
+    max_tokens is a prefix of the whole one.
+    """
+    passages = _passages(messages)
+    if 1 in passages:
+        return _grounded_reply(passages, n_tokens)
     last_user = next(
         (_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), ""
     )
@@ -94,6 +110,42 @@ def expected_reply(messages: Sequence[dict[str, Any]], n_tokens: int) -> list[st
         if capitalise:
             word += "."
         tokens.append(word if i == 0 else " " + word)
+    return tokens
+
+
+_PASSAGE_HEADER = re.compile(r"^\[(\d{1,3})\] .*$", re.M)
+_MARKDOWN_LINE_START = re.compile(r"^\s*(?:#{1,6}\s+|[-*+]\s+|\d{1,3}[.)]\s+)", re.M)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def _passages(messages: Sequence[dict[str, Any]]) -> dict[int, str]:
+    """The numbered passages of the system prompt: {number: text}."""
+    system = "\n".join(_text(m.get("content")) for m in messages if m.get("role") == "system")
+    headers = list(_PASSAGE_HEADER.finditer(system))
+    passages: dict[int, str] = {}
+    for i, header in enumerate(headers):
+        end = headers[i + 1].start() if i + 1 < len(headers) else len(system)
+        passages.setdefault(int(header.group(1)), system[header.end() : end].strip())
+    return passages
+
+
+def _first_sentence(markdown: str) -> list[str]:
+    text = _MARKDOWN_LINE_START.sub("", markdown).replace("**", "").replace("`", "")
+    text = " ".join(text.split())
+    return _SENTENCE_END.split(text, maxsplit=1)[0].split()
+
+
+def _grounded_reply(passages: dict[int, str], n_tokens: int) -> list[str]:
+    cited = [n for n in (1, 2) if n in passages]
+    if len(cited) == 2 and n_tokens < 4:
+        cited = [1]
+    tokens: list[str] = []
+    for i, n in enumerate(cited):
+        last = i == len(cited) - 1
+        room = n_tokens - len(tokens) if last else n_tokens // 2
+        for word in _first_sentence(passages[n])[: max(0, room - 1)]:
+            tokens.append(" " + word if tokens else word)
+        tokens.append(f" [{n}]" if tokens else f"[{n}]")
     return tokens
 
 

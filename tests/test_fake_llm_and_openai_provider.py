@@ -449,3 +449,47 @@ def test_it_applies_a_fault_only_as_many_times_as_asked(fake_llm: FakeLLMServer)
 
     assert codes == ["server_error", "server_error"]
     assert "".join(deltas) == REPLY
+
+
+# --- The fake as a grounded model ---------------------------------------------------------------
+
+GROUNDED_SYSTEM = (
+    "You are a helpful support agent.\n\nPassages from our help articles follow, numbered [1] "
+    "to [2].\n- Cite them like [1].\n\nPassages:\n\n"
+    "[1] Recharging the Zephyr lantern\n"
+    "To recharge the Zephyr lantern, plug its **magnetic cable** into a USB port. It glows "
+    "green when full.\n\n"
+    "[2] Zephyr lantern battery care — Storing\n"
+    "- Store the lantern half full. Recharge it every three months."
+)
+
+
+def grounded_messages(system: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": system}, {"role": "user", "content": QUESTION}]
+
+
+def test_it_quotes_and_cites_the_numbered_passages_of_the_prompt(fake_llm: FakeLLMServer) -> None:
+    client = openai.OpenAI(api_key="test-key", base_url=fake_llm.base_url, max_retries=0)
+    messages = grounded_messages(GROUNDED_SYSTEM)
+
+    completion = client.chat.completions.create(model=MODEL, messages=messages)  # type: ignore[arg-type]
+
+    assert completion.choices[0].message.content == (
+        "To recharge the Zephyr lantern, plug its magnetic cable [1] "
+        "Store the lantern half full. [2]"
+    )
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens == len(expected_reply(messages, 20))
+
+
+def test_it_cites_a_single_passage_and_keeps_the_citation_when_cut_short() -> None:
+    one = GROUNDED_SYSTEM.split("\n\n[2]")[0]
+    assert "".join(expected_reply(grounded_messages(one), 20)) == (
+        "To recharge the Zephyr lantern, plug its magnetic cable into a USB port. [1]"
+    )
+    assert "".join(expected_reply(grounded_messages(one), 4)) == "To recharge the [1]"
+    assert "".join(expected_reply(grounded_messages(GROUNDED_SYSTEM), 3)) == "To recharge [1]"
+    # Without numbered passages the fake talks as before: the prompt's "[1]" mid-line is no
+    # passage.
+    plain = [{"role": "system", "content": "Cite like [1]."}, {"role": "user", "content": "hi"}]
+    assert expected_reply(plain, 20) == expected_reply([{"role": "user", "content": "hi"}], 20)

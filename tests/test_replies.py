@@ -1,5 +1,8 @@
 """Writing a reply: the model through the real openai client and the fake server over HTTP,
-frames through the real Redis replay log, retries that honour Retry-After, exactly one reply."""
+frames through the real Redis replay log, retries that honour Retry-After, exactly one reply.
+
+The knowledge base has one article that answers the questions asked here, so every reply is
+grounded and reaches the model (tests/test_grounded_replies.py covers grounding itself)."""
 
 from __future__ import annotations
 
@@ -9,9 +12,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from conversations import services, tasks
+from conversations import grounding, services, tasks
 from conversations.models import Conversation, Customer, Turn
 from conversations.redis_clients import key, sync_client
+from knowledge.models import Article
 from support_bot.fake_llm import expected_reply
 from tests.conftest import reply_text
 
@@ -26,6 +30,15 @@ def model(settings, fake_llm):
     settings.OPENAI_BASE_URL = fake_llm.base_url
     settings.OPENAI_MODEL = "fake-model"
     settings.OPENAI_READ_TIMEOUT_S = 2
+    Article.objects.create(
+        slug="parcels",
+        title="Where is my parcel?",
+        url="https://help.example.com/parcels",
+        body=(
+            "We ship every parcel with DHL, also to Norway. Shipping to Norway costs €14.95 and "
+            "takes 4 to 6 business days. Track your parcel with the link in your shipping email."
+        ),
+    )
     return fake_llm
 
 
@@ -41,8 +54,12 @@ def frames_of(reply: Turn) -> list[dict]:
 
 
 def full_reply(fake_llm) -> str:
+    return "".join(reply_tokens(fake_llm))
+
+
+def reply_tokens(fake_llm) -> list[str]:
     request = fake_llm.requests()[-1]["body"]
-    return "".join(expected_reply(request["messages"], 20))
+    return expected_reply(request["messages"], 20)
 
 
 def test_it_streams_the_models_reply_and_stores_its_text_and_usage(model):
@@ -53,7 +70,7 @@ def test_it_streams_the_models_reply_and_stores_its_text_and_usage(model):
     assert reply.status == "done"
     assert reply.text == full_reply(model)
     assert (reply.provider, reply.model) == ("openai", "fake-model")
-    assert reply.completion_tokens == 20 and reply.prompt_tokens > 0
+    assert reply.completion_tokens == len(reply_tokens(model)) and reply.prompt_tokens > 0
     assert reply.first_token_ms is not None and reply.duration_ms >= reply.first_token_ms
     frames = frames_of(reply)
     assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))
@@ -65,7 +82,7 @@ def test_it_coalesces_tokens_into_fewer_frames_than_tokens(model):
     reply = ask()
     services.write_reply(reply.pk)
     deltas = [f for f in frames_of(reply) if f["type"] == "reply.delta"]
-    assert 2 <= len(deltas) < 20
+    assert 2 <= len(deltas) < len(reply_tokens(model))
     assert "".join(d["text"] for d in deltas) == Turn.objects.get(pk=reply.pk).text
 
 
@@ -80,7 +97,11 @@ def test_it_sends_the_system_prompt_and_the_conversation_history(model, settings
     assert messages[0]["role"] == "system" and "Brightwave" in messages[0]["content"]
     assert [m["role"] for m in messages[1:]] == ["user", "assistant", "user"]
     assert messages[1]["content"] == "Do you ship to Norway?"
-    assert messages[2]["content"] == Turn.objects.get(pk=first.pk).text
+    # The earlier answer's [1] pointed at that answer's passages: it goes without it.
+    first_text = Turn.objects.get(pk=first.pk).text
+    assert "[1]" in first_text
+    assert messages[2]["content"] == grounding.strip_citations(first_text)
+    assert "[1]" not in messages[2]["content"]
     assert messages[3]["content"] == "And how much does it cost?"
     assert model.requests()[-1]["body"]["stream_options"] == {"include_usage": True}
 
@@ -90,10 +111,15 @@ def test_it_bounds_the_history_it_sends(model, settings):
     conversation = Conversation.objects.create(customer=Customer.objects.create())
     for i in range(10):
         Turn.objects.create(conversation=conversation, author="customer", text=f"old {i}")
-    reply = ask("latest", conversation)
+    reply = ask("Where is my parcel now?", conversation)
     services.write_reply(reply.pk)
     messages = model.requests()[-1]["body"]["messages"]
-    assert [m["content"] for m in messages[1:]] == ["old 7", "old 8", "old 9", "latest"]
+    assert [m["content"] for m in messages[1:]] == [
+        "old 7",
+        "old 8",
+        "old 9",
+        "Where is my parcel now?",
+    ]
 
 
 def test_it_waits_as_long_as_retry_after_says_after_a_429(model):

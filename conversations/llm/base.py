@@ -3,6 +3,14 @@
 A provider turns a ReplyRequest into a stream of events: text deltas as they are generated, then
 exactly one Finished with usage and sources. Errors are ProviderError; `permanent` says whether
 trying again could help (a 429 or a dropped stream can, a 401 or a bad request cannot).
+
+What the knowledge base contributes to a reply is decided once, before any provider runs, by
+conversations/grounding.py, and travels in `ReplyRequest.knowledge`: the question, the numbered
+passages the prompt offers ([1], [2], ...) and whether to abstain. Deciding it outside the
+providers is what gives a model and the offline answerer the same passages, the same numbers
+and the same "I don't know" rule, and what keeps retrieval out of the retry loop. A provider
+may name its sources in Finished (the offline answerer knows which article it quoted); one that
+leaves them empty gets the passages its text cites by number (grounding.cited_sources).
 """
 
 from __future__ import annotations
@@ -10,7 +18,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # only a type here: providers that use retrieval import it themselves
+    from knowledge.retrieval import Hit
 
 Role = Literal["system", "user", "assistant"]
 
@@ -23,12 +34,55 @@ class ChatMessage:
 
 @dataclass(frozen=True)
 class Source:
+    """An article a reply is based on. `n` is the number the reply's text cites it by ("[2]")."""
+
     title: str
     url: str = ""
     article_id: int | None = None
+    n: int | None = None
 
     def as_dict(self) -> dict[str, object]:
-        return {"title": self.title, "url": self.url, "article_id": self.article_id}
+        return {"n": self.n, "title": self.title, "url": self.url, "article_id": self.article_id}
+
+
+@dataclass(frozen=True)
+class KnowledgePassage:
+    """A help-article passage offered for a reply, as the prompt numbers it."""
+
+    n: int
+    article_id: int
+    title: str
+    url: str
+    # As the prompt carries it: the retrieved passage, cut at a sentence end if the token
+    # budget (KB_PROMPT_TOKENS) did not hold all of it.
+    text: str
+    heading: str = ""
+    confidence: float = 0.0
+    # Retrieval's own hit (whole passage, the question's weighted terms, its score), for an
+    # answerer that works on more than the prompt's text.
+    hit: Hit | None = None
+
+    @property
+    def source(self) -> Source:
+        return Source(self.title, self.url, self.article_id, self.n)
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    """What the knowledge base contributes to one reply (see conversations/grounding.py).
+
+    Exactly one of these holds: `small_talk` is set (a greeting, thanks: nothing to look up),
+    `passages` has the passages to answer from, `abstain` is set (the message asks something
+    the knowledge base has nothing good enough for: the reply must say so and offer a person,
+    and no model is asked), or none of them (the message asks nothing that can be looked up,
+    like "can you help me?").
+    """
+
+    question: str = ""  # what was searched for: the customer's message, or a follow-up in context
+    passages: tuple[KnowledgePassage, ...] = ()
+    abstain: bool = False
+    small_talk: frozenset[str] = frozenset()  # offline.small_talk_kinds of the message
+    threshold: float = 0.0  # the confidence passages needed (KB_MIN_CONFIDENCE)
 
 
 @dataclass(frozen=True)
@@ -38,6 +92,9 @@ class ReplyRequest:
     temperature: float = 0.3
     max_tokens: int = 512
     stop: list[str] = field(default_factory=list)
+    # None: nobody grounded this request (a provider called directly); the offline answerer
+    # then grounds it itself.
+    knowledge: Knowledge | None = None
 
 
 @dataclass(frozen=True)

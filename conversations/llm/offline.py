@@ -1,10 +1,13 @@
 """The offline answerer: answers from the help articles alone, with no model.
 
-For a question it retrieves the best passage (knowledge.retrieval) and, when the match is good
-enough, answers with the passage's own sentences and list items that bear on the question,
-then points to the article. Everything factual in an answer is copied from an article; the
-only words of its own are a lead-in, the pointer, small talk and the "I don't know" reply.
-The reply streams word by word, like a model's would.
+It answers from the passages conversations/grounding.py found for the message (the same ones,
+numbered the same way, that a model would get), or says it doesn't know when grounding found
+nothing good enough. An answer reads like an agent's: a lead-in, the best passage's own
+sentences and list items that bear on the question (steps kept whole and in order), and a
+pointer to the article, plus "you may also find ... helpful" when the second passage, from
+another article, matches nearly as well. Everything factual in an answer is copied from an
+article; the only words of its own are the lead-in, the pointers, small talk and the "I don't
+know" reply. The reply streams word by word, like a model's would.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import DatabaseError
 
 from knowledge import retrieval
 from knowledge.retrieval import Hit, QueryTerm
@@ -24,8 +26,9 @@ from knowledge.retrieval import Hit, QueryTerm
 from .base import (
     ChatMessage,
     Finished,
+    Knowledge,
+    KnowledgePassage,
     Provider,
-    ProviderError,
     ReplyRequest,
     Source,
     StreamEvent,
@@ -48,6 +51,13 @@ LEAD_INS = (
     "Sure, here's what I found:",
     "Happy to help with that. From our help centre:",
 )
+# For an answer with numbered steps.
+STEP_LEAD_INS = (
+    "Sure, here's how:",
+    "Here's how to do it:",
+)
+POINTER = "You can read more in “{title}”."
+SEE_ALSO = "You may also find “{title}” helpful."
 HEDGED_LEAD_IN = "I think this is what you're looking for:"
 HEDGED_CLOSING = (
     "If that doesn't answer your question, I can connect you with a person from our team."
@@ -56,6 +66,10 @@ HEDGED_CLOSING = (
 HEDGE_MARGIN = 0.15
 MAX_ANSWER_WORDS = 90  # of sentences picked for their overlap; a whole list may add more
 MAX_LIST_ITEMS = 8
+# The second passage earns a "see also" with at least this share of the best one's retrieval
+# score, and a confidence at most this much lower.
+SEE_ALSO_SCORE_RATIO = 0.8
+SEE_ALSO_CONFIDENCE_GAP = 0.1
 
 
 # --- Small talk ---------------------------------------------------------------------------
@@ -152,6 +166,7 @@ def plain(markdown_line: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+_NUMBERED_STEP = re.compile(r"^\d{1,3}[.)] ", re.M)
 _INTRODUCES_LIST = re.compile(r":$|\b(?:these|the following|following) steps\b|\bbelow\b")
 _DURATION_QUESTION = re.compile(
     r"\bhow (?:long|soon|quickly|fast)\b|\bwhen\b|\bhow many days\b", re.I
@@ -362,32 +377,70 @@ class OfflineAnswer:
     context: str = ""  # the passage text the answer was built from
 
 
-def answer(question: str, search: Callable[[str, int], list[Hit]] | None = None) -> OfflineAnswer:
-    """What the offline answerer says to a question (without streaming it)."""
-    question = question.strip()
-    kinds = small_talk_kinds(question)
-    if kinds:
-        return OfflineAnswer(small_talk_reply(kinds))
-    if not retrieval.content_words(question):
-        return OfflineAnswer(ASK_FOR_DETAIL)
-    hits = (search or retrieval.search)(question, 3)
-    threshold = retrieval.min_confidence()
-    if not hits or hits[0].confidence < threshold:
+def _lead_in(question: str, body: str) -> str:
+    # The same question gets the same words (replies are reproducible); different questions
+    # get some variety, as a person's answers would.
+    choices = STEP_LEAD_INS if _NUMBERED_STEP.search(body) else LEAD_INS
+    return choices[zlib.crc32(question.lower().encode()) % len(choices)]
+
+
+def _see_also(knowledge: Knowledge) -> KnowledgePassage | None:
+    """The second passage, when it is about as good a match as the first (another article,
+    as retrieval gives one passage an article): worth a pointer, not an answer."""
+    if len(knowledge.passages) < 2:
+        return None
+    best, second = knowledge.passages[0], knowledge.passages[1]
+    if best.hit is None or second.hit is None or second.article_id == best.article_id:
+        return None
+    if (
+        second.hit.score >= SEE_ALSO_SCORE_RATIO * best.hit.score
+        and second.confidence >= best.confidence - SEE_ALSO_CONFIDENCE_GAP
+    ):
+        return second
+    return None
+
+
+def answer_from(knowledge: Knowledge) -> OfflineAnswer:
+    """What the offline answerer says, given what the knowledge base has for the message
+    (conversations/grounding.py decides that, for every provider alike)."""
+    if knowledge.small_talk:
+        return OfflineAnswer(small_talk_reply(set(knowledge.small_talk)))
+    if knowledge.abstain:
         return OfflineAnswer(ABSTAIN, abstained=True)
-    hit = hits[0]
+    if not knowledge.passages:
+        return OfflineAnswer(ASK_FOR_DETAIL)
+    best = knowledge.passages[0]
+    hit = best.hit
+    passage_text = hit.text if hit is not None else best.text
     body = extract_answer(
-        hit.text, hit.query_terms, heading=hit.heading, title=hit.title, question=question
+        passage_text,
+        hit.query_terms if hit is not None else (),
+        heading=best.heading,
+        title=best.title,
+        question=knowledge.question,
     )
-    pointer = f"More in “{hit.title}”."
-    sources = [Source(title=hit.title, url=hit.url, article_id=hit.article_id)]
+    sources = [best.source]
     if not body:
-        return OfflineAnswer(f"This article should help: “{hit.title}”.", sources, context=hit.text)
-    if hit.confidence < threshold + HEDGE_MARGIN:
-        text = f"{HEDGED_LEAD_IN}\n\n{body}\n\n{pointer} {HEDGED_CLOSING}"
+        return OfflineAnswer(
+            f"This article should help: “{best.title}”.", sources, context=passage_text
+        )
+    closing = POINTER.format(title=best.title)
+    other = _see_also(knowledge)
+    if other is not None:
+        sources.append(other.source)
+        closing += " " + SEE_ALSO.format(title=other.title)
+    if best.confidence < knowledge.threshold + HEDGE_MARGIN:
+        text = f"{HEDGED_LEAD_IN}\n\n{body}\n\n{closing} {HEDGED_CLOSING}"
     else:
-        lead_in = LEAD_INS[zlib.crc32(question.lower().encode()) % len(LEAD_INS)]
-        text = f"{lead_in}\n\n{body}\n\n{pointer}"
-    return OfflineAnswer(text, sources, context=hit.text)
+        text = f"{_lead_in(knowledge.question, body)}\n\n{body}\n\n{closing}"
+    return OfflineAnswer(text, sources, context=passage_text)
+
+
+def answer(question: str, search: Callable[[str, int], list[Hit]] | None = None) -> OfflineAnswer:
+    """What the offline answerer says to a question on its own (without streaming it)."""
+    from conversations.grounding import ground  # grounding builds on this module
+
+    return answer_from(ground([ChatMessage("user", question)], search))
 
 
 def last_user_message(messages: list[ChatMessage]) -> str:
@@ -402,27 +455,33 @@ def stream_words(text: str) -> list[str]:
     return re.findall(r"\s*\S+", text)
 
 
+def paced_words(text: str) -> Iterator[TextDelta]:
+    """A text streamed word by word at OFFLINE_WORD_DELAY_MS, like a model's reply."""
+    delay = max(0.0, float(getattr(settings, "OFFLINE_WORD_DELAY_MS", 0))) / 1000
+    for i, piece in enumerate(stream_words(text)):
+        if i and delay:
+            time.sleep(delay)
+        yield TextDelta(piece)
+
+
 class OfflineProvider(Provider):
-    """Answers from the knowledge base with BM25 retrieval and extractive answers."""
+    """Answers from the knowledge base with extractive answers from the grounded passages."""
 
     name = "offline"
 
     def __init__(self, search: Callable[[str, int], list[Hit]] | None = None) -> None:
+        # Used only for requests nobody grounded (the reply writer always grounds them).
         self._search = search
 
     def stream(self, request: ReplyRequest) -> Iterator[StreamEvent]:
-        question = last_user_message(request.messages)
-        try:
-            reply = answer(question, self._search)
-        except DatabaseError as exc:
-            raise ProviderError(
-                f"the knowledge base could not be read: {exc}", code="knowledge_unavailable"
-            ) from exc
-        delay = max(0.0, float(getattr(settings, "OFFLINE_WORD_DELAY_MS", 0))) / 1000
-        for i, piece in enumerate(stream_words(reply.text)):
-            if i and delay:
-                time.sleep(delay)
-            yield TextDelta(piece)
+        knowledge = request.knowledge
+        if knowledge is None:
+            from conversations.grounding import ground  # grounding builds on this module
+
+            # A knowledge base that can't be read raises a retryable ProviderError.
+            knowledge = ground(request.messages, self._search)
+        reply = answer_from(knowledge)
+        yield from paced_words(reply.text)
         prompt = "\n".join(message.content for message in request.messages)
         if reply.context:
             prompt += "\n" + reply.context

@@ -75,13 +75,29 @@
     return typeof value === "string" ? value : "";
   }
 
+  /**
+   * The sources of a bot answer: [{n, title, url}]. `n` is the number the answer's text cites
+   * them by ("[2]"); when the server gives none, a source's position (from 1) stands in.
+   */
   function cleanSources(sources) {
     if (!Array.isArray(sources)) return [];
-    return sources
-      .filter((s) => s && typeof s === "object")
-      .map((s) => ({ title: asText(s.title), url: asText(s.url) }))
-      .filter((s) => s.title || s.url);
+    const cleaned = [];
+    const taken = new Set();
+    sources.forEach((s, index) => {
+      if (!s || typeof s !== "object") return;
+      const title = asText(s.title).trim();
+      const url = asText(s.url).trim();
+      if (!title && !url) return;
+      let n = isPositiveInt(s.n) ? s.n : index + 1;
+      if (taken.has(n)) n = null; // two sources claiming one number: neither marker is certain
+      if (n !== null) taken.add(n);
+      cleaned.push({ n, title, url });
+    });
+    return cleaned;
   }
+
+  // "[1]", "[12]": a citation of source 1 or 12 in an answer's text.
+  const CITATION = /\[(\d{1,3})\]/g;
 
   function isValidTurn(turn) {
     return Boolean(turn) && isPositiveInt(turn.id) && AUTHORS.has(turn.author);
@@ -459,6 +475,11 @@
     if (node.textContent !== text) node.textContent = text;
   }
 
+  /** The id of a source's list item, which the answer's "[n]" markers link to. */
+  function sourceItemId(message, n) {
+    return `source-${message.key}-${n}`;
+  }
+
   function turnIdOf(node) {
     const raw = node.getAttribute("data-turn-id");
     return raw === null ? null : Number(raw);
@@ -561,7 +582,7 @@
       // Screen readers should read a streaming reply once it is complete, not token by token.
       setAttr(root, "aria-busy", message.author === "bot" && ACTIVE_REPLY.has(message.status) ? "true" : null);
       if (parts.author) setText(parts.author, this.authorLabel(message));
-      setText(parts.text, message.text);
+      this.fillText(message, parts);
       if (parts.meta) this.fillMeta(message, parts);
       this.fillSources(message, parts);
       this.fillError(message, parts);
@@ -586,6 +607,49 @@
       parts.delivery.hidden = delivery === "";
     }
 
+    /**
+     * The message's text. A bot answer's citation markers ("[1]") that match one of its
+     * sources become in-page links to that source; the text itself stays the same characters.
+     */
+    fillText(message, parts) {
+      const bySource = new Map();
+      if (message.author === "bot") {
+        for (const source of message.sources) if (source.n !== null) bySource.set(source.n, source);
+      }
+      const nodes = [];
+      if (bySource.size > 0) {
+        let last = 0;
+        for (const match of message.text.matchAll(CITATION)) {
+          const source = bySource.get(Number(match[1]));
+          if (!source) continue;
+          if (match.index > last) nodes.push(document.createTextNode(message.text.slice(last, match.index)));
+          const marker = el("a", "citation", match[0]);
+          marker.href = `#${sourceItemId(message, source.n)}`;
+          marker.title = source.title || source.url;
+          nodes.push(marker);
+          last = match.index + match[0].length;
+        }
+        if (nodes.length > 0 && last < message.text.length) {
+          nodes.push(document.createTextNode(message.text.slice(last)));
+        }
+      }
+      if (nodes.length === 0) {
+        if (parts.textKey !== undefined) parts.text.textContent = ""; // drop old markers
+        parts.textKey = undefined;
+        setText(parts.text, message.text);
+        return;
+      }
+      const key = JSON.stringify([message.text, message.sources]);
+      if (parts.textKey === key) return;
+      parts.textKey = key;
+      parts.text.textContent = "";
+      parts.text.append(...nodes);
+    }
+
+    /**
+     * The sources under a bot answer: a list named "Sources", each "[n] title". A source is a
+     * link only to an absolute http(s) URL (see safeHref); anything else is plain text.
+     */
     fillSources(message, parts) {
       const key = JSON.stringify(message.sources);
       if (parts.sourcesKey === key) return;
@@ -595,16 +659,24 @@
       if (message.sources.length === 0) return;
       const box = el("div", "sources");
       const title = el("p", "sources__title", "Sources");
+      title.id = `sources-${message.key}`;
       const list = el("ul", "sources__list");
+      list.setAttribute("aria-labelledby", title.id);
       for (const source of message.sources) {
         const item = el("li", "sources__item");
+        if (source.n !== null) {
+          item.id = sourceItemId(message, source.n);
+          item.tabIndex = -1; // a citation marker moves focus here
+          item.append(el("span", "sources__n", `[${source.n}]`), " ");
+        }
         const label = source.title || source.url;
         const href = safeHref(source.url);
         if (href) {
           const link = el("a", "sources__link", label);
           link.href = href;
           link.target = "_blank";
-          link.rel = "noopener noreferrer";
+          link.rel = "noopener noreferrer nofollow";
+          link.referrerPolicy = "no-referrer";
           item.append(link);
         } else {
           item.append(el("span", "sources__link sources__link--plain", label));
@@ -636,10 +708,27 @@
     }
 
     handleClick(event) {
+      const marker = event.target.closest("a.citation");
+      if (marker && this.log.contains(marker)) {
+        this.showSource(event, marker);
+        return;
+      }
       const button = event.target.closest("button.retry");
       if (!button || !this.log.contains(button)) return;
       const message = this.messagesByNode.get(button.closest(".message"));
       if (message) this.onRetry(message);
+    }
+
+    /** A citation marker was clicked: bring its source into view without touching the URL. */
+    showSource(event, marker) {
+      const item = document.getElementById(marker.getAttribute("href").slice(1));
+      if (!item || !this.log.contains(item)) return;
+      event.preventDefault();
+      item.scrollIntoView({ block: "nearest" });
+      item.focus({ preventScroll: true });
+      item.classList.remove("sources__item--cited");
+      void item.offsetWidth; // restart the highlight when the same marker is clicked again
+      item.classList.add("sources__item--cited");
     }
   }
 

@@ -1,0 +1,195 @@
+"""Measuring the knowledge base: does retrieval find the right article, and does the bot
+abstain exactly when there is nothing to find?
+
+A question set is JSON Lines, one question per line::
+
+    {"question": "how do i retrun something", "expected": "returns", "kind": "typo"}
+    {"question": "what's the capital of France", "expected": "none", "kind": "out_of_scope"}
+
+`expected` is an article slug, or "none" when the knowledge base has no answer. `kind` is
+optional and only groups the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import retrieval
+from .models import Article
+
+NONE = "none"
+
+
+class QuestionSetError(ValueError):
+    """The question file is unreadable; the message names the line."""
+
+
+@dataclass(frozen=True)
+class Question:
+    question: str
+    expected: str  # a slug, or NONE
+    kind: str = ""
+
+
+@dataclass(frozen=True)
+class AnswerOutcome:
+    """What the answerer did with a question."""
+
+    abstained: bool
+    source_article_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    question: Question
+    ranked_slugs: tuple[str, ...]  # retrieval's articles, best first
+    top_confidence: float
+    abstained: bool
+    answer_sources: tuple[str, ...]
+    retrieval_ms: float
+    answer_ms: float
+
+    @property
+    def rank(self) -> int | None:
+        """1-based rank of the expected article in retrieval's results, or None."""
+        try:
+            return self.ranked_slugs.index(self.question.expected) + 1
+        except ValueError:
+            return None
+
+
+@dataclass
+class Report:
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def _answerable(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.question.expected != NONE]
+
+    def hit_at(self, k: int) -> float:
+        answerable = self._answerable()
+        hits = sum(1 for o in answerable if o.rank is not None and o.rank <= k)
+        return hits / len(answerable) if answerable else math.nan
+
+    @property
+    def mrr(self) -> float:
+        answerable = self._answerable()
+        total = sum(1 / o.rank for o in answerable if o.rank is not None)
+        return total / len(answerable) if answerable else math.nan
+
+    @property
+    def abstention_precision(self) -> float:
+        abstained = [o for o in self.outcomes if o.abstained]
+        right = sum(1 for o in abstained if o.question.expected == NONE)
+        return right / len(abstained) if abstained else math.nan
+
+    @property
+    def abstention_recall(self) -> float:
+        unanswerable = [o for o in self.outcomes if o.question.expected == NONE]
+        right = sum(1 for o in unanswerable if o.abstained)
+        return right / len(unanswerable) if unanswerable else math.nan
+
+    @property
+    def answered_correctly(self) -> float:
+        """Share of answerable questions answered (not abstained) citing the right article."""
+        answerable = self._answerable()
+        right = sum(
+            1
+            for o in answerable
+            if not o.abstained and o.answer_sources[:1] == (o.question.expected,)
+        )
+        return right / len(answerable) if answerable else math.nan
+
+    def latency(self, attribute: str, quantile: float) -> float:
+        values = sorted(getattr(o, attribute) for o in self.outcomes)
+        if not values:
+            return math.nan
+        if len(values) == 1:
+            return float(values[0])
+        return float(statistics.quantiles(values, n=100, method="inclusive")[int(quantile) - 1])
+
+    def by_kind(self) -> dict[str, Report]:
+        groups: dict[str, Report] = defaultdict(Report)
+        for outcome in self.outcomes:
+            groups[outcome.question.kind or "-"].outcomes.append(outcome)
+        return dict(sorted(groups.items()))
+
+    def summary(self) -> dict[str, float | int]:
+        return {
+            "questions": len(self.outcomes),
+            "answerable": len(self._answerable()),
+            "hit@1": self.hit_at(1),
+            "hit@3": self.hit_at(3),
+            "mrr": self.mrr,
+            "answered_correctly": self.answered_correctly,
+            "abstention_precision": self.abstention_precision,
+            "abstention_recall": self.abstention_recall,
+            "retrieval_p50_ms": self.latency("retrieval_ms", 50),
+            "retrieval_p95_ms": self.latency("retrieval_ms", 95),
+            "answer_p50_ms": self.latency("answer_ms", 50),
+            "answer_p95_ms": self.latency("answer_ms", 95),
+        }
+
+
+def read_questions(path: Path | str) -> list[Question]:
+    questions: list[Question] = []
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                question = Question(
+                    str(row["question"]), str(row["expected"]), str(row.get("kind", ""))
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                raise QuestionSetError(f"{path}:{number}: not a question line ({exc})") from exc
+            if not question.question.strip():
+                raise QuestionSetError(f"{path}:{number}: the question is empty")
+            questions.append(question)
+    if not questions:
+        raise QuestionSetError(f"{path}: no questions")
+    return questions
+
+
+Answerer = Callable[[str], AnswerOutcome]
+
+
+def evaluate(
+    questions: Iterable[Question],
+    answerer: Answerer,
+    *,
+    depth: int = 10,
+    progress: Callable[[int], None] | None = None,
+) -> Report:
+    """Run every question through retrieval (for ranking) and the answerer (for abstention)."""
+    slug_of = dict(Article.objects.values_list("id", "slug"))
+    retrieval.search("warm up", 1)  # the first query builds the index; don't time that
+    report = Report()
+    for i, question in enumerate(questions, start=1):
+        started = time.perf_counter()
+        hits = retrieval.search(question.question, depth)
+        retrieval_ms = (time.perf_counter() - started) * 1000
+        started = time.perf_counter()
+        outcome = answerer(question.question)
+        answer_ms = (time.perf_counter() - started) * 1000
+        report.outcomes.append(
+            Outcome(
+                question=question,
+                ranked_slugs=tuple(slug_of.get(h.article_id, "?") for h in hits),
+                top_confidence=hits[0].confidence if hits else 0.0,
+                abstained=outcome.abstained,
+                answer_sources=tuple(slug_of.get(a, "?") for a in outcome.source_article_ids),
+                retrieval_ms=retrieval_ms,
+                answer_ms=answer_ms,
+            )
+        )
+        if progress is not None:
+            progress(i)
+    return report

@@ -1,0 +1,116 @@
+"""Keeping the stored passages (and their embeddings) in step with the articles.
+
+Passages are derived data: `sync_passages` compares each published article's content hash with
+the hash its stored passages were cut from, and re-splits and re-embeds only the articles that
+changed. Passages of unpublished or deleted articles go. Any process may call it: the retrieval
+index does before it rebuilds, so an article edited in the admin is searchable at the next
+question; `ingest_kb` does after a bulk load, so the embedding work happens there, with a
+progress bar, rather than on a customer's question.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+
+from .embeddings import Embedder, get_embedder, to_bytes
+from .models import Article, Passage, content_hash
+from .retrieval import article_passages
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]  # (articles done, articles to do)
+
+EMBED_BATCH = 32
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    reindexed: int  # articles whose passages were rebuilt
+    removed: int  # articles (unpublished or deleted) whose passages were dropped
+    embedded: int  # passages that got a (new) embedding
+
+
+def sync_passages(
+    article_ids: Iterable[int] | None = None, *, progress: Progress | None = None
+) -> SyncReport:
+    """Bring the stored passages up to date (only the given articles, if any are given)."""
+    embedder = get_embedder()
+    model_id = embedder.model_id if embedder else ""
+    articles = Article.objects.filter(published=True)
+    stale_passages = Passage.objects.exclude(article__published=True)
+    if article_ids is not None:
+        ids = list(article_ids)
+        articles = articles.filter(id__in=ids)
+        stale_passages = stale_passages.filter(article_id__in=ids)
+    removed = len(set(stale_passages.values_list("article_id", flat=True)))
+    if removed:
+        stale_passages.delete()
+
+    stored: dict[int, tuple[str, bool]] = {}
+    for article_id, article_hash, embedding_model in Passage.objects.filter(
+        article__in=articles
+    ).values_list("article_id", "article_hash", "embedding_model"):
+        previous = stored.get(article_id)
+        up_to_date = embedding_model == model_id and (previous is None or previous[1])
+        stored[article_id] = (article_hash, up_to_date)
+
+    todo: list[Article] = []
+    for article in articles.only("id", "title", "body", "url", "tags").order_by("id"):
+        have = stored.get(article.id)
+        if have is None or have[0] != article.content_hash or not have[1]:
+            todo.append(article)
+
+    embedded = 0
+    for done, article in enumerate(todo, start=1):
+        embedded += _reindex(article, embedder)
+        if progress is not None:
+            progress(done, len(todo))
+    if todo or removed:
+        logger.info("passages synced: %d articles re-indexed, %d removed", len(todo), removed)
+    return SyncReport(reindexed=len(todo), removed=removed, embedded=embedded)
+
+
+def _reindex(article: Article, embedder: Embedder | None) -> int:
+    tags = [str(t) for t in article.tags] if isinstance(article.tags, list) else []
+    pieces = article_passages(article.id, article.title, article.body or "", article.url, tags)
+    article_hash = content_hash(article.title, article.body, article.url, article.tags)
+    vectors = (
+        embedder.embed_passages_cached([p.indexed_text for p in pieces])
+        if embedder is not None and pieces
+        else None
+    )
+    rows = [
+        Passage(
+            article_id=article.id,
+            position=piece.position,
+            heading=piece.heading[:300],
+            text=piece.text,
+            article_hash=article_hash,
+            embedding=to_bytes(vectors[i]) if vectors is not None else None,
+            embedding_model=embedder.model_id if vectors is not None and embedder else "",
+        )
+        for i, piece in enumerate(pieces)
+    ]
+    try:
+        with transaction.atomic():
+            # Lock the article so two processes syncing at once take turns.
+            current = (
+                Article.objects.select_for_update()
+                .filter(id=article.id)
+                .values_list("title", "body", "url", "tags", "published")
+            ).first()
+            if current is None or not current[4]:
+                Passage.objects.filter(article_id=article.id).delete()
+                return 0
+            if content_hash(*current[:4]) != article_hash:
+                return 0  # edited again meanwhile: the next sync takes the new text
+            Passage.objects.filter(article_id=article.id).delete()
+            Passage.objects.bulk_create(rows)
+    except IntegrityError:  # another process inserted the same passages first
+        logger.info("passages of article %s were re-indexed by another process", article.id)
+        return 0
+    return len(rows) if vectors is not None else 0
