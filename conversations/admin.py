@@ -1,12 +1,22 @@
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 from django.contrib import admin
 from django.db.models import Count, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, StreamingHttpResponse
+from django.utils import timezone
 
-from .models import Conversation, Customer, Turn
+from . import exports
+from .models import (
+    BusinessHours,
+    CannedResponse,
+    Conversation,
+    Customer,
+    EscalationRule,
+    Note,
+    Turn,
+)
 
 
 class TurnInline(admin.TabularInline[Turn, Conversation]):
@@ -37,6 +47,53 @@ class TurnInline(admin.TabularInline[Turn, Conversation]):
         return False
 
 
+class NoteInline(admin.TabularInline[Note, Conversation]):
+    """Internal notes, for review: they are written in the agent inbox and never shown to
+    customers."""
+
+    model = Note
+    extra = 0
+    can_delete = False
+    fields = readonly_fields = ("created_at", "author", "text")
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class EscalatedFilter(admin.SimpleListFilter):
+    title = "escalated"
+    parameter_name = "escalated"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "yes":
+            return queryset.filter(escalated_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(escalated_at__isnull=True)
+        return queryset
+
+
+class RatingFilter(admin.SimpleListFilter):
+    title = "rating"
+    parameter_name = "rating"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(str(n), "★" * n) for n in range(5, 0, -1)] + [("none", "Not rated")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value == "none":
+            return queryset.filter(rating__isnull=True)
+        if value and value.isdigit():
+            return queryset.filter(rating=int(value))
+        return queryset
+
+
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin[Conversation]):
     list_display = [
@@ -44,19 +101,79 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
         "customer",
         "status",
         "assignee",
+        "escalation_reason",
+        "rating",
         "turn_count",
         "last_message_at",
         "created_at",
     ]
-    list_filter = ["status", "created_at"]
-    search_fields = ["customer__display_name", "customer__email", "turns__text"]
+    list_filter = [
+        "status",
+        ("assignee", admin.RelatedOnlyFieldListFilter),
+        EscalatedFilter,
+        "escalation_reason",
+        RatingFilter,
+        "created_at",
+    ]
+    search_fields = [
+        "customer__display_name",
+        "customer__email",
+        "contact_email",
+        "turns__text",
+        "rating_comment",
+    ]
     ordering = ["-created_at"]
     date_hierarchy = "created_at"
     list_select_related = ["customer", "assignee"]
-    readonly_fields = ["id", "customer", "created_at", "updated_at", "last_message_at"]
-    fields = ["id", "customer", "status", "assignee", "created_at", "updated_at", "last_message_at"]
-    inlines = [TurnInline]
+    readonly_fields = [
+        "id",
+        "customer",
+        "created_at",
+        "updated_at",
+        "last_message_at",
+        "escalated_at",
+        "escalation_reason",
+        "contact_email",
+        "resolved_at",
+        "rating",
+        "rating_comment",
+        "rated_at",
+    ]
+    fields = [
+        "id",
+        "customer",
+        "status",
+        "assignee",
+        "created_at",
+        "updated_at",
+        "last_message_at",
+        ("escalated_at", "escalation_reason"),
+        "contact_email",
+        "resolved_at",
+        ("rating", "rated_at"),
+        "rating_comment",
+    ]
+    inlines = [TurnInline, NoteInline]
     show_full_result_count = False
+    actions = ["export_csv", "export_jsonl"]
+
+    def has_export_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("conversations.export_conversations")
+
+    @admin.action(description="Export selected conversations as CSV", permissions=["export"])
+    def export_csv(
+        self, request: HttpRequest, queryset: QuerySet[Conversation]
+    ) -> StreamingHttpResponse:
+        return _download(exports.csv_lines(_plain(queryset)), "text/csv; charset=utf-8", "csv")
+
+    @admin.action(
+        description="Export selected conversations as JSON Lines", permissions=["export"]
+    )
+    def export_jsonl(
+        self, request: HttpRequest, queryset: QuerySet[Conversation]
+    ) -> StreamingHttpResponse:
+        lines = exports.jsonl_lines(_plain(queryset))
+        return _download(lines, "application/x-ndjson; charset=utf-8", "jsonl")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
         return cast(
@@ -88,3 +205,35 @@ class CustomerAdmin(admin.ModelAdmin[Customer]):
     list_display = ["id", "display_name", "email", "created_at"]
     search_fields = ["display_name", "email"]
     readonly_fields = ["id", "created_at"]
+
+
+def _plain(queryset: QuerySet[Conversation]) -> QuerySet[Conversation]:
+    """The selected conversations without the changelist's annotations and search joins."""
+    return Conversation.objects.filter(pk__in=queryset.values("pk"))
+
+
+def _download(lines: Any, content_type: str, extension: str) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(lines, content_type=content_type)
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    response["Content-Disposition"] = f'attachment; filename="conversations-{stamp}.{extension}"'
+    return response
+
+
+@admin.register(CannedResponse)
+class CannedResponseAdmin(admin.ModelAdmin[CannedResponse]):
+    list_display = ["shortcut", "title", "updated_at"]
+    search_fields = ["shortcut", "title", "text"]
+
+
+@admin.register(EscalationRule)
+class EscalationRuleAdmin(admin.ModelAdmin[EscalationRule]):
+    list_display = ["kind", "pattern", "threshold", "language", "enabled"]
+    list_filter = ["kind", "language", "enabled"]
+    list_editable = ["enabled"]
+    search_fields = ["pattern"]
+
+
+@admin.register(BusinessHours)
+class BusinessHoursAdmin(admin.ModelAdmin[BusinessHours]):
+    list_display = ["weekday", "opens", "closes"]
+    list_filter = ["weekday"]

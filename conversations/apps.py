@@ -1,5 +1,18 @@
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
+from django.db.models.signals import post_migrate
 
 
 class ConversationsConfig(AppConfig):
     name = "conversations"
+
+    def ready(self) -> None:
+        post_migrate.connect(_ensure_roles, dispatch_uid="conversations.ensure_roles")
+
+
+def _ensure_roles(sender: AppConfig, **kwargs: object) -> None:
+    """After the last app's post_migrate (and flush): by then the auth app's own handler has
+    created every app's permissions."""
+    from . import roles
+
+    if sender.label == list(apps.get_app_configs())[-1].label:
+        roles.ensure_roles()

@@ -10,7 +10,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from . import events, protocol, services
+from . import events, handoff, protocol, services
 from .models import Conversation, Turn
 from .protocol import FrameError
 from .redis_clients import async_client, key
@@ -66,10 +66,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 "message": self._on_message,
                 "resume": self._on_resume,
                 "ping": self._on_ping,
+                "handoff": self._on_handoff,
+                "contact": self._on_contact,
+                "rate": self._on_rate,
             }.get(frame["type"])
             if handler is None:
                 raise FrameError("unknown_type", f"Unknown frame type {frame['type'][:40]!r}.")
             await handler(frame)
+        except handoff.HandoffError as refused:
+            await self._send({"type": "error", "code": refused.code, "message": refused.message})
         except FrameError as error:
             await self._send(error.as_frame())
             if error.code == "frame_too_large":
@@ -105,7 +110,33 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _on_ping(self, frame: dict[str, Any]) -> None:
         await self._send({"type": "pong"})
 
-    async def _check_rate_limit(self, client_id: str) -> None:
+    async def _on_handoff(self, frame: dict[str, Any]) -> None:
+        """"Talk to a person". The change reaches every socket as `conversation.state`; when
+        nothing changed (already with the team), this socket still gets the state."""
+        await self._check_rate_limit(None)
+        asked = await database_sync_to_async(handoff.ask_for_person)(self._conversation())
+        if not asked.escalated:
+            await self._send(asked.state)
+
+    async def _on_contact(self, frame: dict[str, Any]) -> None:
+        contact = protocol.parse_contact(frame)
+        await self._check_rate_limit(None)
+        await database_sync_to_async(handoff.save_contact_email)(
+            self._conversation(), contact.email
+        )
+
+    async def _on_rate(self, frame: dict[str, Any]) -> None:
+        rating = protocol.parse_rate(frame)
+        await self._check_rate_limit(None)
+        await database_sync_to_async(handoff.rate)(
+            self._conversation(), rating.score, rating.comment
+        )
+
+    def _conversation(self) -> Conversation:
+        assert self.conversation is not None
+        return self.conversation
+
+    async def _check_rate_limit(self, client_id: str | None) -> None:
         limit, _, window = settings.CHAT_RATE_LIMIT.partition("/")
         bucket = key("rate", self.scope["customer_id"])
         redis = async_client()

@@ -8,6 +8,7 @@ ask for everything after the last seq it saw.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -39,6 +40,34 @@ def send_turn_on_commit(turn: Turn) -> None:
     group = conversation_group(turn.conversation_id)
     message = _group_message({"type": "turn", "turn": turn.as_event()})
     transaction.on_commit(lambda: async_to_sync(get_channel_layer().group_send)(group, message))
+
+
+def send_frame_on_commit(
+    conversation_id: UUID | str, build: Callable[[], dict[str, Any] | None]
+) -> None:
+    """Once the current transaction commits (at once outside one), build a frame from the
+    committed state and send it to every socket of the conversation (None: send nothing)."""
+    group = conversation_group(conversation_id)
+
+    def send() -> None:
+        frame = build()
+        if frame is not None:
+            async_to_sync(get_channel_layer().group_send)(group, _group_message(frame))
+
+    transaction.on_commit(send)
+
+
+def typing_frame(name: str | None, active: bool) -> dict[str, Any]:
+    """An agent starts or stops typing in a conversation, as the customer's page receives it."""
+    return {"type": "typing", "author": "agent", "name": name or None, "active": bool(active)}
+
+
+async def send_agent_typing(conversation_id: UUID | str, name: str | None, active: bool) -> None:
+    """For the agent's socket: show (or hide) "<name> is typing…" on the customer's page. Not
+    stored. The page hides the indicator by itself when no refresh comes for a few seconds."""
+    await get_channel_layer().group_send(
+        conversation_group(conversation_id), _group_message(typing_frame(name, active))
+    )
 
 
 # --- Reply frames -----------------------------------------------------------------------------

@@ -47,31 +47,62 @@ class Conversation(models.Model):
         on_delete=models.SET_NULL,
         related_name="assigned_conversations",
     )
+    class Escalation(models.TextChoices):
+        CUSTOMER_REQUEST = "customer_request", "The customer asked for a person"
+        ABSTAINED = "abstained", "The bot could not answer twice in a row"
+        ANGRY = "angry", "The customer is upset"
+        KEYWORD = "keyword", "An operator's keyword"
+        AGENT = "agent", "An agent took it over"
+
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     last_message_at = models.DateTimeField(null=True, blank=True)
+    # The last time the customer wrote: agents' waiting time and unread count start here.
+    last_customer_message_at = models.DateTimeField(null=True, blank=True)
+    # Customer turns after this are unread for the team.
+    agent_read_at = models.DateTimeField(null=True, blank=True)
+
+    # Handoff: when and why a person was asked for (kept after the conversation is handed back).
+    escalated_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    escalation_reason = models.CharField(max_length=24, choices=Escalation.choices, blank=True)
+    # Asked for outside business hours, so the team can answer by email.
+    contact_email = models.EmailField(blank=True)
+    snoozed_until = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    # Customer satisfaction, asked once the conversation is resolved; given at most once.
+    rating = models.PositiveSmallIntegerField(null=True, blank=True)
+    rating_comment = models.TextField(blank=True, max_length=2000)
+    rated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["customer", "-created_at"])]
+        indexes = [
+            models.Index(fields=["customer", "-created_at"]),
+            models.Index(fields=["status", "-last_customer_message_at"]),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(rating__isnull=True) | Q(rating__gte=1, rating__lte=5),
+                name="rating_between_1_and_5",
+            )
+        ]
+        permissions = [
+            ("work_inbox", "Can work the agent inbox: view, take over and reply"),
+            ("write_note", "Can write internal notes"),
+            ("resolve_conversation", "Can resolve, snooze and reopen conversations"),
+            ("export_conversations", "Can export transcripts"),
+        ]
 
     def __str__(self) -> str:
         return f"Conversation {str(self.id)[:8]} ({self.get_status_display()})"
 
     @property
     def bot_answers(self) -> bool:
-        """The bot replies only while no person has been asked to take over."""
-        return self.status == self.Status.OPEN
-
-    def touch(self) -> None:
-        now = timezone.now()
-        updates: dict[str, Any] = {"last_message_at": now, "updated_at": now}
-        if self.status == self.Status.RESOLVED:
-            # A customer writing again reopens the ticket.
-            updates["status"] = self.Status.OPEN
-        Conversation.objects.filter(pk=self.pk).update(**updates)
-        for field, value in updates.items():
-            setattr(self, field, value)
+        """The bot replies only while the conversation is open and no person owns it: not
+        after a person was asked for (pending), nor while an agent has it (assignee set),
+        nor while snoozed or resolved. Handing back to the bot = open and unassigned."""
+        return self.status == self.Status.OPEN and self.assignee_id is None
 
 
 class Turn(models.Model):
@@ -195,3 +226,91 @@ class Turn(models.Model):
             ],
             "author_name": self.agent.get_short_name() if self.agent_id and self.agent else None,
         }
+
+
+class Note(models.Model):
+    """An internal note on a conversation: written by and for the team, never sent to the
+    customer (a separate table, so no customer query or event can ever include one)."""
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="notes")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    text = models.TextField(max_length=4000)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.text[:60]
+
+
+class CannedResponse(models.Model):
+    """A saved reply an agent inserts by its shortcut ("/refund")."""
+
+    shortcut = models.SlugField(max_length=40, unique=True)
+    title = models.CharField(max_length=200)
+    text = models.TextField(max_length=4000)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["shortcut"]
+
+    def __str__(self) -> str:
+        return f"/{self.shortcut}"
+
+
+class EscalationRule(models.Model):
+    """When the bot hands a conversation to a person by itself. Operators edit these."""
+
+    class Kind(models.TextChoices):
+        HANDOFF_PHRASE = "handoff_phrase", "The customer asks for a person (phrase)"
+        ANGRY = "angry", "The customer is upset (phrase)"
+        KEYWORD = "keyword", "An operator's keyword"
+        ABSTAIN_STREAK = "abstain_streak", "The bot could not answer N times in a row"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    # A phrase, matched case- and accent-insensitively on word boundaries; "*" matches any
+    # words in between ("speak * human"). Unused by ABSTAIN_STREAK.
+    pattern = models.CharField(max_length=200, blank=True)
+    # ABSTAIN_STREAK: how many abstentions in a row.
+    threshold = models.PositiveSmallIntegerField(default=2)
+    language = models.CharField(max_length=12, blank=True, help_text="Empty: any language.")
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["kind", "pattern"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.pattern or self.threshold}"
+
+
+class BusinessHours(models.Model):
+    """When people answer: one row per opening period of a weekday, in SUPPORT_TIME_ZONE.
+    No rows at all means always open."""
+
+    class Weekday(models.IntegerChoices):
+        MONDAY = 0, "Monday"
+        TUESDAY = 1, "Tuesday"
+        WEDNESDAY = 2, "Wednesday"
+        THURSDAY = 3, "Thursday"
+        FRIDAY = 4, "Friday"
+        SATURDAY = 5, "Saturday"
+        SUNDAY = 6, "Sunday"
+
+    weekday = models.PositiveSmallIntegerField(choices=Weekday.choices)
+    opens = models.TimeField()
+    closes = models.TimeField()
+
+    class Meta:
+        ordering = ["weekday", "opens"]
+        verbose_name_plural = "business hours"
+        constraints = [
+            models.CheckConstraint(condition=Q(opens__lt=F("closes")), name="opens_before_closes")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_weekday_display()} {self.opens:%H:%M}-{self.closes:%H:%M}"

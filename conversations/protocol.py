@@ -48,6 +48,17 @@ class ResumeFrame:
     after: int
 
 
+@dataclass(frozen=True)
+class ContactFrame:
+    email: str
+
+
+@dataclass(frozen=True)
+class RateFrame:
+    score: int
+    comment: str
+
+
 def decode(raw: str | None) -> dict[str, Any]:
     """A text frame as a JSON object; binary frames (raw is None) are refused."""
     if raw is None:
@@ -96,3 +107,23 @@ def parse_resume(frame: dict[str, Any]) -> ResumeFrame:
     ):
         raise FrameError("bad_resume", "resume needs an integer reply_id and after ≥ 0.")
     return ResumeFrame(reply_id=reply_id, after=after)
+
+
+def parse_contact(frame: dict[str, Any]) -> ContactFrame:
+    """`{"type":"contact","email":"…"}`; the address itself is checked by handoff.py."""
+    email = frame.get("email")
+    if not isinstance(email, str) or not email.strip():
+        raise FrameError("bad_email", "Please enter your email address.")
+    return ContactFrame(email=email)
+
+
+def parse_rate(frame: dict[str, Any]) -> RateFrame:
+    """`{"type":"rate","score":1..5,"comment":"…"}` (comment optional, ≤ 2,000 characters)."""
+    score, comment = frame.get("score"), frame.get("comment", "")
+    if type(score) is not int or not 1 <= score <= 5:  # bool is an int subclass
+        raise FrameError("bad_score", "Please choose a rating from 1 to 5.")
+    if comment is None:
+        comment = ""
+    if not isinstance(comment, str):
+        raise FrameError("bad_comment", "The comment must be text.")
+    return RateFrame(score=score, comment=comment)

@@ -14,8 +14,9 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 
-from . import grounding, llm
+from . import grounding, handoff, llm
 from .events import ReplyPublisher, send_turn_on_commit
 from .llm.base import (
     ChatMessage,
@@ -56,6 +57,13 @@ def customer_for_visitor(customer_id: uuid.UUID | None) -> tuple[Customer, bool]
     return Customer.objects.create(), True
 
 
+def known_customer(customer_id: uuid.UUID | None) -> Customer | None:
+    """The visitor's Customer, or None: for requests that must not create one."""
+    if customer_id is None:
+        return None
+    return Customer.objects.filter(pk=customer_id).first()
+
+
 def current_conversation(customer: Customer) -> Conversation:
     """The customer's latest conversation that is not resolved, or a new one."""
     conversation = (
@@ -68,7 +76,9 @@ def current_conversation(customer: Customer) -> Conversation:
 
 def conversation_for_customer(customer_id: uuid.UUID, conversation_id: str) -> Conversation:
     try:
-        conversation = Conversation.objects.get(pk=uuid.UUID(str(conversation_id)))
+        conversation = Conversation.objects.select_related("assignee").get(
+            pk=uuid.UUID(str(conversation_id))
+        )
     except (ValueError, Conversation.DoesNotExist):
         raise ConversationNotFound(conversation_id) from None
     if conversation.customer_id != customer_id:
@@ -77,13 +87,18 @@ def conversation_for_customer(customer_id: uuid.UUID, conversation_id: str) -> C
 
 
 def conversation_snapshot(conversation: Conversation, limit: int = 200) -> dict[str, Any]:
-    """The frame a socket receives on connect: status and the latest turns, oldest first."""
+    """The frame a socket receives on connect: status, the state the page shows around the
+    transcript (handoff.customer_state, as in `conversation.state` frames) and the latest
+    turns, oldest first."""
     turns = list(conversation.turns.select_related("agent").order_by("-id")[:limit])
     turns.reverse()
+    state = handoff.customer_state(conversation)
+    del state["type"]
     return {
         "type": "conversation",
         "id": str(conversation.pk),
         "status": conversation.status,
+        "state": state,
         "turns": [turn.as_event() for turn in turns],
     }
 
@@ -116,6 +131,11 @@ class PostedMessage:
 def post_customer_message(conversation: Conversation, client_id: str, text: str) -> PostedMessage:
     """Store a customer's message and queue the bot's reply, once per client message id.
 
+    The bot replies only while it answers the conversation (no person asked for). A message
+    that matches an escalation rule (handoff.escalation_for_message) is stored as always, then
+    hands the conversation to a person instead of queueing a reply. Writing to a resolved
+    conversation reopens it; writing to a snoozed one brings it back to the team.
+
     Returns only after the commit, so an acknowledgement built from the result never
     acknowledges a message that could still be lost.
     """
@@ -135,8 +155,10 @@ def post_customer_message(conversation: Conversation, client_id: str, text: str)
                 text=text,
                 client_message_id=client_id,
             )
-            conversation.touch()
+            status_changed = _customer_wrote(conversation)
             reply = None
+            reason = handoff.escalation_for_message(conversation, text)
+            escalated = reason is not None and handoff.escalate(conversation, reason)
             if conversation.bot_answers:
                 reply = Turn.objects.create(
                     conversation=conversation,
@@ -147,6 +169,12 @@ def post_customer_message(conversation: Conversation, client_id: str, text: str)
             send_turn_on_commit(turn)
             if reply is not None:
                 _queue_reply_on_commit(reply.pk)
+            if escalated:
+                pass  # escalate() has announced it
+            elif status_changed:
+                handoff.conversation_changed(conversation.pk)
+            else:
+                handoff.notify_inbox(conversation.pk)
     except IntegrityError:
         # The same client id raced in on another socket; that one won.
         existing = _already_posted(conversation, client_id)
@@ -154,6 +182,42 @@ def post_customer_message(conversation: Conversation, client_id: str, text: str)
             raise
         return existing
     return PostedMessage(turn=turn, reply=reply, duplicate=False)
+
+
+_STATUS_WHEN_CUSTOMER_WRITES: dict[str, str] = {
+    Conversation.Status.RESOLVED: Conversation.Status.OPEN,
+    Conversation.Status.SNOOZED: Conversation.Status.PENDING,
+}
+
+
+def _customer_wrote(conversation: Conversation) -> bool:
+    """The customer wrote: one UPDATE of the row, locked and read first, since the caller's
+    copy may be old (a socket keeps it from its connect). A resolved conversation reopens for
+    the bot (unassigned); a snoozed one goes back to the team. Returns whether the status
+    changed."""
+    status: str = (
+        Conversation.objects.select_for_update()
+        .values_list("status", flat=True)
+        .get(pk=conversation.pk)
+    )
+    new_status = _STATUS_WHEN_CUSTOMER_WRITES.get(status, status)
+    now = timezone.now()
+    updates: dict[str, Any] = {
+        "last_message_at": now,
+        "last_customer_message_at": now,
+        "updated_at": now,
+        "status": new_status,
+    }
+    if status == Conversation.Status.SNOOZED:
+        updates["snoozed_until"] = None
+    if status == Conversation.Status.RESOLVED:
+        # A new question after a resolution goes to the bot first, not to whoever resolved
+        # the last one (they may be off shift); the bot hands over again if it must.
+        updates["assignee"] = None
+    Conversation.objects.filter(pk=conversation.pk).update(**updates)
+    for name, value in updates.items():
+        setattr(conversation, name, value)
+    return new_status != status
 
 
 def _already_posted(conversation: Conversation, client_id: str) -> PostedMessage | None:
@@ -394,6 +458,7 @@ class ReplyWriter:
         )
         if stored:
             self.publisher.done(self.reply)
+            handoff.after_bot_reply(self.reply)
         else:
             logger.warning("reply %s was taken over by another worker; dropping", self.reply.pk)
 

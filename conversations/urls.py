@@ -5,5 +5,7 @@ from . import views
 urlpatterns = [
     path("", views.home, name="home"),
     path("chat/", views.chat, name="chat"),
+    path("chat/conversations/", views.conversation_list, name="conversation-list"),
+    path("chat/conversations/new/", views.new_conversation, name="conversation-new"),
     path("healthz", views.healthz, name="healthz"),
 ]

@@ -13,12 +13,15 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from conversations.routing import websocket_urlpatterns  # noqa: E402
 from conversations.visitors import VisitorMiddleware  # noqa: E402
+from inbox.routing import websocket_urlpatterns as inbox_websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(
-            VisitorMiddleware(URLRouter(websocket_urlpatterns))
+            # /ws/inbox/ authenticates staff by their session (inbox/routing.py); the visitor
+            # cookie means nothing there.
+            VisitorMiddleware(URLRouter(inbox_websocket_urlpatterns + websocket_urlpatterns))
         ),
     }
 )

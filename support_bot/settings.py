@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import dj_database_url
 import django_stubs_ext
@@ -60,6 +61,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    # No models: before the last app, whose post_migrate creates the roles (conversations/apps.py).
+    "inbox",
     "conversations",
     "knowledge",
 ]
@@ -190,6 +193,15 @@ SYSTEM_PROMPT = os.environ.get(
     "Never invent policies, prices or steps.",
 )
 
+# --- Handoff to a person ----------------------------------------------------------------------
+# The zone business hours (Conversation admin, "Business hours") are written in; outside them a
+# customer who asks for a person is asked for an email address and told when the team is back.
+SUPPORT_TIME_ZONE = os.environ.get("SUPPORT_TIME_ZONE") or os.environ.get("TIME_ZONE") or "UTC"
+try:
+    ZoneInfo(SUPPORT_TIME_ZONE)
+except (ValueError, KeyError, OSError) as exc:
+    raise ImproperlyConfigured(f"SUPPORT_TIME_ZONE={SUPPORT_TIME_ZONE!r} is no time zone") from exc
+
 # --- Model provider ---------------------------------------------------------------------------
 OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
 OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "") or None
@@ -246,6 +258,10 @@ STORAGES = {
         else "servestatic.storage.CompressedManifestStaticFilesStorage"
     },
 }
+
+# --- Agent inbox ----------------------------------------------------------------------------
+# Agents log in with the admin's login page; the inbox is at /agent/.
+LOGIN_URL = "admin:login"
 
 # --- Security ---------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

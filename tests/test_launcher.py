@@ -80,7 +80,7 @@ def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path):
         launcher.wait_for_output("Support Bot is running", timeout=90)
         launcher.wait_for_output("ready.", timeout=60)  # the Celery worker
         output = "".join(launcher.output)
-        assert "Demo staff user: demo / " in output
+        assert "Demo team (password " in output and "anna (agent, /agent/)" in output
         assert (tmp_path / "redis" / "redis.sock").exists()
         assert (tmp_path / "db.sqlite3").exists()
 

@@ -8,6 +8,9 @@
  *   - LogView: turns messages into DOM, keeps the log ordered and scrolled
  *   - Socket: one websocket at a time, heartbeats, reconnects with backoff
  *   - Composer and start(): wire the page together
+ *   - Handoff: "Talk to a person", who answers (conversation.state frames), an agent typing,
+ *     the email form outside business hours, the rating form once the conversation is resolved
+ *   - History: the customer's earlier conversations and "New conversation" (JSON endpoints)
  *
  * Everything that came from the server or the user is inserted as text (textContent /
  * createTextNode), never as HTML.
@@ -30,12 +33,19 @@
   const STICKY_SCROLL_PX = 48;
   // How long a refusal's explanation waits for the close that normally follows it.
   const REFUSAL_GRACE_MS = 1500;
+  // An agent's typing indicator goes away by itself when no typing frame refreshes it this long.
+  const AGENT_TYPING_TIMEOUT_MS = 8000;
 
   const AUTHORS = new Set(["customer", "bot", "agent", "system"]);
   const ACTIVE_REPLY = new Set(["queued", "streaming"]);
   const FINAL_CLOSE_CODES = new Set([4401, 4403, 4404]);
   // Error codes the server sends just before a final close; the close explains them better.
   const REFUSAL_CODES = new Set(["unauthenticated", "forbidden", "not_found"]);
+  const STATUSES = new Set(["open", "pending", "snoozed", "resolved"]);
+  // Errors about the email and rating forms, shown in those forms rather than in the log.
+  const CONTACT_ERRORS = new Set(["bad_email"]);
+  const RATING_ERRORS = new Set(["bad_score", "bad_comment", "comment_too_long", "not_resolved", "already_rated"]);
+  const STATUS_LABELS = { open: "Open", pending: "Waiting for our team", snoozed: "Waiting for our team", resolved: "Resolved" };
 
   // --- Helpers ---------------------------------------------------------------------------------
 
@@ -101,6 +111,12 @@
 
   function isValidTurn(turn) {
     return Boolean(turn) && isPositiveInt(turn.id) && AUTHORS.has(turn.author);
+  }
+
+  function formatDate(iso) {
+    const date = new Date(iso);
+    if (Number.isNaN(date.getTime())) return "";
+    return date.toLocaleDateString([], { year: "numeric", month: "short", day: "numeric" });
   }
 
   function formatTime(iso) {
@@ -996,7 +1012,257 @@
       companyName: root.dataset.companyName || "Support",
       maxChars: Number.isInteger(maxChars) && maxChars > 0 ? maxChars : 4000,
       embedded: root.dataset.embedded === "true",
+      csrfToken: root.dataset.csrfToken || "",
+      conversationsUrl: root.dataset.conversationsUrl || "",
+      newConversationUrl: root.dataset.newConversationUrl || "",
     };
+  }
+
+  /** The conversation's state as the page shows it (a conversation.state frame, checked). */
+  function cleanState(raw) {
+    if (!raw || typeof raw !== "object" || !STATUSES.has(raw.status)) return null;
+    const name = asText(raw.assignee_name).trim();
+    return {
+      status: raw.status,
+      assigneeName: name || null,
+      needsEmail: raw.needs_email === true,
+      ratingRequested: raw.rating_requested === true,
+      rated: raw.rated === true,
+    };
+  }
+
+  /** What the status line says about who answers, or "" while the assistant does. */
+  function handoffText(state) {
+    if (state.status === "pending") {
+      if (state.assigneeName) return `${state.assigneeName} from our team joined`;
+      return state.needsEmail ? "Our team is away right now" : "Waiting for a person…";
+    }
+    if (state.status === "snoozed") {
+      return state.assigneeName
+        ? `${state.assigneeName} from our team will get back to you`
+        : "Our team will get back to you";
+    }
+    if (state.status === "resolved") return "This conversation is resolved";
+    return "";
+  }
+
+  /**
+   * "Talk to a person", the status line, the email form and the rating form. They follow the
+   * server's conversation.state; the forms send frames through `send` (false when offline).
+   */
+  class Handoff {
+    constructor(root, { send, onNewContent }) {
+      this.send = send;
+      this.onNewContent = onNewContent;
+      this.state = null;
+      this.online = false;
+      this.ratedHere = false;
+      this.score = null;
+      this.bar = root.querySelector(".handoff-bar");
+      this.status = root.querySelector(".handoff-status");
+      this.button = root.querySelector(".handoff-button");
+      this.contact = root.querySelector(".contact-form");
+      this.email = this.contact.querySelector(".contact-form__input");
+      this.contactError = this.contact.querySelector(".form-error");
+      this.rating = root.querySelector(".rating-form");
+      this.scores = Array.from(this.rating.querySelectorAll(".rating-form__score"));
+      this.comment = this.rating.querySelector(".rating-form__comment");
+      this.ratingError = this.rating.querySelector(".form-error");
+      this.thanks = root.querySelector(".rating-thanks");
+
+      this.button.addEventListener("click", () => {
+        if (this.send({ type: "handoff" })) this.button.disabled = true;
+      });
+      this.contact.addEventListener("submit", (event) => {
+        event.preventDefault();
+        this.submitEmail();
+      });
+      this.email.addEventListener("input", () => this.showError(this.contactError, ""));
+      this.rating.addEventListener("click", (event) => {
+        const button = event.target.closest(".rating-form__score");
+        if (button) this.choose(Number(button.dataset.score));
+      });
+      this.rating.addEventListener("submit", (event) => {
+        event.preventDefault();
+        this.submitRating();
+      });
+      this.render();
+    }
+
+    setOnline(online) {
+      this.online = online;
+      this.render();
+    }
+
+    apply(raw) {
+      const state = cleanState(raw);
+      if (!state) return;
+      if (state.rated && this.state && !this.state.rated && this.rating.dataset.sent === "true") {
+        this.ratedHere = true;
+      }
+      this.state = state;
+      this.render();
+    }
+
+    render() {
+      const state = this.state;
+      const status = state ? state.status : null;
+      setAttr(this.bar, "data-status", status);
+      setText(this.status, state ? handoffText(state) : "");
+      this.status.hidden = this.status.textContent === "";
+      // A resolved conversation can be taken up again with a person, too.
+      this.button.hidden = !state || !(status === "open" || status === "resolved");
+      this.button.disabled = !this.online;
+      const wasHidden = this.contact.hidden && this.rating.hidden && this.thanks.hidden;
+      this.contact.hidden = !(state && state.needsEmail);
+      this.rating.hidden = !(state && state.ratingRequested);
+      this.thanks.hidden = !(state && state.rated && this.ratedHere);
+      for (const button of [this.contact.querySelector("button"), this.rating.querySelector(".rating-form__submit")]) {
+        button.disabled = !this.online;
+      }
+      if (wasHidden && !(this.contact.hidden && this.rating.hidden && this.thanks.hidden)) this.onNewContent();
+    }
+
+    submitEmail() {
+      const email = this.email.value.trim();
+      if (email === "" || !this.email.checkValidity()) {
+        this.showError(this.contactError, "Please enter a valid email address.");
+        this.email.focus();
+        return;
+      }
+      this.send({ type: "contact", email });
+    }
+
+    choose(score) {
+      if (!Number.isInteger(score) || score < 1 || score > 5) return;
+      this.score = score;
+      for (const button of this.scores) {
+        setAttr(button, "aria-pressed", Number(button.dataset.score) === score ? "true" : "false");
+      }
+      this.showError(this.ratingError, "");
+    }
+
+    submitRating() {
+      if (this.score === null) {
+        this.showError(this.ratingError, "Please choose a rating from 1 to 5.");
+        return;
+      }
+      const frame = { type: "rate", score: this.score, comment: this.comment.value.trim() };
+      if (this.send(frame)) this.rating.dataset.sent = "true";
+    }
+
+    /** An error frame about the forms. Returns false when it is about something else. */
+    applyError(frame) {
+      const message = asText(frame.message) || "Something went wrong.";
+      if (CONTACT_ERRORS.has(frame.code)) {
+        this.showError(this.contactError, message);
+        return true;
+      }
+      if (RATING_ERRORS.has(frame.code)) {
+        this.rating.dataset.sent = "false";
+        this.showError(this.ratingError, message);
+        return true;
+      }
+      return false;
+    }
+
+    showError(box, message) {
+      setText(box, message);
+      box.hidden = message === "";
+    }
+  }
+
+  /**
+   * The customer's earlier conversations (GET, on demand) and "New conversation" (POST, CSRF
+   * token from the page). Opening one loads the chat page for it.
+   */
+  class History {
+    constructor(root, config) {
+      this.config = config;
+      this.toggle = root.querySelector(".history-toggle");
+      this.panel = root.querySelector(".history");
+      this.list = this.panel.querySelector(".history__list");
+      this.empty = this.panel.querySelector(".history__empty");
+      this.error = this.panel.querySelector(".history__error");
+      this.newButton = root.querySelector(".new-conversation");
+      this.toggle.addEventListener("click", () => this.setOpen(this.panel.hidden));
+      this.newButton.addEventListener("click", () => this.startNew());
+    }
+
+    withEmbed(url) {
+      if (!this.config.embedded) return url;
+      return url + (url.includes("?") ? "&" : "?") + "embed=1";
+    }
+
+    setOpen(open) {
+      this.panel.hidden = !open;
+      this.toggle.setAttribute("aria-expanded", open ? "true" : "false");
+      if (open) this.load();
+    }
+
+    async load() {
+      this.showError("");
+      try {
+        const response = await fetch(this.withEmbed(this.config.conversationsUrl), {
+          credentials: "same-origin",
+          headers: { Accept: "application/json" },
+        });
+        const body = await response.json();
+        if (!response.ok) throw new Error(asText(body && body.error && body.error.message));
+        this.render(Array.isArray(body.conversations) ? body.conversations : []);
+      } catch (error) {
+        this.showError(asText(error && error.message) || "Your conversations could not be loaded.");
+      }
+    }
+
+    render(conversations) {
+      this.list.textContent = "";
+      for (const item of conversations) {
+        if (!item || typeof item !== "object" || typeof item.url !== "string" || !item.url.startsWith("/")) continue;
+        const li = el("li", "history__item");
+        const link = el("a", "history__link");
+        link.href = item.url;
+        if (item.id === this.config.conversationId) link.setAttribute("aria-current", "page");
+        const meta = el("span", "history__meta");
+        const status = STATUSES.has(item.status) ? item.status : "open";
+        const badge = el("span", "history__status", STATUS_LABELS[status]);
+        badge.dataset.status = status;
+        const when = el("time", "history__date", formatDate(item.last_message_at));
+        when.dateTime = asText(item.last_message_at);
+        meta.append(badge, " · ", when);
+        const last = item.last_message && typeof item.last_message === "object" ? item.last_message : {};
+        const prefix = last.author === "customer" ? "You: " : "";
+        link.append(meta, el("span", "history__preview", prefix + asText(last.text)));
+        li.append(link);
+        this.list.append(li);
+      }
+      this.empty.hidden = this.list.childElementCount > 0;
+    }
+
+    async startNew() {
+      this.newButton.disabled = true;
+      try {
+        const response = await fetch(this.withEmbed(this.config.newConversationUrl), {
+          method: "POST",
+          credentials: "same-origin",
+          headers: { Accept: "application/json", "X-CSRFToken": this.config.csrfToken },
+        });
+        const body = await response.json();
+        if (!response.ok) throw new Error(asText(body && body.error && body.error.message));
+        const url = asText(body.url);
+        if (!url.startsWith("/")) throw new Error("");
+        window.location.assign(url);
+      } catch (error) {
+        this.newButton.disabled = false;
+        this.setOpen(true);
+        this.showError(asText(error && error.message) || "A new conversation could not be started.");
+      }
+    }
+
+    showError(message) {
+      setText(this.error, message);
+      this.error.hidden = message === "";
+    }
   }
 
   function socketUrl(path) {
@@ -1025,6 +1291,7 @@
 
     let ready = false; // the server sent the conversation on this socket: frames are welcome
     let typingSuppressed = false;
+    let agentTyping = null; // { name, timer } while an agent types
     let refusal = null; // { code, message, timer } of an error that announces a final close
 
     const scroll = new ScrollKeeper(log, root.querySelector(".jump-latest"));
@@ -1041,6 +1308,11 @@
       onClose: handleClose,
     });
     const conversation = new Conversation({ view, send: (frame) => ready && socket.send(frame) });
+    const handoff = new Handoff(root, {
+      send: (frame) => ready && socket.send(frame),
+      onNewContent: () => scroll.toBottom(),
+    });
+    new History(root, config);
     const composer = new Composer(root.querySelector(".composer"), {
       maxChars: config.maxChars,
       onSend: (text) => {
@@ -1061,10 +1333,28 @@
     }
 
     function updateTyping() {
-      const visible = ready && !typingSuppressed && conversation.hasActiveReply();
+      const botTyping = !typingSuppressed && conversation.hasActiveReply();
+      const visible = ready && (botTyping || agentTyping !== null);
+      const text = !botTyping && agentTyping
+        ? `${agentTyping.name || "Someone from our team"} is typing…`
+        : `${config.companyName} assistant is typing…`;
+      setText(typing.querySelector(".typing-indicator__text"), text);
+      setAttr(typing, "data-author", visible ? (botTyping ? "bot" : "agent") : null);
       if (typing.hidden === visible) {
         typing.hidden = !visible;
         if (visible) scroll.toBottom();
+      }
+    }
+
+    function setAgentTyping(frame) {
+      if (agentTyping) clearTimeout(agentTyping.timer);
+      agentTyping = null;
+      if (frame && frame.active === true) {
+        const timer = setTimeout(() => {
+          agentTyping = null;
+          updateTyping();
+        }, AGENT_TYPING_TIMEOUT_MS);
+        agentTyping = { name: asText(frame.name).trim(), timer };
       }
     }
 
@@ -1079,6 +1369,13 @@
           break;
         case "turn":
           conversation.applyTurn(frame.turn);
+          if (frame.turn && frame.turn.author === "agent") setAgentTyping(null);
+          break;
+        case "conversation.state":
+          handoff.apply(frame);
+          break;
+        case "typing":
+          if (frame.author === "agent") setAgentTyping(frame);
           break;
         case "reply.start":
         case "reply.delta":
@@ -1100,12 +1397,15 @@
       typingSuppressed = false;
       socket.markHealthy();
       setStatus("connected");
+      handoff.setOnline(true);
+      if (frame.state && typeof frame.state === "object") handoff.apply(frame.state);
       for (const resume of conversation.applySnapshot(frame.turns)) socket.send(resume);
       // Anything not acknowledged yet goes (again): the server de-duplicates by client_id.
       for (const message of conversation.unsent()) sendMessage(message);
     }
 
     function onError(frame) {
+      if (handoff.applyError(frame)) return;
       typingSuppressed = true;
       if (conversation.applyMessageError(frame)) return;
       const message = asText(frame.message) || "Something went wrong.";
@@ -1127,6 +1427,8 @@
 
     function handleClose(code, final) {
       ready = false;
+      handoff.setOnline(false);
+      setAgentTyping(null);
       conversation.suspend();
       const pending = refusal;
       if (pending) clearTimeout(pending.timer);
@@ -1151,7 +1453,7 @@
 
     setStatus("connecting");
     socket.connect();
-    return { conversation, socket, composer };
+    return { conversation, socket, composer, handoff };
   }
 
   const root = document.getElementById("chat");

@@ -1,4 +1,5 @@
-"""Loads the demo knowledge base and makes sure a demo staff user exists."""
+"""Loads the demo knowledge base and makes sure the demo team exists: an admin, an agent and an
+operator, sharing one generated password (printed, and kept in var/demo-credentials.txt)."""
 
 from __future__ import annotations
 
@@ -7,27 +8,47 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from conversations import roles
+
+# username -> (first name, group or None for a superuser)
+DEMO_TEAM = {
+    "demo": ("Demo", None),
+    "anna": ("Anna", roles.AGENTS),
+    "olivia": ("Olivia", roles.OPERATORS),
+}
+
 
 class Command(BaseCommand):
-    help = "Load the demo knowledge base and create the demo staff user (prints its password)."
+    help = "Load the demo knowledge base and create the demo team (prints their password)."
 
     def handle(self, *args: Any, **options: Any) -> None:
         call_command("load_demo_kb", verbosity=options["verbosity"])
         credentials = settings.VAR_DIR / "demo-credentials.txt"
         User = get_user_model()
-        user = User.objects.filter(username="demo").first()
-        if user is None or not credentials.exists():
+        password = credentials.read_text().split()[-1] if credentials.exists() else None
+        if password is None:
             password = secrets.token_urlsafe(12)
-            user = user or User(username="demo", email="demo@example.com")
-            user.is_staff = user.is_superuser = True
-            user.set_password(password)
-            user.save()
             credentials.write_text(f"demo {password}\n")
             credentials.chmod(0o600)
-        username, password = credentials.read_text().split()
+        for username, (first_name, group) in DEMO_TEAM.items():
+            user = User.objects.filter(username=username).first()
+            if user is None:
+                user = User(username=username, email=f"{username}@example.com")
+            if user.pk is None or not user.check_password(password):
+                user.set_password(password)
+            user.first_name = first_name
+            user.is_staff = True
+            user.is_superuser = group is None
+            user.save()
+            if group is not None:
+                user.groups.add(Group.objects.get(name=group))
         self.stdout.write(
-            self.style.SUCCESS(f"Demo staff user: {username} / {password}  (log in at /admin/)")
+            self.style.SUCCESS(
+                "Demo team (password "
+                f"{password}): demo (admin, /admin/), anna (agent, /agent/), olivia (operator)"
+            )
         )

@@ -1,0 +1,64 @@
+"""The team's roles as Django groups. Kept in step with this table after every migrate, so a
+new permission reaches its role without a hand-made data migration.
+
+- Agents work the inbox: view conversations, take over, reply, write notes, snooze, resolve,
+  reopen; they read canned responses and articles.
+- Operators do all that, and tune the bot: articles, escalation rules, canned responses,
+  business hours, exports.
+- Admins are superusers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import Group, Permission
+from django.db.models import Q
+
+AGENTS = "Agents"
+OPERATORS = "Operators"
+
+AGENT_PERMISSIONS = (
+    "conversations.work_inbox",
+    "conversations.write_note",
+    "conversations.resolve_conversation",
+    "conversations.view_conversation",
+    "conversations.view_turn",
+    "conversations.view_customer",
+    "conversations.view_note",
+    "conversations.view_cannedresponse",
+    "knowledge.view_article",
+)
+OPERATOR_PERMISSIONS = AGENT_PERMISSIONS + (
+    "conversations.export_conversations",
+    *(
+        f"{app}.{action}_{model}"
+        for app, model in (
+            ("knowledge", "article"),
+            ("conversations", "escalationrule"),
+            ("conversations", "cannedresponse"),
+            ("conversations", "businesshours"),
+        )
+        for action in ("add", "change", "delete", "view")
+    ),
+)
+ROLES = {AGENTS: AGENT_PERMISSIONS, OPERATORS: OPERATOR_PERMISSIONS}
+
+
+def permissions(names: tuple[str, ...]) -> list[Permission]:
+    query = Q(pk__in=[])
+    for name in names:
+        app_label, codename = name.split(".")
+        query |= Q(content_type__app_label=app_label, codename=codename)
+    found = list(Permission.objects.filter(query))
+    if len(found) != len(set(names)):
+        have = {f"{p.content_type.app_label}.{p.codename}" for p in found}
+        raise LookupError(f"permissions missing: {sorted(set(names) - have)}")
+    return found
+
+
+def ensure_roles(**_: Any) -> None:
+    """Create the groups and give them exactly their permissions (a post_migrate handler)."""
+    for name, names in ROLES.items():
+        group, _created = Group.objects.get_or_create(name=name)
+        group.permissions.set(permissions(names))

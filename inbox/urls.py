@@ -1,0 +1,24 @@
+from django.urls import path
+
+from . import views
+
+app_name = "inbox"
+
+api = "api/conversations/<uuid:conversation_id>"
+
+urlpatterns = [
+    path("", views.inbox_page, name="inbox"),
+    path("conversations/<uuid:conversation_id>/", views.conversation_page, name="conversation"),
+    path("api/inbox/", views.inbox_rows, name="api-inbox"),
+    path("api/canned/", views.canned_responses, name="api-canned"),
+    path(f"{api}/take-over/", views.take_over, name="take-over"),
+    path(f"{api}/assign/", views.assign, name="assign"),
+    path(f"{api}/hand-back/", views.hand_back, name="hand-back"),
+    path(f"{api}/reply/", views.reply, name="reply"),
+    path(f"{api}/notes/", views.note, name="note"),
+    path(f"{api}/snooze/", views.snooze, name="snooze"),
+    path(f"{api}/resolve/", views.resolve, name="resolve"),
+    path(f"{api}/reopen/", views.reopen, name="reopen"),
+    path(f"{api}/read/", views.mark_read, name="read"),
+    path(f"{api}/assist/", views.assist, name="assist"),
+]

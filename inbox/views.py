@@ -1,0 +1,236 @@
+"""The agent workspace's pages and JSON endpoints. Thin: check the user, call one service.
+
+Endpoints answer JSON only: 401 {"error"} without a staff login, 403 {"error"} without the
+permission, 400/404/409 {"error","code"} for a refused transition (409 with "taken_by" when
+another agent owns the conversation). POSTs need the CSRF token (X-CSRFToken header).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from conversations.models import CannedResponse, Conversation
+
+from . import services
+
+View = Callable[..., HttpResponse]
+
+PERMISSION_TEXT = {
+    services.WORK_INBOX: "work the agent inbox",
+    services.WRITE_NOTE: "write internal notes",
+    services.RESOLVE: "snooze, resolve or reopen conversations",
+}
+
+
+def _forbidden_message(permission: str) -> str:
+    return f"You don't have permission to {PERMISSION_TEXT.get(permission, permission)}."
+
+
+def agent_page(permission: str = services.WORK_INBOX) -> Callable[[View], View]:
+    """A page: log in first (the admin's login), then 403 without the permission."""
+
+    def decorate(view: View) -> View:
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not request.user.is_authenticated:
+                return redirect_to_login(request.get_full_path(), settings.LOGIN_URL)
+            if not request.user.has_perm(permission):
+                return render(
+                    request,
+                    "inbox/forbidden.html",
+                    {"message": _forbidden_message(permission)},
+                    status=403,
+                )
+            return view(request, *args, **kwargs)
+
+        return never_cache(wrapped)
+
+    return decorate
+
+
+def agent_api(permission: str) -> Callable[[View], View]:
+    """A JSON endpoint: 401/403 as JSON, refused transitions as their JSON error."""
+
+    def decorate(view: View) -> View:
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not request.user.is_authenticated:
+                return JsonResponse({"error": "Please log in as staff."}, status=401)
+            if not request.user.has_perm(permission):
+                return JsonResponse({"error": _forbidden_message(permission)}, status=403)
+            try:
+                return view(request, *args, **kwargs)
+            except services.InboxError as error:
+                return JsonResponse(error.as_dict(), status=error.status)
+
+        return never_cache(wrapped)
+
+    return decorate
+
+
+def _body(request: HttpRequest) -> dict[str, Any]:
+    if not request.body:
+        return {}
+    try:
+        data = json.loads(request.body)
+    except ValueError:
+        raise services.Invalid("Send a JSON object.") from None
+    if not isinstance(data, dict):
+        raise services.Invalid("Send a JSON object.")
+    return data
+
+
+def _row(conversation: Conversation) -> JsonResponse:
+    from .events import row_for
+
+    return JsonResponse({"ok": True, "row": row_for(conversation.pk)})
+
+
+# --- Pages ------------------------------------------------------------------------------------
+
+
+def _page_context(request: HttpRequest) -> dict[str, Any]:
+    user: Any = request.user
+    return {
+        "me": {"id": user.pk, "name": services.display_name(user)},
+        "ws_path": "/ws/inbox/",
+        "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+        "company_name": settings.COMPANY_NAME,
+    }
+
+
+@require_GET
+@agent_page()
+def inbox_page(request: HttpRequest) -> HttpResponse:
+    groups = [
+        ("pending", "Pending"),
+        ("open", "With the bot"),
+        ("snoozed", "Snoozed"),
+        ("resolved", "Resolved"),
+    ]
+    return render(request, "inbox/inbox.html", {**_page_context(request), "groups": groups})
+
+
+@require_GET
+@agent_page()
+def conversation_page(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    conversation = Conversation.objects.filter(pk=conversation_id).first()
+    if conversation is None:
+        return render(
+            request,
+            "inbox/forbidden.html",
+            {"message": "This conversation does not exist.", "title": "Not found"},
+            status=404,
+        )
+    user: Any = request.user
+    canned = list(CannedResponse.objects.values("shortcut", "title", "text"))
+    return render(
+        request,
+        "inbox/conversation.html",
+        {
+            **_page_context(request),
+            "conversation_id": str(conversation.pk),
+            "canned": canned,
+            "agents": services.assignable_agents(),
+            "can_note": user.has_perm(services.WRITE_NOTE),
+            "can_resolve": user.has_perm(services.RESOLVE),
+        },
+    )
+
+
+# --- JSON endpoints ---------------------------------------------------------------------------
+
+
+@require_GET
+@agent_api(services.WORK_INBOX)
+def inbox_rows(request: HttpRequest) -> HttpResponse:
+    return JsonResponse({"rows": services.inbox_rows()})
+
+
+@require_GET
+@agent_api(services.WORK_INBOX)
+def canned_responses(request: HttpRequest) -> HttpResponse:
+    canned = list(CannedResponse.objects.values("shortcut", "title", "text"))
+    return JsonResponse({"canned": canned})
+
+
+@require_POST
+@agent_api(services.WORK_INBOX)
+def take_over(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    return _row(services.take_over(conversation_id, request.user))
+
+
+@require_POST
+@agent_api(services.WORK_INBOX)
+def assign(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    user_id = _body(request).get("user_id")
+    if type(user_id) is not int:
+        raise services.Invalid("assign needs user_id (a number).")
+    return _row(services.assign(conversation_id, request.user, user_id))
+
+
+@require_POST
+@agent_api(services.WORK_INBOX)
+def hand_back(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    return _row(services.hand_back_to_bot(conversation_id, request.user))
+
+
+@require_POST
+@agent_api(services.WORK_INBOX)
+def reply(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    turn = services.agent_reply(conversation_id, request.user, _body(request).get("text"))
+    return JsonResponse({"ok": True, "turn": turn.as_event()}, status=201)
+
+
+@require_POST
+@agent_api(services.WRITE_NOTE)
+def note(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    from .events import note_event
+
+    created = services.add_note(conversation_id, request.user, _body(request).get("text"))
+    return JsonResponse({"ok": True, "note": note_event(created)}, status=201)
+
+
+@require_POST
+@agent_api(services.RESOLVE)
+def snooze(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    body = _body(request)
+    until = services.parse_until(body.get("until", body.get("minutes")))
+    return _row(services.snooze(conversation_id, request.user, until))
+
+
+@require_POST
+@agent_api(services.RESOLVE)
+def resolve(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    return _row(services.resolve(conversation_id, request.user))
+
+
+@require_POST
+@agent_api(services.RESOLVE)
+def reopen(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    return _row(services.reopen(conversation_id, request.user))
+
+
+@require_POST
+@agent_api(services.WORK_INBOX)
+def mark_read(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    services.mark_read(conversation_id, request.user)
+    return JsonResponse({"ok": True})
+
+
+@require_POST
+@agent_api(services.WORK_INBOX)
+def assist(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    queued = services.request_assist(conversation_id, request.user, _body(request).get("kind"))
+    return JsonResponse({"ok": True, "queued": queued.kind}, status=202)

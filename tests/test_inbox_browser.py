@@ -1,0 +1,118 @@
+"""Two Chromium contexts against the real stack (uvicorn, a Celery worker, Redis, the
+database, the offline answerer): a customer asks for a person, the conversation appears live
+in the agent's inbox, the agent takes it and replies, the customer sees the reply live, the
+agent resolves, the customer rates."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.test import Client
+
+from conversations.models import Conversation, EscalationRule
+from tests import personas
+
+alice_agent = personas.alice_agent
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.worker]
+
+
+@pytest.fixture
+def stack(asgi_server, celery_worker):
+    call_command("load_demo_kb", verbosity=0)
+    # Transactional tests empty the tables, the default rules' data migration included.
+    EscalationRule.objects.get_or_create(kind="handoff_phrase", pattern="talk to a person")
+    env = {"LLM_PROVIDER": "offline", "OFFLINE_WORD_DELAY_MS": "20"}
+    celery_worker(**env)
+    return asgi_server(**env)
+
+
+def agent_context(chromium, base: str, user):
+    """A browser context logged in as this staff user (the session cookie of force_login)."""
+    client = Client()
+    client.force_login(user)
+    context = chromium.new_context()
+    context.add_cookies(
+        [
+            {
+                "name": settings.SESSION_COOKIE_NAME,
+                "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
+                "url": base,
+            }
+        ]
+    )
+    return context
+
+
+def test_it_hands_a_customer_to_an_agent_and_back_to_a_rating(chromium, stack, alice_agent):
+    customer_context = chromium.new_context()
+    staff_context = agent_context(chromium, stack, alice_agent)
+    try:
+        customer = customer_context.new_page()
+        agent = staff_context.new_page()
+        for page in (customer, agent):
+            page.set_default_timeout(20_000)
+
+        agent.goto(f"{stack}/agent/")
+        agent.wait_for_selector(".connection-status[data-state=connected]")
+        pending_rows = agent.locator('.inbox-group[data-status="pending"] .inbox-row')
+        assert pending_rows.count() == 0
+
+        # The customer asks the bot, then for a person.
+        customer.goto(f"{stack}/chat/")
+        customer.get_by_role("textbox", name="Message").fill("How do I return an item?")
+        customer.get_by_role("button", name="Send").click()
+        customer.wait_for_selector('[role=log] [data-author=bot][data-status="done"]')
+        customer.get_by_role("textbox", name="Message").fill("Can I talk to a person please?")
+        customer.get_by_role("button", name="Send").click()
+
+        # It appears in the agent's inbox live, no reload.
+        pending_rows.first.wait_for()
+        assert "talk to a person" in pending_rows.first.inner_text()
+        conversation = Conversation.objects.get()
+        assert conversation.status == "pending"
+
+        pending_rows.first.get_by_role("link").click()
+        agent.wait_for_url(re.compile(rf"/agent/conversations/{conversation.pk}/$"))
+        transcript = agent.get_by_role("log", name="Transcript")
+        transcript.locator('[data-author="customer"]').nth(1).wait_for()
+        assert transcript.locator('[data-author="bot"]').count() == 1
+
+        agent.get_by_role("button", name="Take over").click()
+        agent.wait_for_function(
+            "() => document.querySelector('.conversation-state').textContent"
+            ".includes('You have this conversation')"
+        )
+        reply = agent.get_by_role("textbox", name="Reply")
+        reply.fill("Hi, I'm Anna. I'll sort out your return. <b>promise</b>")
+        agent.get_by_role("button", name="Send").click()
+
+        # The customer sees the agent's reply live, by name, as text.
+        from_agent = customer.get_by_role("log").locator('[data-author="agent"]').last
+        from_agent.wait_for()
+        assert "I'll sort out your return. <b>promise</b>" in from_agent.inner_text()
+        assert "Anna" in from_agent.inner_text()
+        assert customer.get_by_role("log").locator("b").count() == 0
+
+        agent.get_by_role("button", name="Resolve").click()
+        agent.wait_for_function(
+            "() => document.querySelector('#agent-conversation').dataset.status === 'resolved'"
+        )
+        conversation.refresh_from_db()
+        assert conversation.status == "resolved" and conversation.assignee == alice_agent
+
+        # The customer rates (the customer side's rating form: a "5" choice, then submit).
+        rating = customer.get_by_role("group", name=re.compile("rate", re.IGNORECASE))
+        rating.get_by_role("button", name="Rate 5 of 5").click()
+        customer.get_by_role("button", name=re.compile("send rating|submit", re.I)).click()
+        agent.wait_for_function(
+            "() => document.querySelector('.conversation-state').textContent.includes('5/5')"
+        )
+        conversation.refresh_from_db()
+        assert conversation.rating == 5
+    finally:
+        customer_context.close()
+        staff_context.close()
