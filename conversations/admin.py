@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
@@ -32,6 +32,10 @@ class TurnInline(admin.TabularInline[Turn, Conversation]):
         "text",
         "status",
         "model",
+        "prompt_version",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost",
         "sources",
         "first_token_ms",
     )
@@ -45,6 +49,9 @@ class TurnInline(admin.TabularInline[Turn, Conversation]):
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+CASES_FROM_CONVERSATIONS = "From conversations"
 
 
 class NoteInline(admin.TabularInline[Note, Conversation]):
@@ -155,10 +162,36 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
     ]
     inlines = [TurnInline, NoteInline]
     show_full_result_count = False
-    actions = ["export_csv", "export_jsonl"]
+    actions = ["export_csv", "export_jsonl", "make_test_cases"]
 
     def has_export_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("conversations.export_conversations")
+
+    def has_make_test_case_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("studio.add_testcase")
+
+    @admin.action(
+        description=f"Make evaluation test cases (test set “{CASES_FROM_CONVERSATIONS}”)",
+        permissions=["make_test_case"],
+    )
+    def make_test_cases(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> None:
+        from studio.evaluation import EvaluationError, case_from_conversation
+        from studio.models import TestSet
+
+        test_set, _created = TestSet.objects.get_or_create(
+            name=CASES_FROM_CONVERSATIONS,
+            defaults={"description": "Cases made from real conversations in the admin."},
+        )
+        made, skipped = 0, []
+        for conversation in _plain(queryset):
+            try:
+                case_from_conversation(conversation, test_set)
+                made += 1
+            except EvaluationError as exc:
+                skipped.append(f"{str(conversation.pk)[:8]}: {exc}")
+        self.message_user(request, f"{made} test case(s) added to “{test_set.name}”.")
+        for reason in skipped:
+            self.message_user(request, f"Skipped {reason}", level=messages.WARNING)
 
     @admin.action(description="Export selected conversations as CSV", permissions=["export"])
     def export_csv(

@@ -102,8 +102,12 @@ def is_follow_up(message: str) -> bool:
     return len(message.split()) <= FOLLOW_UP_MAX_WORDS and bool(_POINTS_BACK.search(message))
 
 
-def ground(messages: Sequence[ChatMessage], search: Search | None = None) -> Knowledge:
-    """What the knowledge base has for the customer's latest message (see the module doc)."""
+def ground(
+    messages: Sequence[ChatMessage], search: Search | None = None, budget: int | None = None
+) -> Knowledge:
+    """What the knowledge base has for the customer's latest message (see the module doc).
+    `budget`: the passages' estimated tokens (a prompt version's knowledge_tokens); default
+    KB_PROMPT_TOKENS."""
     asked = [m.content.strip() for m in messages if m.role == "user"]
     message = asked[-1] if asked else ""
     threshold = retrieval.min_confidence()
@@ -121,7 +125,7 @@ def ground(messages: Sequence[ChatMessage], search: Search | None = None) -> Kno
         searched = True
         good = [hit for hit in _search(search, query) if hit.confidence >= threshold]
         if good:
-            passages = number_passages(good, prompt_token_budget())
+            passages = number_passages(good, budget or prompt_token_budget())
             return Knowledge(question=query, passages=passages, threshold=threshold)
     return Knowledge(question=message, abstain=searched, threshold=threshold)
 
@@ -230,10 +234,18 @@ def knowledge_block(knowledge: Knowledge) -> str:
     return f"{instructions}\n\n{PASSAGES_HEADING}\n\n{passages_section(knowledge.passages)}"
 
 
+PASSAGES_PLACEHOLDER = "{passages}"
+
+
 def with_knowledge(messages: Sequence[ChatMessage], knowledge: Knowledge) -> list[ChatMessage]:
-    """The messages with the knowledge block appended to the system prompt."""
+    """The messages with the knowledge block in the system prompt: where its template says
+    {passages}, else appended."""
     block = knowledge_block(knowledge)
     result = list(messages)
+    if result and result[0].role == "system" and PASSAGES_PLACEHOLDER in result[0].content:
+        content = result[0].content.replace(PASSAGES_PLACEHOLDER, block).strip()
+        result[0] = ChatMessage("system", content)
+        return result
     if not block:
         return result
     if result and result[0].role == "system":

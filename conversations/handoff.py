@@ -33,7 +33,7 @@ from django.db.models.functions import Coalesce, Left
 from django.utils import timezone
 
 from . import events
-from .models import BusinessHours, Conversation, Customer, EscalationRule, Turn
+from .models import BusinessHours, Conversation, Customer, EscalationRule, Turn, staff_name
 
 Status = Conversation.Status
 Reason = Conversation.Escalation
@@ -274,13 +274,6 @@ def describe_opening(opening: datetime, now: datetime) -> str:
 # --- What the customer's page shows -----------------------------------------------------------
 
 
-def agent_name(user: Any) -> str | None:
-    """An agent's name as customers see it (the inbox uses the same)."""
-    if user is None:
-        return None
-    return str(user.get_short_name() or user.get_username()) or None
-
-
 def customer_state(conversation: Conversation) -> dict[str, Any]:
     """The conversation as the customer's page shows it around the transcript: who answers,
     whether to ask for an email address or a rating. Sent on connect (in the snapshot) and as
@@ -291,7 +284,7 @@ def customer_state(conversation: Conversation) -> dict[str, Any]:
     return {
         "type": "conversation.state",
         "status": status,
-        "assignee_name": agent_name(assignee),
+        "assignee_name": staff_name(assignee),
         "escalation_reason": conversation.escalation_reason or None,
         "needs_email": waiting and not conversation.contact_email and not availability().open_now,
         "rating_requested": status == Status.RESOLVED and conversation.rated_at is None,

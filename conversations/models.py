@@ -13,6 +13,13 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 
+def staff_name(user: Any) -> str | None:
+    """A team member's name as customers and colleagues see it: first name, else username."""
+    if user is None:
+        return None
+    return str(user.get_short_name() or user.get_username()) or None
+
+
 class Customer(models.Model):
     """An anonymous visitor, recognised by a signed cookie that carries this id."""
 
@@ -47,6 +54,7 @@ class Conversation(models.Model):
         on_delete=models.SET_NULL,
         related_name="assigned_conversations",
     )
+
     class Escalation(models.TextChoices):
         CUSTOMER_REQUEST = "customer_request", "The customer asked for a person"
         ABSTAINED = "abstained", "The bot could not answer twice in a row"
@@ -153,6 +161,11 @@ class Turn(models.Model):
     sources = models.JSONField(default=list, blank=True)
     abstained = models.BooleanField(default=False)
     error_code = models.CharField(max_length=40, blank=True)
+    # The prompt version that produced this reply, and what its tokens cost (ModelPrice).
+    prompt_version = models.ForeignKey(
+        "studio.PromptVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    cost = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -224,7 +237,7 @@ class Turn(models.Model):
                 }
                 for s in self.sources
             ],
-            "author_name": self.agent.get_short_name() if self.agent_id and self.agent else None,
+            "author_name": staff_name(self.agent) if self.agent_id else None,
         }
 
 

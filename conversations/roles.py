@@ -4,7 +4,8 @@ new permission reaches its role without a hand-made data migration.
 - Agents work the inbox: view conversations, take over, reply, write notes, snooze, resolve,
   reopen; they read canned responses and articles.
 - Operators do all that, and tune the bot: articles, escalation rules, canned responses,
-  business hours, exports.
+  business hours, exports, and the prompt studio (versions, activation, playground,
+  evaluations, experiments, prices, fine-tuning exports).
 - Admins are superusers.
 """
 
@@ -38,9 +39,22 @@ OPERATOR_PERMISSIONS = AGENT_PERMISSIONS + (
             ("conversations", "escalationrule"),
             ("conversations", "cannedresponse"),
             ("conversations", "businesshours"),
+            ("studio", "promptversion"),
+            ("studio", "testset"),
+            ("studio", "testcase"),
+            ("studio", "experiment"),
+            ("studio", "modelprice"),
         )
         for action in ("add", "change", "delete", "view")
     ),
+    "studio.activate_promptversion",
+    "studio.use_playground",
+    "studio.run_evaluation",
+    "studio.export_finetune",
+    "studio.view_activation",
+    "studio.view_evalrun",
+    "studio.add_evalrun",
+    "studio.view_evalresult",
 )
 ROLES = {AGENTS: AGENT_PERMISSIONS, OPERATORS: OPERATOR_PERMISSIONS}
 

@@ -10,11 +10,14 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
+
+from studio import runtime
+from studio import services as studio_services
 
 from . import grounding, handoff, llm
 from .events import ReplyPublisher, send_turn_on_commit
@@ -28,6 +31,9 @@ from .llm.base import (
     TextDelta,
 )
 from .models import Conversation, Customer, Turn
+
+if TYPE_CHECKING:
+    from studio.models import PromptVersion
 
 logger = logging.getLogger(__name__)
 
@@ -240,44 +246,81 @@ def _queue_reply_on_commit(reply_id: int) -> None:
 # --- The bot replies --------------------------------------------------------------------------
 
 
-def build_request(reply: Turn) -> ReplyRequest:
-    """System prompt plus the latest turns before this reply (bounded, one query), grounded in
-    the knowledge base (grounding.py)."""
+def build_request(reply: Turn, bot: runtime.BotConfig | None = None) -> ReplyRequest:
+    """The reply's prompt: the version's system prompt, rendered, plus the latest turns before
+    this reply within its history budget (older ones summarised in one line; one bounded
+    query), grounded in the knowledge base within its knowledge budget (grounding.py)."""
+    bot = bot or runtime.default_config()
     history = list(
         Turn.objects.filter(conversation_id=reply.conversation_id, id__lt=reply.pk)
         .exclude(status=Turn.Status.FAILED)
         .exclude(author=Turn.Author.SYSTEM)
         .order_by("-id")
-        .values_list("author", "text")[: settings.CHAT_HISTORY_TURNS]
+        .values_list("author", "text")[: runtime.history_scan_limit()]
     )
     history.reverse()
-    messages = [_system_message()]
+    turns: list[ChatMessage] = []
     for author, text in history:
         if not text:
             continue
         if author == Turn.Author.CUSTOMER:
-            messages.append(ChatMessage("user", text))
+            turns.append(ChatMessage("user", text))
         else:
-            messages.append(ChatMessage("assistant", grounding.strip_citations(text)))
-    return grounded_request(messages)
+            turns.append(ChatMessage("assistant", grounding.strip_citations(text)))
+    kept, summary = runtime.fit_history(turns, bot.history_tokens)
+    latest = next((m.content for m in reversed(turns) if m.role == "user"), "")
+    customer_name = ""
+    if runtime.uses_variable(bot.system_prompt, "customer_name"):
+        customer_name = (
+            Customer.objects.filter(conversations__pk=reply.conversation_id)
+            .values_list("display_name", flat=True)
+            .first()
+            or ""
+        )
+    system = _system_message(bot, latest, customer_name)
+    if summary:
+        system = ChatMessage("system", f"{system.content}\n\n{summary}")
+    return grounded_request([system, *kept], bot)
 
 
-def _system_message() -> ChatMessage:
-    return ChatMessage("system", settings.SYSTEM_PROMPT.format(company=settings.COMPANY_NAME))
+def _system_message(
+    bot: runtime.BotConfig | None = None, latest: str = "", customer_name: str = ""
+) -> ChatMessage:
+    bot = bot or runtime.default_config()
+    language = runtime.guess_language(latest) if latest else runtime.UNKNOWN_LANGUAGE
+    return ChatMessage(
+        "system",
+        runtime.render_system_prompt(
+            bot.system_prompt, language=language, customer_name=customer_name
+        ),
+    )
 
 
-def grounded_request(messages: list[ChatMessage]) -> ReplyRequest:
+def grounded_request(
+    messages: list[ChatMessage], bot: runtime.BotConfig | None = None
+) -> ReplyRequest:
     """A request for these messages with what the knowledge base has for the latest one: the
     passages the answer may use go into the system prompt, and the request carries them for
-    the provider and for mapping citations back to articles."""
-    knowledge = grounding.ground(messages)
+    the provider and for mapping citations back to articles. `bot`: the prompt version's
+    settings (model, sampling, budgets); default: today's settings."""
+    bot = bot or runtime.default_config()
+    knowledge = grounding.ground(messages, budget=bot.knowledge_tokens)
     return ReplyRequest(
         messages=grounding.with_knowledge(messages, knowledge),
-        model=settings.OPENAI_MODEL,
-        temperature=settings.OPENAI_TEMPERATURE,
-        max_tokens=settings.OPENAI_MAX_TOKENS,
+        model=bot.request_model,
+        temperature=bot.temperature,
+        top_p=bot.top_p,
+        max_tokens=bot.max_tokens,
+        stop=list(bot.stop),
         knowledge=knowledge,
     )
+
+
+def configured_provider(bot: runtime.BotConfig) -> Provider:
+    """The provider a version names, or the configured one."""
+    if bot.provider:
+        return llm.get_named_provider(bot.provider)
+    return llm.get_provider()
 
 
 def provider_for(request: ReplyRequest, configured: Provider) -> Provider:
@@ -297,14 +340,16 @@ def reply_sources(finished: Finished, text: str, request: ReplyRequest) -> list[
     return grounding.cited_sources(text, knowledge.passages)
 
 
-def answer_question(question: str) -> Finished:
+def answer_question(question: str, version: PromptVersion | None = None) -> Finished:
     """The bot's answer to a conversation of one message, grounded and abstaining as a reply
     would be, without streaming or storing it (for evaluations such as manage.py eval_kb).
-    Not retried: a ProviderError is raised as it comes."""
-    request = grounded_request([_system_message(), ChatMessage("user", question)])
+    `version`: the prompt version to answer with (default: the active one, else the built-in
+    settings). Not retried: a ProviderError is raised as it comes."""
+    bot = runtime.config_for(version if version is not None else studio_services.active_version())
+    request = grounded_request([_system_message(bot, question), ChatMessage("user", question)], bot)
     text: list[str] = []
     finished: Finished | None = None
-    for event in provider_for(request, llm.get_provider()).stream(request):
+    for event in provider_for(request, configured_provider(bot)).stream(request):
         if isinstance(event, TextDelta):
             text.append(event.text)
         else:
@@ -359,6 +404,8 @@ class ReplyWriter:
     def __init__(self, reply: Turn) -> None:
         self.reply = reply
         self.provider_name = llm.provider_name()
+        # The prompt version this reply uses (resolved in run(); None for the built-in default).
+        self.bot: runtime.BotConfig | None = None
         self.publisher = ReplyPublisher(reply)
         self.deadline = time.monotonic() + settings.REPLY_DEADLINE_S
         asked_at = reply.reply_to.created_at if reply.reply_to else reply.created_at
@@ -367,7 +414,11 @@ class ReplyWriter:
     def run(self) -> None:
         # Built before the reply starts: the first build in a process takes a while, and the
         # customer should see the reply start only once it is about to be asked for.
-        configured = llm.get_provider()
+        # The version is read once a reply, so an activation takes effect from the next turn.
+        self.bot = runtime.config_for_conversation(self.reply.conversation_id)
+        if self.bot.provider:
+            self.provider_name = self.bot.provider
+        configured = configured_provider(self.bot)
         request: ReplyRequest | None = None
         started = False
         error: ProviderError | None = None
@@ -377,7 +428,7 @@ class ReplyWriter:
                 if request is None:
                     # History and knowledge are read once a reply, not once an attempt (again
                     # only if the knowledge base could not be read).
-                    request = build_request(self.reply)
+                    request = build_request(self.reply, self.bot)
                     _release_database_connection()
                 if not started:
                     self.publisher.start()
@@ -453,6 +504,10 @@ class ReplyWriter:
             completion_tokens=finished.completion_tokens,
             sources=[source.as_dict() for source in sources],
             abstained=finished.abstained,
+            prompt_version=self.bot.version if self.bot else None,
+            cost=runtime.cost_of(
+                finished.model, finished.prompt_tokens, finished.completion_tokens
+            ),
             first_token_ms=self._ms_since_asked(attempt.first_token_at),
             duration_ms=self._ms_since_asked(time.time()),
         )
@@ -469,6 +524,7 @@ class ReplyWriter:
             status=Turn.Status.FAILED,
             text=APOLOGY,
             provider=self.provider_name,
+            prompt_version=self.bot.version if self.bot else None,
             error_code=code,
             duration_ms=self._ms_since_asked(time.time()),
         )

@@ -22,7 +22,7 @@ from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce, Left
 
 from conversations.events import _group_message
-from conversations.models import Conversation, Note, Turn
+from conversations.models import Conversation, Note, Turn, staff_name
 
 INBOX_GROUP = "inbox"
 PREVIEW_CHARS = 140
@@ -73,10 +73,6 @@ def customer_label(conversation: Conversation) -> str:
     return customer.display_name or customer.email or conversation.contact_email or str(customer)
 
 
-def _name(user: Any) -> str:
-    return str(user.get_short_name() or user.get_username())
-
-
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
@@ -100,7 +96,7 @@ def row(conversation: Conversation) -> dict[str, Any]:
         "last_message_at": _iso(conversation.last_message_at),
         "waiting_since": _iso(last_customer_at) if waiting else None,
         "unread": int(getattr(conversation, "unread", 0) or 0),
-        "assignee": {"id": assignee.pk, "name": _name(assignee)} if assignee else None,
+        "assignee": {"id": assignee.pk, "name": staff_name(assignee)} if assignee else None,
         "escalation_reason": conversation.escalation_reason or None,
         "escalated_at": _iso(conversation.escalated_at),
         "snoozed_until": _iso(conversation.snoozed_until),
@@ -144,7 +140,7 @@ def note_event(note: Note) -> dict[str, Any]:
         "id": note.pk,
         "text": note.text,
         "created": note.created_at.isoformat(),
-        "author_name": _name(author) if author else None,
+        "author_name": staff_name(author),
     }
 
 

@@ -14,6 +14,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from conversations.routing import websocket_urlpatterns  # noqa: E402
 from conversations.visitors import VisitorMiddleware  # noqa: E402
 from inbox.routing import websocket_urlpatterns as inbox_websocket_urlpatterns  # noqa: E402
+from studio.routing import websocket_urlpatterns as studio_websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
@@ -21,7 +22,13 @@ application = ProtocolTypeRouter(
         "websocket": AllowedHostsOriginValidator(
             # /ws/inbox/ authenticates staff by their session (inbox/routing.py); the visitor
             # cookie means nothing there.
-            VisitorMiddleware(URLRouter(inbox_websocket_urlpatterns + websocket_urlpatterns))
+            VisitorMiddleware(
+                URLRouter(
+                    inbox_websocket_urlpatterns
+                    + studio_websocket_urlpatterns
+                    + websocket_urlpatterns
+                )
+            )
         ),
     }
 )

@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "inbox",
     "conversations",
     "knowledge",
+    "studio",
 ]
 
 MIDDLEWARE = [
@@ -178,6 +179,9 @@ CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 32 * 1024)
 # "<messages>/<seconds>" per customer.
 CHAT_RATE_LIMIT = os.environ.get("CHAT_RATE_LIMIT", "20/60")
 CHAT_HISTORY_TURNS = env_int("CHAT_HISTORY_TURNS", 20)
+# Estimated tokens of history in a prompt when no prompt version is active (a version sets its
+# own); older turns become one short summary line.
+CHAT_HISTORY_TOKENS = env_int("CHAT_HISTORY_TOKENS", 1500)
 CHAT_VISITOR_COOKIE = "sb_visitor"
 CHAT_VISITOR_MAX_AGE = 365 * 24 * 3600
 REPLY_LOG_TTL_S = env_int("REPLY_LOG_TTL_S", 3600)

@@ -192,3 +192,18 @@ def test_it_creates_the_demo_team_with_their_roles_once(settings, tmp_path):
     assert olivia.has_perm("conversations.export_conversations")
     assert demo.is_superuser
     assert User.objects.count() == 3
+
+
+def test_it_turns_selected_conversations_into_test_cases_for_operators_only(
+    olivia_operator, anna_agent
+):
+    from studio.models import TestCase
+
+    carla = conversation("Carla")
+    response = export(logged_in(anna_agent), "make_test_cases", [carla])
+    assert not TestCase.objects.exists()  # agents may not
+    response = export(logged_in(olivia_operator), "make_test_cases", [carla])
+    assert response.status_code == 302
+    case = TestCase.objects.get()
+    assert case.message == "Hello from Carla" and case.test_set.name == "From conversations"
+    assert case.source_conversation == carla

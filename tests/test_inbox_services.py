@@ -288,3 +288,21 @@ def test_it_summarises_and_suggests_offline(pending, alice_agent):
     assert "return" in suggestion.text.lower()
     # Nothing went to the customer.
     assert not Turn.objects.filter(conversation=pending, author="agent").exists()
+
+
+def test_it_names_an_agent_without_a_first_name_by_username_to_the_customer(pending):
+    nameless = personas.make_user("sam_nofirst", "", "Agents")
+    services.take_over(pending.pk, nameless)
+    turn = services.agent_reply(pending.pk, nameless, "Hi, Sam here")
+    assert turn.as_event()["author_name"] == "sam_nofirst"
+
+
+def test_it_gives_a_conversation_resolved_and_reopened_by_the_customer_back_to_the_bot(
+    pending, alice_agent
+):
+    services.take_over(pending.pk, alice_agent)
+    services.resolve(pending.pk, alice_agent)
+    posted = chat_services.post_customer_message(fresh(pending), "again-1", "One more question")
+    conversation = fresh(pending)
+    assert (conversation.status, conversation.assignee) == ("open", None)
+    assert posted.reply is not None  # the bot answers again

@@ -10,6 +10,8 @@ from .base import Provider
 
 _lock = threading.Lock()
 _cached: tuple[tuple[object, ...], Provider] | None = None
+# Providers a prompt version names explicitly ("openai", "offline"), by name.
+_named: dict[str, tuple[tuple[object, ...], Provider]] = {}
 
 
 def _config() -> tuple[object, ...]:
@@ -37,6 +39,17 @@ def get_provider() -> Provider:
         if _cached is None or _cached[0] != config:
             _cached = (config, _build(provider_name()))
         return _cached[1]
+
+
+def get_named_provider(name: str) -> Provider:
+    """A provider by name (a prompt version's `provider`), built once per process as well."""
+    config = _config()
+    with _lock:
+        cached = _named.get(name)
+        if cached is None or cached[0] != config:
+            cached = (config, _build(name))
+            _named[name] = cached
+        return cached[1]
 
 
 def _build(name: str) -> Provider:

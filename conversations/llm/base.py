@@ -92,6 +92,8 @@ class ReplyRequest:
     temperature: float = 0.3
     max_tokens: int = 512
     stop: list[str] = field(default_factory=list)
+    # None: not sent (the server's default).
+    top_p: float | None = None
     # None: nobody grounded this request (a provider called directly); the offline answerer
     # then grounds it itself.
     knowledge: Knowledge | None = None

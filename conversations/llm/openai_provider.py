@@ -102,6 +102,7 @@ class OpenAIProvider(Provider):
                         model=model,
                         messages=[_message(m) for m in request.messages],
                         temperature=request.temperature,
+                        top_p=request.top_p if request.top_p is not None else openai.omit,
                         max_tokens=request.max_tokens,
                         stop=request.stop or openai.omit,
                         stream=True,

@@ -13,6 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from conversations import roles
+from studio import services as studio_services
 
 # username -> (first name, group or None for a superuser)
 DEMO_TEAM = {
@@ -27,6 +28,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         call_command("load_demo_kb", verbosity=options["verbosity"])
+        # The bot's prompt as a first published, active version operators can build on.
+        studio_services.ensure_default_version()
         credentials = settings.VAR_DIR / "demo-credentials.txt"
         User = get_user_model()
         password = credentials.read_text().split()[-1] if credentials.exists() else None

@@ -1,0 +1,10 @@
+from django.apps import AppConfig
+
+
+class StudioConfig(AppConfig):
+    name = "studio"
+    verbose_name = "Prompt studio"
+
+    def ready(self) -> None:
+        from . import admin_eval  # noqa: F401  (test sets and runs in the admin)
+        from .admin_ab import ExperimentAdmin  # noqa: F401  (the A/B experiments' admin)
