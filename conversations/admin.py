@@ -145,6 +145,7 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
         "rating",
         "rating_comment",
         "rated_at",
+        "bot_usage",
     ]
     fields = [
         "id",
@@ -159,6 +160,7 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
         "resolved_at",
         ("rating", "rated_at"),
         "rating_comment",
+        "bot_usage",
     ]
     inlines = [TurnInline, NoteInline]
     show_full_result_count = False
@@ -223,6 +225,16 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
                 turn_total=Count("turns")
             )
         return queryset, True
+
+    @admin.display(description="Bot usage")
+    def bot_usage(self, obj: Conversation) -> str:
+        from studio import costs
+
+        totals = costs.per_conversation(obj.pk)
+        return (
+            f"replies: {totals['turns']}, tokens: {totals['prompt_tokens']:,} prompt + "
+            f"{totals['completion_tokens']:,} completion, cost: {totals['cost']:.4f}"
+        )
 
     @admin.display(description="Conversation", ordering="created_at")
     def short_id(self, obj: Conversation) -> str:

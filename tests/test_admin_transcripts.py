@@ -179,6 +179,18 @@ def test_it_shows_an_agent_the_transcript_with_its_notes_read_only(anna_agent):
     assert "notes-0-text" not in html  # shown, not editable
 
 
+def test_it_shows_what_the_bot_used_and_cost_in_a_conversation(olivia_operator):
+    from decimal import Decimal
+
+    carla = conversation("Carla")
+    Turn.objects.filter(conversation=carla, author="bot").update(
+        prompt_tokens=1200, completion_tokens=80, cost=Decimal("0.0042")
+    )
+    page = logged_in(olivia_operator).get(f"/admin/conversations/conversation/{carla.pk}/change/")
+    expected = "replies: 1, tokens: 1,200 prompt + 80 completion, cost: 0.0042"
+    assert expected in page.content.decode()
+
+
 def test_it_creates_the_demo_team_with_their_roles_once(settings, tmp_path):
     from django.core.management import call_command
 

@@ -135,3 +135,10 @@ async def test_a_message_resent_after_a_crash_before_its_reply_was_queued_gets_i
     reply = await database_sync_to_async(Turn.objects.get)(pk=reply_id)
     assert reply.status == "done" and reply_text(frames, reply_id) == reply.text
     await chat.disconnect()
+
+
+async def test_a_worker_builds_the_knowledge_index_before_its_first_reply(celery_worker):
+    await Article.objects.acreate(slug="warm", title="Warm up", body="Words to index. " * 5)
+    worker = await asyncio.to_thread(celery_worker)
+    # Before any message was sent: at start-up, not on the first customer's question.
+    await asyncio.to_thread(worker.wait_for_output, "knowledge index built", 30)
