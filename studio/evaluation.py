@@ -326,10 +326,10 @@ def _fmt(score: float) -> str:
 def gate(version: PromptVersion) -> str | None:
     """Why this version should not be activated without a reason, or None.
 
-    On every test set both it and the active version have a finished run on, the version's
-    latest overall score must be at least the active version's latest. No active version, no
-    finished run of the active one, or no run of this version on the same test set: None
-    (nothing says it is worse)."""
+    On every test set the active version has a finished run on, this version must have one
+    too (operators never ship a prompt blind) and its latest overall score must be at least
+    the active version's latest. No active version, or no finished run of the active one:
+    None (there is nothing to compare with)."""
     active = active_version()
     if active is None or active.pk == version.pk:
         return None
@@ -341,8 +341,13 @@ def gate(version: PromptVersion) -> str | None:
     for test_set in TestSet.objects.filter(pk__in=list(test_set_ids)).order_by("name"):
         theirs = latest_finished_run(active, test_set)
         mine = latest_finished_run(version, test_set)
-        if theirs is None or mine is None:
+        if theirs is None:
             continue
+        if mine is None:
+            return (
+                f"Not evaluated on '{test_set.name}', where the active version scores "
+                f"{_fmt(float(theirs.scores.get('overall', 0.0)))}"
+            )
         my_score = float(mine.scores.get("overall", 0.0))
         their_score = float(theirs.scores.get("overall", 0.0))
         if my_score < their_score:

@@ -173,7 +173,9 @@ def test_the_gate_blocks_a_version_that_scores_worse_than_the_active_one(active,
     candidate = published("Candidate")
     assert evaluation.gate(candidate) is None  # nothing evaluated yet
     finished_run(active, refunds, 0.84)
-    assert evaluation.gate(candidate) is None  # the candidate has no run on that test set
+    assert evaluation.gate(candidate) == (  # never shipped blind
+        "Not evaluated on 'Refunds', where the active version scores 0.84"
+    )
     finished_run(candidate, refunds, 0.71)
     assert evaluation.gate(candidate) == (
         "Scores 0.71 on 'Refunds' against 0.84 for the active version"
