@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from knowledge import embeddings
 from studio import runtime
 from studio import services as studio_services
 
@@ -419,6 +420,9 @@ class ReplyWriter:
         if self.bot.provider:
             self.provider_name = self.bot.provider
         configured = configured_provider(self.bot)
+        if self.reply.reply_to is not None:
+            _release_database_connection()
+            embeddings.warm_query(self.reply.reply_to.text)
         request: ReplyRequest | None = None
         started = False
         error: ProviderError | None = None

