@@ -218,3 +218,9 @@ def warm_query(text: str) -> None:
     embedder = get_embedder()
     if embedder is not None and text.strip():
         embedder.embed_query(text.strip()[:2000])
+
+
+def forget_queries() -> None:
+    """Empty the question-vector cache (for measurements)."""
+    with _query_cache_lock:
+        _query_cache.clear()
