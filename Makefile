@@ -60,7 +60,7 @@ test-production:
 
 lint: install-test
 	$(VENV)/bin/ruff check .
-	DEBUG=1 REDIS_URL=redis://unused:6379/0 $(VENV)/bin/mypy support_bot conversations knowledge inbox
+	DEBUG=1 REDIS_URL=redis://unused:6379/0 $(VENV)/bin/mypy support_bot conversations knowledge inbox studio
 
 bench: install-test
 	$(PY) bench/load.py
