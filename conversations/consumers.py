@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from . import events, handoff, protocol, services
-from .models import Conversation, Turn
+from .models import Conversation
 from .protocol import FrameError
 from .redis_clients import async_client, key
+from .sockets import FrameConsumer, FrameHandler
 
 logger = logging.getLogger(__name__)
 
 
-class ChatConsumer(AsyncWebsocketConsumer):
+class ChatConsumer(FrameConsumer):
     conversation: Conversation | None = None
-    group: str | None = None
+    close_on_too_large = True
 
     async def connect(self) -> None:
         # Accept first so that a refusal can explain itself before the close code.
@@ -48,37 +47,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 protocol.CLOSE_FORBIDDEN, "forbidden", "This conversation is not yours."
             )
             return
-        self.group = events.conversation_group(self.conversation.pk)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self._join(events.conversation_group(self.conversation.pk))
         snapshot = await database_sync_to_async(services.conversation_snapshot)(self.conversation)
         await self._send(snapshot)
 
-    async def disconnect(self, code: int) -> None:
-        if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+    def accepts_frames(self) -> bool:
+        return self.conversation is not None
 
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if self.conversation is None:
-            return
-        try:
-            frame = protocol.decode(text_data)
-            handler = {
-                "message": self._on_message,
-                "resume": self._on_resume,
-                "ping": self._on_ping,
-                "handoff": self._on_handoff,
-                "contact": self._on_contact,
-                "rate": self._on_rate,
-            }.get(frame["type"])
-            if handler is None:
-                raise FrameError("unknown_type", f"Unknown frame type {frame['type'][:40]!r}.")
-            await handler(frame)
-        except handoff.HandoffError as refused:
-            await self._send({"type": "error", "code": refused.code, "message": refused.message})
-        except FrameError as error:
-            await self._send(error.as_frame())
-            if error.code == "frame_too_large":
-                await self.close(code=protocol.CLOSE_TOO_LARGE)
+    def frame_handlers(self) -> dict[str, FrameHandler]:
+        return {
+            "message": self._on_message,
+            "resume": self._on_resume,
+            "ping": self._on_ping,
+            "handoff": self._on_handoff,
+            "contact": self._on_contact,
+            "rate": self._on_rate,
+        }
 
     async def _on_message(self, frame: dict[str, Any]) -> None:
         message = protocol.parse_message(frame)
@@ -98,20 +82,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
         if reply is None:
             raise FrameError("unknown_reply", "There is no such reply in this conversation.")
-        frames = await events.replay_after(reply.pk, resume.after)
-        for raw in frames:
-            await self.send(text_data=raw)
-        finished = reply.status in (Turn.Status.DONE, Turn.Status.FAILED)
-        if finished and not any(events.is_frame(raw, "reply.done") for raw in frames):
-            # The replay log has expired (or the client saw it all but the end): the stored
-            # turn is the authority. seq is past anything the client has applied.
-            await self._send({**events.done_frame(reply), "seq": resume.after + 1})
-
-    async def _on_ping(self, frame: dict[str, Any]) -> None:
-        await self._send({"type": "pong"})
+        await self._replay(reply, resume.after)
 
     async def _on_handoff(self, frame: dict[str, Any]) -> None:
-        """"Talk to a person". The change reaches every socket as `conversation.state`; when
+        """ "Talk to a person". The change reaches every socket as `conversation.state`; when
         nothing changed (already with the team), this socket still gets the state."""
         await self._check_rate_limit(None)
         asked = await database_sync_to_async(handoff.ask_for_person)(self._conversation())
@@ -152,14 +126,3 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 f"You're sending messages too quickly. Please wait {max(ttl, 1)} seconds.",
                 client_id,
             )
-
-    async def frame_forward(self, event: dict[str, Any]) -> None:
-        """A frame for every socket of this conversation, already serialised by events.py."""
-        await self.send(text_data=event["json"])
-
-    async def _send(self, frame: dict[str, Any]) -> None:
-        await self.send(text_data=json.dumps(frame, separators=(",", ":")))
-
-    async def _refuse(self, close_code: int, code: str, message: str) -> None:
-        await self._send({"type": "error", "code": code, "message": message})
-        await self.close(code=close_code)

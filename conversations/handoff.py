@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from . import events
 from .models import BusinessHours, Conversation, Customer, EscalationRule, Turn, staff_name
+from .protocol import Refused
 
 Status = Conversation.Status
 Reason = Conversation.Escalation
@@ -55,13 +56,11 @@ EMAIL_SAVED = "Thanks! We'll answer you at {email}."
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
-class HandoffError(Exception):
+class HandoffError(Refused):
     """A customer request refused, with a code for programs and a message for people."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(message, code)
 
 
 # --- Escalation rules -------------------------------------------------------------------------

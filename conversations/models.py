@@ -13,11 +13,14 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 
-def staff_name(user: Any) -> str | None:
+def display_name(user: Any) -> str:
     """A team member's name as customers and colleagues see it: first name, else username."""
-    if user is None:
-        return None
-    return str(user.get_short_name() or user.get_username()) or None
+    return str(user.get_short_name() or user.get_username())
+
+
+def staff_name(user: Any) -> str | None:
+    """display_name, or None for nobody (an unassigned conversation, a deleted agent)."""
+    return display_name(user) or None if user is not None else None
 
 
 class Customer(models.Model):

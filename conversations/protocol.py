@@ -20,17 +20,32 @@ CLOSE_TOO_LARGE = 1009
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
-class FrameError(Exception):
+class Refused(Exception):
+    """A request a socket or endpoint refuses: `code` for programs, the message for people.
+    Domain errors subclass it (FrameError, handoff, inbox, playground); sockets answer any of
+    them with an error frame."""
+
+    code = "refused"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def as_frame(self) -> dict[str, Any]:
+        return {"type": "error", "code": self.code, "message": self.message}
+
+
+class FrameError(Refused):
     """A frame the server refuses, with a code for programs and a message for people."""
 
     def __init__(self, code: str, message: str, client_id: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(message, code)
         self.client_id = client_id
 
     def as_frame(self) -> dict[str, Any]:
-        frame: dict[str, Any] = {"type": "error", "code": self.code, "message": self.message}
+        frame = super().as_frame()
         if self.client_id:
             frame["client_id"] = self.client_id
         return frame

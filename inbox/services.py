@@ -36,7 +36,8 @@ from django.utils import timezone
 
 from conversations import handoff
 from conversations.events import send_turn_on_commit
-from conversations.models import Conversation, Note, Turn
+from conversations.models import Conversation, Note, Turn, display_name
+from conversations.protocol import Refused
 
 from . import events
 
@@ -53,7 +54,7 @@ RESOLVED = "This conversation was resolved. If you need anything else, just writ
 REOPENED = "This conversation was reopened by our team."
 
 
-class InboxError(Exception):
+class InboxError(Refused):
     """A transition refused; `code` for programs, the message for people, `status` for HTTP."""
 
     status = 400
@@ -61,7 +62,6 @@ class InboxError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.message = message
 
     def as_dict(self) -> dict[str, Any]:
         return {"error": self.message, "code": self.code}
@@ -94,10 +94,6 @@ class WrongState(InboxError):
 
 class Invalid(InboxError):
     code = "invalid"
-
-
-def display_name(user: Any) -> str:
-    return str(user.get_short_name() or user.get_username())
 
 
 def _now() -> datetime:

@@ -20,7 +20,7 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from conversations.models import CannedResponse, Conversation
+from conversations.models import CannedResponse, Conversation, display_name
 
 from . import services
 
@@ -103,7 +103,7 @@ def _row(conversation: Conversation) -> JsonResponse:
 def _page_context(request: HttpRequest) -> dict[str, Any]:
     user: Any = request.user
     return {
-        "me": {"id": user.pk, "name": services.display_name(user)},
+        "me": {"id": user.pk, "name": display_name(user)},
         "ws_path": "/ws/inbox/",
         "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
         "company_name": settings.COMPANY_NAME,

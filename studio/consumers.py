@@ -13,20 +13,16 @@ Client → server:
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 
-from conversations import protocol
-from conversations.protocol import FrameError
+from conversations.protocol import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, FrameError
+from conversations.sockets import FrameConsumer, FrameHandler
 
 from . import evaluation, playground
 from .models import EvalRun
 
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_FORBIDDEN = 4403
 USE_PLAYGROUND = "studio.use_playground"
 RUN_EVALUATION = "studio.run_evaluation"
 # Playground requests one socket may have under way at once.
@@ -52,13 +48,11 @@ def _enqueue(request_id: str, args: tuple[Any, ...]) -> None:
     playground_reply.delay(request_id, *args)
 
 
-class StudioConsumer(AsyncWebsocketConsumer):
+class StudioConsumer(FrameConsumer):
     user: Any = None
     perms: set[str]
-    groups_joined: list[str]
 
     async def connect(self) -> None:
-        self.groups_joined = []
         self.perms = set()
         await self.accept()
         user = self.scope.get("user")
@@ -75,32 +69,15 @@ class StudioConsumer(AsyncWebsocketConsumer):
         self.perms = perms
         await self._send({"type": "hello", "permissions": sorted(perms)})
 
-    async def disconnect(self, code: int) -> None:
-        for group in getattr(self, "groups_joined", []):
-            await self.channel_layer.group_discard(group, self.channel_name)
+    def accepts_frames(self) -> bool:
+        return self.user is not None
 
-    async def _join(self, group: str) -> None:
-        if group not in self.groups_joined:
-            await self.channel_layer.group_add(group, self.channel_name)
-            self.groups_joined.append(group)
-
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if self.user is None:
-            return
-        try:
-            frame = protocol.decode(text_data)
-            handler = {
-                "playground": self._on_playground,
-                "watch_run": self._on_watch_run,
-                "ping": self._on_ping,
-            }.get(frame["type"])
-            if handler is None:
-                raise FrameError("unknown_type", f"Unknown frame type {frame['type'][:40]!r}.")
-            await handler(frame)
-        except FrameError as error:
-            await self._send(error.as_frame())
-        except playground.PlaygroundError as error:
-            await self._send({"type": "error", "code": error.code, "message": error.message})
+    def frame_handlers(self) -> dict[str, FrameHandler]:
+        return {
+            "playground": self._on_playground,
+            "watch_run": self._on_watch_run,
+            "ping": self._on_ping,
+        }
 
     def _require(self, permission: str) -> None:
         if permission not in self.perms:
@@ -121,11 +98,6 @@ class StudioConsumer(AsyncWebsocketConsumer):
         # The request's frames wait until this handler returns: "accepted" comes first.
         await self._send({"type": "playground.accepted", "request_id": request_id})
 
-    async def _leave(self, group: str) -> None:
-        if group in self.groups_joined:
-            self.groups_joined.remove(group)
-            await self.channel_layer.group_discard(group, self.channel_name)
-
     async def _on_watch_run(self, frame: dict[str, Any]) -> None:
         self._require(RUN_EVALUATION)
         run_id = frame.get("run_id")
@@ -137,16 +109,3 @@ class StudioConsumer(AsyncWebsocketConsumer):
             await self._leave(evaluation.run_group(run_id))
             raise FrameError("unknown_run", "There is no such evaluation run.")
         await self._send(progress)
-
-    async def _on_ping(self, frame: dict[str, Any]) -> None:
-        await self._send({"type": "pong"})
-
-    async def frame_forward(self, event: dict[str, Any]) -> None:
-        await self.send(text_data=event["json"])
-
-    async def _send(self, frame: dict[str, Any]) -> None:
-        await self.send(text_data=json.dumps(frame, separators=(",", ":")))
-
-    async def _refuse(self, close_code: int, code: str, message: str) -> None:
-        await self._send({"type": "error", "code": code, "message": message})
-        await self.close(code=close_code)

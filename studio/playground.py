@@ -41,6 +41,7 @@ from conversations.llm.base import (
     TextDelta,
 )
 from conversations.models import Conversation, Turn
+from conversations.protocol import Refused
 from conversations.services import configured_provider, provider_for, reply_sources
 
 from . import runtime
@@ -49,11 +50,9 @@ from .models import PromptVersion
 logger = logging.getLogger(__name__)
 
 
-class PlaygroundError(Exception):
+class PlaygroundError(Refused):
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(message, code)
 
 
 # --- A version's request ----------------------------------------------------------------------

@@ -1,0 +1,88 @@
+"""What every Support Bot websocket shares: JSON frames dispatched by their "type", refusals
+answered as error frames, groups joined for the socket's life, and keep-alive.
+
+Subclasses say which frames they take (`frame_handlers`) and whether they are ready for them
+(`accepts_frames`, false until connect() has authorised the socket).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from . import events, protocol
+from .models import Turn
+from .protocol import FrameError, Refused
+
+FrameHandler = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class FrameConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
+    # The customer chat closes the socket after an oversize frame (its documented protocol).
+    close_on_too_large = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.groups_joined: list[str] = []
+
+    def accepts_frames(self) -> bool:
+        raise NotImplementedError
+
+    def frame_handlers(self) -> Mapping[str, FrameHandler]:
+        raise NotImplementedError
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if not self.accepts_frames():
+            return
+        try:
+            frame = protocol.decode(text_data)
+            handler = self.frame_handlers().get(frame["type"])
+            if handler is None:
+                raise FrameError("unknown_type", f"Unknown frame type {frame['type'][:40]!r}.")
+            await handler(frame)
+        except Refused as refused:
+            await self._send(refused.as_frame())
+            if self.close_on_too_large and refused.code == "frame_too_large":
+                await self.close(code=protocol.CLOSE_TOO_LARGE)
+
+    async def disconnect(self, code: int) -> None:
+        for group in self.groups_joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def _join(self, group: str) -> None:
+        if group not in self.groups_joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.groups_joined.append(group)
+
+    async def _leave(self, group: str) -> None:
+        if group in self.groups_joined:
+            self.groups_joined.remove(group)
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def _replay(self, reply: Turn, after: int) -> None:
+        """Resend a reply's frames with seq > after from its replay log. When the log has
+        expired (or the client saw all but the end), the stored turn is the authority: its
+        final frame, with a seq past anything the client has applied."""
+        frames = await events.replay_after(reply.pk, after)
+        for raw in frames:
+            await self.send(text_data=raw)
+        finished = reply.status in (Turn.Status.DONE, Turn.Status.FAILED)
+        if finished and not any(events.is_frame(raw, "reply.done") for raw in frames):
+            await self._send({**events.done_frame(reply), "seq": after + 1})
+
+    async def _on_ping(self, frame: dict[str, Any]) -> None:
+        await self._send({"type": "pong"})
+
+    async def frame_forward(self, event: dict[str, Any]) -> None:
+        """A frame for every socket in a group, already serialised by its sender."""
+        await self.send(text_data=event["json"])
+
+    async def _send(self, frame: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(frame, separators=(",", ":")))
+
+    async def _refuse(self, close_code: int, code: str, message: str) -> None:
+        await self._send({"type": "error", "code": code, "message": message})
+        await self.close(code=close_code)
