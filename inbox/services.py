@@ -178,19 +178,7 @@ def _claim_updates(agent: User) -> dict[str, Any]:
 def take_over(conversation_id: uuid.UUID | str, agent: User) -> Conversation:
     """The agent owns the conversation from now on, and the bot stops answering. Atomic: of
     two agents taking it at once exactly one wins; the other gets TakenBy(winner's name)."""
-    pk = _uuid(conversation_id)
-    before = Conversation.objects.filter(pk=pk).values_list("assignee_id", flat=True).first()
-    conversation = _transition(
-        pk,
-        agent,
-        from_states=(Status.OPEN, Status.PENDING, Status.SNOOZED),
-        action="taken over (reopen it first)",
-        **_claim_updates(agent),
-    )
-    if before != agent.pk:
-        _system_turn(conversation, JOINED.format(name=display_name(agent)))
-    _changed(conversation)
-    return conversation
+    return _give(conversation_id, agent, owner=agent, action="taken over (reopen it first)")
 
 
 @transaction.atomic
@@ -202,17 +190,24 @@ def assign(conversation_id: uuid.UUID | str, agent: User, to_user_id: int) -> Co
         raise Invalid("That person can't work the inbox.")
     if target.pk == agent.pk:
         return take_over(conversation_id, agent)
+    return _give(conversation_id, agent, owner=target, action="assigned (reopen it first)")
+
+
+def _give(
+    conversation_id: uuid.UUID | str, agent: User, *, owner: User, action: str
+) -> Conversation:
+    """`agent` makes `owner` the conversation's owner; the customer hears who joined."""
     pk = _uuid(conversation_id)
     before = Conversation.objects.filter(pk=pk).values_list("assignee_id", flat=True).first()
     conversation = _transition(
         pk,
         agent,
         from_states=(Status.OPEN, Status.PENDING, Status.SNOOZED),
-        action="assigned (reopen it first)",
-        **_claim_updates(target),
+        action=action,
+        **_claim_updates(owner),
     )
-    if before != target.pk:
-        _system_turn(conversation, JOINED.format(name=display_name(target)))
+    if before != owner.pk:
+        _system_turn(conversation, JOINED.format(name=display_name(owner)))
     _changed(conversation)
     return conversation
 
