@@ -27,15 +27,7 @@ def bucket(experiment_id: int, conversation_id: uuid.UUID | str) -> int:
 def arm_for(conversation_id: uuid.UUID | str) -> PromptVersion | None:
     """The version this conversation gets from the running experiment, or None when no
     experiment runs (the active version then answers)."""
-    existing = (
-        ExperimentAssignment.objects.select_related("experiment", "version")
-        .filter(conversation_id=conversation_id)
-        .first()
-    )
-    if existing is not None:
-        if existing.experiment.status == Experiment.Status.RUNNING:
-            return existing.version
-        return None  # the experiment ended: back to the active version
+    # The running experiment first: with none (the usual case) that is the only query.
     experiment = (
         Experiment.objects.select_related("version_a", "version_b")
         .filter(status=Experiment.Status.RUNNING)
@@ -43,6 +35,14 @@ def arm_for(conversation_id: uuid.UUID | str) -> PromptVersion | None:
     )
     if experiment is None:
         return None
+    existing = (
+        ExperimentAssignment.objects.select_related("version")
+        .filter(conversation_id=conversation_id)
+        .first()
+    )
+    if existing is not None:
+        # In an earlier, stopped experiment: back to the active version.
+        return existing.version if existing.experiment_id == experiment.pk else None
     started = Conversation.objects.filter(pk=conversation_id).values_list("created_at", flat=True)
     if not started or started[0] < experiment.started_at:
         return None  # only conversations that began during the experiment take part
