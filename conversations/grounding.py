@@ -16,9 +16,14 @@
 The hits become numbered passages [1]..[n] that fit KB_PROMPT_TOKENS (estimated tokens, so the
 prompt stays bounded whatever the articles' length): a passage that doesn't fit whole is cut at
 a sentence end or dropped, and the best one is always kept. `with_knowledge` appends them to the
-system prompt with the rules (answer only from them, cite them as [1], say so and offer a person
-when they don't answer, never invent, answer in the customer's language), and `cited_sources`
-maps the [n] markers of the model's answer back to articles.
+system prompt with the rules (answer only from them, cite them as [1], reply with nothing but
+NO_ANSWER_MARKER when they don't answer, never invent, answer in the customer's language), and
+`cited_sources` maps the [n] markers of the model's answer back to articles.
+
+Retrieval alone can't tell a near miss ("how much does the hub cost?" when the articles mention
+the hub but no price), so the model's judgement counts too: a reply that is NO_ANSWER_MARKER
+becomes the same abstention as retrieval's (AbstainOnMarker): the same words, abstained, no
+sources, counted by the abstain streak; only the model's tokens are still paid for and recorded.
 
 Sources are only what an answer cites: a passage offered to the model but not cited is not
 shown as a source (the page must not claim an answer rests on an article it didn't use). The
@@ -31,6 +36,8 @@ again. A knowledge base that can't be read is a ProviderError worth retrying.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
 
@@ -50,14 +57,22 @@ from .llm.base import (
     ReplyRequest,
     Source,
     StreamEvent,
+    TextDelta,
     estimate_tokens,
 )
 from .llm.offline import ABSTAIN, paced_words, small_talk_kinds
+
+logger = logging.getLogger(__name__)
 
 Search = Callable[[str, int], list[Hit]]
 
 DEFAULT_PROMPT_PASSAGES = 4
 DEFAULT_PROMPT_TOKENS = 1200
+
+# What a model replies, and nothing else, when the passages don't answer the question. The reply
+# then abstains exactly as when retrieval finds nothing (AbstainOnMarker): our wording, counted
+# by the abstain streak, never the model's own "I couldn't find it".
+NO_ANSWER_MARKER = "[[NO_ANSWER]]"
 
 # The rules that go with the passages. "{last}" is the highest passage number.
 KNOWLEDGE_INSTRUCTIONS = (
@@ -66,8 +81,9 @@ KNOWLEDGE_INSTRUCTIONS = (
     "- Answer only from these passages. Add nothing that is not in them.\n"
     "- Cite each passage you use by its number in square brackets, such as [1] or [2], right "
     "after the sentence that uses it.\n"
-    "- If the passages don't answer the question, say plainly that you couldn't find it in our "
-    "help articles and offer to connect the customer with a person from our team.\n"
+    f"- If the passages don't contain the answer, reply with exactly {NO_ANSWER_MARKER} and "
+    "nothing else: no apology and no guess (we then tell the customer and offer a person from "
+    "our team).\n"
     "- Never invent policies, prices, dates, links or steps.\n"
     "- Answer in the language the customer writes in."
 )
@@ -303,3 +319,113 @@ class AbstainReply(Provider):
         yield Finished(
             model="", prompt_tokens=0, completion_tokens=estimate_tokens(ABSTAIN), abstained=True
         )
+
+
+class AbstainOnMarker(Provider):
+    """A provider's reply, unless the model replies NO_ANSWER_MARKER: then the same abstention as
+    AbstainReply's (the same words, abstained, no sources), with the model's usage, since its
+    tokens were paid for.
+
+    The start of a reply is held back only while it could still be the marker, which may arrive
+    in pieces ("[[NO_", "ANSWER]]") and after whitespace; a reply that starts any other way,
+    "[1]" included, flows on as soon as it can't be, so the first token is barely delayed.
+    Whatever follows a marker is discarded. A marker further into an answer is cut out (the
+    customer must never see it) and logged: the answer it follows stands, since it was already
+    on the customer's screen.
+    """
+
+    def __init__(self, provider: Provider) -> None:
+        self.provider = provider
+        self.name = provider.name
+
+    def stream(self, request: ReplyRequest) -> Iterator[StreamEvent]:
+        events = self.provider.stream(request)
+        try:
+            yield from self._relay(events)
+        finally:
+            # Stopping early (an abstention, a consumer that gives up) releases the model's
+            # connection now rather than when the generator is collected.
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+
+    def _relay(self, events: Iterator[StreamEvent]) -> Iterator[StreamEvent]:
+        held = ""  # the reply so far, while it could still be the marker
+        answer: _MarkerCutter | None = None  # once it can't
+        for event in events:
+            if isinstance(event, TextDelta):
+                if answer is not None:
+                    text = answer.feed(event.text)
+                else:
+                    held += event.text
+                    start = held.lstrip()
+                    if start.startswith(NO_ANSWER_MARKER):
+                        yield from _abstention(_finish_of(events))
+                        return
+                    if NO_ANSWER_MARKER.startswith(start):
+                        continue
+                    answer = _MarkerCutter()
+                    text = answer.feed(held)
+                if text:
+                    yield TextDelta(text)
+                continue
+            if answer is None and held.strip():
+                # All of the reply was the start of a marker: a marker cut short by max_tokens
+                # or a stop sequence is still the model saying the passages don't answer.
+                yield from _abstention(event)
+                return
+            rest = answer.flush() if answer is not None else held
+            if rest:
+                yield TextDelta(rest)
+            if answer is not None and answer.cut:
+                logger.warning("a model's answer went on to %s; cut out", NO_ANSWER_MARKER)
+            yield event
+
+
+def _finish_of(events: Iterator[StreamEvent]) -> Finished | None:
+    """The Finished at the end of the rest of a stream, whose text is discarded: read to the
+    end, since the usage report comes last."""
+    finished = None
+    for event in events:
+        if isinstance(event, Finished):
+            finished = event
+    return finished
+
+
+def _abstention(finished: Finished | None) -> Iterator[StreamEvent]:
+    """AbstainReply's words, with the model's usage."""
+    if finished is None:
+        # The stream ended without a finish: the reply writer retries that like any cut stream.
+        return
+    yield from paced_words(ABSTAIN)
+    yield dataclasses.replace(finished, sources=[], abstained=True)
+
+
+def _marker_start_at_end(text: str) -> int:
+    """The length of the longest end of `text` that a marker could go on from ("[[NO" -> 4)."""
+    for n in range(len(NO_ANSWER_MARKER) - 1, 0, -1):
+        if text.endswith(NO_ANSWER_MARKER[:n]):
+            return n
+    return 0
+
+
+class _MarkerCutter:
+    """Cuts NO_ANSWER_MARKER out of an answer as it streams, holding back only an end of the
+    text that could be the start of one (a citation's "[" waits for its number)."""
+
+    def __init__(self) -> None:
+        self.tail = ""
+        self.cut = False
+
+    def feed(self, text: str) -> str:
+        text = self.tail + text
+        if NO_ANSWER_MARKER in text:
+            text = text.replace(NO_ANSWER_MARKER, "")
+            self.cut = True
+        keep = _marker_start_at_end(text)
+        self.tail = text[len(text) - keep :]
+        return text[: len(text) - keep]
+
+    def flush(self) -> str:
+        tail, self.tail = self.tail, ""
+        return tail

@@ -326,31 +326,38 @@ def configured_provider(bot: runtime.BotConfig) -> Provider:
 
 def provider_for(request: ReplyRequest, configured: Provider) -> Provider:
     """The configured provider, unless the knowledge base has nothing good enough: then the
-    reply says so without asking any model."""
+    reply says so without asking any model. A model that replies that the passages don't
+    answer the question abstains the same way (grounding.AbstainOnMarker)."""
     if request.knowledge is not None and request.knowledge.abstain:
         return grounding.AbstainReply()
-    return configured
+    return grounding.AbstainOnMarker(configured)
 
 
 def reply_sources(finished: Finished, text: str, request: ReplyRequest) -> list[Source]:
     """The sources of a finished reply: those its provider named, or else the passages its
-    text cites by number (a model names its sources only that way)."""
+    text cites by number (a model names its sources only that way). An abstention has none."""
     knowledge = request.knowledge
+    if finished.abstained:
+        return []
     if finished.sources or knowledge is None or not knowledge.passages:
         return finished.sources
     return grounding.cited_sources(text, knowledge.passages)
 
 
-def answer_question(question: str, version: PromptVersion | None = None) -> Finished:
+def answer_question(
+    question: str, version: PromptVersion | None = None, provider: Provider | None = None
+) -> Finished:
     """The bot's answer to a conversation of one message, grounded and abstaining as a reply
     would be, without streaming or storing it (for evaluations such as manage.py eval_kb).
     `version`: the prompt version to answer with (default: the active one, else the built-in
-    settings). Not retried: a ProviderError is raised as it comes."""
+    settings); `provider`: the provider to ask instead of the version's (default: the one a
+    reply would ask). Not retried: a ProviderError is raised as it comes."""
     bot = runtime.config_for(version if version is not None else studio_services.active_version())
     request = grounded_request([_system_message(bot, question), ChatMessage("user", question)], bot)
     text: list[str] = []
     finished: Finished | None = None
-    for event in provider_for(request, configured_provider(bot)).stream(request):
+    configured = provider or configured_provider(bot)
+    for event in provider_for(request, configured).stream(request):
         if isinstance(event, TextDelta):
             text.append(event.text)
         else:
@@ -396,8 +403,9 @@ class ReplyWriter:
     """Streams a claimed reply to the customer; the one layer that retries provider errors.
 
     The request is grounded once (grounding.py), before the retries: when the knowledge base
-    has nothing good enough the reply abstains without asking the provider, and a model's [n]
-    citations become the reply's sources. Tokens are coalesced into frames about every
+    has nothing good enough the reply abstains without asking the provider, a model that
+    replies grounding.NO_ANSWER_MARKER abstains the same way, and a model's [n] citations
+    become the reply's sources. Tokens are coalesced into frames about every
     REPLY_FLUSH_INTERVAL_S, except the first, which goes out at once so the customer sees the
     reply start as early as possible.
     """
@@ -492,12 +500,19 @@ class ReplyWriter:
         assert finished is not None
         text = "".join(attempt.text)
         sources = reply_sources(finished, text, request)
-        if not sources and request.knowledge is not None and request.knowledge.passages:
-            # Maybe a fair "I couldn't find that", maybe an answer from elsewhere: worth a look.
+        offered = len(request.knowledge.passages) if request.knowledge is not None else 0
+        if offered and finished.abstained:
+            # A near miss retrieval let through, or a passage the model misread: worth a look.
             logger.info(
-                "reply %s cites none of the %d passages it was given",
+                "reply %s: the model found no answer in the %d passages it was given",
                 self.reply.pk,
-                len(request.knowledge.passages),
+                offered,
+            )
+        elif offered and not sources:
+            # An answer from elsewhere, or an "I couldn't find it" in the model's own words:
+            # worth a look.
+            logger.info(
+                "reply %s cites none of the %d passages it was given", self.reply.pk, offered
             )
         stored = self.reply.finish_reply(
             status=Turn.Status.DONE,

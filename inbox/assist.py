@@ -102,7 +102,9 @@ def _transcript(turns: list[Turn]) -> str:
 
 
 def _complete(request: ReplyRequest) -> tuple[str, Finished | None]:
-    provider = llm.get_provider()
+    # A grounded prompt tells the model to reply grounding.NO_ANSWER_MARKER when the passages
+    # don't answer: that must never end up in a draft an agent could send.
+    provider = grounding.AbstainOnMarker(llm.get_provider())
     text: list[str] = []
     finished: Finished | None = None
     for event in provider.stream(request):
@@ -158,6 +160,9 @@ def suggestion(conversation: Conversation) -> AssistResult:
         answer = answer_from(knowledge)
         return AssistResult("suggest", answer.text, [s.as_dict() for s in answer.sources])
     text, finished = _complete(request)
+    if finished is not None and finished.abstained:
+        # The model found no answer in the passages: the bot's abstain words are no draft.
+        return AssistResult("suggest", "", notice=NOTHING_FOUND)
     sources = reply_sources(finished, text, request) if finished else []
     return AssistResult("suggest", text, [s.as_dict() for s in sources])
 

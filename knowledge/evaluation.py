@@ -8,6 +8,12 @@ A question set is JSON Lines, one question per line::
 
 `expected` is an article slug, or "none" when the knowledge base has no answer. `kind` is
 optional and only groups the figures.
+
+The answerer is the offline answerer by default, so the figures measure the knowledge base and
+cost nothing. With a model configured, `bot_answerer("model")` asks it with the grounded prompt
+each question, as a reply would: a model that replies that the passages don't answer
+(conversations.grounding.NO_ANSWER_MARKER) abstains, so near misses retrieval lets through are
+measured too.
 """
 
 from __future__ import annotations
@@ -159,6 +165,45 @@ def read_questions(path: Path | str) -> list[Question]:
 
 
 Answerer = Callable[[str], AnswerOutcome]
+
+ANSWERERS = ("offline", "model")
+
+
+class AnswererUnavailable(ValueError):
+    """The answerer asked for can't run with this configuration; the message says why."""
+
+
+def bot_answerer(kind: str = "offline") -> Answerer:
+    """The bot answering each question as a one-message conversation, grounded and abstaining as
+    a reply would: "offline" with the offline answerer whatever is configured, "model" with the
+    configured provider (the active prompt version's, else LLM_PROVIDER)."""
+    # Imported here: the conversations app builds on this one.
+    from conversations import llm, services
+    from studio import runtime
+    from studio import services as studio_services
+
+    if kind == "offline":
+        provider = llm.get_named_provider("offline")
+    elif kind == "model":
+        provider = services.configured_provider(
+            runtime.config_for(studio_services.active_version())
+        )
+        if provider.name == "offline":
+            raise AnswererUnavailable(
+                "--answerer model needs a model, but the offline answerer is configured: set "
+                "LLM_PROVIDER=openai and OPENAI_* (or activate a prompt version that names one)."
+            )
+    else:
+        raise AnswererUnavailable(f"unknown answerer {kind!r}: one of {', '.join(ANSWERERS)}")
+
+    def answer(question: str) -> AnswerOutcome:
+        finished = services.answer_question(question, provider=provider)
+        return AnswerOutcome(
+            abstained=finished.abstained,
+            source_article_ids=tuple(s.article_id for s in finished.sources if s.article_id),
+        )
+
+    return answer
 
 
 def evaluate(

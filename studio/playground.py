@@ -9,9 +9,15 @@ Frames (JSON, on /ws/studio/):
   {"type":"playground.start","request_id":…}
   {"type":"playground.delta","request_id":…,"seq":n,"text":"…"}
   {"type":"playground.done","request_id":…,"text":…,"messages":[{"role","content"}…],
-   "sources":[…],"model":…,"abstained":…,"prompt_tokens":…,"completion_tokens":…,
-   "cost":"0.000123"|null,"currency":"USD"|null,"ttft_ms":…,"total_ms":…}
+   "sources":[…],"model":…,"abstained":…,"abstained_by":"retrieval"|"model"|null,
+   "prompt_tokens":…,"completion_tokens":…,"cost":"0.000123"|null,"currency":"USD"|null,
+   "ttft_ms":…,"total_ms":…}
   {"type":"playground.error","request_id":…,"code":…,"message":…}
+
+The reply is what a customer would see: when the model replies grounding.NO_ANSWER_MARKER, the
+abstention a customer would get, not the marker. `abstained_by` tells the operator who decided
+("retrieval": no passage good enough, no model asked; "model": the model found no answer in the
+passages it was given), which is what a prompt change can affect.
 """
 
 from __future__ import annotations
@@ -85,6 +91,7 @@ class Answer:
     messages: list[ChatMessage]
     cost: Decimal | None = None
     currency: str | None = None
+    abstained_by: str | None = None  # "retrieval" or "model" when abstained
 
     def usage_frame(self) -> dict[str, Any]:
         return {
@@ -93,6 +100,7 @@ class Answer:
             "sources": [s.as_dict() for s in self.sources],
             "model": self.model,
             "abstained": self.abstained,
+            "abstained_by": self.abstained_by,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "cost": None if self.cost is None else str(self.cost),
@@ -148,6 +156,10 @@ def answer(
     full = "".join(text)
     model = finished.model or ("" if finished.abstained else request.model)
     cost, currency = price_of(model, finished.prompt_tokens, finished.completion_tokens)
+    abstained_by = None
+    if finished.abstained:
+        retrieval_abstained = request.knowledge is not None and request.knowledge.abstain
+        abstained_by = "retrieval" if retrieval_abstained else "model"
     return Answer(
         text=full,
         sources=reply_sources(finished, full, request),
@@ -160,6 +172,7 @@ def answer(
         messages=list(request.messages),
         cost=cost,
         currency=currency or None,
+        abstained_by=abstained_by,
     )
 
 

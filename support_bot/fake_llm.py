@@ -16,10 +16,15 @@ Endpoints:
                                         "retry_after_ms", "error_code", "cut_after", "clean_eof",
                                         "hang_s"}
     GET  /_control/faults              the fault now armed
+    POST /_control/replies             {"replies": [["[[NO_", "ANSWER]]"], ...]}: the next chat
+                                        requests, one each and in order, get these tokens (one
+                                        SSE chunk each) instead of the deterministic reply;
+                                        queued after any still waiting
     GET  /_control/requests            the chat requests received, oldest first: [{index,
                                         arrived_at, client, body, headers, retry_count (from
                                         x-stainless-retry-count), fault, outcome}]
-    POST /_control/reset               disarm the fault, forget the recorded requests
+    POST /_control/reset               disarm the fault, forget the recorded requests and the
+                                        scripted replies
 
 The API key "bad-key" is always refused with a 401, like an invalid key on the real API.
 """
@@ -209,6 +214,16 @@ class Fault:
         )
 
 
+def _scripted_replies(data: Any) -> list[list[str]]:
+    """The replies of a POST /_control/replies body, checked."""
+    replies = data.get("replies") if isinstance(data, dict) else None
+    if not isinstance(replies, list) or not all(
+        isinstance(r, list) and all(isinstance(t, str) for t in r) for r in replies
+    ):
+        raise ValueError('expected {"replies": [[token, ...], ...]}')
+    return replies
+
+
 class State:
     """What the control API changes. One event loop: no locks needed."""
 
@@ -216,10 +231,14 @@ class State:
         self.fault = fault or Fault()
         self.requests: deque[dict[str, Any]] = deque(maxlen=MAX_RECORDED_REQUESTS)
         self.count = 0
+        # Replies a test scripted for the next requests, oldest first: what a real model may say
+        # and the deterministic one never does.
+        self.scripted: deque[list[str]] = deque()
 
     def reset(self) -> None:
         self.fault = Fault()
         self.requests.clear()
+        self.scripted.clear()
 
     def take_fault(self) -> Fault | None:
         """The fault for the request now arriving, counting it against `times`."""
@@ -356,6 +375,14 @@ class FakeLLM:
                 await _send_json(send, 400, _error_body(str(exc), "invalid_request_error", None))
                 return
             await _send_json(send, 200, _dumps(asdict(state.fault)).encode())
+        elif action == "replies" and method == "POST":
+            try:
+                replies = _scripted_replies(json.loads(body or b"{}"))
+            except (ValueError, TypeError) as exc:
+                await _send_json(send, 400, _error_body(str(exc), "invalid_request_error", None))
+                return
+            state.scripted.extend(replies)
+            await _send_json(send, 200, _dumps({"queued": len(state.scripted)}).encode())
         elif action == "faults" and method == "GET":
             await _send_json(send, 200, _dumps(asdict(state.fault)).encode())
         elif action == "requests" and method == "GET":
@@ -404,9 +431,13 @@ class FakeLLM:
 
         messages = body["messages"]
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
-        n = min(self.reply_tokens, limit) if limit else self.reply_tokens
-        tokens, stopped = apply_stop(expected_reply(messages, n), body.get("stop"))
-        finish = "stop" if stopped or not limit or limit >= self.reply_tokens else "length"
+        scripted = self.state.scripted.popleft() if self.state.scripted else None
+        record["scripted"] = scripted is not None
+        full = len(scripted) if scripted is not None else self.reply_tokens
+        n = min(full, limit) if limit else full
+        reply = scripted[:n] if scripted is not None else expected_reply(messages, n)
+        tokens, stopped = apply_stop(reply, body.get("stop"))
+        finish = "stop" if stopped or not limit or limit >= full else "length"
         if fault and fault.fault == "content_filter":
             tokens, finish = tokens[: fault.cut_after], "content_filter"
         prompt_tokens = estimate_prompt_tokens(messages)
@@ -463,6 +494,7 @@ class FakeLLM:
             "retry_count": int(retry_count) if retry_count and retry_count.isdigit() else None,
             "headers": headers,
             "fault": None,  # the fault applied to it, if any
+            "scripted": False,  # whether it got a scripted reply
             "outcome": None,  # set when answered: "complete", "client_gone", "cut" or a status
         }
         self.state.requests.append(record)

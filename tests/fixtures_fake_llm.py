@@ -5,6 +5,7 @@ each test and is what tests use:
 
     def test_it_streams(fake_llm):
         fake_llm.set_fault("429", retry_after=2)
+        fake_llm.script(["Hello", " there"])  # the next request's reply, chunk by chunk
         client = openai.OpenAI(base_url=fake_llm.base_url, api_key="x")
         ...
         assert fake_llm.requests()[0]["retry_count"] == 0
@@ -58,6 +59,12 @@ class FakeLLMServer:
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result
+
+    def script(self, *replies: list[str]) -> None:
+        """The next chat requests, one each, get these replies: lists of tokens, each token one
+        SSE chunk (["[[NO_", "ANSWER]]"] sends a marker in two pieces)."""
+        response = httpx2.post(f"{self.url}/_control/replies", json={"replies": list(replies)})
+        response.raise_for_status()
 
     def requests(self) -> list[dict[str, Any]]:
         """The chat requests received since the last reset: body, headers, retry_count, ..."""

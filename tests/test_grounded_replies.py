@@ -175,8 +175,9 @@ def test_it_puts_the_numbered_passages_and_the_rules_into_the_models_prompt(mode
     assert sorted(titles) == [1, 2]
     instructions = grounding.KNOWLEDGE_INSTRUCTIONS.format(last=2)
     assert instructions in prompt
-    for rule in ("Answer only from these passages", "[1] or [2]", "person", "Never invent"):
+    for rule in ("Answer only from these passages", "[1] or [2]", "Never invent"):
         assert rule in instructions
+    assert f"reply with exactly {grounding.NO_ANSWER_MARKER} and nothing else" in instructions
     # Each passage is there under its number, in full (it fits the default budget).
     section = passages_section(request)
     for n, title in titles.items():

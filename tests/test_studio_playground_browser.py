@@ -62,6 +62,7 @@ def test_the_playground_streams_a_drafts_reply_and_shows_what_was_sent(
         assert page.locator('[data-field="ttft"]').inner_text().endswith(" ms")
         assert page.locator('[data-field="total"]').inner_text().endswith(" ms")
         assert page.locator('[data-field="cost"]').inner_text()
+        assert page.locator('[data-field="abstained"]').inner_text() == "no"
         prompt = page.get_by_role("list", name="Prompt messages")
         system = prompt.locator('[data-role="system"]').inner_text()
         # The template, filled in, with the retrieved passages after it.

@@ -12,6 +12,11 @@
   const details = root.querySelector(".playground-details");
   const promptList = root.querySelector(".prompt-messages");
   let current = null; // the request id whose frames we show
+  // Who decided the bot can't answer: a prompt change can only affect the model's decision.
+  const ABSTAINED_BY = {
+    retrieval: "yes: no help-article passage was good enough (no model asked)",
+    model: "yes: the model found no answer in the passages it was given",
+  };
   let lastSeq = 0;
 
   function field(name, value) {
@@ -31,6 +36,7 @@
       ),
     );
     field("model", frame.model || (frame.abstained ? "none (abstained)" : "—"));
+    field("abstained", ABSTAINED_BY[frame.abstained_by] || (frame.abstained ? "yes" : "no"));
     field("prompt_tokens", String(frame.prompt_tokens ?? 0));
     field("completion_tokens", String(frame.completion_tokens ?? 0));
     field("cost", frame.cost === null || frame.cost === undefined ? "no price for this model" : `${frame.cost} ${frame.currency || ""}`.trim());

@@ -12,31 +12,23 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.test.utils import override_settings
 
 from knowledge.evaluation import (
-    AnswerOutcome,
+    ANSWERERS,
+    AnswererUnavailable,
     Question,
     QuestionSetError,
     Report,
+    bot_answerer,
     evaluate,
     read_questions,
 )
 
 
-def bot_answerer(question: str) -> AnswerOutcome:
-    """The configured provider answering a one-message conversation, as the bot would."""
-    from conversations.services import answer_question
-
-    finished = answer_question(question)
-    return AnswerOutcome(
-        abstained=finished.abstained,
-        source_article_ids=tuple(s.article_id for s in finished.sources if s.article_id),
-    )
-
-
 class Command(BaseCommand):
     help = (
         "Run a question set (JSON Lines: question, expected slug or 'none', optional kind) "
-        "through retrieval and the bot's answerer; print hit@1, hit@3, MRR, abstention "
-        "precision and recall, and latency."
+        "through retrieval and the bot's answerer (offline, or the configured model with "
+        "--answerer model); print hit@1, hit@3, MRR, abstention precision and recall, and "
+        "latency."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -45,6 +37,15 @@ class Command(BaseCommand):
             "--min-confidence",
             type=float,
             help="Evaluate with this abstain threshold instead of KB_MIN_CONFIDENCE.",
+        )
+        parser.add_argument(
+            "--answerer",
+            choices=ANSWERERS,
+            default="offline",
+            help=(
+                "Who answers: the offline answerer (default), or the configured model with the "
+                "grounded prompt, whose 'the passages don't answer this' counts as an abstention."
+            ),
         )
         parser.add_argument("--misses", action="store_true", help="List every wrong outcome.")
         parser.add_argument("--json", action="store_true", help="Print the figures as JSON.")
@@ -68,21 +69,27 @@ class Command(BaseCommand):
                 sys.stderr.write(f"\r{done}/{len(questions)} questions")
                 sys.stderr.flush()
 
-        report = evaluate(questions, bot_answerer, progress=progress)
+        try:
+            answerer = bot_answerer(options["answerer"])
+        except AnswererUnavailable as exc:
+            raise CommandError(str(exc)) from exc
+        report = evaluate(questions, answerer, progress=progress)
         if sys.stderr.isatty():
             sys.stderr.write("\n")
         if options["json"]:
             figures: dict[str, Any] = dict(report.summary())
+            figures["answerer"] = options["answerer"]
             figures["by_kind"] = {k: r.summary() for k, r in report.by_kind().items()}
             self.stdout.write(json.dumps(figures, indent=2))
             return
-        self._print(report, options["misses"])
+        self._print(report, options["misses"], options["answerer"])
 
-    def _print(self, report: Report, misses: bool) -> None:
+    def _print(self, report: Report, misses: bool, answerer: str) -> None:
         s = report.summary()
         self.stdout.write(
             f"{s['questions']} questions ({s['answerable']} answerable), "
             f"threshold {settings.KB_MIN_CONFIDENCE:g}"
+            + (", answered by the model" if answerer == "model" else "")
         )
         rows = [
             ("hit@1", s["hit@1"]),
