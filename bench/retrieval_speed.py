@@ -7,7 +7,9 @@ database with its per-query "did the knowledge base change?" check.
 
 Runs on its own in-memory SQLite database; it touches nothing else (no Redis). Embedding
 5,000 passages takes minutes on 2 cores, so vectors are cached in var/bench/ between runs
-(--no-cache to measure embedding every time).
+(--no-cache to measure embedding every time). The ranker's title and sentence vectors (about
+six times as many texts) are random unit vectors unless --embed-sentences: a search's cost
+depends on their number, not their values.
 """
 
 from __future__ import annotations
@@ -40,10 +42,11 @@ django.setup()
 import numpy as np  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
-from knowledge import retrieval  # noqa: E402
+from knowledge import embeddings, retrieval  # noqa: E402
 from knowledge.embeddings import get_embedder  # noqa: E402
 from knowledge.indexing import sync_passages  # noqa: E402
 from knowledge.models import Article  # noqa: E402
+from knowledge.ranking import get_ranker  # noqa: E402
 from knowledge.services import DEMO_DIR, parse_front_matter  # noqa: E402
 
 
@@ -154,6 +157,11 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--no-cache", action="store_true", help="Always embed the corpus.")
+    parser.add_argument(
+        "--embed-sentences",
+        action="store_true",
+        help="Embed the titles and sentences for real (slow) instead of random vectors.",
+    )
     args = parser.parse_args()
     rng = random.Random(args.seed)
 
@@ -182,11 +190,34 @@ def main() -> None:
     vectors, embed_ms_per_passage = embed_all(passages, cache)
     embedder = get_embedder()
     # Through the embedder's own cache, so the database sync below reuses these vectors.
-    from knowledge import embeddings
 
     for passage, vector in zip(passages, vectors, strict=True):
         key = embeddings._cache_key(embedder.model_id, passage.indexed_text)
         embeddings._passage_cache[key] = vector
+
+    # The ranker's inputs: each passage's article-title vector and its sentences' vectors.
+    embeddings.PASSAGE_CACHE_SIZE = 10**6
+    sentence_lists = [retrieval.passage_sentences(p.text) for p in passages]
+    texts = list(
+        dict.fromkeys([p.title for p in passages] + [s for ss in sentence_lists for s in ss])
+    )
+    started = time.perf_counter()
+    if args.embed_sentences:
+        embedder.embed_passages_cached(texts)
+    else:
+        vector_rng = np.random.default_rng(args.seed)
+        random_vectors = vector_rng.normal(size=(len(texts), embedder.dim)).astype(np.float32)
+        random_vectors /= np.linalg.norm(random_vectors, axis=1, keepdims=True)
+        for text, vector in zip(texts, random_vectors, strict=True):
+            embeddings._passage_cache[embeddings._cache_key(embedder.model_id, text)] = vector
+    sentence_embed_s = time.perf_counter() - started
+    title_vectors = embedder.embed_passages_cached([p.title for p in passages])
+    sentence_owner = np.asarray(
+        [i for i, ss in enumerate(sentence_lists) for _ in ss], dtype=np.int64
+    )
+    sentence_vectors = embedder.embed_passages_cached([s for ss in sentence_lists for s in ss])
+    ranker = get_ranker()
+    assert ranker is not None, "knowledge/ranker.json is missing"
 
     build_ms = timed(lambda: retrieval.HybridIndex(passages, vectors, embedder), 3)
     build_cpu_ms = timed(
@@ -194,14 +225,25 @@ def main() -> None:
     )
     lexical = retrieval.BM25Index(passages)
     hybrid = retrieval.HybridIndex(passages, vectors, embedder)
+    ranked = retrieval.HybridIndex(
+        passages,
+        vectors,
+        embedder,
+        title_vectors=title_vectors,
+        sentence_vectors=sentence_vectors,
+        sentence_owner=sentence_owner,
+        ranker=ranker,
+    )
+    assert ranked.is_ranked
 
     queries = [make_query(rng, rng.choice(articles)) for _ in range(args.queries)]
     for query in queries[:30]:  # warm up
         hybrid.search(query, 3)
-    lexical_ms, hybrid_ms, embed_query_ms = [], [], []
+    lexical_ms, hybrid_ms, ranked_ms, embed_query_ms = [], [], [], []
     for query in queries:
         lexical_ms += timed(lambda q=query: lexical.search(q, 3), 1)
         hybrid_ms += timed(lambda q=query: hybrid.search(q, 3), 1)
+        ranked_ms += timed(lambda q=query: ranked.search(q, 3), 1)
         embed_query_ms += timed(lambda q=query: embedder.embed_query(q), 1)
 
     # Through the database: store the articles, sync passages, then the real search().
@@ -221,7 +263,10 @@ def main() -> None:
     incremental_ms = timed(lambda: retrieval.search("gift wrapping for my order", 3), 1)[0]
     found = retrieval.search("gift wrapping for my order", 1)
 
-    print(f"corpus: {args.articles} articles, {words:,} words, {len(passages):,} passages")
+    print(
+        f"corpus: {args.articles} articles, {words:,} words, {len(passages):,} passages,"
+        f" {len(sentence_owner):,} sentences"
+    )
     print(f"load average: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"split into passages:        {split_ms:8.0f} ms")
     if embed_ms_per_passage == embed_ms_per_passage:  # not NaN: measured this run
@@ -232,6 +277,10 @@ def main() -> None:
         )
     else:
         print("embed passages:             (all vectors from var/bench; --no-cache to measure)")
+    if args.embed_sentences:
+        print(f"embed titles + sentences:   {sentence_embed_s:8.0f} s ({len(texts):,} texts)")
+    else:
+        print("embed titles + sentences:   (random vectors; --embed-sentences to embed them)")
     print(
         f"hybrid index build:         {statistics.median(build_ms):8.0f} ms wall,"
         f" {statistics.median(build_cpu_ms):.0f} ms CPU (median of 3, in memory)"
@@ -247,7 +296,8 @@ def main() -> None:
         ("query embedding alone", embed_query_ms),
         ("lexical search, memory", lexical_ms),
         ("hybrid search, memory", hybrid_ms),
-        ("hybrid search() via DB", end_to_end),
+        ("ranked search, memory", ranked_ms),
+        ("ranked search() via DB", end_to_end),
     ):
         print(
             f"{name + ':':<28}p50 {percentile(samples, 50):6.2f} ms"

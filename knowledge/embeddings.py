@@ -211,6 +211,14 @@ def from_bytes(data: bytes | memoryview, dim: int) -> np.ndarray | None:
     return vector if vector.shape == (dim,) else None
 
 
+def matrix_from_bytes(data: bytes | memoryview, dim: int) -> np.ndarray | None:
+    """Vectors stored back to back (to_bytes of an (n, dim) array) as (n, dim)."""
+    flat = np.frombuffer(bytes(data), dtype="<f4")
+    if flat.size % dim:
+        return None
+    return flat.reshape(-1, dim)
+
+
 def warm_query(text: str) -> None:
     """Embed a question ahead of retrieval (no-op without an embedder). A reply calls this
     with its database connection released: embedding waits its turn for the model, and

@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
+from django.db.models import BooleanField, ExpressionWrapper, Q
 
 from .embeddings import Embedder, get_embedder, to_bytes
 from .models import Article, Passage, content_hash
-from .retrieval import article_passages
+from .retrieval import article_passages, passage_sentences
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +52,18 @@ def sync_passages(
         stale_passages.delete()
 
     stored: dict[int, tuple[str, bool]] = {}
-    for article_id, article_hash, embedding_model in Passage.objects.filter(
-        article__in=articles
-    ).values_list("article_id", "article_hash", "embedding_model"):
+    with_sentences = ExpressionWrapper(
+        Q(sentence_embeddings__isnull=False), output_field=BooleanField()
+    )
+    for article_id, article_hash, embedding_model, has_sentences in (
+        Passage.objects.filter(article__in=articles)
+        .annotate(has_sentences=with_sentences)
+        .values_list("article_id", "article_hash", "embedding_model", "has_sentences")
+    ):
         previous = stored.get(article_id)
-        up_to_date = embedding_model == model_id and (previous is None or previous[1])
+        # Passages embedded before sentence vectors existed are embedded again, once.
+        complete = has_sentences or embedder is None
+        up_to_date = embedding_model == model_id and complete and (previous is None or previous[1])
         stored[article_id] = (article_hash, up_to_date)
 
     todo: list[Article] = []
@@ -78,11 +86,16 @@ def _reindex(article: Article, embedder: Embedder | None) -> int:
     tags = [str(t) for t in article.tags] if isinstance(article.tags, list) else []
     pieces = article_passages(article.id, article.title, article.body or "", article.url, tags)
     article_hash = content_hash(article.title, article.body, article.url, article.tags)
-    vectors = (
-        embedder.embed_passages_cached([p.indexed_text for p in pieces])
-        if embedder is not None and pieces
-        else None
-    )
+    vectors = title_vector = None
+    sentence_vectors: list[bytes] = []
+    if embedder is not None and pieces:
+        vectors = embedder.embed_passages_cached([p.indexed_text for p in pieces])
+        title_vector = to_bytes(embedder.embed_passages_cached([article.title])[0])
+        for piece in pieces:
+            sentences = passage_sentences(piece.text)
+            sentence_vectors.append(
+                to_bytes(embedder.embed_passages_cached(sentences)) if sentences else b""
+            )
     rows = [
         Passage(
             article_id=article.id,
@@ -92,6 +105,8 @@ def _reindex(article: Article, embedder: Embedder | None) -> int:
             article_hash=article_hash,
             embedding=to_bytes(vectors[i]) if vectors is not None else None,
             embedding_model=embedder.model_id if vectors is not None and embedder else "",
+            title_embedding=title_vector,
+            sentence_embeddings=sentence_vectors[i] if vectors is not None else None,
         )
         for i, piece in enumerate(pieces)
     ]

@@ -60,6 +60,10 @@ class Passage(models.Model):
     # float32 little-endian, L2-normalised; empty when no embedding model was available.
     embedding = models.BinaryField(null=True, blank=True)
     embedding_model = models.CharField(max_length=100, blank=True, default="")
+    # For the ranker (knowledge.ranking): the article title's vector, and one vector per
+    # sentence of the passage (retrieval.passage_sentences), concatenated. Same format.
+    title_embedding = models.BinaryField(null=True, blank=True)
+    sentence_embeddings = models.BinaryField(null=True, blank=True)
 
     class Meta:
         ordering = ["article_id", "position"]

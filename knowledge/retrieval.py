@@ -57,6 +57,8 @@ from django.conf import settings
 from django.db.models import Count, Max
 
 from .embeddings import Embedder, get_embedder
+from .language import looks_english
+from .ranking import CANDIDATES, FEATURES, Ranker, get_ranker, similarity_feature
 
 logger = logging.getLogger(__name__)
 
@@ -282,19 +284,44 @@ def article_passages(
     ]
 
 
+_MARKDOWN_LINE_START = re.compile(r"^\s*(?:#{1,6}\s+|[-*+]\s+|\d{1,3}[.)]\s+|>\s*)")
+_MARKDOWN_EMPHASIS = re.compile(r"[*_`]+")
+_MARKDOWN_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
+MAX_SENTENCES_PER_PASSAGE = 16
+
+
+def passage_sentences(text: str) -> list[str]:
+    """The sentences (and list items) of a passage, as plain text, for sentence embeddings:
+    at least 3 words each, at most MAX_SENTENCES_PER_PASSAGE of them."""
+    sentences: list[str] = []
+    for line in text.split("\n"):
+        line = _MARKDOWN_LINE_START.sub("", line)
+        line = _MARKDOWN_EMPHASIS.sub("", _MARKDOWN_LINK.sub(r"\1", line)).strip()
+        for sentence in _SENTENCE_END.split(line):
+            sentence = sentence.strip()
+            if len(sentence.split()) >= 3:
+                sentences.append(sentence[:400])
+    return sentences[:MAX_SENTENCES_PER_PASSAGE]
+
+
 @dataclass(frozen=True)
 class IndexedKnowledge:
     """What an index is built from: passages and, when an embedder is configured and every
-    passage has a vector from it, their embeddings (one row per passage)."""
+    passage has a vector from it, their embeddings (one row per passage), with each passage's
+    article-title vector and sentence vectors (sentence_owner: the passage of each sentence
+    row) for the ranker."""
 
     passages: list[Passage]
     vectors: np.ndarray | None = None
+    title_vectors: np.ndarray | None = None
+    sentence_vectors: np.ndarray | None = None
+    sentence_owner: np.ndarray | None = None
 
 
 def load_published_passages() -> IndexedKnowledge:
     """The stored passages of every published article (all languages), in article order,
     brought up to date first (only changed articles are re-split and re-embedded)."""
-    from .embeddings import from_bytes, get_embedder
+    from .embeddings import from_bytes, get_embedder, matrix_from_bytes
     from .indexing import sync_passages
     from .models import Passage as StoredPassage
 
@@ -302,6 +329,9 @@ def load_published_passages() -> IndexedKnowledge:
     embedder = get_embedder()
     passages: list[Passage] = []
     vectors: list[np.ndarray] = []
+    titles: list[np.ndarray] = []
+    sentences: list[np.ndarray] = []
+    owners: list[int] = []
     rows = (
         StoredPassage.objects.filter(article__published=True)
         .order_by("article_id", "position")
@@ -315,12 +345,15 @@ def load_published_passages() -> IndexedKnowledge:
             "position",
             "embedding",
             "embedding_model",
+            "title_embedding",
+            "sentence_embeddings",
         )
     )
     complete = embedder is not None
-    for article_id, title, url, tags, heading, text, position, blob, model_id in rows.iterator(
-        chunk_size=2000
-    ):
+    ranked = embedder is not None  # every passage has its title and sentence vectors
+    for row in rows.iterator(chunk_size=2000):
+        article_id, title, url, tags, heading, text, position, blob, model_id = row[:9]
+        title_blob, sentence_blob = row[9:]
         tag_list = tuple(str(tag) for tag in tags) if isinstance(tags, list) else ()
         passages.append(Passage(article_id, title, url, text, heading, position, tag_list))
         if complete and embedder is not None:
@@ -331,8 +364,30 @@ def load_published_passages() -> IndexedKnowledge:
                 complete = False  # e.g. embedded by another process with another model
             else:
                 vectors.append(vector)
-    matrix = np.vstack(vectors) if complete and vectors else None
-    return IndexedKnowledge(passages, matrix)
+        if ranked and complete and embedder is not None:
+            title_vector = from_bytes(title_blob, embedder.dim) if title_blob else None
+            sentence_matrix = (
+                matrix_from_bytes(sentence_blob, embedder.dim)
+                if sentence_blob is not None
+                else None
+            )
+            if title_vector is None or sentence_matrix is None:
+                ranked = False
+            else:
+                titles.append(title_vector)
+                sentences.append(sentence_matrix)
+                owners.extend([len(passages) - 1] * len(sentence_matrix))
+    if not (complete and vectors):
+        return IndexedKnowledge(passages)
+    if not ranked:
+        return IndexedKnowledge(passages, np.vstack(vectors))
+    return IndexedKnowledge(
+        passages,
+        np.vstack(vectors),
+        np.vstack(titles),
+        np.vstack(sentences) if owners else np.zeros((0, len(vectors[0])), dtype=np.float32),
+        np.asarray(owners, dtype=np.int64),
+    )
 
 
 # --- Text analysis -------------------------------------------------------------------------
@@ -856,21 +911,25 @@ SEMANTIC_WEIGHT = 0.5
 
 
 class HybridIndex:
-    """BM25 plus sentence embeddings over the same passages, with one confidence scale.
+    """BM25 plus sentence embeddings over the same passages, with one confidence scale, and a
+    learned ranker on top when one is configured.
 
     Each passage gets a lexical confidence (BM25Index: the share of the question it covers) and
     a semantic one (the embedding model's cosine similarity rescaled so that an unrelated pair
     scores 0 and a clear match 1, see Embedder.semantic_confidence). The hybrid confidence is
     their weighted sum: SEMANTIC_WEIGHT for a question whose words the knowledge base all
-    knows, up to all semantic for one in a language or words it has never seen (BM25 has
-    nothing to say about those). Passages are ranked by the same sum with BM25's score
-    (relative to the best passage) in place of its confidence. So a paraphrase with no word in
-    common with the article, or a question in another language, can still be found, while a
-    passage about every word of the question is not beaten by a vague look-alike.
+    knows, up to all semantic for one in another language (BM25 has nothing to say about
+    those). Words unknown to the knowledge base in an *English* question are not a language gap
+    but a part of the question no article covers, so they don't shift the confidence's weight
+    (knowledge.language tells the two apart); they still shift the ranking's, which only orders
+    articles. Passages are ranked by the same sum with BM25's score (relative to the best
+    passage) in place of its confidence. So a paraphrase with no word in common with the
+    article, or a question in another language, can still be found, while a passage about
+    every word of the question is not beaten by a vague look-alike.
 
-    The weight and the model's scale were chosen on the questions in
-    tests/test_knowledge_retrieval.py and checked on knowledge/demo/eval.jsonl (`manage.py
-    eval_kb`). Without vectors it is the BM25 index alone.
+    With a ranker (knowledge.ranking) and the articles' title and sentence vectors, the best
+    CANDIDATES articles by that rank are re-ranked by the ranker, whose answerability model
+    gives their confidence. Without vectors it is the BM25 index alone.
     """
 
     def __init__(
@@ -880,6 +939,11 @@ class HybridIndex:
         embedder: Embedder | None = None,
         *,
         semantic_weight: float = SEMANTIC_WEIGHT,
+        title_vectors: np.ndarray | None = None,
+        sentence_vectors: np.ndarray | None = None,
+        sentence_owner: np.ndarray | None = None,
+        ranker: Ranker | None = None,
+        configured_ranker: bool = False,
     ) -> None:
         started = time.perf_counter()
         self.lexical = BM25Index(passages)
@@ -894,6 +958,40 @@ class HybridIndex:
         self.embedder = embedder if usable else None
         self.semantic_weight = semantic_weight
         self.article_ids = self.lexical.article_ids
+        # Articles are runs of consecutive passages (load_published_passages orders them so).
+        article_of = np.asarray([p.article_id for p in self.passages], dtype=np.int64)
+        starts = (
+            np.flatnonzero(np.r_[True, article_of[1:] != article_of[:-1]])
+            if len(article_of)
+            else np.zeros(0, dtype=np.int64)
+        )
+        self._article_starts = starts
+        self._article_index = (
+            np.cumsum(np.r_[False, article_of[1:] != article_of[:-1]])
+            if len(article_of)
+            else np.zeros(0, dtype=np.int64)
+        )
+        contiguous = len(set(article_of.tolist())) == len(starts)
+        # What the ranker's features need besides the passage vectors.
+        self.has_ranking_vectors = bool(
+            self.vectors is not None
+            and contiguous
+            and title_vectors is not None
+            and title_vectors.shape == self.vectors.shape
+            and sentence_vectors is not None
+            and sentence_owner is not None
+            and len(sentence_vectors) == len(sentence_owner)
+        )
+        if self.has_ranking_vectors:
+            assert title_vectors is not None and sentence_vectors is not None
+            assert sentence_owner is not None
+            self._title_vectors = title_vectors[starts]  # one row per article
+            self._sentence_vectors = sentence_vectors
+            self._sentence_article = self._article_index[sentence_owner]
+        # A given ranker, or with configured_ranker the one KB_RANKER_PATH names, looked up at
+        # each search so that a retrained ranker applies from the next question.
+        self._ranker = ranker
+        self._configured_ranker = configured_ranker
         self.build_seconds = time.perf_counter() - started
 
     def __len__(self) -> int:
@@ -903,38 +1001,187 @@ class HybridIndex:
     def is_hybrid(self) -> bool:
         return self.vectors is not None
 
+    @property
+    def ranker(self) -> Ranker | None:
+        """The ranker searches use now, if it fits this index (same embedding model)."""
+        ranker = get_ranker() if self._configured_ranker else self._ranker
+        if (
+            ranker is None
+            or not self.has_ranking_vectors
+            or self.embedder is None
+            or not ranker.usable_with(self.embedder.model_id)
+        ):
+            return None
+        return ranker
+
+    @property
+    def is_ranked(self) -> bool:
+        return self.ranker is not None
+
     def query_terms(self, query: str) -> list[QueryTerm]:
         return self.lexical.query_terms(query)
 
     def search(self, query: str, k: int = 3, *, distinct_articles: bool = True) -> list[Hit]:
         if k <= 0 or not self.passages or not query or not query.strip():
             return []
-        lexical = self.lexical.score(query)
-        if self.vectors is None or self.embedder is None:
+        scored = self._score(query)
+        if scored is None:
+            lexical = self.lexical.score(query)
             if lexical is None:
                 return []
             return self.lexical.hits(
                 lexical.rank, lexical.confidence, lexical, k, distinct_articles
             )
-        similarity = self.vectors @ self.embedder.embed_query(query[:2000])
+        ranker = self.ranker
+        if ranker is not None and distinct_articles:
+            candidates = self.candidates(scored, max(k, CANDIDATES))
+            probability, confidence = ranker.score(candidates.rows)
+            order = np.argsort(-probability, kind="stable")[:k]
+            return [
+                self._hit(
+                    int(candidates.passages[i]),
+                    float(probability[i]),
+                    float(confidence[i]),
+                    scored.lexical,
+                )
+                for i in order
+            ]
+        return self.lexical.hits(
+            scored.rank, scored.confidence, scored.lexical, k, distinct_articles
+        )
+
+    def _score(self, query: str) -> _HybridScores | None:
+        if self.vectors is None or self.embedder is None:
+            return None
+        lexical = self.lexical.score(query)
+        query_vector = self.embedder.embed_query(query[:2000])
+        similarity = self.vectors @ query_vector
         semantic = self.embedder.semantic_confidence(similarity)
+        english = looks_english(query)
         # The less of the question the knowledge base's vocabulary knows (another language,
-        # words no article uses), the less BM25 can say and the more the embedding decides.
+        # words no article uses), the less BM25 can say and the more the embedding ranks.
         known = lexical.known_share if lexical is not None else 0.0
-        semantic_weight = self.semantic_weight + (1 - self.semantic_weight) * (1 - known)
+        rank_weight = self.semantic_weight + (1 - self.semantic_weight) * (1 - known)
+        # For confidence, only another language shifts the weight (see the class doc).
+        confidence_weight = self.semantic_weight if english else rank_weight
         if lexical is None:
-            confidence = semantic
+            # No word of the question is indexed: all of an English one is uncovered.
+            confidence = self.semantic_weight * semantic if english else semantic
             rank = semantic.copy()
+            lexical_confidence = relative = np.zeros_like(semantic)
         else:
-            lexical_weight = 1 - semantic_weight
-            confidence = semantic_weight * semantic + lexical_weight * lexical.confidence
+            lexical_confidence = lexical.confidence
+            confidence = confidence_weight * semantic + (1 - confidence_weight) * lexical_confidence
             # Ranking uses BM25's own order (scaled to the best passage) rather than its
             # confidence: BM25 tells the passage about a word from one that mentions it.
             best = float(lexical.rank.max())
-            relative = lexical.rank / best if best > 0 else 0.0
-            rank = semantic_weight * semantic + lexical_weight * relative
-        rank += 1e-9  # every passage is a candidate; ties keep passage order
-        return self.lexical.hits(rank, confidence, lexical, k, distinct_articles)
+            relative = lexical.rank / best if best > 0 else np.zeros_like(semantic)
+            rank = rank_weight * semantic + (1 - rank_weight) * relative
+        rank = rank + 1e-9  # every passage is a candidate; ties keep passage order
+        return _HybridScores(
+            lexical,
+            query_vector,
+            similarity,
+            semantic,
+            lexical_confidence,
+            relative,
+            confidence,
+            rank,
+            known,
+            english,
+        )
+
+    def candidates(self, scored: _HybridScores, depth: int) -> Candidates:
+        """The `depth` best articles by hybrid rank: each one's best passage and the ranker's
+        feature row for it (knowledge.ranking.FEATURES, in that order)."""
+        starts = self._article_starts
+        # Each article's best passage: sort by (article, -rank), take each run's first.
+        order = np.lexsort((-scored.rank, self._article_index))
+        best = order[starts]
+        top = best[np.argsort(-scored.rank[best], kind="stable")[:depth]]
+        articles = self._article_index[top]
+        sentence_similarity = self._sentence_vectors @ scored.query_vector
+        per_article = np.full(len(starts), -np.inf)
+        np.maximum.at(per_article, self._sentence_article, sentence_similarity)
+        sentences = np.where(
+            np.isfinite(per_article[articles]), per_article[articles], scored.similarity[top]
+        )
+        all_titles = self._title_vectors @ scored.query_vector
+        titles = all_titles[articles]
+        confidence = scored.confidence[top]
+        similarity = scored.similarity[top]
+        n = len(top)
+        unknown = 1.0 - scored.known_share
+        columns = {
+            "hybrid_confidence": confidence,
+            "hybrid_rank_gap": scored.rank[top] - scored.rank.max(),
+            "hybrid_confidence_gap": confidence - scored.confidence[best].max(),
+            "lexical_confidence": scored.lexical_confidence[top],
+            "lexical_relative": scored.relative[top],
+            "semantic_confidence": scored.semantic[top],
+            "passage_similarity": similarity_feature(similarity),
+            "passage_similarity_gap": (similarity - scored.similarity.max()) * 10,
+            "sentence_similarity": similarity_feature(sentences),
+            "sentence_similarity_gap": (
+                sentences
+                - max(float(sentence_similarity.max(initial=-1.0)), float(sentences.max()))
+            )
+            * 10,
+            "title_similarity": similarity_feature(titles),
+            "title_similarity_gap": (titles - float(all_titles.max())) * 10,
+            "known_share": np.full(n, scored.known_share),
+            "not_english": np.full(n, 0.0 if scored.english else 1.0),
+            "unknown_english_share": np.full(n, unknown if scored.english else 0.0),
+        }
+        rows = (
+            np.column_stack([columns[name] for name in FEATURES])
+            if n
+            else np.zeros((0, len(FEATURES)))
+        )
+        return Candidates(passages=top, rows=rows)
+
+    def candidates_for(self, query: str, depth: int = CANDIDATES) -> Candidates | None:
+        """For training the ranker: the question's candidates and their feature rows."""
+        if not self.has_ranking_vectors:
+            return None
+        scored = self._score(query)
+        return None if scored is None else self.candidates(scored, depth)
+
+    def _hit(self, doc: int, score: float, confidence: float, lexical: LexicalScores | None) -> Hit:
+        passage = self.passages[doc]
+        return Hit(
+            article_id=passage.article_id,
+            title=passage.title,
+            url=passage.url,
+            text=passage.text,
+            score=score,
+            confidence=round(confidence, 4),
+            heading=passage.heading,
+            matched_terms=lexical.matched_terms(doc) if lexical else (),
+            query_terms=lexical.terms if lexical else (),
+        )
+
+
+@dataclass(frozen=True)
+class _HybridScores:
+    """One question's hybrid scores over every passage (arrays by passage)."""
+
+    lexical: LexicalScores | None
+    query_vector: np.ndarray
+    similarity: np.ndarray  # cosine
+    semantic: np.ndarray  # rescaled to [0, 1]
+    lexical_confidence: np.ndarray
+    relative: np.ndarray  # BM25 score relative to the best passage's
+    confidence: np.ndarray
+    rank: np.ndarray
+    known_share: float
+    english: bool
+
+
+@dataclass(frozen=True)
+class Candidates:
+    passages: np.ndarray  # passage index of each candidate article's best passage
+    rows: np.ndarray  # (candidates, len(FEATURES))
 
 
 class KnowledgeIndex:
@@ -967,13 +1214,23 @@ class KnowledgeIndex:
                 loaded = self._load()
                 if not isinstance(loaded, IndexedKnowledge):
                     loaded = IndexedKnowledge(list(loaded))
-                index = HybridIndex(loaded.passages, loaded.vectors, get_embedder())
+                index = HybridIndex(
+                    loaded.passages,
+                    loaded.vectors,
+                    get_embedder(),
+                    title_vectors=loaded.title_vectors,
+                    sentence_vectors=loaded.sentence_vectors,
+                    sentence_owner=loaded.sentence_owner,
+                    configured_ranker=True,
+                )
                 logger.info(
                     "knowledge index built: %d passages from %d articles in %.0f ms (%s)",
                     len(index),
                     len(index.article_ids),
                     index.build_seconds * 1000,
-                    "hybrid" if index.is_hybrid else "lexical",
+                    ("hybrid, ranked" if index.is_ranked else "hybrid")
+                    if index.is_hybrid
+                    else "lexical",
                 )
                 current = self._current = (signature, index)
             return current[1]

@@ -232,6 +232,9 @@ KB_EMBEDDING_CACHE_DIR = os.environ.get(
     "KB_EMBEDDING_CACHE_DIR", str(BASE_DIR / "var" / "cache" / "embeddings")
 )
 # Files larger than this are skipped by ingest_kb.
+# The learned ranker over retrieval's candidates (knowledge/ranking.py, `train_kb_ranker`):
+# unset for the shipped knowledge/ranker.json, "off" for the hybrid score alone.
+KB_RANKER_PATH = os.environ.get("KB_RANKER_PATH") or None
 KB_MAX_FILE_BYTES = env_int("KB_MAX_FILE_BYTES", 2 * 1024 * 1024)
 
 # --- Auth, i18n, static -----------------------------------------------------------------------

@@ -27,7 +27,6 @@ QUESTIONS = [
     ("where is my parcel?", "order-tracking"),
     ("my trackng number doesnt work", "order-tracking"),
     ("how long does delivery take", "shipping"),
-    ("is shipping free?", "shipping"),
     ("how much is express shiping", "shipping"),
     ("do you ship to canada", "international-shipping"),
     ("do I have to pay import duties on an order to the United States", "international-shipping"),
@@ -74,7 +73,11 @@ def top_slug(question: str) -> str | None:
     hits = search(question, 3)
     if not hits:
         return None
-    return Article.objects.get(pk=hits[0].article_id).slug
+    return top_slug_of(hits[0])
+
+
+def top_slug_of(hit: retrieval.Hit) -> str:
+    return Article.objects.get(pk=hit.article_id).slug
 
 
 # --- Loading ------------------------------------------------------------------------------
@@ -217,6 +220,14 @@ def test_it_finds_the_right_article_first(demo_kb, question, slug):
     assert top_slug(question) == slug, [(h.title, h.confidence) for h in hits]
     assert hits[0].confidence >= retrieval.min_confidence(), hits[0]
     assert hits[0].url == f"https://help.brightwave.example/{slug}"
+
+
+def test_it_finds_both_articles_for_a_question_two_of_them_answer(demo_kb):
+    # Both state a free-shipping threshold (EUR 50 at home, EUR 150 abroad): either may come
+    # first, and the other must come right after it, so the answer can mention both.
+    hits = search("is shipping free?", 3)
+    assert {top_slug_of(h) for h in hits[:2]} == {"shipping", "international-shipping"}
+    assert hits[0].confidence >= retrieval.min_confidence()
 
 
 @pytest.mark.parametrize("question", OFF_TOPIC)

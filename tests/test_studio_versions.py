@@ -279,7 +279,9 @@ def test_it_answers_with_the_new_version_from_the_next_turn(model, lantern):
         max_tokens=77,
     )
     services.activate(version, by=None, reason="try crisp")
-    after = answered("And how long does charging take?", conversation)
+    # A question the article answers (how long charging takes, it doesn't say: the bot would
+    # rightly abstain without asking the model).
+    after = answered("How can I tell when the lantern is fully charged?", conversation)
 
     body = model.requests()[-1]["body"]
     assert system_prompt(model.requests()[-1]).startswith("You are Crisp of Brightwave. Be terse.")
