@@ -101,8 +101,8 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}",
-        # Web threads keep their connection (a new Postgres session per message costs more
-        # than storing the message); reply workers hand theirs back after every reply.
+        # Without a pool (SQLite, or DATABASE_POOL_SIZE=0) web threads keep their connection:
+        # a new session per message costs more than storing the message.
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
         conn_health_checks=True,
     )
@@ -119,6 +119,20 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not :memory:, so that worker and server processes started by tests share it;
     # one per test run, so that runs side by side don't share it.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASE_POOL_SIZE = env_int("DATABASE_POOL_SIZE", 20)
+    if DATABASE_POOL_SIZE > 0:
+        # Each process lends its threads (web handlers, a worker's reply threads) connections
+        # from a pool of at most this many, and a thread waits when all are busy. Without it
+        # every thread holds a session of its own, and 200 replies at once run Postgres out of
+        # connections ("too many clients"). Processes x DATABASE_POOL_SIZE must stay below
+        # Postgres's max_connections.
+        DATABASES["default"]["CONN_MAX_AGE"] = 0  # a pooled connection goes back after use
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": min(2, DATABASE_POOL_SIZE),
+            "max_size": DATABASE_POOL_SIZE,
+            "timeout": env_float("DATABASE_POOL_TIMEOUT_S", 30),
+        }
 if os.environ.get("DATABASE_NAME"):
     # Lets tests point worker processes at the test database.
     DATABASES["default"]["NAME"] = os.environ["DATABASE_NAME"]

@@ -47,3 +47,30 @@ def test_sqlite_runs_in_wal_mode_with_immediate_transactions():
         cursor.execute("PRAGMA journal_mode")
         assert cursor.fetchone()[0] == "wal"
     assert connection.settings_dict["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="checks the production path only")
+def test_threads_share_a_bounded_pool_of_postgres_connections_and_wait_for_one():
+    """200 reply threads once ran Postgres out of connections: each held its own. Now a
+    process lends at most DATABASE_POOL_SIZE, and a thread waits while all are busy."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.conf import settings
+    from django.db import connections
+
+    pool_size = settings.DATABASE_POOL_SIZE or 20
+    threads = pool_size + 15
+
+    def hold_a_connection(_: int) -> int:
+        try:
+            with connections["default"].cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid(), pg_sleep(0.2)")
+                return int(cursor.fetchone()[0])
+        finally:
+            connections["default"].close()  # back to the pool
+
+    with ThreadPoolExecutor(max_workers=threads) as executor:
+        backends = list(executor.map(hold_a_connection, range(threads)))
+    assert len(backends) == threads  # every thread got its turn, none failed
+    assert len(set(backends)) <= pool_size

@@ -5,17 +5,7 @@
 "use strict";
 
 window.AgentCommon = (() => {
-  const RECONNECT_MIN_MS = 500;
-  const RECONNECT_MAX_MS = 10000;
-  const PING_INTERVAL_MS = 25000;
-  const FINAL_CLOSE_CODES = new Set([4401, 4403]);
-
-  function el(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined && text !== null) node.textContent = text;
-    return node;
-  }
+  const { el } = window.StaffSocket;
 
   function asText(value) {
     return typeof value === "string" ? value : "";
@@ -40,65 +30,12 @@ window.AgentCommon = (() => {
     return `${Math.floor(hours / 24)} d`;
   }
 
-  /**
-   * One websocket at a time to the agents' endpoint, reconnecting with backoff. `onOpen` runs
-   * after every (re)connect (list or watch again there); `onFrame` gets each parsed frame.
-   */
-  function connect({ path, statusNode, onOpen, onFrame }) {
-    let socket = null;
-    let attempt = 0;
-    let pingTimer = null;
-    let stopped = false;
-
-    function setStatus(state, text) {
-      if (!statusNode) return;
-      statusNode.dataset.state = state;
-      statusNode.textContent = text;
-    }
-
-    function open() {
-      const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
-      socket = new WebSocket(`${scheme}//${window.location.host}${path}`);
-      setStatus("connecting", "Connecting…");
-      socket.addEventListener("open", () => {
-        attempt = 0;
-        setStatus("connected", "Live");
-        pingTimer = setInterval(() => send({ type: "ping" }), PING_INTERVAL_MS);
-        onOpen();
-      });
-      socket.addEventListener("message", (event) => {
-        let frame;
-        try {
-          frame = JSON.parse(event.data);
-        } catch (_error) {
-          return;
-        }
-        if (frame && typeof frame.type === "string") onFrame(frame);
-      });
-      socket.addEventListener("close", (event) => {
-        clearInterval(pingTimer);
-        if (FINAL_CLOSE_CODES.has(event.code)) {
-          stopped = true;
-          setStatus("refused", event.code === 4401 ? "Please log in again." : "You don't have access to the inbox.");
-          return;
-        }
-        if (stopped) return;
-        setStatus("reconnecting", "Reconnecting…");
-        const delay = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** attempt++);
-        setTimeout(open, Math.round(delay * (1 + Math.random() * 0.5)));
-      });
-    }
-
-    function send(frame) {
-      if (socket && socket.readyState === WebSocket.OPEN) {
-        socket.send(JSON.stringify(frame));
-        return true;
-      }
-      return false;
-    }
-
-    open();
-    return { send };
+  /** The inbox's socket (static/staff/socket.js), refusing in the inbox's words. */
+  function connect(options) {
+    return window.StaffSocket.connect({
+      refusedText: "You don't have access to the inbox.",
+      ...options,
+    });
   }
 
   /** POST JSON to an endpoint; resolves to {ok, status, data}. */

@@ -23,7 +23,7 @@
     }
   }
 
-  const socket = window.Studio.connect({
+  const socket = window.StaffSocket.connect({
     path: root.dataset.wsPath,
     statusNode: root.querySelector(".connection-status"),
     onOpen: () => {

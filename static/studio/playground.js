@@ -4,7 +4,7 @@
 (() => {
   const root = document.getElementById("playground");
   if (!root) return;
-  const { el } = window.Studio;
+  const { el } = window.StaffSocket;
   const form = root.querySelector(".playground-form");
   const errorNode = root.querySelector(".playground-error");
   const replyNode = root.querySelector(".reply-text");
@@ -83,7 +83,7 @@
     }
   }
 
-  const socket = window.Studio.connect({
+  const socket = window.StaffSocket.connect({
     path: root.dataset.wsPath,
     statusNode: root.querySelector(".connection-status"),
     onOpen: () => {},

@@ -1,10 +1,15 @@
 /*
- * Prompt studio helpers: one websocket to /ws/studio/, reconnecting with backoff (not after
- * 4401/4403). Plain ES2020; everything from the server goes into the page as text.
+ * The staff pages' websocket (agent inbox, prompt studio): one socket at a time to `path`,
+ * reconnecting with jittered backoff, pinging to stay open, and stopping for good on 4401/4403
+ * (logged out, not allowed). Plain ES2020, no build step; text from the server goes into the
+ * page as text only (`el`).
  */
 "use strict";
 
-window.Studio = (() => {
+window.StaffSocket = (() => {
+  const RECONNECT_MIN_MS = 500;
+  const RECONNECT_MAX_MS = 10000;
+  const PING_INTERVAL_MS = 25000;
   const FINAL_CLOSE_CODES = new Set([4401, 4403]);
 
   function el(tag, className, text) {
@@ -14,10 +19,16 @@ window.Studio = (() => {
     return node;
   }
 
-  function connect({ path, statusNode, onOpen, onFrame }) {
+  /**
+   * `onOpen` runs after every (re)connect (subscribe again there); `onFrame` gets each parsed
+   * frame; `refusedText` is shown when the server refuses for good ("Please log in again." on
+   * 4401). Returns {send}, which is false while the socket is down.
+   */
+  function connect({ path, statusNode, onOpen, onFrame, refusedText = "Not allowed" }) {
     let socket = null;
     let attempt = 0;
     let pingTimer = null;
+    let stopped = false;
 
     function setStatus(state, text) {
       if (!statusNode) return;
@@ -40,7 +51,7 @@ window.Studio = (() => {
       socket.addEventListener("open", () => {
         attempt = 0;
         setStatus("connected", "Live");
-        pingTimer = setInterval(() => send({ type: "ping" }), 25000);
+        pingTimer = setInterval(() => send({ type: "ping" }), PING_INTERVAL_MS);
         onOpen();
       });
       socket.addEventListener("message", (event) => {
@@ -55,13 +66,14 @@ window.Studio = (() => {
       socket.addEventListener("close", (event) => {
         clearInterval(pingTimer);
         if (FINAL_CLOSE_CODES.has(event.code)) {
-          setStatus("refused", "Not allowed");
+          stopped = true;
+          setStatus("refused", event.code === 4401 ? "Please log in again." : refusedText);
           return;
         }
-        attempt += 1;
-        const delay = Math.min(10000, 500 * 2 ** Math.min(attempt, 5));
+        if (stopped) return;
         setStatus("reconnecting", "Reconnecting…");
-        setTimeout(open, delay);
+        const delay = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** attempt++);
+        setTimeout(open, Math.round(delay * (1 + Math.random() * 0.5)));
       });
     }
 
