@@ -8,8 +8,9 @@ database with its per-query "did the knowledge base change?" check.
 Runs on its own in-memory SQLite database; it touches nothing else (no Redis). Embedding
 5,000 passages takes minutes on 2 cores, so vectors are cached in var/bench/ between runs
 (--no-cache to measure embedding every time). The ranker's title and sentence vectors (about
-six times as many texts) are random unit vectors unless --embed-sentences: a search's cost
-depends on their number, not their values.
+six times as many texts) are random unit vectors unless --embed-sentences, and with
+--random-vectors the passages' too: a search's cost depends on their number, not their values
+(the question is always embedded for real).
 """
 
 from __future__ import annotations
@@ -151,12 +152,23 @@ def embed_all(passages: list[retrieval.Passage], cache: Path | None) -> tuple[np
     return np.vstack(parts), per_passage
 
 
+def random_unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
+    vectors = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--articles", type=int, default=1000)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--no-cache", action="store_true", help="Always embed the corpus.")
+    parser.add_argument(
+        "--random-vectors",
+        action="store_true",
+        help="Random passage vectors too (no embedding at all: for search latency only).",
+    )
     parser.add_argument(
         "--embed-sentences",
         action="store_true",
@@ -187,7 +199,11 @@ def main() -> None:
         if args.no_cache
         else ROOT / "var" / "bench" / f"vectors-{args.seed}-{args.articles}.npy"
     )
-    vectors, embed_ms_per_passage = embed_all(passages, cache)
+    if args.random_vectors:
+        vectors = random_unit_vectors(len(passages), get_embedder().dim, args.seed)
+        embed_ms_per_passage = float("nan")
+    else:
+        vectors, embed_ms_per_passage = embed_all(passages, cache)
     embedder = get_embedder()
     # Through the embedder's own cache, so the database sync below reuses these vectors.
 
@@ -205,9 +221,7 @@ def main() -> None:
     if args.embed_sentences:
         embedder.embed_passages_cached(texts)
     else:
-        vector_rng = np.random.default_rng(args.seed)
-        random_vectors = vector_rng.normal(size=(len(texts), embedder.dim)).astype(np.float32)
-        random_vectors /= np.linalg.norm(random_vectors, axis=1, keepdims=True)
+        random_vectors = random_unit_vectors(len(texts), embedder.dim, args.seed + 1)
         for text, vector in zip(texts, random_vectors, strict=True):
             embeddings._passage_cache[embeddings._cache_key(embedder.model_id, text)] = vector
     sentence_embed_s = time.perf_counter() - started
@@ -242,8 +256,12 @@ def main() -> None:
     lexical_ms, hybrid_ms, ranked_ms, embed_query_ms = [], [], [], []
     for query in queries:
         lexical_ms += timed(lambda q=query: lexical.search(q, 3), 1)
+        # Each search embeds its question afresh (a reply's question is new to the process).
+        embeddings.forget_queries()
         hybrid_ms += timed(lambda q=query: hybrid.search(q, 3), 1)
+        embeddings.forget_queries()
         ranked_ms += timed(lambda q=query: ranked.search(q, 3), 1)
+        embeddings.forget_queries()
         embed_query_ms += timed(lambda q=query: embedder.embed_query(q), 1)
 
     # Through the database: store the articles, sync passages, then the real search().
@@ -255,6 +273,7 @@ def main() -> None:
     signature_ms = timed(retrieval.knowledge_base_signature, 200)
     end_to_end = []
     for query in queries:
+        embeddings.forget_queries()
         end_to_end += timed(lambda q=query: retrieval.search(q, 3), 1)
     # An operator edits one article: only it is re-split and re-embedded.
     edited = Article.objects.order_by("id")[article_count_half(args.articles)]
@@ -275,6 +294,8 @@ def main() -> None:
             f" ({embed_ms_per_passage * len(passages) / 1000:.0f} s for the corpus; done once"
             " per article version, at ingest)"
         )
+    elif args.random_vectors:
+        print("embed passages:             (random vectors: --random-vectors)")
     else:
         print("embed passages:             (all vectors from var/bench; --no-cache to measure)")
     if args.embed_sentences:

@@ -7,6 +7,12 @@ class ConversationsConfig(AppConfig):
 
     def ready(self) -> None:
         post_migrate.connect(_ensure_roles, dispatch_uid="conversations.ensure_roles")
+        from support_bot import config_cache
+
+        from .models import BusinessHours, EscalationRule
+
+        # Read on every customer message through the configuration cache.
+        config_cache.watch(EscalationRule, BusinessHours)
 
 
 def _ensure_roles(sender: AppConfig, **kwargs: object) -> None:

@@ -20,7 +20,7 @@ import re
 import unicodedata
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -28,9 +28,11 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
-from django.db.models import Min, OuterRef, Subquery
+from django.db.models import OuterRef, Subquery
 from django.db.models.functions import Coalesce, Left
 from django.utils import timezone
+
+from support_bot import config_cache
 
 from . import events
 from .models import BusinessHours, Conversation, Customer, EscalationRule, Turn, staff_name
@@ -106,20 +108,36 @@ def _compile(rules: tuple[tuple[str, str], ...]) -> dict[str, re.Pattern[str]]:
     return {kind: re.compile("|".join(parts)) for kind, parts in by_kind.items()}
 
 
-def phrase_rules() -> dict[str, re.Pattern[str]]:
-    """The enabled phrase rules, one compiled expression per kind.
+@dataclass(frozen=True)
+class EscalationRules:
+    """The enabled rules, ready to apply."""
 
-    The rows are read every time (one small query), so an operator's change applies to the
-    next message in every process, also after a rollback; compiling is cached by content.
-    """
-    rows = tuple(
-        EscalationRule.objects.filter(enabled=True)
-        .exclude(kind=EscalationRule.Kind.ABSTAIN_STREAK)
-        .exclude(pattern="")
-        .order_by("id")
-        .values_list("kind", "pattern")
+    phrases: dict[str, re.Pattern[str]]  # one compiled expression per phrase kind
+    abstain_streak: int | None  # the smallest enabled threshold; None: no such rule
+
+
+@config_cache.cached
+def escalation_rules() -> EscalationRules:
+    """The enabled rules, read once per change in each process (support_bot.config_cache), so
+    an operator's change applies to the next message everywhere; compiling is also cached by
+    content, for when the cache can't be used."""
+    rows = EscalationRule.objects.filter(enabled=True).order_by("id")
+    phrases: list[tuple[str, str]] = []
+    thresholds: list[int] = []
+    for kind, pattern, threshold in rows.values_list("kind", "pattern", "threshold"):
+        if kind == EscalationRule.Kind.ABSTAIN_STREAK:
+            thresholds.append(threshold)
+        elif pattern:
+            phrases.append((kind, pattern))
+    return EscalationRules(
+        phrases=_compile(tuple(phrases)) if phrases else {},
+        abstain_streak=min(thresholds) if thresholds else None,
     )
-    return _compile(rows) if rows else {}
+
+
+def phrase_rules() -> dict[str, re.Pattern[str]]:
+    """The enabled phrase rules, one compiled expression per kind."""
+    return escalation_rules().phrases
 
 
 def escalation_for_message(conversation: Conversation, text: str) -> str | None:
@@ -143,9 +161,7 @@ def after_bot_reply(reply: Turn) -> bool:
     streak rule), hand the conversation to a person. Returns whether it did."""
     if not reply.abstained:
         return False
-    threshold = EscalationRule.objects.filter(
-        kind=EscalationRule.Kind.ABSTAIN_STREAK, enabled=True
-    ).aggregate(n=Min("threshold"))["n"]
+    threshold = escalation_rules().abstain_streak
     if threshold is None:
         return False
     conversation = reply.conversation
@@ -235,7 +251,7 @@ def availability(now: datetime | None = None) -> Availability:
     """Whether people answer now, by the BusinessHours rows (none at all: always)."""
     zone = support_zone()
     local = (now or _now()).astimezone(zone)
-    periods = list(BusinessHours.objects.values_list("weekday", "opens", "closes"))
+    periods = business_hours()
     if not periods:
         return Availability(open_now=True, next_opening=None)
     time_now = local.time().replace(tzinfo=None)
@@ -252,6 +268,13 @@ def availability(now: datetime | None = None) -> Availability:
             if start > local:
                 return Availability(open_now=False, next_opening=start)
     return Availability(open_now=False, next_opening=None)  # unreachable with any row
+
+
+@config_cache.cached
+def business_hours() -> tuple[tuple[int, time, time], ...]:
+    """(weekday, opens, closes) of every opening period, read once per change in each process
+    (support_bot.config_cache)."""
+    return tuple(BusinessHours.objects.values_list("weekday", "opens", "closes"))
 
 
 def describe_opening(opening: datetime, now: datetime) -> str:

@@ -12,6 +12,8 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
+from support_bot.config_cache import ConfigQuerySet
+
 
 def display_name(user: Any) -> str:
     """A team member's name as customers and colleagues see it: first name, else username."""
@@ -297,6 +299,9 @@ class EscalationRule(models.Model):
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    # Read through support_bot.config_cache: bulk writes must announce themselves.
+    objects = ConfigQuerySet.as_manager()
+
     class Meta:
         ordering = ["kind", "pattern"]
 
@@ -320,6 +325,9 @@ class BusinessHours(models.Model):
     weekday = models.PositiveSmallIntegerField(choices=Weekday.choices)
     opens = models.TimeField()
     closes = models.TimeField()
+
+    # Read through support_bot.config_cache: bulk writes must announce themselves.
+    objects = ConfigQuerySet.as_manager()
 
     class Meta:
         ordering = ["weekday", "opens"]

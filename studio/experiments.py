@@ -14,6 +14,7 @@ import uuid
 from django.db import IntegrityError, transaction
 
 from conversations.models import Conversation
+from support_bot import config_cache
 
 from .models import Experiment, ExperimentAssignment, PromptVersion
 
@@ -24,15 +25,22 @@ def bucket(experiment_id: int, conversation_id: uuid.UUID | str) -> int:
     return int.from_bytes(digest[:8], "big") % 100
 
 
-def arm_for(conversation_id: uuid.UUID | str) -> PromptVersion | None:
-    """The version this conversation gets from the running experiment, or None when no
-    experiment runs (the active version then answers)."""
-    # The running experiment first: with none (the usual case) that is the only query.
-    experiment = (
+@config_cache.cached
+def running_experiment() -> Experiment | None:
+    """The running experiment with both versions (shared by the process's threads: don't change
+    it), read once per change in each process (support_bot.config_cache)."""
+    return (
         Experiment.objects.select_related("version_a", "version_b")
         .filter(status=Experiment.Status.RUNNING)
         .first()
     )
+
+
+def arm_for(conversation_id: uuid.UUID | str) -> PromptVersion | None:
+    """The version this conversation gets from the running experiment, or None when no
+    experiment runs (the active version then answers)."""
+    # The running experiment first: with none (the usual case) there is no query.
+    experiment = running_experiment()
     if experiment is None:
         return None
     existing = (

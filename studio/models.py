@@ -14,6 +14,8 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
+from support_bot.config_cache import ConfigQuerySet
+
 
 class PromptVersion(models.Model):
     """What the bot is: its system prompt template, model and generation settings, and how much
@@ -68,6 +70,9 @@ class PromptVersion(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     published_at = models.DateTimeField(null=True, blank=True)
+
+    # Read through support_bot.config_cache: bulk writes (activation) must announce themselves.
+    objects = ConfigQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
@@ -156,6 +161,9 @@ class ModelPrice(models.Model):
     input_per_million = models.DecimalField(max_digits=12, decimal_places=6)
     output_per_million = models.DecimalField(max_digits=12, decimal_places=6)
     currency = models.CharField(max_length=3, default="USD")
+
+    # Read through support_bot.config_cache: bulk writes must announce themselves.
+    objects = ConfigQuerySet.as_manager()
 
     class Meta:
         ordering = ["model"]
@@ -283,6 +291,9 @@ class Experiment(models.Model):
     )
     started_at = models.DateTimeField(auto_now_add=True)
     stopped_at = models.DateTimeField(null=True, blank=True)
+
+    # Read through support_bot.config_cache: bulk writes must announce themselves.
+    objects = ConfigQuerySet.as_manager()
 
     class Meta:
         ordering = ["-started_at"]

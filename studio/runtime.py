@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from types import MappingProxyType
 
 from django.conf import settings
 
 from conversations.llm.base import ChatMessage, ReplyRequest, estimate_tokens
+from support_bot import config_cache
 
 from .models import ModelPrice, PromptVersion
 
@@ -240,6 +242,13 @@ def fit_history(messages: Sequence[ChatMessage], budget: int) -> tuple[list[Chat
 # --- Cost ----------------------------------------------------------------------------------------
 
 
+@config_cache.cached
+def model_prices() -> Mapping[str, ModelPrice]:
+    """Every price row by model (a short table), read once per change in each process
+    (support_bot.config_cache); read-only, as the process's threads share it."""
+    return MappingProxyType({price.model: price for price in ModelPrice.objects.all()})
+
+
 def price_for(model: str) -> ModelPrice | None:
     """The price row of a model; a fine-tuned id ("ft:gpt-4o-mini:acme::abc") without its own
     row is priced as its base model."""
@@ -248,7 +257,7 @@ def price_for(model: str) -> ModelPrice | None:
     names = [model]
     if model.startswith("ft:") and model.count(":") >= 1:
         names.append(model.split(":")[1])
-    prices = {p.model: p for p in ModelPrice.objects.filter(model__in=names)}
+    prices = model_prices()
     for name in names:
         if name in prices:
             return prices[name]

@@ -1,9 +1,9 @@
 """Prompt-version workflows across rows: drafts, publishing, activation and rollback (with the
 audit trail in Activation), and the version the bot uses.
 
-The bot reads the active version once a reply (`active_version()`: one small query), so an
-activation or a rollback takes effect from the next turn in every web and worker process, with
-no cache to invalidate.
+The bot reads the active version once a reply (`active_version()`, through the process's
+configuration cache, support_bot.config_cache), so an activation or a rollback takes effect
+from the next turn in every web and worker process.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Prefetch
 from django.utils import timezone
+
+from support_bot import config_cache
 
 from .models import Activation, PromptVersion
 
@@ -174,9 +176,10 @@ def rollback(*, by: User, reason: str = "") -> Activation:
     )
 
 
+@config_cache.cached
 def active_version() -> PromptVersion | None:
-    """The active version, read fresh (one indexed query): an activation elsewhere takes effect
-    from the next reply in every process."""
+    """The active version (shared by the process's threads: don't change it), read once per
+    change in each process: an activation elsewhere takes effect from the next reply."""
     return PromptVersion.objects.filter(is_active=True).first()
 
 
