@@ -19,13 +19,13 @@ from django.test.utils import CaptureQueriesContext
 from conversations import handoff, services, tasks
 from conversations.models import BusinessHours, Conversation, Customer, EscalationRule
 from conversations.redis_clients import sync_client
-from knowledge.models import Article
 from studio import ab, experiments, runtime
 from studio import services as studio_services
 from studio.models import ModelPrice
 from support_bot import config_cache
 from tests import personas
 from tests.conftest import free_port
+from tests.fixtures_kb import parcels_article
 
 pytestmark = pytest.mark.django_db
 
@@ -72,15 +72,7 @@ def offline(settings, monkeypatch, committed) -> None:
     settings.LLM_PROVIDER = "offline"
     settings.OFFLINE_WORD_DELAY_MS = 0
     monkeypatch.setattr(tasks.generate_reply, "delay", lambda reply_id: None)
-    Article.objects.create(
-        slug="parcels",
-        title="Where is my parcel?",
-        url="https://help.example.com/parcels",
-        body=(
-            "We ship every parcel with DHL, also to Norway. Shipping to Norway costs €14.95 and "
-            "takes 4 to 6 business days. Track your parcel with the link in your shipping email."
-        ),
-    )
+    parcels_article()
     with committed():
         EscalationRule.objects.create(kind="handoff_phrase", pattern="speak * human")
         EscalationRule.objects.create(kind="abstain_streak", threshold=2)

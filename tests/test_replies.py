@@ -15,9 +15,9 @@ from django.utils import timezone
 from conversations import grounding, services, tasks
 from conversations.models import Conversation, Customer, Turn
 from conversations.redis_clients import key, sync_client
-from knowledge.models import Article
 from support_bot.fake_llm import expected_reply
 from tests.conftest import reply_text
+from tests.fixtures_kb import parcels_article
 
 pytestmark = pytest.mark.django_db
 
@@ -30,15 +30,7 @@ def model(settings, fake_llm):
     settings.OPENAI_BASE_URL = fake_llm.base_url
     settings.OPENAI_MODEL = "fake-model"
     settings.OPENAI_READ_TIMEOUT_S = 2
-    Article.objects.create(
-        slug="parcels",
-        title="Where is my parcel?",
-        url="https://help.example.com/parcels",
-        body=(
-            "We ship every parcel with DHL, also to Norway. Shipping to Norway costs €14.95 and "
-            "takes 4 to 6 business days. Track your parcel with the link in your shipping email."
-        ),
-    )
+    parcels_article()
     return fake_llm
 
 
