@@ -259,3 +259,16 @@ def test_the_shipped_ranker_beats_the_hybrid_score_on_the_held_out_questions(dem
     ranked_hit, ranked_auc = figures()
     assert ranked_hit > hybrid_hit
     assert ranked_auc > hybrid_auc
+
+
+@pytest.mark.django_db
+def test_eval_kb_says_what_ranked_the_answers(demo_kb, tmp_path, settings):
+    questions = write_questions(tmp_path / "q.jsonl", TRAINING)
+    out = StringIO()
+    call_command("eval_kb", str(questions), stdout=out)
+    assert "Retrieval: learned ranker" in out.getvalue()
+    assert "trained on dev.jsonl, eval.jsonl" in out.getvalue()
+    settings.KB_RANKER_PATH = "off"
+    out = StringIO()
+    call_command("eval_kb", str(questions), stdout=out)
+    assert "Retrieval: hybrid score (no ranker)" in out.getvalue()

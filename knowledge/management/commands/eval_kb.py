@@ -91,6 +91,7 @@ class Command(BaseCommand):
             f"threshold {settings.KB_MIN_CONFIDENCE:g}"
             + (", answered by the model" if answerer == "model" else "")
         )
+        self.stdout.write(f"Retrieval: {_retrieval_description()}")
         rows = [
             ("hit@1", s["hit@1"]),
             ("hit@3", s["hit@3"]),
@@ -129,6 +130,21 @@ class Command(BaseCommand):
                         f"answered {got} (retrieval: {','.join(o.ranked_slugs[:3])}, "
                         f"confidence {o.top_confidence:.2f})"
                     )
+
+
+def _retrieval_description() -> str:
+    """What ranks and judges the hits: a question set's figures mean little without it."""
+    from knowledge import ranking, retrieval
+
+    index = retrieval.knowledge_index.get()
+    if not index.is_hybrid:
+        return "BM25 alone (no embeddings)"
+    ranker = index.ranker
+    if ranker is None:
+        return "hybrid score (no ranker)"
+    trained_on = ranker.trained.get("on") or ["?"]
+    names = ", ".join(str(name) for name in trained_on) if isinstance(trained_on, list) else "?"
+    return f"learned ranker {ranking.ranker_path()} (trained on {names})"
 
 
 def _fmt(value: float | int) -> str:
