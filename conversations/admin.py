@@ -41,6 +41,10 @@ class TurnInline(admin.TabularInline[Turn, Conversation]):
     )
     show_change_link = False
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Turn]:
+        # Withdrawn replies were never written: no empty bot rows in the transcript.
+        return super().get_queryset(request).exclude(status=Turn.Status.WITHDRAWN)
+
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 

@@ -42,7 +42,7 @@ def _prefetched(conversations: QuerySet[Conversation]) -> Iterator[Conversation]
     queryset = (
         conversations.select_related("customer", "assignee")
         .prefetch_related(
-            Prefetch("turns", queryset=Turn.objects.select_related("agent").order_by("id")),
+            Prefetch("turns", queryset=Turn.objects.shown().select_related("agent").order_by("id")),
             Prefetch("notes", queryset=Note.objects.select_related("author").order_by("id")),
         )
         .order_by("created_at", "id")

@@ -118,6 +118,14 @@ class Conversation(models.Model):
         return self.status == self.Status.OPEN and self.assignee_id is None
 
 
+class TurnQuerySet(models.QuerySet["Turn"]):
+    def shown(self) -> TurnQuerySet:
+        """Turns anyone reads or a model is given: without withdrawn replies (queued for the
+        bot, then the conversation went to a person before a worker claimed them; they never
+        had any text)."""
+        return self.exclude(status=Turn.Status.WITHDRAWN)
+
+
 class Turn(models.Model):
     """One message in a conversation. Bot turns also carry the state of their generation."""
 
@@ -132,6 +140,9 @@ class Turn(models.Model):
         STREAMING = "streaming", "Streaming"
         DONE = "done", "Done"
         FAILED = "failed", "Failed"
+        # Queued, but the conversation went to a person before a worker claimed it: never
+        # written, never shown.
+        WITHDRAWN = "withdrawn", "Withdrawn"
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="turns")
     author = models.CharField(max_length=16, choices=Author.choices)
@@ -171,6 +182,8 @@ class Turn(models.Model):
         "studio.PromptVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     cost = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
+
+    objects = TurnQuerySet.as_manager()
 
     class Meta:
         ordering = ["id"]

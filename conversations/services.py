@@ -93,11 +93,18 @@ def conversation_for_customer(customer_id: uuid.UUID, conversation_id: str) -> C
     return conversation
 
 
-def conversation_snapshot(conversation: Conversation, limit: int = 200) -> dict[str, Any]:
+def conversation_snapshot(
+    conversation: Conversation, limit: int = 200, *, shown_only: bool = False
+) -> dict[str, Any]:
     """The frame a socket receives on connect: status, the state the page shows around the
     transcript (handoff.customer_state, as in `conversation.state` frames) and the latest
-    turns, oldest first."""
-    turns = list(conversation.turns.select_related("agent").order_by("-id")[:limit])
+    turns, oldest first. The customer's page gets withdrawn replies too (a page that missed
+    their reply.done still shows the "queued" placeholder it made from the ack, and hides it
+    when the snapshot says withdrawn); `shown_only` leaves them out (the agent's view)."""
+    queryset = Turn.objects.filter(conversation=conversation).select_related("agent")
+    if shown_only:
+        queryset = queryset.shown()
+    turns = list(queryset.order_by("-id")[:limit])
     turns.reverse()
     state = handoff.customer_state(conversation)
     del state["type"]
@@ -254,6 +261,7 @@ def build_request(reply: Turn, bot: runtime.BotConfig | None = None) -> ReplyReq
     bot = bot or runtime.default_config()
     history = list(
         Turn.objects.filter(conversation_id=reply.conversation_id, id__lt=reply.pk)
+        .shown()
         .exclude(status=Turn.Status.FAILED)
         .exclude(author=Turn.Author.SYSTEM)
         .order_by("-id")
@@ -386,10 +394,28 @@ def write_reply(reply_id: int) -> None:
         logger.info("reply %s is already taken care of; nothing to do", reply_id)
         return
     try:
+        if not reply.conversation.bot_answers:
+            _withdraw(reply)
+            return
         ReplyWriter(reply).run()
     finally:
         # A worker runs many threads: none may keep an idle connection between replies.
         _release_database_connection()
+
+
+def _withdraw(reply: Turn) -> None:
+    """The conversation went to a person (asked for, taken over, assigned, snoozed or
+    resolved) after this reply was queued and before a worker claimed it: the bot does not
+    answer. Nothing is grounded and no provider is asked; the reply ends empty, as withdrawn,
+    and the page is told so it stops waiting (it never got a reply.start)."""
+    if reply.finish_reply(status=Turn.Status.WITHDRAWN, text=""):
+        ReplyPublisher(reply).done(reply)
+        logger.info(
+            "reply %s withdrawn: conversation %s is no longer the bot's (%s)",
+            reply.pk,
+            reply.conversation_id,
+            reply.conversation.status,
+        )
 
 
 @dataclass

@@ -69,7 +69,7 @@ class FrameConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         frames = await events.replay_after(reply.pk, after)
         for raw in frames:
             await self.send(text_data=raw)
-        finished = reply.status in (Turn.Status.DONE, Turn.Status.FAILED)
+        finished = reply.status in (Turn.Status.DONE, Turn.Status.FAILED, Turn.Status.WITHDRAWN)
         if finished and not any(events.is_frame(raw, "reply.done") for raw in frames):
             await self._send({**events.done_frame(reply), "seq": after + 1})
 

@@ -59,6 +59,7 @@ class AssistResult:
 def _turns(conversation_id: uuid.UUID | str) -> list[Turn]:
     turns = list(
         Turn.objects.filter(conversation_id=conversation_id)
+        .shown()
         .exclude(status=Turn.Status.FAILED)
         .exclude(text="")
         .order_by("-id")[:HISTORY_TURNS]

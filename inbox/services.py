@@ -386,7 +386,7 @@ def conversation_for_agent(conversation_id: uuid.UUID | str) -> dict[str, Any]:
     from conversations.services import conversation_snapshot
 
     conversation = _get(conversation_id)
-    snapshot = conversation_snapshot(conversation)
+    snapshot = conversation_snapshot(conversation, shown_only=True)
     notes = [
         events.note_event(n)
         for n in Note.objects.filter(conversation=conversation).select_related("author")

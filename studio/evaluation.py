@@ -367,6 +367,7 @@ def case_from_conversation(conversation: Conversation, test_set: TestSet) -> Tes
     the conversation went to a person. Operators refine it in the admin."""
     turns = list(
         Turn.objects.filter(conversation=conversation)
+        .shown()
         .exclude(author=Turn.Author.SYSTEM)
         .exclude(status=Turn.Status.FAILED)
         .order_by("id")

@@ -228,7 +228,8 @@ def finetune_examples(
     if since is not None:
         conversations = conversations.filter(resolved_at__date__gte=since)
     turns = (
-        Turn.objects.exclude(author=Turn.Author.SYSTEM)
+        Turn.objects.shown()
+        .exclude(author=Turn.Author.SYSTEM)
         .exclude(status=Turn.Status.FAILED)
         .select_related("prompt_version")
         .order_by("id")

@@ -160,3 +160,42 @@ def test_a_reply_whose_last_live_frame_was_lost_still_finishes_in_the_page(web_o
     page.wait_for_selector('[role=log] [data-author=bot][data-status="done"]', timeout=15_000)
     assert bot_messages(page).last.locator(".text").inner_text() == "Hello there, how can I help?"
     assert page.locator(".typing-indicator").is_hidden()
+
+
+def test_a_reply_withdrawn_because_the_customer_asked_for_a_person_is_never_shown(web_only_page):
+    """The customer asks for a person before any worker claims the queued reply: the reply is
+    withdrawn, the page drops its placeholder and the typing indicator, also after a reload."""
+    import threading
+
+    from django.db import connection
+
+    from conversations import handoff, services
+    from conversations.models import Conversation
+
+    page = web_only_page
+    send(page, "Where is my parcel?")
+    page.wait_for_selector('[role=log] [data-author=bot][data-status="queued"]')
+    page.wait_for_selector(".typing-indicator", state="visible")
+
+    def escalate_then_claim() -> None:
+        try:
+            conversation = Conversation.objects.get()
+            handoff.escalate(conversation, "customer_request")
+            services.write_reply(Turn.objects.get(author="bot").pk)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=escalate_then_claim)
+    worker.start()
+    worker.join(timeout=20)
+    assert Turn.objects.get(author="bot").status == "withdrawn"
+    withdrawn = '[role=log] [data-author=bot][data-status="withdrawn"]'
+    page.wait_for_selector(withdrawn, state="attached")
+    page.wait_for_selector(".typing-indicator", state="hidden")
+    assert bot_messages(page).count() == 1 and bot_messages(page).first.is_hidden()
+
+    page.reload()
+    page.wait_for_selector(".connection-status[data-state=connected]")
+    page.wait_for_selector(withdrawn, state="attached")
+    assert bot_messages(page).first.is_hidden()
+    assert page.locator(".typing-indicator").is_hidden()

@@ -38,6 +38,8 @@
 
   const AUTHORS = new Set(["customer", "bot", "agent", "system"]);
   const ACTIVE_REPLY = new Set(["queued", "streaming"]);
+  // "withdrawn": the conversation went to a person before the bot started; never shown.
+  const FINAL_REPLY = new Set(["done", "failed", "withdrawn"]);
   const FINAL_CLOSE_CODES = new Set([4401, 4403, 4404]);
   // Error codes the server sends just before a final close; the close explains them better.
   const REFUSAL_CODES = new Set(["unauthenticated", "forbidden", "not_found"]);
@@ -310,10 +312,10 @@
 
     mergeBotTurn(message, turn) {
       const reply = this.reply(turn.id);
-      const status = ACTIVE_REPLY.has(turn.status) || turn.status === "done" || turn.status === "failed"
+      const status = ACTIVE_REPLY.has(turn.status) || FINAL_REPLY.has(turn.status)
         ? turn.status
         : "done";
-      if (status === "done" || status === "failed") {
+      if (FINAL_REPLY.has(status)) {
         // The stored turn is final and authoritative; nothing buffered can improve on it.
         this.clearGap(reply);
         reply.buffer.clear();
@@ -440,7 +442,7 @@
       } else if (frame.type === "reply.done") {
         reply.finished = true;
         message.text = asText(frame.text);
-        message.status = frame.status === "failed" ? "failed" : "done";
+        message.status = FINAL_REPLY.has(frame.status) ? frame.status : "done";
         message.sources = cleanSources(frame.sources);
         const problem = frame.error && asText(frame.error.message);
         // The failed text is usually the apology itself; only add the error when it says more.
@@ -593,6 +595,8 @@
       setAttr(root, "data-turn-id", message.turnId);
       if (message.author === "customer") setAttr(root, "data-client-id", message.clientId);
       setAttr(root, "data-status", message.status);
+      // A withdrawn reply was never written: nothing to show (chat.css hides it too).
+      root.hidden = message.author === "bot" && message.status === "withdrawn";
       setAttr(root, "data-code", message.code);
       setAttr(root, "data-attempt", message.attempt > 1 ? message.attempt : null);
       // Screen readers should read a streaming reply once it is complete, not token by token.

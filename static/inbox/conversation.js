@@ -92,8 +92,25 @@
     parts.time.textContent = formatTime(created);
   }
 
+  /** A withdrawn reply (the conversation went to a person before the bot started it) was
+   * never written: finish it and drop its entry, if one was made. */
+  function withdraw(id) {
+    const reply = replyState(id);
+    reply.finished = true;
+    clearTimers(reply);
+    const parts = nodes.get(`turn:${id}`);
+    if (parts) {
+      parts.root.remove();
+      nodes.delete(`turn:${id}`);
+    }
+  }
+
   function applyTurn(turn) {
     if (!turn || !Number.isInteger(turn.id) || typeof turn.author !== "string") return;
+    if (turn.author === "bot" && turn.status === "withdrawn") {
+      withdraw(turn.id);
+      return;
+    }
     const author = ["customer", "bot", "agent", "system"].includes(turn.author) ? turn.author : "system";
     const parts = entry(`turn:${turn.id}`, author, turn.created);
     parts.root.dataset.turnId = String(turn.id);
@@ -191,6 +208,10 @@
 
   function applyInOrder(reply, frame) {
     reply.lastSeq = frame.seq;
+    if (frame.type === "reply.done" && frame.status === "withdrawn") {
+      withdraw(reply.id);
+      return;
+    }
     const parts = entry(`turn:${reply.id}`, "bot", null);
     parts.root.dataset.turnId = String(reply.id);
     if (parts.author) parts.author.textContent = authorLabel("bot");
