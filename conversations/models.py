@@ -125,6 +125,12 @@ class TurnQuerySet(models.QuerySet["Turn"]):
         had any text)."""
         return self.exclude(status=Turn.Status.WITHDRAWN)
 
+    def dialogue(self) -> TurnQuerySet:
+        """The conversation as a model reads it (prompts, evaluation cases, fine-tuning data):
+        what the customer, the bot and agents said, without system notices, failed replies
+        (apologies) or withdrawn ones."""
+        return self.shown().exclude(status=Turn.Status.FAILED).exclude(author=Turn.Author.SYSTEM)
+
 
 class Turn(models.Model):
     """One message in a conversation. Bot turns also carry the state of their generation."""

@@ -261,9 +261,7 @@ def build_request(reply: Turn, bot: runtime.BotConfig | None = None) -> ReplyReq
     bot = bot or runtime.default_config()
     history = list(
         Turn.objects.filter(conversation_id=reply.conversation_id, id__lt=reply.pk)
-        .shown()
-        .exclude(status=Turn.Status.FAILED)
-        .exclude(author=Turn.Author.SYSTEM)
+        .dialogue()
         .order_by("-id")
         .values_list("author", "text")[: runtime.history_scan_limit()]
     )

@@ -89,13 +89,17 @@ def _reindex(article: Article, embedder: Embedder | None) -> int:
     vectors = title_vector = None
     sentence_vectors: list[bytes] = []
     if embedder is not None and pieces:
-        vectors = embedder.embed_passages_cached([p.indexed_text for p in pieces])
-        title_vector = to_bytes(embedder.embed_passages_cached([article.title])[0])
-        for piece in pieces:
-            sentences = passage_sentences(piece.text)
-            sentence_vectors.append(
-                to_bytes(embedder.embed_passages_cached(sentences)) if sentences else b""
-            )
+        # One call for the whole article: its passages, its title, then each passage's sentences.
+        sentences = [passage_sentences(piece.text) for piece in pieces]
+        texts = [p.indexed_text for p in pieces] + [article.title]
+        everything = embedder.embed_passages_cached(texts + [s for ss in sentences for s in ss])
+        vectors = everything[: len(pieces)]
+        title_vector = to_bytes(everything[len(pieces)])
+        start = len(texts)
+        for piece_sentences in sentences:
+            end = start + len(piece_sentences)
+            sentence_vectors.append(to_bytes(everything[start:end]))
+            start = end
     rows = [
         Passage(
             article_id=article.id,

@@ -315,7 +315,7 @@ def train(
 # --- The ranker in use ----------------------------------------------------------------------
 
 _cache_lock = threading.Lock()
-_cache: tuple[str, float, Ranker | None] | None = None
+_cache: tuple[str, float | None, Ranker | None] | None = None
 
 
 def ranker_path() -> Path | None:
@@ -335,17 +335,19 @@ def get_ranker() -> Ranker | None:
     if path is None:
         return None
     try:
-        mtime = path.stat().st_mtime
+        mtime: float | None = path.stat().st_mtime
     except OSError:
-        logger.warning("knowledge ranker %s not found: ranking by the hybrid score", path)
-        return None
+        mtime = None  # missing: remembered like an unreadable file, so it is logged once
     with _cache_lock:
         if _cache is not None and _cache[0] == str(path) and _cache[1] == mtime:
             return _cache[2]
-        try:
-            ranker: Ranker | None = Ranker.load(path)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            logger.warning("knowledge ranker %s unreadable (%s): not used", path, exc)
-            ranker = None
+        ranker: Ranker | None = None
+        if mtime is None:
+            logger.warning("knowledge ranker %s not found: ranking by the hybrid score", path)
+        else:
+            try:
+                ranker = Ranker.load(path)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                logger.warning("knowledge ranker %s unreadable (%s): not used", path, exc)
         _cache = (str(path), mtime, ranker)
         return ranker

@@ -808,29 +808,30 @@ class BM25Index:
         order = candidates[np.lexsort((candidates, -np.round(rank[candidates], 9)))]
         hits: list[Hit] = []
         seen: set[int] = set()
-        query_terms = lexical.terms if lexical else ()
         for doc in (int(d) for d in order):
-            passage = self.passages[doc]
-            if distinct_articles and passage.article_id in seen:
+            article_id = self.passages[doc].article_id
+            if distinct_articles and article_id in seen:
                 continue
-            seen.add(passage.article_id)
-            matched = lexical.matched_terms(doc) if lexical else ()
-            hits.append(
-                Hit(
-                    article_id=passage.article_id,
-                    title=passage.title,
-                    url=passage.url,
-                    text=passage.text,
-                    score=float(rank[doc]),
-                    confidence=round(float(confidence[doc]), 4),
-                    heading=passage.heading,
-                    matched_terms=matched,
-                    query_terms=query_terms,
-                )
-            )
+            seen.add(article_id)
+            hits.append(self.hit(doc, float(rank[doc]), float(confidence[doc]), lexical))
             if len(hits) >= k:
                 break
         return hits
+
+    def hit(self, doc: int, score: float, confidence: float, lexical: LexicalScores | None) -> Hit:
+        """Passage `doc` as a Hit, with what the question's words matched in it."""
+        passage = self.passages[doc]
+        return Hit(
+            article_id=passage.article_id,
+            title=passage.title,
+            url=passage.url,
+            text=passage.text,
+            score=score,
+            confidence=round(confidence, 4),
+            heading=passage.heading,
+            matched_terms=lexical.matched_terms(doc) if lexical else (),
+            query_terms=lexical.terms if lexical else (),
+        )
 
 
 @dataclass(frozen=True)
@@ -1038,7 +1039,7 @@ class HybridIndex:
             probability, confidence = ranker.score(candidates.rows)
             order = np.argsort(-probability, kind="stable")[:k]
             return [
-                self._hit(
+                self.lexical.hit(
                     int(candidates.passages[i]),
                     float(probability[i]),
                     float(confidence[i]),
@@ -1146,20 +1147,6 @@ class HybridIndex:
             return None
         scored = self._score(query)
         return None if scored is None else self.candidates(scored, depth)
-
-    def _hit(self, doc: int, score: float, confidence: float, lexical: LexicalScores | None) -> Hit:
-        passage = self.passages[doc]
-        return Hit(
-            article_id=passage.article_id,
-            title=passage.title,
-            url=passage.url,
-            text=passage.text,
-            score=score,
-            confidence=round(confidence, 4),
-            heading=passage.heading,
-            matched_terms=lexical.matched_terms(doc) if lexical else (),
-            query_terms=lexical.terms if lexical else (),
-        )
 
 
 @dataclass(frozen=True)

@@ -365,13 +365,7 @@ def case_from_conversation(conversation: Conversation, test_set: TestSet) -> Tes
     """A test case from a conversation: its last customer message, the turns before it as
     prior turns, must_cite the first article the bot's answer to it cited, must_escalate when
     the conversation went to a person. Operators refine it in the admin."""
-    turns = list(
-        Turn.objects.filter(conversation=conversation)
-        .shown()
-        .exclude(author=Turn.Author.SYSTEM)
-        .exclude(status=Turn.Status.FAILED)
-        .order_by("id")
-    )
+    turns = list(Turn.objects.filter(conversation=conversation).dialogue().order_by("id"))
     last_customer = next(
         (i for i in range(len(turns) - 1, -1, -1) if turns[i].author == Turn.Author.CUSTOMER),
         None,

@@ -201,9 +201,7 @@ def conversation_messages(conversation_id: str | None, message: str) -> list[Cha
             ) from None
         turns = list(
             Turn.objects.filter(conversation=conversation)
-            .shown()
-            .exclude(status=Turn.Status.FAILED)
-            .exclude(author=Turn.Author.SYSTEM)
+            .dialogue()
             .order_by("-id")
             .values_list("author", "text")[: settings.CHAT_HISTORY_TURNS]
         )

@@ -227,13 +227,7 @@ def finetune_examples(
     )
     if since is not None:
         conversations = conversations.filter(resolved_at__date__gte=since)
-    turns = (
-        Turn.objects.shown()
-        .exclude(author=Turn.Author.SYSTEM)
-        .exclude(status=Turn.Status.FAILED)
-        .select_related("prompt_version")
-        .order_by("id")
-    )
+    turns = Turn.objects.dialogue().select_related("prompt_version").order_by("id")
     queryset = (
         conversations.select_related("customer")
         .prefetch_related(Prefetch("turns", queryset=turns))

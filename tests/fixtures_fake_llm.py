@@ -136,3 +136,13 @@ def fake_llm(fake_llm_server: FakeLLMServer) -> FakeLLMServer:
     """The session's fake server, with no fault armed and no requests recorded."""
     fake_llm_server.reset()
     return fake_llm_server
+
+
+def answer_with_fake_model(settings: Any, fake_llm: FakeLLMServer) -> FakeLLMServer:
+    """Point the bot at the fake OpenAI-compatible server through the real openai client."""
+    settings.LLM_PROVIDER = "openai"
+    settings.OPENAI_API_KEY = "sk-test"
+    settings.OPENAI_BASE_URL = fake_llm.base_url
+    settings.OPENAI_MODEL = "fake-model"
+    settings.OPENAI_READ_TIMEOUT_S = 2
+    return fake_llm

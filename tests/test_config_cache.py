@@ -17,7 +17,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from conversations import handoff, services, tasks
-from conversations.models import BusinessHours, Conversation, Customer, EscalationRule
+from conversations.models import BusinessHours, Conversation, Customer, EscalationRule, Turn
 from conversations.redis_clients import sync_client
 from studio import ab, experiments, runtime
 from studio import services as studio_services
@@ -108,15 +108,22 @@ def test_it_stores_a_customer_message_without_reading_configuration(
     assert post(conversation, "Can I speak to a real human?").reply is None
 
 
-def test_it_writes_a_reply_without_reading_configuration(offline, django_assert_max_num_queries):
-    conversation = warmed_conversation()
+def written_without_reading_configuration(conversation, django_assert_max_num_queries) -> Turn:
+    """A reply to "Do you ship to Norway?", written in at most 5 queries, none of them reading
+    configuration; as stored."""
     reply = post(conversation, "Do you ship to Norway?").reply
-    # Before the cache: 8 (the running experiment, the active version and the price of the
-    # model were read for every reply).
     with django_assert_max_num_queries(5) as captured:
         services.write_reply(reply.pk)
     assert config_reads(captured) == []
     reply.refresh_from_db()
+    return reply
+
+
+def test_it_writes_a_reply_without_reading_configuration(offline, django_assert_max_num_queries):
+    conversation = warmed_conversation()
+    # Before the cache: 8 (the running experiment, the active version and the price of the
+    # model were read for every reply).
+    reply = written_without_reading_configuration(conversation, django_assert_max_num_queries)
     assert reply.status == "done" and "Norway" in reply.text and reply.prompt_version is None
 
 
@@ -131,12 +138,8 @@ def test_it_writes_a_reply_with_an_active_version_and_a_price_without_reading_th
             model="offline-bm25", input_per_million=Decimal(1), output_per_million=Decimal(2)
         )
     conversation = warmed_conversation()
-    reply = post(conversation, "Do you ship to Norway?").reply
     # Before the cache: 8, as without a version.
-    with django_assert_max_num_queries(5) as captured:
-        services.write_reply(reply.pk)
-    assert config_reads(captured) == []
-    reply.refresh_from_db()
+    reply = written_without_reading_configuration(conversation, django_assert_max_num_queries)
     assert reply.status == "done" and reply.prompt_version == version
     expected = (reply.prompt_tokens * 1 + reply.completion_tokens * 2) / Decimal(10**6)
     assert reply.cost == expected > 0

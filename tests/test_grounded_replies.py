@@ -37,6 +37,7 @@ from knowledge.models import Article
 from knowledge.retrieval import Hit
 from support_bot.fake_llm import expected_reply
 from tests.conftest import reply_text
+from tests.fixtures_fake_llm import answer_with_fake_model
 
 pytestmark = pytest.mark.django_db
 
@@ -47,12 +48,7 @@ OFF_TOPIC_QUESTION = "What is the capital of France?"
 @pytest.fixture
 def model(settings, fake_llm):
     """Point the bot at the fake OpenAI-compatible server through the real openai client."""
-    settings.LLM_PROVIDER = "openai"
-    settings.OPENAI_API_KEY = "sk-test"
-    settings.OPENAI_BASE_URL = fake_llm.base_url
-    settings.OPENAI_MODEL = "fake-model"
-    settings.OPENAI_READ_TIMEOUT_S = 2
-    return fake_llm
+    return answer_with_fake_model(settings, fake_llm)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from conversations.models import Conversation, Customer, Turn
 from conversations.redis_clients import key, sync_client
 from support_bot.fake_llm import expected_reply
 from tests.conftest import reply_text
+from tests.fixtures_fake_llm import answer_with_fake_model
 from tests.fixtures_kb import parcels_article
 
 pytestmark = pytest.mark.django_db
@@ -25,11 +26,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def model(settings, fake_llm):
     """Point the bot at the fake OpenAI-compatible server through the real openai client."""
-    settings.LLM_PROVIDER = "openai"
-    settings.OPENAI_API_KEY = "sk-test"
-    settings.OPENAI_BASE_URL = fake_llm.base_url
-    settings.OPENAI_MODEL = "fake-model"
-    settings.OPENAI_READ_TIMEOUT_S = 2
+    answer_with_fake_model(settings, fake_llm)
     parcels_article()
     return fake_llm
 

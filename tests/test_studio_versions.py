@@ -24,6 +24,7 @@ from knowledge.models import Article
 from studio import costs, runtime, services
 from studio.models import Activation, ModelPrice, PromptVersion
 from tests import personas
+from tests.fixtures_fake_llm import answer_with_fake_model
 
 pytestmark = pytest.mark.django_db
 
@@ -36,12 +37,7 @@ QUESTION = "How do I recharge the Zephyr lantern battery?"
 
 @pytest.fixture
 def model(settings, fake_llm):
-    settings.LLM_PROVIDER = "openai"
-    settings.OPENAI_API_KEY = "sk-test"
-    settings.OPENAI_BASE_URL = fake_llm.base_url
-    settings.OPENAI_MODEL = "fake-model"
-    settings.OPENAI_READ_TIMEOUT_S = 2
-    return fake_llm
+    return answer_with_fake_model(settings, fake_llm)
 
 
 @pytest.fixture

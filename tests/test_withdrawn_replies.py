@@ -19,6 +19,7 @@ from inbox import assist
 from inbox import services as inbox_services
 from tests import personas
 from tests.conftest import open_chat, receive_until
+from tests.fixtures_fake_llm import answer_with_fake_model
 from tests.fixtures_kb import parcels_article
 
 alice_agent = personas.alice_agent
@@ -28,11 +29,7 @@ bob_agent = personas.bob_agent
 @pytest.fixture
 def model(settings, fake_llm):
     """The bot on the fake OpenAI-compatible server: any request to it shows in requests()."""
-    settings.LLM_PROVIDER = "openai"
-    settings.OPENAI_API_KEY = "sk-test"
-    settings.OPENAI_BASE_URL = fake_llm.base_url
-    settings.OPENAI_MODEL = "fake-model"
-    settings.OPENAI_READ_TIMEOUT_S = 2
+    answer_with_fake_model(settings, fake_llm)
     parcels_article()
     return fake_llm
 

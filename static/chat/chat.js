@@ -595,7 +595,7 @@
       setAttr(root, "data-turn-id", message.turnId);
       if (message.author === "customer") setAttr(root, "data-client-id", message.clientId);
       setAttr(root, "data-status", message.status);
-      // A withdrawn reply was never written: nothing to show (chat.css hides it too).
+      // A withdrawn reply was never written: nothing to show.
       root.hidden = message.author === "bot" && message.status === "withdrawn";
       setAttr(root, "data-code", message.code);
       setAttr(root, "data-attempt", message.attempt > 1 ? message.attempt : null);
