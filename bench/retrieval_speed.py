@@ -46,7 +46,8 @@ from django.core.management import call_command  # noqa: E402
 from knowledge import embeddings, retrieval  # noqa: E402
 from knowledge.embeddings import get_embedder  # noqa: E402
 from knowledge.indexing import sync_passages  # noqa: E402
-from knowledge.models import Article  # noqa: E402
+from knowledge.language import question_key  # noqa: E402
+from knowledge.models import Article, ExampleQuestion  # noqa: E402
 from knowledge.ranking import get_ranker  # noqa: E402
 from knowledge.services import DEMO_DIR, parse_front_matter  # noqa: E402
 
@@ -170,6 +171,12 @@ def main() -> None:
         help="Random passage vectors too (no embedding at all: for search latency only).",
     )
     parser.add_argument(
+        "--examples",
+        type=int,
+        default=5000,
+        help="Example questions (random vectors, a tenth marked unanswerable; default 5000).",
+    )
+    parser.add_argument(
         "--embed-sentences",
         action="store_true",
         help="Embed the titles and sentences for real (slow) instead of random vectors.",
@@ -232,6 +239,15 @@ def main() -> None:
     sentence_vectors = embedder.embed_passages_cached([s for ss in sentence_lists for s in ss])
     ranker = get_ranker()
     assert ranker is not None, "knowledge/ranker.json is missing"
+    # Example questions: their number costs a search, not their words or values.
+    example_texts = [f"example question {i}" for i in range(args.examples)]
+    # 0 is unanswerable; the others are article ids both in memory (article_passages gets the
+    # article's position) and in the database (ids start at 1), so article 0 gets none.
+    example_labels = [
+        retrieval.Examples.UNANSWERABLE if i % 10 == 0 else rng.randrange(1, args.articles)
+        for i in range(args.examples)
+    ]
+    example_vectors = random_unit_vectors(args.examples, embedder.dim, args.seed + 2)
 
     build_ms = timed(lambda: retrieval.HybridIndex(passages, vectors, embedder), 3)
     build_cpu_ms = timed(
@@ -246,6 +262,11 @@ def main() -> None:
         title_vectors=title_vectors,
         sentence_vectors=sentence_vectors,
         sentence_owner=sentence_owner,
+        examples=retrieval.Examples(
+            example_vectors,
+            np.asarray(example_labels, dtype=np.int64),
+            tuple(question_key(t) for t in example_texts),
+        ),
         ranker=ranker,
     )
     assert ranked.is_ranked
@@ -267,6 +288,16 @@ def main() -> None:
     # Through the database: store the articles, sync passages, then the real search().
     call_command("migrate", verbosity=0)
     Article.objects.bulk_create(Article(**a) for a in articles)
+    ExampleQuestion.objects.bulk_create(
+        ExampleQuestion(
+            text=text,
+            key=question_key(text),
+            article_id=label or None,
+            embedding=embeddings.to_bytes(vector),
+            embedding_model=embedder.model_id,
+        )
+        for text, label, vector in zip(example_texts, example_labels, example_vectors, strict=True)
+    )
     sync_ms = timed(lambda: sync_passages(), 1)[0]
     retrieval.knowledge_index.invalidate()
     rebuild_ms = timed(lambda: retrieval.knowledge_index.get(), 1)[0]
@@ -284,7 +315,7 @@ def main() -> None:
 
     print(
         f"corpus: {args.articles} articles, {words:,} words, {len(passages):,} passages,"
-        f" {len(sentence_owner):,} sentences"
+        f" {len(sentence_owner):,} sentences, {args.examples:,} example questions"
     )
     print(f"load average: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"split into passages:        {split_ms:8.0f} ms")

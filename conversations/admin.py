@@ -2,10 +2,21 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.db import transaction
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
+
+from knowledge.indexing import sync_example_questions
+from knowledge.language import question_key
+from knowledge.models import Article, ExampleQuestion
+from knowledge.services import NONE_LABEL, import_example_questions
 
 from . import exports
 from .models import (
@@ -16,6 +27,7 @@ from .models import (
     EscalationRule,
     Note,
     Turn,
+    UnansweredQuestion,
 )
 
 
@@ -205,9 +217,7 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
     ) -> StreamingHttpResponse:
         return _download(exports.csv_lines(_plain(queryset)), "text/csv; charset=utf-8", "csv")
 
-    @admin.action(
-        description="Export selected conversations as JSON Lines", permissions=["export"]
-    )
+    @admin.action(description="Export selected conversations as JSON Lines", permissions=["export"])
     def export_jsonl(
         self, request: HttpRequest, queryset: QuerySet[Conversation]
     ) -> StreamingHttpResponse:
@@ -286,3 +296,129 @@ class EscalationRuleAdmin(admin.ModelAdmin[EscalationRule]):
 class BusinessHoursAdmin(admin.ModelAdmin[BusinessHours]):
     list_display = ["weekday", "opens", "closes"]
     list_filter = ["weekday"]
+
+
+class TeachArticleForm(forms.Form):
+    article = forms.ModelChoiceField(
+        queryset=Article.objects.filter(published=True),
+        empty_label=None,
+        help_text="Customers asking questions like these will get this article.",
+    )
+
+
+@admin.register(UnansweredQuestion)
+class UnansweredQuestionAdmin(admin.ModelAdmin[UnansweredQuestion]):
+    """Questions the bot couldn't answer, newest first: write the missing article, or teach
+    retrieval that such questions are answered by an existing article, or are rightly handed
+    over (knowledge.ExampleQuestion)."""
+
+    list_display = ["question", "asked_at", "conversation_link", "taught_as"]
+    list_select_related = ["reply_to", "conversation"]
+    search_fields = ["reply_to__text"]
+    date_hierarchy = "created_at"
+    actions = ["teach_article", "teach_unanswerable"]
+    list_per_page = 50
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[UnansweredQuestion]:
+        return UnansweredQuestion.unanswered().select_related("reply_to", "conversation")
+
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        changelist = super().get_changelist_instance(request)
+        # One query for the page's labels, not one per row; kept on the rows (this admin
+        # object is shared by concurrent requests).
+        rows = [turn for turn in changelist.result_list if turn.reply_to]
+        keys = {question_key(turn.reply_to.text) for turn in rows}
+        examples = {
+            example.key: example
+            for example in ExampleQuestion.objects.filter(key__in=keys).select_related("article")
+        }
+        for turn in rows:
+            turn.taught_example = examples.get(question_key(turn.reply_to.text))
+        return changelist
+
+    @admin.display(description="question")
+    def question(self, turn: UnansweredQuestion) -> str:
+        text = turn.reply_to.text if turn.reply_to else ""
+        return text if len(text) <= 200 else text[:200] + "…"
+
+    @admin.display(description="asked", ordering="reply_to__created_at")
+    def asked_at(self, turn: UnansweredQuestion) -> Any:
+        return turn.reply_to.created_at if turn.reply_to else None
+
+    @admin.display(description="conversation")
+    def conversation_link(self, turn: UnansweredQuestion) -> str:
+        url = reverse("admin:conversations_conversation_change", args=[turn.conversation_id])
+        return format_html('<a href="{}">{}</a>', url, str(turn.conversation_id)[:8])
+
+    @admin.display(description="taught as")
+    def taught_as(self, turn: UnansweredQuestion) -> str:
+        example: ExampleQuestion | None = getattr(turn, "taught_example", None)
+        if example is None:
+            return "—"
+        return example.article.title if example.article else "hand over"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_teach_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("knowledge.add_examplequestion") and request.user.has_perm(
+            "knowledge.change_examplequestion"
+        )
+
+    @admin.action(
+        description="Teach: questions like these are answered by an article…",
+        permissions=["teach"],
+    )
+    def teach_article(
+        self, request: HttpRequest, queryset: QuerySet[UnansweredQuestion]
+    ) -> TemplateResponse | None:
+        form = TeachArticleForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            article: Article = form.cleaned_data["article"]
+            self._teach(request, queryset, article.slug, article.title)
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Teach the bot which article answers these questions",
+            "opts": self.model._meta,
+            "form": form,
+            "questions": [turn.reply_to.text for turn in queryset if turn.reply_to],
+            "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+            "action": "teach_article",
+        }
+        return TemplateResponse(request, "admin/conversations/teach_article.html", context)
+
+    @admin.action(
+        description="Teach: questions like these are not answered here (hand over)",
+        permissions=["teach"],
+    )
+    def teach_unanswerable(
+        self, request: HttpRequest, queryset: QuerySet[UnansweredQuestion]
+    ) -> None:
+        self._teach(request, queryset, NONE_LABEL, "handing over")
+
+    def _teach(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[UnansweredQuestion],
+        label: str,
+        described: str,
+    ) -> None:
+        questions = [(turn.reply_to.text, label) for turn in queryset if turn.reply_to]
+        result = import_example_questions(questions, source=ExampleQuestion.Source.CONVERSATION)
+        transaction.on_commit(sync_example_questions, robust=True)
+        taught = result.created + result.relabelled + result.unchanged
+        self.message_user(
+            request,
+            f"{taught} {'question' if taught == 1 else 'questions'} taught as {described}: "
+            "similar questions are judged by them from the next question on.",
+            messages.SUCCESS,
+        )
+        for reason in result.skipped:
+            self.message_user(request, f"Not taught: {reason}", messages.WARNING)

@@ -21,9 +21,10 @@ NO_ANSWER_MARKER when they don't answer, never invent, answer in the customer's 
 `cited_sources` maps the [n] markers of the model's answer back to articles.
 
 Retrieval alone can't tell a near miss ("how much does the hub cost?" when the articles mention
-the hub but no price), so the model's judgement counts too: a reply that is NO_ANSWER_MARKER
-becomes the same abstention as retrieval's (AbstainOnMarker): the same words, abstained, no
-sources, counted by the abstain streak; only the model's tokens are still paid for and recorded.
+the hub but no price), so the model's judgement counts too: a reply that is NO_ANSWER_MARKER, or
+starts with it as models also write it ("[NO_ANSWER]", "no_answer."), becomes the same
+abstention as retrieval's (AbstainOnMarker): the same words, abstained, no sources, counted by
+the abstain streak; only the model's tokens are still paid for and recorded.
 
 Sources are only what an answer cites: a passage offered to the model but not cited is not
 shown as a source (the page must not claim an answer rests on an article it didn't use). The
@@ -73,6 +74,10 @@ DEFAULT_PROMPT_TOKENS = 1200
 # then abstains exactly as when retrieval finds nothing (AbstainOnMarker): our wording, counted
 # by the abstain streak, never the model's own "I couldn't find it".
 NO_ANSWER_MARKER = "[[NO_ANSWER]]"
+# The marker as models also write it at the start of a reply: one bracket or none, any case
+# ("[NO_ANSWER]", "NO_ANSWER.", "[[no_answer]]"). The group is the closing brackets.
+_MARKER_FORM = re.compile(r"\[{0,2}no_answer(\]{0,2})", re.IGNORECASE)
+_WORD_CHARACTER = re.compile(r"\w")
 
 # The rules that go with the passages. "{last}" is the highest passage number.
 KNOWLEDGE_INSTRUCTIONS = (
@@ -328,8 +333,15 @@ class AbstainOnMarker(Provider):
 
     The start of a reply is held back only while it could still be the marker, which may arrive
     in pieces ("[[NO_", "ANSWER]]") and after whitespace; a reply that starts any other way,
-    "[1]" included, flows on as soon as it can't be, so the first token is barely delayed.
-    Whatever follows a marker is discarded. A marker further into an answer is cut out (the
+    "[1]" included, flows on as soon as it can't be, so the first token is barely delayed (a
+    reply that starts with "No" waits for the next one).
+
+    At the start, the marker is recognised as models also write it ("[NO_ANSWER]", "NO_ANSWER",
+    "[[no_answer]]", "NO_ANSWER."; _starts_with_marker): what a model puts first is its verdict
+    on the passages, and what it adds after an abstention is an apology or a guess, so whatever
+    follows a marker is discarded, as it would have to be held back anyway for the marker not
+    to reach the customer. Further into an answer "NO_ANSWER" may be part of it (an error code
+    or a status the passages name), so only NO_ANSWER_MARKER itself is cut out there (the
     customer must never see it) and logged: the answer it follows stands, since it was already
     on the customer's screen.
     """
@@ -359,17 +371,17 @@ class AbstainOnMarker(Provider):
                 else:
                     held += event.text
                     start = held.lstrip()
-                    if start.startswith(NO_ANSWER_MARKER):
+                    if _starts_with_marker(start):
                         yield from _abstention(_finish_of(events))
                         return
-                    if NO_ANSWER_MARKER.startswith(start):
+                    if _could_start_marker(start):
                         continue
                     answer = _MarkerCutter()
                     text = answer.feed(held)
                 if text:
                     yield TextDelta(text)
                 continue
-            if answer is None and held.strip():
+            if answer is None and _cut_short_marker(held.strip()):
                 # All of the reply was the start of a marker: a marker cut short by max_tokens
                 # or a stop sequence is still the model saying the passages don't answer.
                 yield from _abstention(event)
@@ -380,6 +392,35 @@ class AbstainOnMarker(Provider):
             if answer is not None and answer.cut:
                 logger.warning("a model's answer went on to %s; cut out", NO_ANSWER_MARKER)
             yield event
+
+
+def _starts_with_marker(start: str) -> bool:
+    """Whether a reply (its leading whitespace stripped) starts with the marker in one of its
+    forms: closed by a bracket, or followed by anything but a letter, a digit or "_", so that
+    "NO_ANSWER." is the marker and "NO_ANSWER_TIMEOUT means..." an answer."""
+    form = _MARKER_FORM.match(start)
+    if form is None:
+        return False
+    if form.group(1):
+        return True
+    return form.end() < len(start) and not _WORD_CHARACTER.match(start, form.end())
+
+
+def _could_start_marker(start: str) -> bool:
+    """Whether more of the reply could still make it start with the marker (see
+    _starts_with_marker, which says no first)."""
+    form = _MARKER_FORM.match(start)
+    if form is not None:
+        return form.end() == len(start)  # "NO_ANSWER": "." or "_TIMEOUT" decides
+    brackets = len(start) - len(start.lstrip("["))
+    return brackets <= 2 and "NO_ANSWER".startswith(start[brackets:].upper())
+
+
+def _cut_short_marker(start: str) -> bool:
+    """Whether a whole reply that could only have gone on to be the marker (see
+    _could_start_marker) counts as one: anything from a "[" or a "NO_" on, but not a bare
+    "No", which is an answer."""
+    return start.startswith("[") or "_" in start
 
 
 def _finish_of(events: Iterator[StreamEvent]) -> Finished | None:

@@ -265,6 +265,27 @@ class Turn(models.Model):
         }
 
 
+class UnansweredQuestion(Turn):
+    """A bot reply that abstained (nothing in the knowledge base was good enough, or the model
+    found no answer in it), seen from the customer's question it could not answer: the
+    knowledge base's gaps, for operators to fill with an article or to teach as example
+    questions (knowledge.ExampleQuestion)."""
+
+    class Meta:
+        proxy = True
+        ordering = ["-id"]
+        verbose_name = "unanswered question"
+
+    @classmethod
+    def unanswered(cls) -> models.QuerySet[UnansweredQuestion]:
+        return models.QuerySet(cls).filter(
+            author=Turn.Author.BOT,
+            status=Turn.Status.DONE,
+            abstained=True,
+            reply_to__isnull=False,
+        )
+
+
 class Note(models.Model):
     """An internal note on a conversation: written by and for the team, never sent to the
     customer (a separate table, so no customer query or event can ever include one)."""

@@ -36,6 +36,7 @@ OPERATOR_PERMISSIONS = AGENT_PERMISSIONS + (
         f"{app}.{action}_{model}"
         for app, model in (
             ("knowledge", "article"),
+            ("knowledge", "examplequestion"),
             ("conversations", "escalationrule"),
             ("conversations", "cannedresponse"),
             ("conversations", "businesshours"),
@@ -55,6 +56,7 @@ OPERATOR_PERMISSIONS = AGENT_PERMISSIONS + (
     "studio.view_evalrun",
     "studio.add_evalrun",
     "studio.view_evalresult",
+    "conversations.view_unansweredquestion",
 )
 ROLES = {AGENTS: AGENT_PERMISSIONS, OPERATORS: OPERATOR_PERMISSIONS}
 

@@ -21,9 +21,10 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from .indexing import sync_passages
-from .models import Article, Passage
-from .services import clean_tags, is_language_code
+from .indexing import sync_example_questions, sync_passages
+from .language import question_key
+from .models import Article, ExampleQuestion, Passage
+from .services import EXAMPLE_MAX_CHARS, clean_tags, is_language_code
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,12 @@ def sync_after_commit(article_ids: Iterable[int]) -> None:
     ids = list(article_ids)
     if ids:
         transaction.on_commit(lambda: sync_passages(ids), robust=True)
+
+
+def embed_examples_after_commit() -> None:
+    """Embed new or edited example questions once the current transaction commits (the next
+    search would do it otherwise, on a customer's time)."""
+    transaction.on_commit(sync_example_questions, robust=True)
 
 
 class ArticleForm(forms.ModelForm[Article]):
@@ -136,6 +143,78 @@ class PassageInline(admin.TabularInline[Passage, Article]):
         return False
 
 
+class ExampleQuestionForm(forms.ModelForm[ExampleQuestion]):
+    class Meta:
+        model = ExampleQuestion
+        fields = ["text", "article"]
+        widgets = {"text": forms.TextInput(attrs={"size": 90})}
+        labels = {"text": "Question"}
+        help_texts = {
+            "text": "As a customer would ask it, typos and all.",
+        }
+
+    def clean_text(self) -> str:
+        text = " ".join(str(self.cleaned_data.get("text") or "").split())
+        if not text:
+            raise forms.ValidationError("Write the question.", code="required")
+        if len(text) > EXAMPLE_MAX_CHARS:
+            raise forms.ValidationError(f"Keep it under {EXAMPLE_MAX_CHARS} characters.")
+        # The key is not a form field, so Django can't check its uniqueness itself.
+        same = ExampleQuestion.objects.filter(key=question_key(text)).exclude(pk=self.instance.pk)
+        existing = same.select_related("article").first()
+        if existing is not None:
+            label = existing.article.title if existing.article else "no article (hand over)"
+            raise forms.ValidationError(
+                f"This question is already an example, answered by {label}: edit that one."
+            )
+        return text
+
+
+class ExampleQuestionInline(admin.TabularInline[ExampleQuestion, Article]):
+    """Questions this article answers, worded as customers word them."""
+
+    model = ExampleQuestion
+    form = ExampleQuestionForm
+    extra = 1
+    fields = ["text", "source"]
+    readonly_fields = ["source"]
+    verbose_name = "example question this article answers"
+    verbose_name_plural = (
+        "example questions this article answers (customers asking something like these get "
+        "this article)"
+    )
+
+
+@admin.register(ExampleQuestion)
+class ExampleQuestionAdmin(admin.ModelAdmin[ExampleQuestion]):
+    """Every example question, including the ones marked unanswerable (no article): questions
+    like those are handed over rather than answered."""
+
+    form = ExampleQuestionForm
+    list_display = ["text", "answered_by", "source", "embedded", "updated_at"]
+    list_filter = [("article", admin.EmptyFieldListFilter), "source", "article"]
+    search_fields = ["text", "article__title"]
+    autocomplete_fields = ["article"]
+    list_select_related = ["article"]
+    readonly_fields = ["source", "created_at", "updated_at"]
+
+    @admin.display(description="answered by", ordering="article__title")
+    def answered_by(self, example: ExampleQuestion) -> str:
+        return example.article.title if example.article else "— nothing: hand over"
+
+    @admin.display(description="embedded", boolean=True)
+    def embedded(self, example: ExampleQuestion) -> bool:
+        return bool(example.embedding)
+
+    def save_model(
+        self, request: HttpRequest, obj: ExampleQuestion, form: Any, change: bool
+    ) -> None:
+        if not change:
+            obj.source = ExampleQuestion.Source.OPERATOR
+        super().save_model(request, obj, form, change)
+        embed_examples_after_commit()
+
+
 @admin.register(Article)
 class ArticleAdmin(admin.ModelAdmin[Article]):
     form = ArticleForm
@@ -149,7 +228,7 @@ class ArticleAdmin(admin.ModelAdmin[Article]):
         ("Details", {"fields": ["url", "tags", "language", "published"]}),
         ("History", {"fields": ["source_file", "created_at", "updated_at"]}),
     ]
-    inlines = [PassageInline]
+    inlines = [ExampleQuestionInline, PassageInline]
     actions = ["publish", "unpublish"]
     save_on_top = True
 
@@ -169,6 +248,10 @@ class ArticleAdmin(admin.ModelAdmin[Article]):
     def save_model(self, request: HttpRequest, obj: Article, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
         sync_after_commit([obj.pk])
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        embed_examples_after_commit()
 
     @admin.action(description="Publish the selected articles", permissions=["change"])
     def publish(self, request: HttpRequest, queryset: QuerySet[Article]) -> None:

@@ -18,7 +18,7 @@ import os
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +64,20 @@ class Embedder(ABC):
         """embed_passages, remembering vectors by text: in this process, and on disk in
         KB_EMBEDDING_CACHE_DIR for every process, so the same passage text (in another process,
         a rebuilt database, a re-import) is never embedded twice."""
-        keys = [_cache_key(self.model_id, t) for t in texts]
+        return self._embed_cached(texts, self.embed_passages, "passage")
+
+    def embed_queries_cached(self, texts: Sequence[str]) -> np.ndarray:
+        """embed_queries, remembered like embed_passages_cached (for example questions, which
+        are embedded as questions: a customer's question is compared with them)."""
+        return self._embed_cached(texts, self.embed_queries, "query")
+
+    def _embed_cached(
+        self, texts: Sequence[str], embed: Callable[[Sequence[str]], np.ndarray], kind: str
+    ) -> np.ndarray:
+        # Passage keys carry no kind, so the vectors cached before queries were are still found.
+        keys = [
+            _cache_key(self.model_id, t if kind == "passage" else f"{kind}\0{t}") for t in texts
+        ]
         disk = _disk_cache_dir()
         for key in keys:
             if key not in _passage_cache and disk is not None:
@@ -73,7 +86,7 @@ class Embedder(ABC):
                     _passage_cache[key] = vector
         missing = [i for i, key in enumerate(keys) if key not in _passage_cache]
         if missing:
-            fresh = self.embed_passages([texts[i] for i in missing])
+            fresh = embed([texts[i] for i in missing])
             if len(_passage_cache) + len(missing) > PASSAGE_CACHE_SIZE:
                 _passage_cache.clear()
             for row, i in enumerate(missing):

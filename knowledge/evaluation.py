@@ -29,8 +29,9 @@ from pathlib import Path
 
 from . import embeddings, retrieval
 from .models import Article
+from .services import NONE_LABEL
 
-NONE = "none"
+NONE = NONE_LABEL
 
 
 class QuestionSetError(ValueError):
@@ -217,28 +218,33 @@ def evaluate(
     slug_of = dict(Article.objects.values_list("id", "slug"))
     retrieval.search("warm up", 1)  # the first query builds the index; don't time that
     report = Report()
-    for i, question in enumerate(questions, start=1):
-        # Each timing includes embedding the question: retrieval would otherwise hand the
-        # answerer its cached vector.
-        embeddings.forget_queries()
-        started = time.perf_counter()
-        hits = retrieval.search(question.question, depth)
-        retrieval_ms = (time.perf_counter() - started) * 1000
-        embeddings.forget_queries()
-        started = time.perf_counter()
-        outcome = answerer(question.question)
-        answer_ms = (time.perf_counter() - started) * 1000
-        report.outcomes.append(
-            Outcome(
-                question=question,
-                ranked_slugs=tuple(slug_of.get(h.article_id, "?") for h in hits),
-                top_confidence=hits[0].confidence if hits else 0.0,
-                abstained=outcome.abstained,
-                answer_sources=tuple(slug_of.get(a, "?") for a in outcome.source_article_ids),
-                retrieval_ms=retrieval_ms,
-                answer_ms=answer_ms,
-            )
-        )
-        if progress is not None:
-            progress(i)
+    with retrieval.leaving_out_identical_examples():
+        for i, question in enumerate(questions, start=1):
+            report.outcomes.append(_evaluate_one(question, answerer, depth, slug_of))
+            if progress is not None:
+                progress(i)
     return report
+
+
+def _evaluate_one(
+    question: Question, answerer: Answerer, depth: int, slug_of: dict[int, str]
+) -> Outcome:
+    # Each timing includes embedding the question: retrieval would otherwise hand the answerer
+    # its cached vector.
+    embeddings.forget_queries()
+    started = time.perf_counter()
+    hits = retrieval.search(question.question, depth)
+    retrieval_ms = (time.perf_counter() - started) * 1000
+    embeddings.forget_queries()
+    started = time.perf_counter()
+    outcome = answerer(question.question)
+    answer_ms = (time.perf_counter() - started) * 1000
+    return Outcome(
+        question=question,
+        ranked_slugs=tuple(slug_of.get(h.article_id, "?") for h in hits),
+        top_confidence=hits[0].confidence if hits else 0.0,
+        abstained=outcome.abstained,
+        answer_sources=tuple(slug_of.get(a, "?") for a in outcome.source_article_ids),
+        retrieval_ms=retrieval_ms,
+        answer_ms=answer_ms,
+    )

@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import BooleanField, ExpressionWrapper, Q
 
 from .embeddings import Embedder, get_embedder, to_bytes
-from .models import Article, Passage, content_hash
+from .models import Article, ExampleQuestion, Passage, content_hash
 from .retrieval import article_passages, passage_sentences
 
 logger = logging.getLogger(__name__)
@@ -133,3 +133,30 @@ def _reindex(article: Article, embedder: Embedder | None) -> int:
         logger.info("passages of article %s were re-indexed by another process", article.id)
         return 0
     return len(rows) if vectors is not None else 0
+
+
+def sync_example_questions() -> int:
+    """Embed the example questions that have no vector from the current embedding model (new,
+    edited, or embedded by another model). Returns how many were embedded."""
+    embedder = get_embedder()
+    if embedder is None:
+        return 0
+    todo = list(
+        ExampleQuestion.objects.filter(
+            Q(embedding__isnull=True) | ~Q(embedding_model=embedder.model_id)
+        )
+        .order_by("id")
+        .values_list("id", "key", "text")
+    )
+    embedded = 0
+    for start in range(0, len(todo), EMBED_BATCH):
+        batch = todo[start : start + EMBED_BATCH]
+        vectors = embedder.embed_queries_cached([text for _, _, text in batch])
+        for (example_id, key, _), vector in zip(batch, vectors, strict=True):
+            # Only if the text is still the one embedded: an edit meanwhile waits for the next sync.
+            embedded += ExampleQuestion.objects.filter(id=example_id, key=key).update(
+                embedding=to_bytes(vector), embedding_model=embedder.model_id
+            )
+    if embedded:
+        logger.info("example questions embedded: %d", embedded)
+    return embedded

@@ -11,6 +11,7 @@ with no function words count as English, the knowledge base's language.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 
@@ -59,3 +60,9 @@ def looks_english(text: str) -> bool:
     """Whether a question reads as English (ties, such as keyword questions, count as English)."""
     english, foreign = function_word_counts(text)
     return foreign <= english
+
+
+def question_key(text: str) -> str:
+    """The same question however it is cased or spaced (knowledge.ExampleQuestion.key)."""
+    normalised = " ".join(text.casefold().split())
+    return hashlib.sha256(normalised.encode()).hexdigest()

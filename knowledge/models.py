@@ -6,6 +6,8 @@ import json
 from django.db import models
 from django.db.models import Q
 
+from .language import question_key
+
 
 class Article(models.Model):
     """A help-centre article the bot answers from. The body is Markdown."""
@@ -73,3 +75,63 @@ class Passage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.article_id}#{self.position}"
+
+
+class ExampleQuestion(models.Model):
+    """A question as customers ask it, labelled with the article that answers it, or with no
+    article: a question the knowledge base must not answer (the bot hands over).
+
+    Retrieval compares each new question with these (knowledge.ranking's example features):
+    a customer's wording the articles never use still finds its article, and a near miss that
+    looks like an article ("how much does the thermostat cost?") but was marked unanswerable
+    makes the bot abstain. Operators add them in the admin or with `import_kb_examples`.
+    """
+
+    class Source(models.TextChoices):
+        OPERATOR = "operator", "written by an operator"
+        IMPORTED = "imported", "imported from a question set"
+        CONVERSATION = "conversation", "taught from a question the bot couldn't answer"
+
+    text = models.CharField(max_length=500)
+    article = models.ForeignKey(
+        Article,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="example_questions",
+        help_text="The article that answers it. Empty: the knowledge base doesn't answer it, "
+        "so the bot hands over.",
+    )
+    key = models.CharField(max_length=64, unique=True, editable=False)
+    source = models.CharField(max_length=20, choices=Source.choices, default=Source.OPERATOR)
+    # float32 little-endian, L2-normalised query embedding; empty until embedded (indexing).
+    embedding = models.BinaryField(null=True, blank=True, editable=False)
+    embedding_model = models.CharField(max_length=100, blank=True, default="", editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["article__title", "text"]
+
+    def __str__(self) -> str:
+        return self.text
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        new_key = question_key(self.text)
+        if new_key != self.key:
+            self.key = new_key
+            self.embedding = None  # the text changed: embedded again at the next sync
+            self.embedding_model = ""
+            update_fields = kwargs.get("update_fields")
+            if update_fields is not None:
+                kwargs["update_fields"] = {
+                    *update_fields,  # type: ignore[misc]
+                    "key",
+                    "embedding",
+                    "embedding_model",
+                }
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def is_unanswerable(self) -> bool:
+        return self.article_id is None

@@ -24,6 +24,14 @@ Features are relative to the question's other candidates (gaps to the best) or o
 embedding model's own scale, so a ranker trained on one knowledge base still helps on another;
 retraining on questions about your own articles helps more. A ranker trained with another
 embedding model is not used (retrieval falls back to the hybrid score).
+
+Example questions (knowledge.ExampleQuestion: a question labelled with its article, or as
+unanswerable) add EXAMPLE_FEATURES: how close the question is to the examples of each
+candidate and to the unanswerable ones. Training learns each question three times, with every
+example (an identical one left out: it would be the answer key), with the examples of a few
+labels only, and with none, so that one ranker serves a knowledge base with many examples,
+with a handful (a few examples must not pull other articles' questions to theirs) and with
+none.
 """
 
 from __future__ import annotations
@@ -64,7 +72,19 @@ FEATURES: tuple[str, ...] = (
     "known_share",  # how much of the question the knowledge base's vocabulary knows
     "not_english",  # the question reads as another language (knowledge.language)
     "unknown_english_share",  # words unknown to the knowledge base in an English question
+    # Example questions (knowledge.ExampleQuestion), 0 where there are none:
+    "example_similarity",  # the closest example this article answers
+    "example_similarity_gap",
+    "article_has_examples",  # 1 if the article has any, so "none close" and "none" differ
+    "unanswerable_example_similarity",  # the closest example marked unanswerable
+    "unanswerable_example_margin",  # that minus the closest answerable example's
 )
+
+#: The example-question features (retrieval.HybridIndex._example_columns computes them).
+EXAMPLE_FEATURES = FEATURES[FEATURES.index("example_similarity") :]
+
+#: The cosine an example feature takes when there is no example to compare with (feature 0).
+NEUTRAL_SIMILARITY = 0.8
 
 
 def similarity_feature(cosine: np.ndarray | float) -> np.ndarray | float:
@@ -83,6 +103,10 @@ ANSWERABILITY_FEATURES: tuple[str, ...] = (
     "known_share",
     "not_english",
     "unknown_english_share",
+    "example_similarity",
+    "article_has_examples",
+    "unanswerable_example_similarity",
+    "unanswerable_example_margin",
 )
 _ANSWERABILITY_COLUMNS = [FEATURES.index(name) for name in ANSWERABILITY_FEATURES]
 

@@ -45,7 +45,9 @@ import threading
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,11 +56,18 @@ import numpy as np
 import Stemmer
 from bm25s.stopwords import STOPWORDS_EN_PLUS
 from django.conf import settings
-from django.db.models import Count, Max
 
 from .embeddings import Embedder, get_embedder
-from .language import looks_english
-from .ranking import CANDIDATES, FEATURES, Ranker, get_ranker, similarity_feature
+from .language import looks_english, question_key
+from .ranking import (
+    CANDIDATES,
+    EXAMPLE_FEATURES,
+    FEATURES,
+    NEUTRAL_SIMILARITY,
+    Ranker,
+    get_ranker,
+    similarity_feature,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -316,16 +325,34 @@ class IndexedKnowledge:
     title_vectors: np.ndarray | None = None
     sentence_vectors: np.ndarray | None = None
     sentence_owner: np.ndarray | None = None
+    examples: Examples | None = None
+
+
+@dataclass(frozen=True)
+class Examples:
+    """The example questions (knowledge.ExampleQuestion) with vectors from the index's model:
+    one row each, with the article that answers it (UNANSWERABLE for none) and its question
+    key (knowledge.language.question_key)."""
+
+    UNANSWERABLE = 0  # article ids start at 1
+
+    vectors: np.ndarray  # (n, dim), float32, normalised query embeddings
+    article_ids: np.ndarray  # (n,) int64
+    keys: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.keys)
 
 
 def load_published_passages() -> IndexedKnowledge:
     """The stored passages of every published article (all languages), in article order,
     brought up to date first (only changed articles are re-split and re-embedded)."""
     from .embeddings import from_bytes, get_embedder, matrix_from_bytes
-    from .indexing import sync_passages
+    from .indexing import sync_example_questions, sync_passages
     from .models import Passage as StoredPassage
 
     sync_passages()
+    sync_example_questions()
     embedder = get_embedder()
     passages: list[Passage] = []
     vectors: list[np.ndarray] = []
@@ -387,6 +414,36 @@ def load_published_passages() -> IndexedKnowledge:
         np.vstack(titles),
         np.vstack(sentences) if owners else np.zeros((0, len(vectors[0])), dtype=np.float32),
         np.asarray(owners, dtype=np.int64),
+        load_examples(embedder) if embedder is not None else None,
+    )
+
+
+def load_examples(embedder: Embedder) -> Examples:
+    """The example questions embedded by this model, of published articles or unanswerable."""
+    from django.db.models import Q
+
+    from .embeddings import from_bytes
+    from .models import ExampleQuestion
+
+    vectors: list[np.ndarray] = []
+    article_ids: list[int] = []
+    keys: list[str] = []
+    rows = (
+        ExampleQuestion.objects.filter(embedding_model=embedder.model_id)
+        .filter(Q(article__isnull=True) | Q(article__published=True))
+        .order_by("id")
+        .values_list("article_id", "key", "embedding")
+    )
+    for article_id, key, blob in rows.iterator(chunk_size=2000):
+        vector = from_bytes(blob, embedder.dim) if blob else None
+        if vector is not None:
+            vectors.append(vector)
+            article_ids.append(article_id or Examples.UNANSWERABLE)
+            keys.append(key)
+    return Examples(
+        np.vstack(vectors) if vectors else np.zeros((0, embedder.dim), dtype=np.float32),
+        np.asarray(article_ids, dtype=np.int64),
+        tuple(keys),
     )
 
 
@@ -892,17 +949,35 @@ Signature = tuple[object, ...]
 
 
 def knowledge_base_signature() -> Signature:
-    """Changes whenever a published article is added, edited, unpublished or deleted.
+    """Changes whenever a published article is added, edited, unpublished or deleted, and
+    whenever an example question is.
 
-    One aggregate query. Edits must go through Model.save() (which bumps updated_at);
-    a bulk QuerySet.update() of article text should set updated_at too.
+    One query (it runs before every search). Edits must go through Model.save() (which bumps
+    updated_at); a bulk QuerySet.update() should set updated_at too.
     """
-    from .models import Article
+    from django.db import connections, router
 
-    row = Article.objects.filter(published=True).aggregate(
-        count=Count("id"), latest=Max("updated_at"), top=Max("id")
+    from .models import Article, ExampleQuestion
+
+    article = Article._meta.db_table
+    example = ExampleQuestion._meta.db_table
+    connection = connections[router.db_for_read(Article)]
+    quote = connection.ops.quote_name
+    # Raw because the ORM cannot put two tables' aggregates in one statement. Only quoted
+    # table and column names from the models are interpolated; the one value is a parameter.
+    article_aggregates = f"COUNT(*), MAX({quote('updated_at')}), MAX({quote('id')})"
+    example_aggregates = ", ".join(
+        f"(SELECT {aggregate} FROM {quote(example)})"  # noqa: S608
+        for aggregate in ("COUNT(*)", f"MAX({quote('updated_at')})", f"MAX({quote('id')})")
     )
-    return (row["count"], row["latest"], row["top"])
+    sql = (
+        f"SELECT {article_aggregates}, {example_aggregates} "  # noqa: S608
+        f"FROM {quote(article)} WHERE {quote('published')} = %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [True])
+        row = cursor.fetchone()
+    return tuple(row) if row else ()
 
 
 #: How much the embedding similarity counts in a hybrid confidence when every word of the
@@ -943,6 +1018,7 @@ class HybridIndex:
         title_vectors: np.ndarray | None = None,
         sentence_vectors: np.ndarray | None = None,
         sentence_owner: np.ndarray | None = None,
+        examples: Examples | None = None,
         ranker: Ranker | None = None,
         configured_ranker: bool = False,
     ) -> None:
@@ -989,6 +1065,7 @@ class HybridIndex:
             self._title_vectors = title_vectors[starts]  # one row per article
             self._sentence_vectors = sentence_vectors
             self._sentence_article = self._article_index[sentence_owner]
+        self.examples = self._usable_examples(examples)
         # A given ranker, or with configured_ranker the one KB_RANKER_PATH names, looked up at
         # each search so that a retrained ranker applies from the next question.
         self._ranker = ranker
@@ -997,6 +1074,33 @@ class HybridIndex:
 
     def __len__(self) -> int:
         return len(self.passages)
+
+    def _usable_examples(self, examples: Examples | None) -> Examples | None:
+        """The examples of this index's articles (and unanswerable ones), with their article
+        ids replaced by the article's position in the index (-1 for unanswerable)."""
+        if (
+            examples is None
+            or not len(examples)
+            or self.vectors is None
+            or examples.vectors.shape[1:] != self.vectors.shape[1:]
+        ):
+            return None
+        position = {int(self.passages[p].article_id): i for i, p in enumerate(self._article_starts)}
+        positions = np.asarray(
+            [
+                -1 if article_id == Examples.UNANSWERABLE else position.get(int(article_id), -2)
+                for article_id in examples.article_ids
+            ],
+            dtype=np.int64,
+        )
+        keep = positions > -2  # an article this index doesn't hold has nothing to point to
+        if not keep.any():
+            return None
+        return Examples(
+            examples.vectors[keep],
+            positions[keep],
+            tuple(key for key, kept in zip(examples.keys, keep, strict=True) if kept),
+        )
 
     @property
     def is_hybrid(self) -> bool:
@@ -1022,7 +1126,16 @@ class HybridIndex:
     def query_terms(self, query: str) -> list[QueryTerm]:
         return self.lexical.query_terms(query)
 
-    def search(self, query: str, k: int = 3, *, distinct_articles: bool = True) -> list[Hit]:
+    def search(
+        self,
+        query: str,
+        k: int = 3,
+        *,
+        distinct_articles: bool = True,
+        leave_out_identical_example: bool = False,
+    ) -> list[Hit]:
+        """The k best hits. leave_out_identical_example is for evaluation: an example question
+        identical to the query is its answer key, not evidence."""
         if k <= 0 or not self.passages or not query or not query.strip():
             return []
         scored = self._score(query)
@@ -1035,7 +1148,11 @@ class HybridIndex:
             )
         ranker = self.ranker
         if ranker is not None and distinct_articles:
-            candidates = self.candidates(scored, max(k, CANDIDATES))
+            candidates = self.candidates(
+                scored,
+                max(k, CANDIDATES),
+                examples=self.examples_other_than(query) if leave_out_identical_example else None,
+            )
             probability, confidence = ranker.score(candidates.rows)
             order = np.argsort(-probability, kind="stable")[:k]
             return [
@@ -1092,9 +1209,16 @@ class HybridIndex:
             english,
         )
 
-    def candidates(self, scored: _HybridScores, depth: int) -> Candidates:
+    def candidates(
+        self,
+        scored: _HybridScores,
+        depth: int,
+        *,
+        examples: np.ndarray | None = None,
+    ) -> Candidates:
         """The `depth` best articles by hybrid rank: each one's best passage and the ranker's
-        feature row for it (knowledge.ranking.FEATURES, in that order)."""
+        feature row for it (knowledge.ranking.FEATURES, in that order). `examples`: which of
+        self.examples count (a boolean mask; default all)."""
         starts = self._article_starts
         # Each article's best passage: sort by (article, -rank), take each run's first.
         order = np.lexsort((-scored.rank, self._article_index))
@@ -1133,6 +1257,7 @@ class HybridIndex:
             "known_share": np.full(n, scored.known_share),
             "not_english": np.full(n, 0.0 if scored.english else 1.0),
             "unknown_english_share": np.full(n, unknown if scored.english else 0.0),
+            **self._example_columns(scored.query_vector, articles, examples),
         }
         rows = (
             np.column_stack([columns[name] for name in FEATURES])
@@ -1141,12 +1266,56 @@ class HybridIndex:
         )
         return Candidates(passages=top, rows=rows)
 
-    def candidates_for(self, query: str, depth: int = CANDIDATES) -> Candidates | None:
-        """For training the ranker: the question's candidates and their feature rows."""
+    def _example_columns(
+        self, query_vector: np.ndarray, articles: np.ndarray, mask: np.ndarray | None
+    ) -> dict[str, np.ndarray]:
+        """The example-question features (knowledge.ranking.FEATURES) of the candidate articles
+        (positions in the index): how close the question is to the examples each candidate
+        answers, and to the examples marked unanswerable. Zero where there are none."""
+        n = len(articles)
+        examples = self.examples
+        if examples is None or (mask is not None and not mask.any()):
+            return {name: np.zeros(n) for name in EXAMPLE_FEATURES}
+        similarity = examples.vectors @ query_vector
+        owners = examples.article_ids
+        if mask is not None:
+            similarity, owners = similarity[mask], owners[mask]
+        # Below NEUTRAL_SIMILARITY an example is as good as none (feature 0).
+        per_article = np.full(len(self._article_starts), NEUTRAL_SIMILARITY)
+        answerable = owners >= 0
+        np.maximum.at(per_article, owners[answerable], similarity[answerable])
+        has_examples = np.zeros(len(self._article_starts))
+        has_examples[owners[answerable]] = 1.0
+        unanswerable = float(similarity[~answerable].max(initial=NEUTRAL_SIMILARITY))
+        # Closer to an unanswerable example than to any answerable one (either kind missing
+        # counts as the neutral similarity, so one example more never flips the feature's sign).
+        margin = unanswerable - float(similarity[answerable].max(initial=NEUTRAL_SIMILARITY))
+        candidate = np.asarray(similarity_feature(per_article[articles]))
+        return {
+            "example_similarity": candidate,
+            "example_similarity_gap": candidate - (candidate.max() if n else 0.0),
+            "article_has_examples": has_examples[articles],
+            "unanswerable_example_similarity": np.full(n, similarity_feature(unanswerable)),
+            "unanswerable_example_margin": np.full(n, margin * 10),
+        }
+
+    def examples_other_than(self, query: str) -> np.ndarray | None:
+        """A mask of the examples but one identical to the query (for evaluation: that one is
+        its answer key, not evidence)."""
+        if self.examples is None:
+            return None
+        mask: np.ndarray = np.asarray(self.examples.keys, dtype=object) != question_key(query)
+        return mask
+
+    def candidates_for(
+        self, query: str, depth: int = CANDIDATES, *, examples: np.ndarray | None = None
+    ) -> Candidates | None:
+        """For training the ranker: the question's candidates and their feature rows, reading
+        the examples in the `examples` mask (default all)."""
         if not self.has_ranking_vectors:
             return None
         scored = self._score(query)
-        return None if scored is None else self.candidates(scored, depth)
+        return None if scored is None else self.candidates(scored, depth, examples=examples)
 
 
 @dataclass(frozen=True)
@@ -1208,6 +1377,7 @@ class KnowledgeIndex:
                     title_vectors=loaded.title_vectors,
                     sentence_vectors=loaded.sentence_vectors,
                     sentence_owner=loaded.sentence_owner,
+                    examples=loaded.examples,
                     configured_ranker=True,
                 )
                 logger.info(
@@ -1230,9 +1400,28 @@ class KnowledgeIndex:
 knowledge_index = KnowledgeIndex()
 
 
+_leave_out_identical_examples: ContextVar[bool] = ContextVar(
+    "leave_out_identical_examples", default=False
+)
+
+
+@contextmanager
+def leaving_out_identical_examples() -> Iterator[None]:
+    """For evaluating on questions that are themselves example questions: within this block,
+    search ignores an example identical to the question asked (it is the answer key, not
+    evidence), so the figures are leave-one-out."""
+    token = _leave_out_identical_examples.set(True)
+    try:
+        yield
+    finally:
+        _leave_out_identical_examples.reset(token)
+
+
 def search(query: str, k: int = 3) -> list[Hit]:
     """The best passages for a question, one per article, best first (at most k)."""
-    return knowledge_index.get().search(query, k)
+    return knowledge_index.get().search(
+        query, k, leave_out_identical_example=_leave_out_identical_examples.get()
+    )
 
 
 @dataclass(frozen=True)

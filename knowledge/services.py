@@ -29,7 +29,11 @@ from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator, validate_slug
 from django.db import transaction
 
-from .models import Article
+from .language import question_key
+from .models import Article, ExampleQuestion
+
+#: The label of a question the knowledge base doesn't answer (as in eval_kb's question sets).
+NONE_LABEL = "none"
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 
@@ -339,3 +343,60 @@ def load_markdown_folder(folder: Path | str) -> LoadResult:
     if duplicates:
         raise KnowledgeLoadError(f"{folder}: duplicate slugs: {', '.join(duplicates)}")
     return upsert_articles(sources)
+
+
+# --- Example questions ---------------------------------------------------------------------
+
+#: The demo's own example questions: the question sets the shipped ranker was trained on.
+#: holdout.jsonl is not among them: it measures what examples and ranker do for new questions.
+DEMO_EXAMPLE_SETS = ("dev.jsonl", "eval.jsonl")
+
+EXAMPLE_MAX_CHARS = 500
+
+
+@dataclass(frozen=True)
+class ExampleImport:
+    created: int = 0
+    relabelled: int = 0
+    unchanged: int = 0
+    skipped: tuple[str, ...] = ()  # why each skipped question was skipped
+
+
+def import_example_questions(
+    questions: Iterable[tuple[str, str]],
+    *,
+    source: str = ExampleQuestion.Source.IMPORTED,
+) -> ExampleImport:
+    """Upsert example questions given as (question, article slug or "none"), in one transaction.
+
+    A question is one example however it is cased or spaced; importing it again with another
+    label relabels it (the newer label wins). A question naming an unknown article, empty or
+    too long is skipped and said why; the rest still go in. Vectors are made at the next sync
+    (knowledge.indexing.sync_example_questions)."""
+    article_of = dict(Article.objects.values_list("slug", "id"))
+    created = relabelled = unchanged = 0
+    skipped: list[str] = []
+    with transaction.atomic():
+        for text, expected in questions:
+            text = " ".join(text.split())
+            if not text:
+                skipped.append("an empty question")
+                continue
+            if len(text) > EXAMPLE_MAX_CHARS:
+                skipped.append(f"{text[:60]}…: longer than {EXAMPLE_MAX_CHARS} characters")
+                continue
+            article_id = None if expected == NONE_LABEL else article_of.get(expected)
+            if expected != NONE_LABEL and article_id is None:
+                skipped.append(f"{text[:60]}: no article {expected!r}")
+                continue
+            example = ExampleQuestion.objects.filter(key=question_key(text)).first()
+            if example is None:
+                ExampleQuestion.objects.create(text=text, article_id=article_id, source=source)
+                created += 1
+            elif example.article_id != article_id:
+                example.article_id = article_id
+                example.save(update_fields=["article", "updated_at"])
+                relabelled += 1
+            else:
+                unchanged += 1
+    return ExampleImport(created, relabelled, unchanged, tuple(skipped))

@@ -34,6 +34,7 @@ from conversations.models import Conversation, Turn
 
 from .models import EvalResult, EvalRun, PromptVersion, TestCase, TestSet
 from .playground import Answer, answer
+from .services import active_version_fresh
 
 logger = logging.getLogger(__name__)
 
@@ -266,14 +267,10 @@ def latest_finished_run(version: PromptVersion, test_set: TestSet | int) -> Eval
     )
 
 
-def active_version() -> PromptVersion | None:
-    return PromptVersion.objects.filter(is_active=True).first()
-
-
 def baseline_for(run: EvalRun) -> EvalRun | None:
     """The active version's last finished run on the same test set (None for the active
     version's own runs)."""
-    active = active_version()
+    active = active_version_fresh()
     if active is None or active.pk == run.version_id:
         return None
     return latest_finished_run(active, run.test_set_id)
@@ -330,7 +327,7 @@ def gate(version: PromptVersion) -> str | None:
     too (operators never ship a prompt blind) and its latest overall score must be at least
     the active version's latest. No active version, or no finished run of the active one:
     None (there is nothing to compare with)."""
-    active = active_version()
+    active = active_version_fresh()
     if active is None or active.pk == version.pk:
         return None
     test_set_ids = (

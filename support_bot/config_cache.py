@@ -8,9 +8,15 @@ How it stays correct in every web and worker process:
   configuration row (post_save / post_delete of a watched model, a bulk write through
   ConfigQuerySet, a migration) bumps it once its transaction commits, so no process can reload
   before the change is visible to it.
-- Every read asks Redis for the generation (one GET) and reloads what it cached under another
+- A read asks Redis for the generation (one GET) and reloads what it cached under another
   one. The generation is read before the rows, so a change that commits during a reload makes
   the next read reload again.
+- Within a unit of work (a Celery task: one reply, one evaluation run; or a `unit_of_work()`
+  block) the reads share the first one's GET: a reply's 3-4 reads cost one round trip. A change
+  another process announces during the unit applies from the next unit (the next reply), as
+  if it had committed a moment later; one this process announces applies at once. A unit asks
+  Redis again after UNIT_MAX_S, and before loading anything: a value is always filed under the
+  generation read just before it, never under an older one a unit kept.
 - The thread whose transaction changed configuration sees rows nobody else sees yet: until the
   commit it reads past the cache, and what it reads is not kept, so a rollback leaves nothing
   behind. (A test runs in a transaction that never commits: its edits apply to its next
@@ -25,16 +31,19 @@ Cached values are shared by the process's threads: loaders return values nobody 
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import redis
+from celery.signals import task_postrun, task_prerun
 from django.conf import settings
 from django.db import connection, models, transaction
 from django.db.models.signals import post_delete, post_migrate, post_save
@@ -56,6 +65,10 @@ REDIS_RETRY_AFTER_S = 5.0
 # A safety net for a change whose bump was lost (Redis unreachable from the process that made
 # it when it committed): values older than this are reloaded anyway.
 MAX_AGE_S = 60.0
+# How long a unit of work may go on with the generation it read first. Long enough for a reply
+# (the price is read after the model has streamed its answer), short enough that a long unit
+# (an evaluation run is one task) doesn't run on old configuration for minutes.
+UNIT_MAX_S = 30.0
 
 
 def generation_key() -> str:
@@ -75,6 +88,16 @@ class _Entry:
     value: Any
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    """The generation a thread read in a unit of work, for its next reads in that unit."""
+
+    unit: int
+    epoch: int
+    taken_at: float
+    generation: str
+
+
 class ConfigCache:
     """Values loaded from the database, kept while the Redis generation stays the same."""
 
@@ -84,23 +107,52 @@ class ConfigCache:
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
         self._redis_down_until = 0.0
+        self._snapshots = threading.local()  # .snapshot: this thread's _Snapshot
+        # Ends every snapshot of every thread: a change this process announced, a Redis error.
+        self._epoch = 0
 
     def get(self, name: str, load: Callable[[], T]) -> T:
         """The value `load` returns, loaded again only after a configuration change."""
         if changed_in_this_transaction():
             return load()
+        kept = self._kept_generation()
+        if kept is not None:
+            entry = self._entry(name, kept)
+            if entry is not None:
+                return cast(T, entry.value)
+        # A value is loaded under the generation of now, not the one a unit kept: filed under
+        # an older one, it would look stale to every thread that has seen the newer one.
         generation = self._generation()
         if generation is None:
             return load()
-        now = time.monotonic()
-        with self._lock:
-            entry = self._entries.get(name)
-        if entry and entry.generation == generation and now - entry.loaded_at < MAX_AGE_S:
+        entry = self._entry(name, generation)
+        if entry is not None:
             return cast(T, entry.value)
+        now = time.monotonic()
         value = load()
         with self._lock:
             self._entries[name] = _Entry(generation, now, value)
         return value
+
+    def _entry(self, name: str, generation: str) -> _Entry | None:
+        """The entry cached under this generation, unless it is too old to trust."""
+        with self._lock:
+            entry = self._entries.get(name)
+        if entry is None or entry.generation != generation:
+            return None
+        return entry if time.monotonic() - entry.loaded_at < MAX_AGE_S else None
+
+    def _kept_generation(self) -> str | None:
+        """The generation this thread read earlier in its current unit of work, if still good."""
+        unit = _current_unit()
+        snapshot: _Snapshot | None = getattr(self._snapshots, "snapshot", None)
+        if unit is None or snapshot is None:
+            return None
+        if snapshot.unit != unit or snapshot.epoch != self._epoch:
+            return None
+        if time.monotonic() - snapshot.taken_at >= UNIT_MAX_S:
+            return None
+        return snapshot.generation
 
     def bump(self) -> None:
         """Tell every process that configuration changed."""
@@ -110,6 +162,9 @@ class ConfigCache:
                     pipe.set(generation_key(), _first_generation(), nx=True)
                     pipe.incr(generation_key())
                     pipe.execute()
+                # After the increment: a thread that read the generation before it must not
+                # keep it for the rest of its unit of work.
+                self._end_snapshots()
                 return
             except redis.RedisError:
                 self._redis_failed()
@@ -120,9 +175,12 @@ class ConfigCache:
         )
 
     def _generation(self) -> str | None:
-        """The current generation, or None when Redis can't say (read the database then)."""
+        """The current generation, or None when Redis can't say (read the database then); kept
+        for the rest of the thread's unit of work, if it is in one."""
         if self._redis_is_down():
             return None
+        # Read before the GET: a change this process announces meanwhile ends the snapshot.
+        epoch, taken_at = self._epoch, time.monotonic()
         try:
             client = self._client()
             generation = client.get(generation_key())
@@ -137,7 +195,14 @@ class ConfigCache:
             )
             self._redis_failed()
             return None
+        unit = _current_unit()
+        if unit is not None:
+            self._snapshots.snapshot = _Snapshot(unit, epoch, taken_at, str(generation))
         return str(generation)
+
+    def _end_snapshots(self) -> None:
+        with self._lock:
+            self._epoch += 1
 
     def _redis_is_down(self) -> bool:
         return time.monotonic() < self._redis_down_until
@@ -146,6 +211,7 @@ class ConfigCache:
         self._redis_down_until = time.monotonic() + REDIS_RETRY_AFTER_S
         with self._lock:
             self._entries.clear()
+            self._epoch += 1
 
     def _client(self) -> redis.Redis:
         # Not conversations.redis_clients.sync_client(): that one retries a refused connection
@@ -175,6 +241,51 @@ def cached(load: Callable[[], T]) -> Callable[[], T]:
         return cache.get(name, load)
 
     return read
+
+
+# --- Units of work ---------------------------------------------------------------------------
+
+_units = threading.local()  # .stack: the ids of the units this thread is in, innermost last
+_unit_ids = itertools.count(1)
+
+
+def _unit_stack() -> list[int]:
+    stack: list[int] | None = getattr(_units, "stack", None)
+    if stack is None:
+        stack = _units.stack = []
+    return stack
+
+
+def _current_unit() -> int | None:
+    stack = _unit_stack()
+    return stack[-1] if stack else None
+
+
+def _begin_unit(**_: Any) -> None:
+    _unit_stack().append(next(_unit_ids))
+
+
+def _end_unit(**_: Any) -> None:
+    stack = _unit_stack()
+    if stack:
+        stack.pop()
+
+
+@contextlib.contextmanager
+def unit_of_work() -> Iterator[None]:
+    """The configuration reads in the block share one look at the generation (see the module
+    doc). Celery tasks are units of work already."""
+    _begin_unit()
+    try:
+        yield
+    finally:
+        _end_unit()
+
+
+# A reply, an evaluation run or a playground reply is one task. The signals are sent in the
+# thread that runs the task (threads pool included), and postrun even when the task raised.
+task_prerun.connect(_begin_unit, weak=False, dispatch_uid="config_cache.begin_unit")
+task_postrun.connect(_end_unit, weak=False, dispatch_uid="config_cache.end_unit")
 
 
 # --- Announcing changes ----------------------------------------------------------------------

@@ -28,6 +28,8 @@ from typing import Any
 import httpx2
 import pytest
 
+from tests.fixtures_kb import parcels_article
+
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_LLM_TTFT_MS = 20
 FAKE_LLM_TOKENS_PER_S = 400
@@ -145,4 +147,14 @@ def answer_with_fake_model(settings: Any, fake_llm: FakeLLMServer) -> FakeLLMSer
     settings.OPENAI_BASE_URL = fake_llm.base_url
     settings.OPENAI_MODEL = "fake-model"
     settings.OPENAI_READ_TIMEOUT_S = 2
+    return fake_llm
+
+
+@pytest.fixture
+def model(settings: Any, fake_llm: FakeLLMServer) -> FakeLLMServer:
+    """The bot on the fake server, with the help article the reply tests answer from, so every
+    reply is grounded and reaches the model: any request to it shows in requests(). Modules
+    with articles of their own define their own `model`."""
+    answer_with_fake_model(settings, fake_llm)
+    parcels_article()
     return fake_llm

@@ -13,6 +13,7 @@ from datetime import datetime, time
 from decimal import Decimal
 
 import pytest
+import redis
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
@@ -295,6 +296,82 @@ def test_it_sees_its_own_uncommitted_change_and_caches_nothing_of_a_rolled_back_
     with CaptureConfigReads() as reads:
         assert handoff.escalation_for_message(conversation, "my barrister") is None
     assert reads.count == 0  # ...and the entry cached before it is still the one served
+
+
+# --- Redis round trips: one a unit of work -----------------------------------------------------
+
+
+@pytest.fixture
+def generation_reads(monkeypatch) -> list[str]:
+    """Every GET of the generation from here on, by any Redis client of this process."""
+    reads: list[str] = []
+    get = redis.Redis.get
+
+    def counted(self, name, *args, **kwargs):
+        if name == config_cache.generation_key():
+            reads.append(name)
+        return get(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(redis.Redis, "get", counted)
+    return reads
+
+
+def test_a_reply_written_by_a_worker_reads_the_generation_once(offline, generation_reads):
+    conversation = warmed_conversation()
+    handoff.business_hours()  # as after any earlier handover in this process
+    services.write_reply(post(conversation, "What colour is the moon?").reply.pk)
+    reply = post(conversation, "And on Tuesdays?").reply
+    generation_reads.clear()
+
+    # The experiment, the version, the price, the abstain-streak rule and the business hours
+    # for the notice: one GET each before units of work.
+    with CaptureConfigReads() as reads:
+        tasks.generate_reply.apply(args=[reply.pk])
+    assert len(generation_reads) == 1 and reads.count == 0
+    conversation.refresh_from_db()
+    assert conversation.escalation_reason == "abstained"
+
+    handoff.escalation_rules()  # the task's unit of work is over: a read outside asks again
+    assert len(generation_reads) == 2
+
+
+def change_in_another_process(*, enabled: bool, pattern: str | None = None) -> None:
+    """A change committed by another process: this one gets no signal, only the bump."""
+    with connection.cursor() as cursor:
+        if pattern is None:
+            cursor.execute("UPDATE conversations_escalationrule SET enabled = %s", [enabled])
+        else:
+            cursor.execute(
+                "UPDATE conversations_escalationrule SET enabled = %s WHERE pattern = %s",
+                [enabled, pattern],
+            )
+    sync_client().incr(config_cache.generation_key())
+
+
+def test_another_process_change_applies_from_the_next_unit_of_work(committed, monkeypatch):
+    with committed():
+        EscalationRule.objects.create(kind="keyword", pattern="lawyer")
+        EscalationRule.objects.create(kind="keyword", pattern="barrister")
+    conversation = new_conversation()
+
+    with config_cache.unit_of_work():
+        assert handoff.escalation_for_message(conversation, "my lawyer") == "keyword"
+        change_in_another_process(enabled=False, pattern="lawyer")
+        # The unit goes on with the configuration it began with...
+        assert handoff.escalation_for_message(conversation, "my lawyer") == "keyword"
+    # ...and the next one has the change.
+    with config_cache.unit_of_work():
+        assert handoff.escalation_for_message(conversation, "my lawyer") is None
+
+        # A change made in this process applies at once.
+        with committed():
+            EscalationRule.objects.filter(pattern="barrister").update(enabled=False)
+        assert handoff.escalation_for_message(conversation, "my barrister") is None
+
+        # A unit that goes on for longer than UNIT_MAX_S asks Redis again.
+        change_in_another_process(enabled=True)
+        monkeypatch.setattr(config_cache, "UNIT_MAX_S", 0.0)
+        assert handoff.escalation_for_message(conversation, "my lawyer") == "keyword"
 
 
 # --- Redis unreachable ---------------------------------------------------------------------------

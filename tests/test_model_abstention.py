@@ -61,7 +61,7 @@ def deltas_of(reply: Turn) -> list[str]:
 def assert_marker_never_shown(reply: Turn) -> None:
     """Not in any frame the writer published (live and replayed alike), nor stored."""
     for frame in frames_of(reply):
-        assert "[[" not in json.dumps(frame) and "NO_ANSWER" not in json.dumps(frame)
+        assert "[[" not in json.dumps(frame) and "NO_ANSWER" not in json.dumps(frame).upper()
     assert "".join(deltas_of(reply)) == ABSTAIN
     assert MARKER not in Turn.objects.get(pk=reply.pk).text
 
@@ -107,6 +107,35 @@ def test_it_abstains_like_retrieval_does_when_the_model_replies_the_marker(model
     ids=["two-pieces", "whitespace-around", "by-character", "trailing-text"],
 )
 def test_it_catches_a_marker_split_across_chunks_and_streams_none_of_it(model, kb, chunks):
+    model.script(chunks)
+    reply = answered(LANTERN_QUESTION)
+
+    assert model.requests()[0]["scripted"]
+    assert (reply.status, reply.text, reply.abstained, reply.sources) == ("done", ABSTAIN, True, [])
+    assert reply.completion_tokens == len(chunks)
+    assert_marker_never_shown(reply)
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        ["[NO_ANSWER]"],
+        ["NO_ANSWER"],
+        ["[[no_answer]]"],
+        ["\n ", "NO_", "ANSWER", ".\n"],
+        ["[No_Answer]", " Sorry, the articles", " don't say."],
+        ["NO_ANSWER", " - the passages", " don't say."],
+    ],
+    ids=[
+        "one-bracket",
+        "no-brackets",
+        "lower-case",
+        "whitespace-and-period",
+        "trailing-text",
+        "bare-then-text",
+    ],
+)
+def test_it_abstains_on_the_marker_as_models_also_write_it(model, kb, chunks):
     model.script(chunks)
     reply = answered(LANTERN_QUESTION)
 
@@ -175,6 +204,9 @@ def relayed(provider: Provider) -> Iterator[StreamEvent]:
         (["[", "1]", " Plug it in."], "[1]", 2),
         (["Plug", " it in."], "Plug", 1),
         (["\n", "[[NO", "PE", " really"], "\n[[NOPE", 3),
+        # Could be a bare marker until the next token says otherwise.
+        (["No", " problem", " at all."], "No problem", 2),
+        (["NO_ANSWER", "_TIMEOUT means", " no signal [1]."], "NO_ANSWER_TIMEOUT means", 2),
     ],
 )
 def test_it_lets_an_answer_flow_as_soon_as_it_cannot_be_the_marker(chunks, first, read):
@@ -187,6 +219,18 @@ def test_it_lets_an_answer_flow_as_soon_as_it_cannot_be_the_marker(chunks, first
     text = first + "".join(e.text for e in events if isinstance(e, TextDelta))
     assert text == "".join(chunks)
     assert events[-1] == Finished(model="m", prompt_tokens=7, completion_tokens=len(chunks))
+
+
+def test_it_tells_a_bare_marker_cut_short_from_a_one_word_answer():
+    cut_short = list(relayed(Chunks("NO_", "ANS")))
+    assert "".join(e.text for e in cut_short if isinstance(e, TextDelta)) == ABSTAIN
+    assert cut_short[-1].abstained
+
+    answer = list(relayed(Chunks("No")))
+    assert answer == [
+        TextDelta("No"),
+        Finished(model="m", prompt_tokens=7, completion_tokens=1),
+    ]
 
 
 def test_it_keeps_the_models_usage_on_an_abstention_and_reads_its_stream_to_the_end():

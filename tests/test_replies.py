@@ -1,8 +1,9 @@
 """Writing a reply: the model through the real openai client and the fake server over HTTP,
 frames through the real Redis replay log, retries that honour Retry-After, exactly one reply.
 
-The knowledge base has one article that answers the questions asked here, so every reply is
-grounded and reaches the model (tests/test_grounded_replies.py covers grounding itself)."""
+The knowledge base has one article that answers the questions asked here (the `model` fixture,
+tests/fixtures_fake_llm.py), so every reply is grounded and reaches the model
+(tests/test_grounded_replies.py covers grounding itself)."""
 
 from __future__ import annotations
 
@@ -17,18 +18,8 @@ from conversations.models import Conversation, Customer, Turn
 from conversations.redis_clients import key, sync_client
 from support_bot.fake_llm import expected_reply
 from tests.conftest import reply_text
-from tests.fixtures_fake_llm import answer_with_fake_model
-from tests.fixtures_kb import parcels_article
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def model(settings, fake_llm):
-    """Point the bot at the fake OpenAI-compatible server through the real openai client."""
-    answer_with_fake_model(settings, fake_llm)
-    parcels_article()
-    return fake_llm
 
 
 def ask(text: str = "Where is my parcel?", conversation: Conversation | None = None) -> Turn:

@@ -19,19 +19,9 @@ from inbox import assist
 from inbox import services as inbox_services
 from tests import personas
 from tests.conftest import open_chat, receive_until
-from tests.fixtures_fake_llm import answer_with_fake_model
-from tests.fixtures_kb import parcels_article
 
 alice_agent = personas.alice_agent
 bob_agent = personas.bob_agent
-
-
-@pytest.fixture
-def model(settings, fake_llm):
-    """The bot on the fake OpenAI-compatible server: any request to it shows in requests()."""
-    answer_with_fake_model(settings, fake_llm)
-    parcels_article()
-    return fake_llm
 
 
 def ask(conversation: Conversation, text: str = "Where is my parcel?") -> Turn:

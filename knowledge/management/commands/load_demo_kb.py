@@ -1,20 +1,40 @@
-"""Loads (or refreshes) the demo knowledge base from knowledge/demo/*.md."""
+"""Loads (or refreshes) the demo knowledge base from knowledge/demo/*.md, and its example
+questions (knowledge.services.DEMO_EXAMPLE_SETS)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from knowledge.services import DEMO_DIR, KnowledgeLoadError, load_markdown_folder, markdown_files
+from knowledge.evaluation import QuestionSetError, read_questions
+from knowledge.indexing import sync_example_questions
+from knowledge.management.commands.import_kb_examples import report_import
+from knowledge.services import (
+    DEMO_DIR,
+    DEMO_EXAMPLE_SETS,
+    KnowledgeLoadError,
+    import_example_questions,
+    load_markdown_folder,
+    markdown_files,
+)
 
 
 class Command(BaseCommand):
-    help = "Create or update the demo help articles (by slug). Safe to run again."
+    help = (
+        "Create or update the demo help articles (by slug) and their example questions. "
+        "Safe to run again."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--path", default=str(DEMO_DIR), help="Folder of Markdown articles to load."
+        )
+        parser.add_argument(
+            "--no-examples",
+            action="store_true",
+            help="Load the articles only, without the demo's example questions.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -29,3 +49,12 @@ class Command(BaseCommand):
                 f"({created} created, {updated} updated, {total - created - updated} unchanged)."
             )
         )
+        examples = [Path(options["path"]) / name for name in DEMO_EXAMPLE_SETS]
+        if options["no_examples"] or not all(path.is_file() for path in examples):
+            return
+        try:
+            questions = [q for path in examples for q in read_questions(path)]
+        except (OSError, QuestionSetError) as exc:
+            raise CommandError(str(exc)) from exc
+        result = import_example_questions((q.question, q.expected) for q in questions)
+        report_import(self, result, sync_example_questions())

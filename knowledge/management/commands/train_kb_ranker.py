@@ -3,15 +3,38 @@ set over the current knowledge base (see knowledge.ranking)."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from knowledge import ranking, retrieval
 from knowledge.evaluation import NONE, QuestionSetError, read_questions
 from knowledge.models import Article
+from knowledge.retrieval import HybridIndex
+
+#: In the "few examples" regime, the share of labels (articles, and "none") whose examples count.
+SPARSE_LABEL_SHARE = 0.3
+
+
+def example_regimes(index: HybridIndex, question: str) -> list[np.ndarray | None]:
+    """The example masks a question is learnt under, so that one ranker serves a knowledge base
+    with many example questions, with few, and with none: every example (but one identical to
+    the question: it would be the answer key), the examples of a few labels only (chosen by a
+    generator seeded with the question, so training is repeatable), and none at all."""
+    every = index.examples_other_than(question)
+    if index.examples is None or every is None:
+        return [None]
+    labels = np.unique(index.examples.article_ids)
+    seed = int.from_bytes(hashlib.sha256(question.encode()).digest()[:8], "little")
+    chosen = np.random.default_rng(seed).choice(
+        labels, max(1, round(len(labels) * SPARSE_LABEL_SHARE)), replace=False
+    )
+    few = every & np.isin(index.examples.article_ids, chosen)
+    return [every, few, np.zeros(len(index.examples), dtype=bool)]
 
 
 class Command(BaseCommand):
@@ -50,16 +73,21 @@ class Command(BaseCommand):
             raise CommandError(f"Unknown article slugs in the questions: {', '.join(unknown)}")
 
         training: list[ranking.TrainingQuestion] = []
+        skipped = 0
         for question in questions:
-            candidates = index.candidates_for(question.question)
-            if candidates is None:
-                continue
-            slugs = [slug_of.get(index.passages[int(p)].article_id) for p in candidates.passages]
-            right = slugs.index(question.expected) if question.expected in slugs else None
-            if question.expected != NONE and right is None:
-                # The right article is not among the candidates: nothing to learn to rank.
-                continue
-            training.append(ranking.TrainingQuestion(candidates.rows, right))
+            for regime, examples in enumerate(example_regimes(index, question.question)):
+                candidates = index.candidates_for(question.question, examples=examples)
+                if candidates is None:
+                    continue
+                slugs = [
+                    slug_of.get(index.passages[int(p)].article_id) for p in candidates.passages
+                ]
+                right = slugs.index(question.expected) if question.expected in slugs else None
+                if question.expected != NONE and right is None:
+                    # The right article is not among the candidates: nothing to learn to rank.
+                    skipped += regime == 0
+                    continue
+                training.append(ranking.TrainingQuestion(candidates.rows, right))
         try:
             ranker, figures = ranking.train(
                 training,
@@ -67,7 +95,8 @@ class Command(BaseCommand):
                 l2=options["l2"],
                 trained={
                     "on": [Path(f).name for f in options["files"]],
-                    "questions": len(training),
+                    "questions": len(questions) - skipped,
+                    "example_questions": len(index.examples) if index.examples else 0,
                     "at": timezone.now().isoformat(timespec="seconds"),
                     "l2": options["l2"],
                 },
@@ -78,10 +107,12 @@ class Command(BaseCommand):
         if out is None:
             raise CommandError("KB_RANKER_PATH is off: pass --out")
         ranker.save(out)
+        example_count = len(index.examples) if index.examples else 0
         self.stdout.write(
-            f"Trained on {len(training)} of {len(questions)} questions "
-            f"({len(questions) - len(training)} skipped: right article not among the "
-            f"{ranking.CANDIDATES} candidates). Written to {out}."
+            f"Trained on {len(questions) - skipped} of {len(questions)} questions "
+            f"({skipped} skipped: right article not among the {ranking.CANDIDATES} "
+            f"candidates), each with all, a few and none of the {example_count} example questions. "
+            f"Written to {out}."
         )
         self.stdout.write(
             f"On the training questions (optimistic): hit@1 {figures.hit_at_1:.2f}, "
