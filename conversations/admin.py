@@ -27,7 +27,7 @@ from .models import (
     EscalationRule,
     Note,
     Turn,
-    UnansweredQuestion,
+    UnresolvedQuestion,
 )
 
 
@@ -306,21 +306,38 @@ class TeachArticleForm(forms.Form):
     )
 
 
-@admin.register(UnansweredQuestion)
-class UnansweredQuestionAdmin(admin.ModelAdmin[UnansweredQuestion]):
-    """Questions the bot couldn't answer, newest first: write the missing article, or teach
+class BotDidFilter(admin.SimpleListFilter):
+    title = "what the bot did"
+    parameter_name = "bot"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [
+            ("abstained", "Couldn't answer"),
+            ("answered", "Answered, then the customer asked for a person"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() in ("abstained", "answered"):
+            return queryset.filter(abstained=self.value() == "abstained")
+        return queryset
+
+
+@admin.register(UnresolvedQuestion)
+class UnresolvedQuestionAdmin(admin.ModelAdmin[UnresolvedQuestion]):
+    """Questions the bot didn't resolve, newest first: write the missing article, or teach
     retrieval that such questions are answered by an existing article, or are rightly handed
     over (knowledge.ExampleQuestion)."""
 
-    list_display = ["question", "asked_at", "conversation_link", "taught_as"]
+    list_display = ["question", "bot_did", "asked_at", "conversation_link", "taught_as"]
     list_select_related = ["reply_to", "conversation"]
+    list_filter = [BotDidFilter]
     search_fields = ["reply_to__text"]
     date_hierarchy = "created_at"
     actions = ["teach_article", "teach_unanswerable"]
     list_per_page = 50
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[UnansweredQuestion]:
-        return UnansweredQuestion.unanswered().select_related("reply_to", "conversation")
+    def get_queryset(self, request: HttpRequest) -> QuerySet[UnresolvedQuestion]:
+        return UnresolvedQuestion.to_review().select_related("reply_to", "conversation")
 
     def get_changelist_instance(self, request: HttpRequest) -> Any:
         changelist = super().get_changelist_instance(request)
@@ -337,21 +354,31 @@ class UnansweredQuestionAdmin(admin.ModelAdmin[UnansweredQuestion]):
         return changelist
 
     @admin.display(description="question")
-    def question(self, turn: UnansweredQuestion) -> str:
+    def question(self, turn: UnresolvedQuestion) -> str:
         text = turn.reply_to.text if turn.reply_to else ""
         return text if len(text) <= 200 else text[:200] + "…"
 
+    @admin.display(description="what the bot did")
+    def bot_did(self, turn: UnresolvedQuestion) -> str:
+        if turn.abstained:
+            return "couldn't answer"
+        titles = ", ".join(
+            str(source.get("title", "")) for source in turn.sources if isinstance(source, dict)
+        )
+        answered = f"answered from {titles}" if titles else "answered"
+        return f"{answered}, then the customer asked for a person"
+
     @admin.display(description="asked", ordering="reply_to__created_at")
-    def asked_at(self, turn: UnansweredQuestion) -> Any:
+    def asked_at(self, turn: UnresolvedQuestion) -> Any:
         return turn.reply_to.created_at if turn.reply_to else None
 
     @admin.display(description="conversation")
-    def conversation_link(self, turn: UnansweredQuestion) -> str:
+    def conversation_link(self, turn: UnresolvedQuestion) -> str:
         url = reverse("admin:conversations_conversation_change", args=[turn.conversation_id])
         return format_html('<a href="{}">{}</a>', url, str(turn.conversation_id)[:8])
 
     @admin.display(description="taught as")
-    def taught_as(self, turn: UnansweredQuestion) -> str:
+    def taught_as(self, turn: UnresolvedQuestion) -> str:
         example: ExampleQuestion | None = getattr(turn, "taught_example", None)
         if example is None:
             return "—"
@@ -376,7 +403,7 @@ class UnansweredQuestionAdmin(admin.ModelAdmin[UnansweredQuestion]):
         permissions=["teach"],
     )
     def teach_article(
-        self, request: HttpRequest, queryset: QuerySet[UnansweredQuestion]
+        self, request: HttpRequest, queryset: QuerySet[UnresolvedQuestion]
     ) -> TemplateResponse | None:
         form = TeachArticleForm(request.POST if "apply" in request.POST else None)
         if form.is_valid():
@@ -399,14 +426,14 @@ class UnansweredQuestionAdmin(admin.ModelAdmin[UnansweredQuestion]):
         permissions=["teach"],
     )
     def teach_unanswerable(
-        self, request: HttpRequest, queryset: QuerySet[UnansweredQuestion]
+        self, request: HttpRequest, queryset: QuerySet[UnresolvedQuestion]
     ) -> None:
         self._teach(request, queryset, NONE_LABEL, "handing over")
 
     def _teach(
         self,
         request: HttpRequest,
-        queryset: QuerySet[UnansweredQuestion],
+        queryset: QuerySet[UnresolvedQuestion],
         label: str,
         described: str,
     ) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from support_bot.config_cache import ConfigQuerySet
@@ -265,23 +265,38 @@ class Turn(models.Model):
         }
 
 
-class UnansweredQuestion(Turn):
-    """A bot reply that abstained (nothing in the knowledge base was good enough, or the model
-    found no answer in it), seen from the customer's question it could not answer: the
-    knowledge base's gaps, for operators to fill with an article or to teach as example
-    questions (knowledge.ExampleQuestion)."""
+class UnresolvedQuestion(Turn):
+    """A bot reply seen from the customer's question it didn't resolve: the bot abstained
+    (nothing in the knowledge base was good enough, or the model found no answer in it), or it
+    answered and the customer then asked for a person (or was upset) before any other reply.
+    These are the knowledge base's gaps and look-alikes, for operators to fill with an article
+    or to teach as example questions (knowledge.ExampleQuestion)."""
+
+    #: The escalations after an answer that say it didn't help.
+    UNHELPED = (Conversation.Escalation.CUSTOMER_REQUEST, Conversation.Escalation.ANGRY)
 
     class Meta:
         proxy = True
         ordering = ["-id"]
-        verbose_name = "unanswered question"
+        verbose_name = "unresolved question"
 
     @classmethod
-    def unanswered(cls) -> models.QuerySet[UnansweredQuestion]:
+    def to_review(cls) -> models.QuerySet[UnresolvedQuestion]:
+        later_reply = Turn.objects.filter(
+            conversation=OuterRef("conversation"),
+            author=Turn.Author.BOT,
+            id__gt=OuterRef("id"),
+            created_at__lt=OuterRef("conversation__escalated_at"),
+        ).exclude(status=Turn.Status.WITHDRAWN)
+        answered_then_escalated = Q(
+            abstained=False,
+            conversation__escalation_reason__in=cls.UNHELPED,
+            conversation__escalated_at__gt=F("created_at"),
+        ) & ~Exists(later_reply)
         return models.QuerySet(cls).filter(
+            Q(abstained=True) | answered_then_escalated,
             author=Turn.Author.BOT,
             status=Turn.Status.DONE,
-            abstained=True,
             reply_to__isnull=False,
         )
 

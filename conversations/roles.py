@@ -56,7 +56,7 @@ OPERATOR_PERMISSIONS = AGENT_PERMISSIONS + (
     "studio.view_evalrun",
     "studio.add_evalrun",
     "studio.view_evalresult",
-    "conversations.view_unansweredquestion",
+    "conversations.view_unresolvedquestion",
 )
 ROLES = {AGENTS: AGENT_PERMISSIONS, OPERATORS: OPERATOR_PERMISSIONS}
 

@@ -19,6 +19,7 @@ from django.utils import timezone
 from knowledge import embeddings
 from studio import runtime
 from studio import services as studio_services
+from support_bot import config_cache
 
 from . import grounding, handoff, llm
 from .events import ReplyPublisher, send_turn_on_commit
@@ -142,6 +143,7 @@ class PostedMessage:
         }
 
 
+@config_cache.unit_of_work()
 def post_customer_message(conversation: Conversation, client_id: str, text: str) -> PostedMessage:
     """Store a customer's message and queue the bot's reply, once per client message id.
 
@@ -151,7 +153,8 @@ def post_customer_message(conversation: Conversation, client_id: str, text: str)
     conversation reopens it; writing to a snoozed one brings it back to the team.
 
     Returns only after the commit, so an acknowledgement built from the result never
-    acknowledges a message that could still be lost.
+    acknowledges a message that could still be lost. One unit of work for the configuration
+    cache: the escalation rules and business hours it reads share one Redis GET.
     """
     existing = _already_posted(conversation, client_id)
     if existing:

@@ -335,6 +335,19 @@ def test_a_reply_written_by_a_worker_reads_the_generation_once(offline, generati
     assert len(generation_reads) == 2
 
 
+def test_a_customer_message_reads_the_generation_once(offline, generation_reads):
+    conversation = warmed_conversation()
+    handoff.business_hours()
+    generation_reads.clear()
+
+    with CaptureConfigReads() as reads:
+        post(conversation, "I want to talk to a human")  # rules, then hours for the notice
+
+    assert len(generation_reads) == 1 and reads.count == 0
+    conversation.refresh_from_db()
+    assert conversation.escalation_reason == "customer_request"
+
+
 def change_in_another_process(*, enabled: bool, pattern: str | None = None) -> None:
     """A change committed by another process: this one gets no signal, only the bump."""
     with connection.cursor() as cursor:

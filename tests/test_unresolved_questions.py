@@ -1,5 +1,5 @@
-"""Operators review the questions the bot couldn't answer and teach retrieval from them
-(conversations.UnansweredQuestion in the admin, knowledge.ExampleQuestion)."""
+"""Operators review the questions the bot didn't resolve and teach retrieval from them
+(conversations.UnresolvedQuestion in the admin, knowledge.ExampleQuestion)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from knowledge.models import Article, ExampleQuestion
 from knowledge.services import DEMO_DIR, load_markdown_folder
 from tests.personas import make_user
 
-ADMIN = "/admin/conversations/unansweredquestion/"
+ADMIN = "/admin/conversations/unresolvedquestion/"
 TO_A_PERSON = "can i talk to an actual person instead of the bot"
 OTHER_BRAND = "how do i cancel my netflix subscription"
 
@@ -36,13 +36,22 @@ def alice_agent(db: None) -> User:
     return make_user("alice_agent", "Anna", "Agents")
 
 
-def bot_reply(text: str, customer: Customer | None = None) -> Turn:
-    conversation = Conversation.objects.create(customer=customer or Customer.objects.create())
+def bot_reply(text: str, conversation: Conversation | None = None) -> Turn:
+    conversation = conversation or Conversation.objects.create(customer=Customer.objects.create())
     posted = services.post_customer_message(conversation, f"c-{Turn.objects.count()}", text)
     assert posted.reply is not None
     services.write_reply(posted.reply.pk)
     posted.reply.refresh_from_db()
     return posted.reply
+
+
+def ask_for_a_person(conversation: Conversation) -> None:
+    posted = services.post_customer_message(
+        conversation, f"c-{Turn.objects.count()}", "this didn't help, i want to talk to a human"
+    )
+    assert posted.reply is None
+    conversation.refresh_from_db()
+    assert conversation.escalation_reason == Conversation.Escalation.CUSTOMER_REQUEST
 
 
 def answers(question: str) -> bool:
@@ -51,7 +60,9 @@ def answers(question: str) -> bool:
 
 
 @pytest.mark.django_db
-def test_it_lists_only_the_questions_the_bot_could_not_answer(demo_kb, client, olivia_operator):
+def test_it_lists_the_questions_the_bot_could_not_answer_but_not_the_ones_it_did(
+    demo_kb, client, olivia_operator
+):
     unanswered = bot_reply("<b>is there a recipe for banana bread</b>")
     answered = bot_reply("how do i return an item")
     assert unanswered.abstained and not answered.abstained
@@ -64,6 +75,28 @@ def test_it_lists_only_the_questions_the_bot_could_not_answer(demo_kb, client, o
     page = response.content.decode()
     assert "&lt;b&gt;is there a recipe for banana bread&lt;/b&gt;" in page  # shown inert
     assert f"/admin/conversations/conversation/{unanswered.conversation_id}/change/" in page
+
+
+@pytest.mark.django_db
+def test_it_lists_the_last_answer_before_the_customer_asked_for_a_person(
+    demo_kb, client, olivia_operator
+):
+    earlier = bot_reply("how do i return an item")
+    netflix = bot_reply(OTHER_BRAND, earlier.conversation)
+    assert not netflix.abstained
+    unrelated = bot_reply("how do i track my order")  # answered, nobody asked for a person
+    ask_for_a_person(netflix.conversation)
+
+    client.force_login(olivia_operator)
+    response = client.get(ADMIN)
+
+    assert [turn.pk for turn in response.context["cl"].result_list] == [netflix.pk]
+    assert unrelated.pk not in [turn.pk for turn in response.context["cl"].result_list]
+    page = response.content.decode()
+    assert "then the customer asked for a person" in page
+    assert demo_kb["brightwave-plus"].title in page  # what it answered from
+    couldnt = client.get(ADMIN, {"bot": "abstained"})
+    assert list(couldnt.context["cl"].result_list) == []
 
 
 @pytest.mark.django_db
