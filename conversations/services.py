@@ -30,6 +30,7 @@ from .llm.base import (
     ProviderError,
     ReplyRequest,
     Source,
+    StreamEvent,
     TextDelta,
 )
 from .models import Conversation, Customer, Turn
@@ -426,6 +427,10 @@ class _Attempt:
     first_token_at: float | None = None
 
 
+class _TakenOver(Exception):
+    """The conversation went to a person while the reply was streaming."""
+
+
 class ReplyWriter:
     """Streams a claimed reply to the customer; the one layer that retries provider errors.
 
@@ -434,7 +439,8 @@ class ReplyWriter:
     replies grounding.NO_ANSWER_MARKER abstains the same way, and a model's [n] citations
     become the reply's sources. Tokens are coalesced into frames about every
     REPLY_FLUSH_INTERVAL_S, except the first, which goes out at once so the customer sees the
-    reply start as early as possible.
+    reply start as early as possible. Every REPLY_TAKEOVER_CHECK_S the stream checks that the
+    conversation is still the bot's, and stops when a person has it.
     """
 
     def __init__(self, reply: Turn) -> None:
@@ -473,6 +479,9 @@ class ReplyWriter:
                     self.publisher.start()
                     started = True
                 self._stream(provider_for(request, configured), request, attempt)
+            except _TakenOver:
+                self._stop_for_a_person(attempt)
+                return
             except ProviderError as exc:
                 error = exc
                 delay = (
@@ -500,27 +509,65 @@ class ReplyWriter:
     def _stream(self, provider: Provider, request: ReplyRequest, attempt: _Attempt) -> None:
         pending: list[str] = []
         last_flush = 0.0
-        for event in provider.stream(request):
-            now = time.monotonic()
-            if now > self.deadline:
-                raise ProviderError("reply deadline passed", permanent=True, code="timeout")
-            if isinstance(event, TextDelta):
-                if not event.text:
-                    continue
-                if attempt.first_token_at is None:
-                    attempt.first_token_at = time.time()
-                attempt.text.append(event.text)
-                pending.append(event.text)
-                if now - last_flush >= settings.REPLY_FLUSH_INTERVAL_S:
+        next_check = time.monotonic() + settings.REPLY_TAKEOVER_CHECK_S
+        events = provider.stream(request)
+        try:
+            for event in events:
+                now = time.monotonic()
+                if now > self.deadline:
+                    raise ProviderError("reply deadline passed", permanent=True, code="timeout")
+                if now >= next_check:
+                    next_check = now + settings.REPLY_TAKEOVER_CHECK_S
+                    if not self._still_the_bots():
+                        if pending:
+                            self.publisher.delta("".join(pending))
+                        raise _TakenOver
+                self._take(event, attempt, pending)
+                if pending and now - last_flush >= settings.REPLY_FLUSH_INTERVAL_S:
                     self.publisher.delta("".join(pending))
                     pending.clear()
                     last_flush = now
-            else:
-                attempt.finished = event
+        finally:
+            # A stop or an error ends the provider's stream, and with it its HTTP request.
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
         if pending:
             self.publisher.delta("".join(pending))
         if attempt.finished is None:
             raise ProviderError("the stream ended without a finish", code="stream_interrupted")
+
+    @staticmethod
+    def _take(event: StreamEvent, attempt: _Attempt, pending: list[str]) -> None:
+        if not isinstance(event, TextDelta):
+            attempt.finished = event
+        elif event.text:
+            if attempt.first_token_at is None:
+                attempt.first_token_at = time.time()
+            attempt.text.append(event.text)
+            pending.append(event.text)
+
+    def _still_the_bots(self) -> bool:
+        still = Conversation.bot_still_answers(self.reply.conversation_id)
+        _release_database_connection()
+        return still
+
+    def _stop_for_a_person(self, attempt: _Attempt) -> None:
+        """A person took the conversation while the bot was answering: the bot stops. What the
+        customer already saw stays, stored as the reply (taken_over), so nothing shown is lost;
+        no sources are claimed for half an answer, and the abstain streak isn't counted."""
+        stored = self.reply.finish_reply(
+            status=Turn.Status.DONE,
+            text="".join(attempt.text),
+            provider=self.provider_name,
+            prompt_version=self.bot.version if self.bot else None,
+            error_code="taken_over",
+            first_token_ms=self._ms_since_asked(attempt.first_token_at),
+            duration_ms=self._ms_since_asked(time.time()),
+        )
+        if stored:
+            self.publisher.done(self.reply)
+            logger.info("reply %s stopped: a person has the conversation", self.reply.pk)
 
     def _succeed(self, attempt: _Attempt, request: ReplyRequest) -> None:
         finished = attempt.finished

@@ -12,9 +12,13 @@ from channels.db import database_sync_to_async
 
 from conversations.models import Turn
 from conversations.tasks import generate_reply
+from inbox import services as inbox_services
 from knowledge.models import Article
 from support_bot.fake_llm import expected_reply
+from tests import personas
 from tests.conftest import open_chat, receive_until, reply_text
+
+alice_agent = personas.alice_agent
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
@@ -142,3 +146,28 @@ async def test_a_worker_builds_the_knowledge_index_before_its_first_reply(celery
     worker = await asyncio.to_thread(celery_worker)
     # Before any message was sent: at start-up, not on the first customer's question.
     await asyncio.to_thread(worker.wait_for_output, "knowledge index built", 30)
+
+
+async def test_a_reply_streaming_when_an_agent_takes_over_stops_and_keeps_what_was_shown(
+    alice_conversation, fake_llm, celery_worker, alice_agent
+):
+    tokens = [f"word{i} " for i in range(3000)]  # 7.5 s at the fake server's 400 tokens/s
+    fake_llm.script(tokens)
+    await asyncio.to_thread(celery_worker, **model_env(fake_llm, REPLY_TAKEOVER_CHECK_S="0.2"))
+    chat = await open_chat(alice_conversation.pk, alice_conversation.customer)
+    await chat.send_json_to({"type": "message", "client_id": "long-1", "text": "Tell me all"})
+    frames = await receive_until(chat, lambda f: f["type"] == "reply.delta", timeout=20)
+
+    await database_sync_to_async(inbox_services.take_over)(alice_conversation.pk, alice_agent)
+    frames += await receive_until(chat, lambda f: f["type"] == "reply.done", timeout=20)
+
+    reply_id = next(f for f in frames if f["type"] == "ack")["reply_id"]
+    reply = await database_sync_to_async(Turn.objects.get)(pk=reply_id)
+    assert (reply.status, reply.error_code) == ("done", "taken_over")
+    assert 0 < len(reply.text) < len("".join(tokens))
+    assert "".join(tokens).startswith(reply.text)
+    assert reply_text(frames, reply_id) == reply.text  # what the customer saw is what is kept
+    assert not reply.sources and not reply.abstained
+    await asyncio.sleep(0.5)  # the server notices the closed stream
+    assert fake_llm.requests()[-1]["outcome"] == "client_gone"
+    await chat.disconnect()
