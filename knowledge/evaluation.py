@@ -165,6 +165,11 @@ def read_questions(path: Path | str) -> list[Question]:
     return questions
 
 
+def read_question_sets(paths: Iterable[Path | str]) -> list[Question]:
+    """The questions of several files, in order; a QuestionSetError or OSError names the file."""
+    return [question for path in paths for question in read_questions(path)]
+
+
 Answerer = Callable[[str], AnswerOutcome]
 
 ANSWERERS = ("offline", "model")

@@ -1,8 +1,13 @@
-"""The one help article the reply tests answer from (no tests here)."""
+"""The knowledge bases tests answer from (no tests here): the one help article of the reply
+tests, and the demo articles without their example questions."""
 
 from __future__ import annotations
 
+import pytest
+
+from knowledge import retrieval
 from knowledge.models import Article
+from knowledge.services import DEMO_DIR, load_markdown_folder
 
 
 def parcels_article() -> Article:
@@ -16,3 +21,11 @@ def parcels_article() -> Article:
             "takes 4 to 6 business days. Track your parcel with the link in your shipping email."
         ),
     )
+
+
+@pytest.fixture
+def demo_kb(db: None) -> dict[str, Article]:
+    """The demo articles by slug, without example questions (load_demo_kb adds those)."""
+    load_markdown_folder(DEMO_DIR)
+    retrieval.knowledge_index.invalidate()
+    return {article.slug: article for article in Article.objects.all()}

@@ -7,7 +7,6 @@ import json
 from io import StringIO
 
 import pytest
-from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -20,9 +19,8 @@ from knowledge.services import (
     DEMO_DIR,
     DEMO_EXAMPLE_SETS,
     import_example_questions,
-    load_markdown_folder,
 )
-from tests.personas import make_user
+from tests import fixtures_kb, personas
 
 HOLDOUT = DEMO_DIR / "holdout.jsonl"
 ADMIN = "/admin/knowledge/examplequestion/"
@@ -33,11 +31,7 @@ TO_A_PERSON = "can i talk to an actual person instead of the bot"
 OTHER_BRAND = "how do i cancel my netflix subscription"
 
 
-@pytest.fixture
-def demo_kb(db: None) -> dict[str, Article]:
-    load_markdown_folder(DEMO_DIR)
-    retrieval.knowledge_index.invalidate()
-    return {article.slug: article for article in Article.objects.all()}
+demo_kb = fixtures_kb.demo_kb
 
 
 def top(question: str) -> tuple[str, float]:
@@ -271,14 +265,8 @@ def test_the_freshness_check_is_still_one_query_and_sees_example_changes(demo_kb
 # --- The admin ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def olivia_operator(db: None) -> User:
-    return make_user("olivia_operator", "Olivia", "Operators")
-
-
-@pytest.fixture
-def alice_agent(db: None) -> User:
-    return make_user("alice_agent", "Anna", "Agents")
+olivia_operator = personas.olivia_operator
+alice_agent = personas.alice_agent
 
 
 @pytest.mark.django_db

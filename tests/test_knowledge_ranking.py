@@ -15,16 +15,13 @@ from knowledge.evaluation import read_questions
 from knowledge.indexing import sync_passages
 from knowledge.language import looks_english
 from knowledge.models import Article, Passage
-from knowledge.services import DEMO_DIR, load_markdown_folder
+from knowledge.services import DEMO_DIR
+from tests import fixtures_kb
 
 HOLDOUT = DEMO_DIR / "holdout.jsonl"
 
 
-@pytest.fixture
-def demo_kb(db: None) -> dict[str, Article]:
-    load_markdown_folder(DEMO_DIR)
-    retrieval.knowledge_index.invalidate()
-    return {article.slug: article for article in Article.objects.all()}
+demo_kb = fixtures_kb.demo_kb
 
 
 @pytest.fixture

@@ -5,35 +5,23 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
-from django.contrib.auth.models import User
 
 from conversations import services
 from conversations.models import Conversation, Customer, Turn
 from knowledge import retrieval
-from knowledge.models import Article, ExampleQuestion
-from knowledge.services import DEMO_DIR, load_markdown_folder
-from tests.personas import make_user
+from knowledge.models import ExampleQuestion
+from tests import fixtures_kb, personas
 
 ADMIN = "/admin/conversations/unresolvedquestion/"
 TO_A_PERSON = "can i talk to an actual person instead of the bot"
 OTHER_BRAND = "how do i cancel my netflix subscription"
 
 
-@pytest.fixture
-def demo_kb(db: None) -> dict[str, Article]:
-    load_markdown_folder(DEMO_DIR)
-    retrieval.knowledge_index.invalidate()
-    return {article.slug: article for article in Article.objects.all()}
+demo_kb = fixtures_kb.demo_kb
 
 
-@pytest.fixture
-def olivia_operator(db: None) -> User:
-    return make_user("olivia_operator", "Olivia", "Operators")
-
-
-@pytest.fixture
-def alice_agent(db: None) -> User:
-    return make_user("alice_agent", "Anna", "Agents")
+olivia_operator = personas.olivia_operator
+alice_agent = personas.alice_agent
 
 
 def bot_reply(text: str, conversation: Conversation | None = None) -> Turn:

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from knowledge.evaluation import QuestionSetError, read_questions
+from knowledge.evaluation import QuestionSetError, read_question_sets
 from knowledge.indexing import sync_example_questions
 from knowledge.services import ExampleImport, import_example_questions
 
@@ -25,10 +25,8 @@ class Command(BaseCommand):
         parser.add_argument("files", nargs="+", help="Question sets, .jsonl")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        questions = []
         try:
-            for file in options["files"]:
-                questions += read_questions(file)
+            questions = read_question_sets(options["files"])
         except (OSError, QuestionSetError) as exc:
             raise CommandError(str(exc)) from exc
         result = import_example_questions((q.question, q.expected) for q in questions)

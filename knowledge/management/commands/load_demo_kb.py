@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from knowledge.evaluation import QuestionSetError, read_questions
+from knowledge.evaluation import QuestionSetError, read_question_sets
 from knowledge.indexing import sync_example_questions
 from knowledge.management.commands.import_kb_examples import report_import
 from knowledge.services import (
@@ -53,7 +53,7 @@ class Command(BaseCommand):
         if options["no_examples"] or not all(path.is_file() for path in examples):
             return
         try:
-            questions = [q for path in examples for q in read_questions(path)]
+            questions = read_question_sets(examples)
         except (OSError, QuestionSetError) as exc:
             raise CommandError(str(exc)) from exc
         result = import_example_questions((q.question, q.expected) for q in questions)

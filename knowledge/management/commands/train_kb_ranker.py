@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from knowledge import ranking, retrieval
-from knowledge.evaluation import NONE, QuestionSetError, read_questions
+from knowledge.evaluation import NONE, QuestionSetError, read_question_sets
 from knowledge.models import Article
 from knowledge.retrieval import HybridIndex
 
@@ -55,10 +55,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        questions = []
         try:
-            for file in options["files"]:
-                questions += read_questions(file)
+            questions = read_question_sets(options["files"])
         except (OSError, QuestionSetError) as exc:
             raise CommandError(str(exc)) from exc
         index = retrieval.knowledge_index.get()
