@@ -183,6 +183,9 @@ def test_eval_kb_leaves_out_an_example_identical_to_the_question(demo_kb, tmp_pa
 
     assert report.outcomes[0].abstained  # as without the example: it was the answer key
     assert answers(TO_A_PERSON)  # outside the evaluation it is evidence again
+    out = StringIO()
+    call_command("eval_kb", str(questions), stdout=out)
+    assert "1 example question (one identical to a question is left out)" in out.getvalue()
 
 
 # --- Storing and importing -------------------------------------------------------------------

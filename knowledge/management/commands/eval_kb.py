@@ -144,7 +144,13 @@ def _retrieval_description() -> str:
         return "hybrid score (no ranker)"
     trained_on = ranker.trained.get("on") or ["?"]
     names = ", ".join(str(name) for name in trained_on) if isinstance(trained_on, list) else "?"
-    return f"learned ranker {ranking.ranker_path()} (trained on {names})"
+    examples = len(index.examples) if index.examples is not None else 0
+    return f"learned ranker {ranking.ranker_path()} (trained on {names}), " + (
+        f"{examples} example question{'' if examples == 1 else 's'} "
+        "(one identical to a question is left out)"
+        if examples
+        else "no example questions"
+    )
 
 
 def _fmt(value: float | int) -> str:
