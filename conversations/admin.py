@@ -18,7 +18,7 @@ from knowledge.language import question_key
 from knowledge.models import Article, ExampleQuestion
 from knowledge.services import NONE_LABEL, import_example_questions
 
-from . import exports
+from . import exports, handoff
 from .models import (
     BusinessHours,
     CannedResponse,
@@ -223,6 +223,12 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
     ) -> StreamingHttpResponse:
         lines = exports.jsonl_lines(_plain(queryset))
         return _download(lines, "application/x-ndjson; charset=utf-8", "jsonl")
+
+    def save_model(self, request: HttpRequest, obj: Conversation, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        # Like every other change: the customer's page, the inbox and a streaming reply hear
+        # of a status or assignee set here.
+        handoff.conversation_changed(obj.pk)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
         return cast(

@@ -17,7 +17,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 
-from .models import Turn
+from .models import Conversation, Turn
 from .redis_clients import async_client, key, sync_client
 
 
@@ -99,6 +99,7 @@ class ReplyPublisher:
     def __init__(self, turn: Turn) -> None:
         self.reply_id = turn.pk
         self.log = _log_key(turn.pk)
+        self.person_has_it = person_has_it_key(turn.conversation_id)
         self.channel = _group_channel(conversation_group(turn.conversation_id))
         self.layer = get_channel_layer()
         self.redis = sync_client()
@@ -115,21 +116,25 @@ class ReplyPublisher:
         starts = sum(is_frame(str(fields["f"]), "reply.start") for _id, fields in entries if fields)
         return int(str(last[0][0]).split("-")[0]), starts
 
-    def _publish(self, frame: dict[str, Any]) -> None:
+    def _publish(self, frame: dict[str, Any]) -> bool:
+        """Send a frame; True while the conversation is still the bot's (see person_has_it_key),
+        read in the same round trip."""
         self.seq += 1
         message = _group_message({**frame, "reply_id": self.reply_id, "seq": self.seq})
         pipe = self.redis.pipeline(transaction=False)
         pipe.xadd(self.log, {"f": message["json"]}, id=f"{self.seq}-0")
         pipe.expire(self.log, settings.REPLY_LOG_TTL_S)
         pipe.publish(self.channel, self.layer.serialize(message))
-        pipe.execute()
+        pipe.exists(self.person_has_it)
+        return not pipe.execute()[-1]
 
     def start(self) -> None:
         self.starts += 1
         self._publish({"type": "reply.start", "attempt": self.starts})
 
-    def delta(self, text: str) -> None:
-        self._publish({"type": "reply.delta", "text": text})
+    def delta(self, text: str) -> bool:
+        """Send a piece of the reply; False once a person has the conversation (stop)."""
+        return self._publish({"type": "reply.delta", "text": text})
 
     def done(self, turn: Turn, error: dict[str, str] | None = None) -> None:
         self._publish(done_frame(turn, error))
@@ -146,3 +151,28 @@ def done_frame(turn: Turn, error: dict[str, str] | None = None) -> dict[str, Any
     if error:
         frame["error"] = error
     return frame
+
+
+# --- A person has the conversation ------------------------------------------------------------
+
+
+def person_has_it_key(conversation_id: UUID | str) -> str:
+    """Set while the conversation is not the bot's (a person was asked for, has it, snoozed or
+    resolved it): a reply that is streaming reads it with every frame it sends, for free, and
+    stops. The database stays the authority; this is its after-commit echo."""
+    return key("person-has-it", conversation_id)
+
+
+def echo_who_answers_on_commit(conversation_id: UUID | str) -> None:
+    """After commit, set or clear person_has_it_key from the conversation's committed state."""
+
+    def echo() -> None:
+        client = sync_client()
+        if Conversation.bot_still_answers(UUID(str(conversation_id))):
+            client.delete(person_has_it_key(conversation_id))
+        else:
+            # Outlives any reply that could still be streaming (a lost worker's included).
+            ttl = int(settings.REPLY_LEASE_S + settings.REPLY_DEADLINE_S)
+            client.set(person_has_it_key(conversation_id), 1, ex=ttl)
+
+    transaction.on_commit(echo, robust=True)

@@ -325,6 +325,7 @@ def conversation_changed(conversation_id: uuid.UUID | str) -> None:
     """After commit: the customer's sockets get the new `conversation.state`, the agents'
     inbox the new row. Call it from every change to a conversation."""
     events.send_frame_on_commit(conversation_id, lambda: state_frame(conversation_id))
+    events.echo_who_answers_on_commit(conversation_id)
     notify_inbox(conversation_id)
 
 

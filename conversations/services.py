@@ -439,8 +439,9 @@ class ReplyWriter:
     replies grounding.NO_ANSWER_MARKER abstains the same way, and a model's [n] citations
     become the reply's sources. Tokens are coalesced into frames about every
     REPLY_FLUSH_INTERVAL_S, except the first, which goes out at once so the customer sees the
-    reply start as early as possible. Every REPLY_TAKEOVER_CHECK_S the stream checks that the
-    conversation is still the bot's, and stops when a person has it.
+    reply start as early as possible. Every frame sent also reads whether a person has the
+    conversation now (events.person_has_it_key, in the same Redis round trip), and the reply
+    stops when one does.
     """
 
     def __init__(self, reply: Turn) -> None:
@@ -509,24 +510,19 @@ class ReplyWriter:
     def _stream(self, provider: Provider, request: ReplyRequest, attempt: _Attempt) -> None:
         pending: list[str] = []
         last_flush = 0.0
-        next_check = time.monotonic() + settings.REPLY_TAKEOVER_CHECK_S
         events = provider.stream(request)
         try:
             for event in events:
                 now = time.monotonic()
                 if now > self.deadline:
                     raise ProviderError("reply deadline passed", permanent=True, code="timeout")
-                if now >= next_check:
-                    next_check = now + settings.REPLY_TAKEOVER_CHECK_S
-                    if not self._still_the_bots():
-                        if pending:
-                            self.publisher.delta("".join(pending))
-                        raise _TakenOver
                 self._take(event, attempt, pending)
                 if pending and now - last_flush >= settings.REPLY_FLUSH_INTERVAL_S:
-                    self.publisher.delta("".join(pending))
+                    still_the_bots = self.publisher.delta("".join(pending))
                     pending.clear()
                     last_flush = now
+                    if not still_the_bots:
+                        raise _TakenOver
         finally:
             # A stop or an error ends the provider's stream, and with it its HTTP request.
             close = getattr(events, "close", None)
@@ -546,11 +542,6 @@ class ReplyWriter:
                 attempt.first_token_at = time.time()
             attempt.text.append(event.text)
             pending.append(event.text)
-
-    def _still_the_bots(self) -> bool:
-        still = Conversation.bot_still_answers(self.reply.conversation_id)
-        _release_database_connection()
-        return still
 
     def _stop_for_a_person(self, attempt: _Attempt) -> None:
         """A person took the conversation while the bot was answering: the bot stops. What the

@@ -202,9 +202,6 @@ REPLY_LOG_TTL_S = env_int("REPLY_LOG_TTL_S", 3600)
 REPLY_FLUSH_INTERVAL_S = env_float("REPLY_FLUSH_INTERVAL_S", 0.05)
 REPLY_MAX_ATTEMPTS = env_int("REPLY_MAX_ATTEMPTS", 3)
 REPLY_DEADLINE_S = env_float("REPLY_DEADLINE_S", 120)
-# How often a streaming reply checks that the conversation is still the bot's: a person who
-# takes over (or is asked for, or snoozes or resolves it) stops the bot within this long.
-REPLY_TAKEOVER_CHECK_S = env_float("REPLY_TAKEOVER_CHECK_S", 1.0)
 # A reply still "streaming" this long after its claim belongs to a lost worker.
 REPLY_LEASE_S = env_float("REPLY_LEASE_S", REPLY_DEADLINE_S + 30)
 SYSTEM_PROMPT = os.environ.get(

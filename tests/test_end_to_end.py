@@ -153,7 +153,7 @@ async def test_a_reply_streaming_when_an_agent_takes_over_stops_and_keeps_what_w
 ):
     tokens = [f"word{i} " for i in range(3000)]  # 7.5 s at the fake server's 400 tokens/s
     fake_llm.script(tokens)
-    await asyncio.to_thread(celery_worker, **model_env(fake_llm, REPLY_TAKEOVER_CHECK_S="0.2"))
+    await asyncio.to_thread(celery_worker, **model_env(fake_llm))
     chat = await open_chat(alice_conversation.pk, alice_conversation.customer)
     await chat.send_json_to({"type": "message", "client_id": "long-1", "text": "Tell me all"})
     frames = await receive_until(chat, lambda f: f["type"] == "reply.delta", timeout=20)

@@ -13,6 +13,7 @@ from django.test import RequestFactory
 
 from conversations import exports, handoff, services
 from conversations.admin import TurnInline
+from conversations.events import ReplyPublisher
 from conversations.models import Conversation, Turn
 from conversations.redis_clients import key, sync_client
 from inbox import assist
@@ -175,3 +176,43 @@ async def test_it_tells_the_customers_page_a_withdrawn_reply_is_done_without_sta
     stored = (await receive_until(again, lambda f: f["type"] == "reply.done"))[-1]
     assert (stored["seq"], stored["status"], stored["text"]) == (1, "withdrawn", "")
     await again.disconnect()
+
+
+@pytest.mark.django_db
+def test_a_streaming_reply_learns_with_its_next_frame_that_a_person_has_the_conversation(
+    alice_conversation, alice_agent, django_capture_on_commit_callbacks
+):
+    reply = ask(alice_conversation)
+    publisher = ReplyPublisher(reply)
+    assert publisher.delta("Let me")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        inbox_services.take_over(alice_conversation.pk, alice_agent)
+    assert not publisher.delta(" check")  # read in the frame's own round trip
+
+    with django_capture_on_commit_callbacks(execute=True):
+        inbox_services.hand_back_to_bot(alice_conversation.pk, alice_agent)
+    assert publisher.delta(" that")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        handoff.escalate(alice_conversation, "customer_request")
+    assert not publisher.delta(" for you")
+
+
+@pytest.mark.django_db
+def test_a_status_set_in_the_admin_reaches_a_streaming_reply_too(
+    alice_conversation, admin_client, django_capture_on_commit_callbacks
+):
+    reply = ask(alice_conversation)
+    publisher = ReplyPublisher(reply)
+    url = f"/admin/conversations/conversation/{alice_conversation.pk}/change/"
+    form = admin_client.get(url).context["adminform"].form
+    data = {name: form.initial.get(name) or "" for name in ("status", "assignee")}
+    data.update({"status": "resolved", "turns-TOTAL_FORMS": "0", "turns-INITIAL_FORMS": "0"})
+    data.update({"notes-TOTAL_FORMS": "0", "notes-INITIAL_FORMS": "0"})
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(url, data)
+
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    assert not publisher.delta("Let me check")
