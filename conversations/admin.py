@@ -5,7 +5,6 @@ from typing import Any, cast
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.db import transaction
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 from django.template.response import TemplateResponse
@@ -13,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from knowledge.indexing import sync_example_questions
+from knowledge.indexing import sync_example_questions_after_commit
 from knowledge.language import question_key
 from knowledge.models import Article, ExampleQuestion
 from knowledge.services import NONE_LABEL, import_example_questions
@@ -445,7 +444,7 @@ class UnresolvedQuestionAdmin(admin.ModelAdmin[UnresolvedQuestion]):
     ) -> None:
         questions = [(turn.reply_to.text, label) for turn in queryset if turn.reply_to]
         result = import_example_questions(questions, source=ExampleQuestion.Source.CONVERSATION)
-        transaction.on_commit(sync_example_questions, robust=True)
+        sync_example_questions_after_commit()
         taught = result.created + result.relabelled + result.unchanged
         self.message_user(
             request,

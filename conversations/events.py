@@ -168,7 +168,10 @@ def echo_who_answers_on_commit(conversation_id: UUID | str) -> None:
 
     def echo() -> None:
         client = sync_client()
-        if Conversation.bot_still_answers(UUID(str(conversation_id))):
+        conversation = (
+            Conversation.objects.only("status", "assignee_id").filter(pk=conversation_id).first()
+        )
+        if conversation is None or conversation.bot_answers:
             client.delete(person_has_it_key(conversation_id))
         else:
             # Outlives any reply that could still be streaming (a lost worker's included).

@@ -110,11 +110,6 @@ class Conversation(models.Model):
     def __str__(self) -> str:
         return f"Conversation {str(self.id)[:8]} ({self.get_status_display()})"
 
-    @classmethod
-    def bot_still_answers(cls, pk: uuid.UUID) -> bool:
-        """bot_answers, read fresh from the database (for a reply that is streaming)."""
-        return cls.objects.filter(pk=pk, status=cls.Status.OPEN, assignee__isnull=True).exists()
-
     @property
     def bot_answers(self) -> bool:
         """The bot replies only while the conversation is open and no person owns it: not

@@ -547,14 +547,11 @@ class ReplyWriter:
         """A person took the conversation while the bot was answering: the bot stops. What the
         customer already saw stays, stored as the reply (taken_over), so nothing shown is lost;
         no sources are claimed for half an answer, and the abstain streak isn't counted."""
-        stored = self.reply.finish_reply(
-            status=Turn.Status.DONE,
+        stored = self._finish(
+            Turn.Status.DONE,
             text="".join(attempt.text),
-            provider=self.provider_name,
-            prompt_version=self.bot.version if self.bot else None,
             error_code="taken_over",
             first_token_ms=self._ms_since_asked(attempt.first_token_at),
-            duration_ms=self._ms_since_asked(time.time()),
         )
         if stored:
             self.publisher.done(self.reply)
@@ -579,21 +576,18 @@ class ReplyWriter:
             logger.info(
                 "reply %s cites none of the %d passages it was given", self.reply.pk, offered
             )
-        stored = self.reply.finish_reply(
-            status=Turn.Status.DONE,
+        stored = self._finish(
+            Turn.Status.DONE,
             text=text,
-            provider=self.provider_name,
             model=finished.model,
             prompt_tokens=finished.prompt_tokens,
             completion_tokens=finished.completion_tokens,
             sources=[source.as_dict() for source in sources],
             abstained=finished.abstained,
-            prompt_version=self.bot.version if self.bot else None,
             cost=runtime.cost_of(
                 finished.model, finished.prompt_tokens, finished.completion_tokens
             ),
             first_token_ms=self._ms_since_asked(attempt.first_token_at),
-            duration_ms=self._ms_since_asked(time.time()),
         )
         if stored:
             self.publisher.done(self.reply)
@@ -604,16 +598,20 @@ class ReplyWriter:
     def fail(self, error: ProviderError | None) -> None:
         code = error.code if error else "provider_error"
         logger.error("reply %s failed: %s (%s)", self.reply.pk, code, error)
-        stored = self.reply.finish_reply(
-            status=Turn.Status.FAILED,
-            text=APOLOGY,
-            provider=self.provider_name,
-            prompt_version=self.bot.version if self.bot else None,
-            error_code=code,
-            duration_ms=self._ms_since_asked(time.time()),
-        )
+        stored = self._finish(Turn.Status.FAILED, text=APOLOGY, error_code=code)
         if stored:
             self.publisher.done(self.reply, error={"code": code, "message": APOLOGY})
+
+    def _finish(self, status: str, **fields: Any) -> bool:
+        """Store the reply's outcome with what every outcome records: the provider, the prompt
+        version and how long it took from the customer's message."""
+        return self.reply.finish_reply(
+            status=status,
+            provider=self.provider_name,
+            prompt_version=self.bot.version if self.bot else None,
+            duration_ms=self._ms_since_asked(time.time()),
+            **fields,
+        )
 
     def _ms_since_asked(self, at: float | None) -> int | None:
         return None if at is None else max(0, round((at - self.asked_at) * 1000))

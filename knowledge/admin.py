@@ -21,8 +21,8 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from .indexing import sync_example_questions, sync_passages
-from .language import question_key
+from .indexing import sync_example_questions_after_commit, sync_passages
+from .language import question_key, tidy_question
 from .models import Article, ExampleQuestion, Passage
 from .services import EXAMPLE_MAX_CHARS, clean_tags, is_language_code
 
@@ -36,12 +36,6 @@ def sync_after_commit(article_ids: Iterable[int]) -> None:
     ids = list(article_ids)
     if ids:
         transaction.on_commit(lambda: sync_passages(ids), robust=True)
-
-
-def embed_examples_after_commit() -> None:
-    """Embed new or edited example questions once the current transaction commits (the next
-    search would do it otherwise, on a customer's time)."""
-    transaction.on_commit(sync_example_questions, robust=True)
 
 
 class ArticleForm(forms.ModelForm[Article]):
@@ -154,7 +148,7 @@ class ExampleQuestionForm(forms.ModelForm[ExampleQuestion]):
         }
 
     def clean_text(self) -> str:
-        text = " ".join(str(self.cleaned_data.get("text") or "").split())
+        text = tidy_question(str(self.cleaned_data.get("text") or ""))
         if not text:
             raise forms.ValidationError("Write the question.", code="required")
         if len(text) > EXAMPLE_MAX_CHARS:
@@ -212,7 +206,7 @@ class ExampleQuestionAdmin(admin.ModelAdmin[ExampleQuestion]):
         if not change:
             obj.source = ExampleQuestion.Source.OPERATOR
         super().save_model(request, obj, form, change)
-        embed_examples_after_commit()
+        sync_example_questions_after_commit()
 
 
 @admin.register(Article)
@@ -251,7 +245,7 @@ class ArticleAdmin(admin.ModelAdmin[Article]):
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)
-        embed_examples_after_commit()
+        sync_example_questions_after_commit()
 
     @admin.action(description="Publish the selected articles", permissions=["change"])
     def publish(self, request: HttpRequest, queryset: QuerySet[Article]) -> None:

@@ -160,3 +160,9 @@ def sync_example_questions() -> int:
     if embedded:
         logger.info("example questions embedded: %d", embedded)
     return embedded
+
+
+def sync_example_questions_after_commit() -> None:
+    """Embed new or edited example questions once the current transaction commits (the next
+    search would do it otherwise, on a customer's time)."""
+    transaction.on_commit(sync_example_questions, robust=True)

@@ -62,7 +62,11 @@ def looks_english(text: str) -> bool:
     return foreign <= english
 
 
+def tidy_question(text: str) -> str:
+    """A question as stored: runs of whitespace (newlines, tabs) made one space, ends trimmed."""
+    return " ".join(text.split())
+
+
 def question_key(text: str) -> str:
     """The same question however it is cased or spaced (knowledge.ExampleQuestion.key)."""
-    normalised = " ".join(text.casefold().split())
-    return hashlib.sha256(normalised.encode()).hexdigest()
+    return hashlib.sha256(tidy_question(text.casefold()).encode()).hexdigest()

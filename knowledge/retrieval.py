@@ -1076,8 +1076,9 @@ class HybridIndex:
         return len(self.passages)
 
     def _usable_examples(self, examples: Examples | None) -> Examples | None:
-        """The examples of this index's articles (and unanswerable ones), with their article
-        ids replaced by the article's position in the index (-1 for unanswerable)."""
+        """The examples of this index's articles (and unanswerable ones); each one's article
+        position in the index (-1 for unanswerable) goes to self._example_article."""
+        self._example_article = np.zeros(0, dtype=np.int64)
         if (
             examples is None
             or not len(examples)
@@ -1096,9 +1097,10 @@ class HybridIndex:
         keep = positions > -2  # an article this index doesn't hold has nothing to point to
         if not keep.any():
             return None
+        self._example_article = positions[keep]
         return Examples(
             examples.vectors[keep],
-            positions[keep],
+            examples.article_ids[keep],
             tuple(key for key, kept in zip(examples.keys, keep, strict=True) if kept),
         )
 
@@ -1277,7 +1279,7 @@ class HybridIndex:
         if examples is None or (mask is not None and not mask.any()):
             return {name: np.zeros(n) for name in EXAMPLE_FEATURES}
         similarity = examples.vectors @ query_vector
-        owners = examples.article_ids
+        owners = self._example_article
         if mask is not None:
             similarity, owners = similarity[mask], owners[mask]
         # Below NEUTRAL_SIMILARITY an example is as good as none (feature 0).

@@ -29,7 +29,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator, validate_slug
 from django.db import transaction
 
-from .language import question_key
+from .language import question_key, tidy_question
 from .models import Article, ExampleQuestion
 
 #: The label of a question the knowledge base doesn't answer (as in eval_kb's question sets).
@@ -378,7 +378,7 @@ def import_example_questions(
     skipped: list[str] = []
     with transaction.atomic():
         for text, expected in questions:
-            text = " ".join(text.split())
+            text = tidy_question(text)
             if not text:
                 skipped.append("an empty question")
                 continue
