@@ -101,7 +101,12 @@ def synthetic_article(rng: random.Random, vocab: list[str], weights: list[float]
     }
 
 
-def make_query(rng: random.Random, article: dict) -> str:
+# Words no synthetic article uses, as customers name other companies' products or their own
+# circumstances: the ranker embeds such a question a second time without them.
+UNKNOWN_WORDS = ("netflix", "grandmother", "caravan", "spotify", "aquarium", "motorbike")
+
+
+def make_query(rng: random.Random, article: dict, unknown_share: float) -> str:
     words = [w for w in article["body"].replace("#", "").split() if len(w) > 3]
     query = rng.sample(words, min(len(words), rng.randint(3, 7)))
     if rng.random() < 0.2:  # a typo: two letters swapped
@@ -109,6 +114,8 @@ def make_query(rng: random.Random, article: dict) -> str:
         if len(word) > 5:
             j = rng.randint(1, len(word) - 3)
             query[0] = word[:j] + word[j + 1] + word[j] + word[j + 2 :]
+    if rng.random() < unknown_share:
+        query.insert(rng.randint(0, len(query)), rng.choice(UNKNOWN_WORDS))
     return "how do I " + " ".join(query).lower().strip(".") + "?"
 
 
@@ -175,6 +182,12 @@ def main() -> None:
         type=int,
         default=5000,
         help="Example questions (random vectors, a tenth marked unanswerable; default 5000).",
+    )
+    parser.add_argument(
+        "--unknown-share",
+        type=float,
+        default=0.5,
+        help="Share of questions with a word no article uses (default 0.5).",
     )
     parser.add_argument(
         "--embed-sentences",
@@ -271,7 +284,10 @@ def main() -> None:
     )
     assert ranked.is_ranked
 
-    queries = [make_query(rng, rng.choice(articles)) for _ in range(args.queries)]
+    queries = [
+        make_query(rng, rng.choice(articles), args.unknown_share) for _ in range(args.queries)
+    ]
+    embedded_twice = sum(len(ranked.questions_to_embed(q)) > 1 for q in queries)
     for query in queries[:30]:  # warm up
         hybrid.search(query, 3)
     lexical_ms, hybrid_ms, ranked_ms, embed_query_ms = [], [], [], []
@@ -318,6 +334,10 @@ def main() -> None:
         f" {len(sentence_owner):,} sentences, {args.examples:,} example questions"
     )
     print(f"load average: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(
+        f"questions with words no article uses: {embedded_twice / len(queries):.0%}"
+        " (the ranker embeds them a second time without those words)"
+    )
     print(f"split into passages:        {split_ms:8.0f} ms")
     if embed_ms_per_passage == embed_ms_per_passage:  # not NaN: measured this run
         print(

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from knowledge import embeddings
+from knowledge import retrieval
 from studio import runtime
 from studio import services as studio_services
 from support_bot import config_cache
@@ -464,7 +464,7 @@ class ReplyWriter:
         configured = configured_provider(self.bot)
         if self.reply.reply_to is not None:
             _release_database_connection()
-            embeddings.warm_query(self.reply.reply_to.text)
+            retrieval.warm_question(self.reply.reply_to.text)
         request: ReplyRequest | None = None
         started = False
         error: ProviderError | None = None

@@ -15,15 +15,21 @@ the meaning of life") is no reason to answer.
 It is trained by `manage.py train_kb_ranker QUESTIONS.jsonl...` (question sets in eval_kb's
 format, "none" for questions nothing answers) against the current knowledge base, and stored as
 JSON (KB_RANKER_PATH; the default, knowledge/ranker.json, was trained on the demo knowledge
-base's question sets knowledge/demo/dev.jsonl and eval.jsonl; knowledge/demo/holdout.jsonl
-was kept out of training to measure it). The answerability probability is re-centred
-so that 0.5 is the threshold that best balanced abstention precision and recall on the training
-questions; KB_MIN_CONFIDENCE moves it.
+base's question sets knowledge/demo/dev.jsonl, eval.jsonl, dev2.jsonl and dev3.jsonl;
+knowledge/demo/holdout.jsonl was kept out of training to measure it). The answerability
+probability is re-centred so that 0.5 is the threshold that best balanced abstention precision
+and recall on the training questions; KB_MIN_CONFIDENCE moves it.
 
 Features are relative to the question's other candidates (gaps to the best) or on the
 embedding model's own scale, so a ranker trained on one knowledge base still helps on another;
 retraining on questions about your own articles helps more. A ranker trained with another
 embedding model is not used (retrieval falls back to the hybrid score).
+
+Words of an English question that no article uses (nor corrects to) are either a paraphrase
+("smashed" for damaged) or the question's real subject, which the knowledge base doesn't cover
+("cancel my Netflix subscription" is not about BrightWave Plus). `unknown_words_pull` tells the
+two apart: how much closer each candidate's best sentence is to the question than to the
+question without those words (one more embedding, only for questions that have such words).
 
 Example questions (knowledge.ExampleQuestion: a question labelled with its article, or as
 unanswerable) add EXAMPLE_FEATURES: how close the question is to the examples of each
@@ -36,6 +42,7 @@ none.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -72,6 +79,9 @@ FEATURES: tuple[str, ...] = (
     "known_share",  # how much of the question the knowledge base's vocabulary knows
     "not_english",  # the question reads as another language (knowledge.language)
     "unknown_english_share",  # words unknown to the knowledge base in an English question
+    # How much closer the article's best sentence is to the question than to the question
+    # without those words: below 0, they are about something else (another company's product).
+    "unknown_words_pull",
     # Example questions (knowledge.ExampleQuestion), 0 where there are none:
     "example_similarity",  # the closest example this article answers
     "example_similarity_gap",
@@ -103,6 +113,7 @@ ANSWERABILITY_FEATURES: tuple[str, ...] = (
     "known_share",
     "not_english",
     "unknown_english_share",
+    "unknown_words_pull",
     "example_similarity",
     "article_has_examples",
     "unanswerable_example_similarity",
@@ -127,6 +138,9 @@ class LogisticModel:
         probability: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
         return probability
 
+    def shifted(self, by: float) -> LogisticModel:
+        return LogisticModel(self.mean, self.scale, self.weights, self.bias + by)
+
     @classmethod
     def fit(cls, x: np.ndarray, y: np.ndarray, l2: float) -> LogisticModel:
         mean, scale, weights, bias = fit_logistic(x, y, l2=l2)
@@ -147,6 +161,98 @@ class LogisticModel:
 
 
 @dataclass(frozen=True)
+class BoostedTrees:
+    """Gradient-boosted regression trees on the logistic loss (fit_boosted_trees). Each tree is
+    stored as flat node arrays: a split node sends a row left when its `feature` is at most
+    `threshold`; a leaf (feature -1) adds its `value` (already scaled by the learning rate)."""
+
+    kind: str  # "boosted_trees", to tell it from a LogisticModel in storage
+    feature: tuple[tuple[int, ...], ...]
+    threshold: tuple[tuple[float, ...], ...]
+    left: tuple[tuple[int, ...], ...]
+    right: tuple[tuple[int, ...], ...]
+    value: tuple[tuple[float, ...], ...]
+    bias: float
+
+    def logit(self, rows: np.ndarray) -> np.ndarray:
+        if len(rows) <= 8:  # a search scores one row: walking the trees in Python is faster
+            return np.array([self._walk(row) for row in rows.tolist()], dtype=np.float64)
+        z = np.full(len(rows), self.bias)
+        every = np.arange(len(rows))
+        for feature, threshold, left, right, value in zip(
+            self.feature, self.threshold, self.left, self.right, self.value, strict=True
+        ):
+            features, thresholds = np.asarray(feature), np.asarray(threshold)
+            lefts, rights, values = np.asarray(left), np.asarray(right), np.asarray(value)
+            node = np.zeros(len(rows), dtype=np.int64)
+            while True:
+                splitting = features[node] >= 0
+                if not splitting.any():
+                    break
+                at = node[splitting]
+                goes_left = rows[every[splitting], features[at]] <= thresholds[at]
+                node[splitting] = np.where(goes_left, lefts[at], rights[at])
+            z += values[node]
+        return z
+
+    def _walk(self, row: list[float]) -> float:
+        total = self.bias
+        for feature, threshold, left, right, value in zip(
+            self.feature, self.threshold, self.left, self.right, self.value, strict=True
+        ):
+            node = 0
+            while (column := feature[node]) >= 0:
+                node = left[node] if row[column] <= threshold[node] else right[node]
+            total += value[node]
+        return total
+
+    def probability(self, rows: np.ndarray) -> np.ndarray:
+        probability: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(self.logit(rows), -30, 30)))
+        return probability
+
+    def shifted(self, by: float) -> BoostedTrees:
+        return BoostedTrees(
+            self.kind,
+            self.feature,
+            self.threshold,
+            self.left,
+            self.right,
+            self.value,
+            self.bias + by,
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> BoostedTrees:
+        def nested(key: str, kind: type) -> tuple[tuple, ...]:  # type: ignore[type-arg]
+            value = data[key]
+            if not isinstance(value, list) or not all(isinstance(v, list) for v in value):
+                raise TypeError(f"{key} is not a list of lists")
+            return tuple(tuple(kind(x) for x in tree) for tree in value)
+
+        bias = data["bias"]
+        if not isinstance(bias, int | float):
+            raise TypeError("bias is not a number")
+        return cls(
+            "boosted_trees",
+            nested("feature", int),
+            nested("threshold", float),
+            nested("left", int),
+            nested("right", int),
+            nested("value", float),
+            float(bias),
+        )
+
+
+AnswerabilityModel = LogisticModel | BoostedTrees
+
+
+def answerability_model_from_dict(data: dict[str, object]) -> AnswerabilityModel:
+    if data.get("kind") == "boosted_trees":
+        return BoostedTrees.from_dict(data)
+    return LogisticModel.from_dict(data)
+
+
+@dataclass(frozen=True)
 class Ranker:
     """Two small models over the candidates' FEATURES rows: `order` gives each candidate the
     probability that it is the right article (it ranks them); `answerable` gives the best
@@ -155,17 +261,23 @@ class Ranker:
     times its order probability relative to the best candidate's: the best hit's confidence is
     how sure we are the bot can answer, the others' are discounted by how much less likely
     they are the article. `answerable` is re-centred: 0.5 is the threshold that balanced
-    abstention precision and recall on the training questions."""
+    abstention precision and recall on the training questions learnt with example questions;
+    `without_examples_shift` moves it to where they balanced on those learnt without any (the
+    same evidence means less when no example can vouch for it)."""
 
     features: tuple[str, ...]
     order: LogisticModel
     answerability_features: tuple[str, ...]
-    answerable: LogisticModel
+    answerable: AnswerabilityModel
     embedding_model: str
     trained: dict[str, object] = field(default_factory=dict)  # what it was trained on, figures
+    without_examples_shift: float = 0.0  # added to the answerable logit when no example is read
 
-    def score(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(order probability, confidence) of each candidate row."""
+    def score(
+        self, rows: np.ndarray, *, with_examples: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(order probability, confidence) of each candidate row; `with_examples`: whether
+        the rows read any example question."""
         if not len(rows):
             return np.zeros(0), np.zeros(0)
         order = self.order.probability(rows)
@@ -173,6 +285,9 @@ class Ranker:
         answerable = float(
             self.answerable.probability(rows[best : best + 1, _ANSWERABILITY_COLUMNS])[0]
         )
+        if not with_examples and self.without_examples_shift:
+            logit = math.log(max(answerable, 1e-12) / max(1 - answerable, 1e-12))
+            answerable = 1.0 / (1.0 + math.exp(-(logit + self.without_examples_shift)))
         confidence = answerable * order / max(float(order[best]), 1e-12)
         return order, np.clip(confidence, 0.0, 1.0)
 
@@ -196,9 +311,10 @@ class Ranker:
             features=tuple(data["features"]),
             order=LogisticModel.from_dict(data["order"]),
             answerability_features=tuple(data["answerability_features"]),
-            answerable=LogisticModel.from_dict(data["answerable"]),
+            answerable=answerability_model_from_dict(data["answerable"]),
             embedding_model=str(data["embedding_model"]),
             trained=dict(data.get("trained", {})),
+            without_examples_shift=float(data.get("without_examples_shift", 0.0)),
         )
 
 
@@ -211,6 +327,10 @@ class TrainingQuestion:
 
     rows: np.ndarray  # (candidates, len(FEATURES))
     right: int | None  # index of the expected article among the candidates, or None
+    # The same question learnt in several ways (example regimes) shares a group, so that
+    # cross-validation never tests a question on a model that learnt it.
+    group: str = ""
+    with_examples: bool = True  # whether its rows read any example question
 
 
 def fit_logistic(
@@ -233,6 +353,119 @@ def fit_logistic(
         if float(np.abs(step).max()) < 1e-8:
             break
     return mean, scale, w[:-1], float(w[-1])
+
+
+def fit_boosted_trees(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    depth: int = 2,
+    rounds: int = 200,
+    learning_rate: float = 0.05,
+    l2: float = 1.0,
+    min_leaf: int = 20,
+    bins: int = 64,
+) -> BoostedTrees:
+    """Gradient boosting on the logistic loss with Newton steps: each round fits a tree of at
+    most `depth` levels of splits to the loss's gradient, splitting at quantiles of each column
+    (at most `bins` candidates), each leaf keeping at least `min_leaf` rows. Shallow trees learn
+    what one weighted sum can't: that an example question very close to the question settles
+    it whatever the passages say, or that a good passage counts only when no unanswerable
+    example is near."""
+    edges = [
+        np.unique(np.quantile(x[:, f], np.linspace(0, 1, bins + 1)[1:-1]))
+        for f in range(x.shape[1])
+    ]
+    # codes[i, f] = b: row i is above edges[f][b - 1] and at most edges[f][b].
+    codes = np.column_stack([np.searchsorted(edges[f], x[:, f]) for f in range(x.shape[1])])
+    prior = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
+    bias = math.log(prior / (1 - prior))
+    z = np.full(len(x), bias)
+    trees: list[_Tree] = []
+    for _ in range(rounds):
+        p = 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+        tree = _Tree(edges, codes, p - y, np.maximum(p * (1 - p), 1e-6), l2, min_leaf)
+        tree.grow(np.arange(len(x)), depth, learning_rate)
+        z += tree.update
+        trees.append(tree)
+    return BoostedTrees(
+        "boosted_trees",
+        tuple(tuple(t.feature) for t in trees),
+        tuple(tuple(t.threshold) for t in trees),
+        tuple(tuple(t.left) for t in trees),
+        tuple(tuple(t.right) for t in trees),
+        tuple(tuple(t.value) for t in trees),
+        bias,
+    )
+
+
+class _Tree:
+    """One boosting round's tree as it grows, in BoostedTrees' flat node arrays."""
+
+    def __init__(
+        self,
+        edges: list[np.ndarray],
+        codes: np.ndarray,
+        gradient: np.ndarray,
+        hessian: np.ndarray,
+        l2: float,
+        min_leaf: int,
+    ) -> None:
+        self.edges, self.codes = edges, codes
+        self.gradient, self.hessian = gradient, hessian
+        self.l2, self.min_leaf = l2, min_leaf
+        self.feature: list[int] = []
+        self.threshold: list[float] = []
+        self.left: list[int] = []
+        self.right: list[int] = []
+        self.value: list[float] = []
+        self.update = np.zeros(len(codes))  # each training row's leaf value
+
+    def grow(self, rows: np.ndarray, levels: int, learning_rate: float) -> int:
+        """Add the node for these rows (and its subtree); return its index."""
+        node = len(self.feature)
+        self.feature.append(-1)
+        self.threshold.append(0.0)
+        self.left.append(-1)
+        self.right.append(-1)
+        self.value.append(0.0)
+        split = self._best_split(rows) if levels > 0 else None
+        if split is None:
+            g, h = float(self.gradient[rows].sum()), float(self.hessian[rows].sum())
+            self.value[node] = -g / (h + self.l2) * learning_rate
+            self.update[rows] = self.value[node]
+            return node
+        column, code = split
+        self.feature[node], self.threshold[node] = column, float(self.edges[column][code])
+        goes_left = self.codes[rows, column] <= code
+        self.left[node] = self.grow(rows[goes_left], levels - 1, learning_rate)
+        self.right[node] = self.grow(rows[~goes_left], levels - 1, learning_rate)
+        return node
+
+    def _best_split(self, rows: np.ndarray) -> tuple[int, int] | None:
+        """(column, code) of the split that lowers the loss most, or None."""
+        if len(rows) < 2 * self.min_leaf:
+            return None
+        gradient, hessian = self.gradient[rows], self.hessian[rows]
+        g, h = float(gradient.sum()), float(hessian.sum())
+        best: tuple[float, int, int] | None = None
+        for column, edges in enumerate(self.edges):
+            here, width = self.codes[rows, column], len(edges) + 1
+            g_left = np.bincount(here, gradient, width).cumsum()[:-1]
+            h_left = np.bincount(here, hessian, width).cumsum()[:-1]
+            n_left = np.bincount(here, None, width).cumsum()[:-1]
+            gain = (
+                g_left**2 / (h_left + self.l2)
+                + (g - g_left) ** 2 / (h - h_left + self.l2)
+                - g**2 / (h + self.l2)
+            )
+            gain[(n_left < self.min_leaf) | (len(rows) - n_left < self.min_leaf)] = -np.inf
+            if not len(gain):
+                continue
+            code = int(np.argmax(gain))
+            if gain[code] > 1e-9 and (best is None or gain[code] > best[0]):
+                best = (float(gain[code]), column, code)
+        return None if best is None else (best[1], best[2])
 
 
 @dataclass(frozen=True)
@@ -284,23 +517,15 @@ def balanced_threshold(
     return best_threshold
 
 
-def train(
-    questions: Sequence[TrainingQuestion],
-    *,
-    embedding_model: str,
-    l2: float = 10.0,
-    trained: dict[str, object] | None = None,
-) -> tuple[Ranker, Figures]:
-    """A ranker fitted on the questions' candidates, its answerability re-centred on the
-    balanced threshold, and its figures on those same questions (optimistic)."""
-    usable = [q for q in questions if len(q.rows)]
-    if not usable:
-        raise ValueError("no question has any candidate article: is the knowledge base empty?")
-    if all(q.right is not None for q in usable) or all(q.right is None for q in usable):
-        raise ValueError(
-            "the questions need both answerable and unanswerable ones ('none'), to learn "
-            "when to abstain"
-        )
+#: The training questions' scores that set the threshold come from this many folds.
+FOLDS = 5
+
+#: Below this many training rows (questions times example regimes) the answerability model is a
+#: logistic regression: trees need more than that to learn anything.
+MIN_ROWS_FOR_TREES = 300
+
+
+def _fit(usable: Sequence[TrainingQuestion], l2: float) -> tuple[LogisticModel, AnswerabilityModel]:
     x = np.vstack([q.rows for q in usable])
     y = np.concatenate([[1.0 if i == q.right else 0.0 for i in range(len(q.rows))] for q in usable])
     if y.min() == y.max():
@@ -315,23 +540,104 @@ def train(
     top_rows = np.vstack(
         [q.rows[top, _ANSWERABILITY_COLUMNS] for q, top in zip(usable, tops, strict=True)]
     )
-    answerable = LogisticModel.fit(top_rows, answered, l2)
-    raw = Ranker(FEATURES, order, ANSWERABILITY_FEATURES, answerable, embedding_model)
-    scores = [raw.score(q.rows) for q in questions]
-    threshold = balanced_threshold(questions, scores)
-    figures = decide(questions, scores, threshold)
+    answerable: AnswerabilityModel = (
+        fit_boosted_trees(top_rows, answered)
+        if len(usable) >= MIN_ROWS_FOR_TREES
+        else LogisticModel.fit(top_rows, answered, l2)
+    )
+    return order, answerable
+
+
+def _fold(question: TrainingQuestion, position: int) -> int:
+    if not question.group:
+        return position % FOLDS
+    return int.from_bytes(hashlib.sha256(question.group.encode()).digest()[:4], "little") % FOLDS
+
+
+def cross_validated_scores(
+    usable: Sequence[TrainingQuestion], l2: float
+) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """Each question's (order probability, confidence) from models fitted on the other folds
+    (a question learnt in several example regimes stays in one fold, by its group); None when
+    a fold leaves too little to fit."""
+    folds = [_fold(q, i) for i, q in enumerate(usable)]
+    scores: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros(0), np.zeros(0))] * len(usable)
+    for k in range(FOLDS):
+        held_out = [i for i, fold in enumerate(folds) if fold == k]
+        if not held_out:
+            continue
+        try:
+            order, answerable = _fit([q for q, f in zip(usable, folds, strict=True) if f != k], l2)
+        except ValueError:
+            return None
+        ranker = Ranker(FEATURES, order, ANSWERABILITY_FEATURES, answerable, "")
+        for i in held_out:
+            scores[i] = ranker.score(usable[i].rows)
+    return scores
+
+
+def _logit(probability: float) -> float:
+    return math.log(probability / (1 - probability))
+
+
+def train(
+    questions: Sequence[TrainingQuestion],
+    *,
+    embedding_model: str,
+    l2: float = 10.0,
+    trained: dict[str, object] | None = None,
+) -> tuple[Ranker, dict[str, Figures]]:
+    """A ranker fitted on the questions' candidates, its answerability re-centred on the
+    balanced threshold (one for questions learnt with example questions, one for those learnt
+    without, when there are both), and its figures for each. Thresholds and figures come from
+    cross-validated scores (FOLDS folds): boosted trees fit their own training questions too
+    closely for those to say where the threshold lies. With too few questions to
+    cross-validate, from the training questions themselves (optimistic;
+    `trained["figures_from"]` says which)."""
+    usable = [q for q in questions if len(q.rows)]
+    if not usable:
+        raise ValueError("no question has any candidate article: is the knowledge base empty?")
+    if all(q.right is not None for q in usable) or all(q.right is None for q in usable):
+        raise ValueError(
+            "the questions need both answerable and unanswerable ones ('none'), to learn "
+            "when to abstain"
+        )
+    order, answerable = _fit(usable, l2)
+    scores = cross_validated_scores(usable, l2)
+    figures_from = "cross-validation"
+    if scores is None:
+        raw = Ranker(FEATURES, order, ANSWERABILITY_FEATURES, answerable, embedding_model)
+        scores = [raw.score(q.rows) for q in usable]
+        figures_from = "the training questions"
+    groups = {
+        "with examples": [i for i, q in enumerate(usable) if q.with_examples],
+        "without examples": [i for i, q in enumerate(usable) if not q.with_examples],
+    }
+    if not all(groups.values()):
+        groups = {"all": list(range(len(usable)))}
+    thresholds: dict[str, float] = {}
+    figures: dict[str, Figures] = {}
+    for name, members in groups.items():
+        group = [usable[i] for i in members]
+        group_scores = [scores[i] for i in members]
+        thresholds[name] = balanced_threshold(group, group_scores)
+        figures[name] = decide(group, group_scores, thresholds[name])
+    with_examples = thresholds.get("with examples", thresholds.get("all", 0.5))
+    without_examples = thresholds.get("without examples", with_examples)
     recentred = Ranker(
         FEATURES,
         order,
         ANSWERABILITY_FEATURES,
-        LogisticModel(
-            answerable.mean,
-            answerable.scale,
-            answerable.weights,
-            answerable.bias - math.log(threshold / (1 - threshold)),
-        ),
+        answerable.shifted(-_logit(with_examples)),
         embedding_model,
-        {**(trained or {}), "threshold": round(threshold, 3), **asdict(figures)},
+        {
+            **(trained or {}),
+            "answerability_model": type(answerable).__name__,
+            "thresholds": {name: round(t, 3) for name, t in thresholds.items()},
+            "figures_from": figures_from,
+            "figures": {name: asdict(f) for name, f in figures.items()},
+        },
+        without_examples_shift=_logit(with_examples) - _logit(without_examples),
     )
     return recentred, figures
 

@@ -57,6 +57,7 @@ import Stemmer
 from bm25s.stopwords import STOPWORDS_EN_PLUS
 from django.conf import settings
 
+from . import embeddings
 from .embeddings import Embedder, get_embedder
 from .language import looks_english, question_key
 from .ranking import (
@@ -1128,6 +1129,15 @@ class HybridIndex:
     def query_terms(self, query: str) -> list[QueryTerm]:
         return self.lexical.query_terms(query)
 
+    def questions_to_embed(self, query: str) -> list[str]:
+        """What search() will embed for this question: the question and, for the ranker, the
+        question without the words no article uses (HybridIndex.candidates)."""
+        query = query[:2000]
+        if not (self.has_ranking_vectors and self.is_ranked and looks_english(query)):
+            return [query]
+        stripped = without_unknown_words(query, self.query_terms(query))
+        return [query] if stripped is None else [query, stripped]
+
     def search(
         self,
         query: str,
@@ -1150,12 +1160,13 @@ class HybridIndex:
             )
         ranker = self.ranker
         if ranker is not None and distinct_articles:
-            candidates = self.candidates(
-                scored,
-                max(k, CANDIDATES),
-                examples=self.examples_other_than(query) if leave_out_identical_example else None,
+            examples = self.examples_other_than(query) if leave_out_identical_example else None
+            candidates = self.candidates(scored, max(k, CANDIDATES), examples=examples)
+            probability, confidence = ranker.score(
+                candidates.rows,
+                with_examples=self.examples is not None
+                and (examples is None or bool(examples.any())),
             )
-            probability, confidence = ranker.score(candidates.rows)
             order = np.argsort(-probability, kind="stable")[:k]
             return [
                 self.lexical.hit(
@@ -1209,6 +1220,7 @@ class HybridIndex:
             rank,
             known,
             english,
+            without_unknown_words(query, lexical.terms if lexical else ()) if english else None,
         )
 
     def candidates(
@@ -1235,6 +1247,20 @@ class HybridIndex:
         )
         all_titles = self._title_vectors @ scored.query_vector
         titles = all_titles[articles]
+        unknown_words_pull = np.zeros(len(articles))
+        if scored.without_unknown_words:
+            # How the words no article uses move the question towards (a paraphrase: "smashed"
+            # for damaged) or away from (another company's product: "netflix subscription")
+            # each candidate's best sentence.
+            assert self.embedder is not None  # has_ranking_vectors
+            stripped = self._sentence_vectors @ self.embedder.embed_query(
+                scored.without_unknown_words
+            )
+            per_article_stripped = np.full(len(starts), -np.inf)
+            np.maximum.at(per_article_stripped, self._sentence_article, stripped)
+            with np.errstate(invalid="ignore"):  # articles with no sentence: -inf - -inf
+                pull = (per_article[articles] - per_article_stripped[articles]) * 10
+            unknown_words_pull = np.where(np.isfinite(pull), pull, 0.0)
         confidence = scored.confidence[top]
         similarity = scored.similarity[top]
         n = len(top)
@@ -1259,6 +1285,7 @@ class HybridIndex:
             "known_share": np.full(n, scored.known_share),
             "not_english": np.full(n, 0.0 if scored.english else 1.0),
             "unknown_english_share": np.full(n, unknown if scored.english else 0.0),
+            "unknown_words_pull": unknown_words_pull,
             **self._example_columns(scored.query_vector, articles, examples),
         }
         rows = (
@@ -1334,6 +1361,20 @@ class _HybridScores:
     rank: np.ndarray
     known_share: float
     english: bool
+    # The question without the words the knowledge base doesn't know (English questions that
+    # have some and something else), else None.
+    without_unknown_words: str | None
+
+
+def without_unknown_words(query: str, terms: Sequence[QueryTerm]) -> str | None:
+    """The question with the words no passage uses (nor corrects to) taken out, or None when
+    it has none or is nothing else. Words with digits are details, not topics: they stay."""
+    unknown = {term.word for term in terms if not term.variants and term.word.isalpha()}
+    if not unknown:
+        return None
+    pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, sorted(unknown))) + r")\b", re.I)
+    stripped = " ".join(pattern.sub(" ", query[:2000]).split())
+    return stripped if DEFAULT_ANALYZER.words(stripped) else None
 
 
 @dataclass(frozen=True)
@@ -1398,8 +1439,26 @@ class KnowledgeIndex:
         with self._lock:
             self._current = None
 
+    def last_built(self) -> HybridIndex | None:
+        """The index as last built in this process, without asking the database whether it is
+        still current (for work that only warms caches)."""
+        current = self._current
+        return None if current is None else current[1]
+
 
 knowledge_index = KnowledgeIndex()
+
+
+def warm_question(text: str) -> None:
+    """Embed what retrieval will embed for a question, ahead of it: a reply calls this with its
+    database connection released (see embeddings.warm_query). Before this process has built
+    an index, only the question itself."""
+    text = text.strip()
+    if not text:
+        return
+    index = knowledge_index.last_built()
+    for question in index.questions_to_embed(text) if index is not None else [text[:2000]]:
+        embeddings.warm_query(question)
 
 
 _leave_out_identical_examples: ContextVar[bool] = ContextVar(

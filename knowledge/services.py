@@ -349,7 +349,11 @@ def load_markdown_folder(folder: Path | str) -> LoadResult:
 
 #: The demo's own example questions: the question sets the shipped ranker was trained on.
 #: holdout.jsonl is not among them: it measures what examples and ranker do for new questions.
-DEMO_EXAMPLE_SETS = ("dev.jsonl", "eval.jsonl")
+DEMO_EXAMPLE_SETS = (
+    "dev.jsonl",
+    "eval.jsonl",
+    *(f"dev{n}.jsonl" for n in range(2, 8)),
+)
 
 EXAMPLE_MAX_CHARS = 500
 

@@ -69,6 +69,71 @@ def test_a_question_in_another_language_still_finds_its_article(demo_kb, ranker_
     assert hits[0].confidence >= retrieval.min_confidence()
 
 
+# --- Words no article uses ----------------------------------------------------------------
+
+
+OTHER_COMPANY = "how do i cancel my netflix subscription"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("question", "without"),
+    [
+        (OTHER_COMPANY, "how do i cancel my subscription"),
+        ("how do i cancle my subscripton", None),  # typos of indexed words are not unknown
+        ("where is order 48213", None),  # numbers are details, not topics
+        ("netflix", None),  # nothing would be left to compare
+        ("Kann ich meine Bestellung stornieren?", None),  # another language, not a topic gap
+    ],
+)
+def test_it_takes_the_words_no_article_uses_out_of_the_question(demo_kb, question, without):
+    index = retrieval.knowledge_index.get()
+    assert index.questions_to_embed(question) == [question] + ([without] if without else [])
+
+
+@pytest.mark.django_db
+def test_a_word_no_article_uses_that_pulls_the_question_away_lowers_its_confidence(demo_kb):
+    """The one word no article uses ("netflix") pulls the question away from the articles'
+    subscription: the shipped ranker is much less sure than it would be if that word were
+    known (0.52 against 0.75 with no examples), and our own subscription stays answered."""
+    index = retrieval.knowledge_index.get()
+    assert index.ranker is not None
+    candidates = index.candidates_for(OTHER_COMPANY)
+    assert candidates is not None
+    column = ranking.FEATURES.index("unknown_words_pull")
+    assert (candidates.rows[:3, column] < -0.1).all()
+    as_if_known = candidates.rows.copy()
+    as_if_known[:, column] = 0.0
+
+    confidence = index.ranker.score(candidates.rows, with_examples=False)[1].max()
+    confidence_if_known = index.ranker.score(as_if_known, with_examples=False)[1].max()
+
+    assert confidence < confidence_if_known - 0.15
+    own = retrieval.search("how do i cancel my brightwave plus subscription", 1)[0]
+    assert slug_of(own) == "brightwave-plus" and own.confidence >= retrieval.min_confidence()
+
+
+@pytest.mark.django_db
+def test_warming_a_question_embeds_all_that_search_will_need(demo_kb, monkeypatch):
+    """A reply warms its question with the database connection released; search must then find
+    every vector it needs in the cache, the question without its unknown words included."""
+    index = retrieval.knowledge_index.get()
+    embedded: list[str] = []
+    original = type(index.embedder).embed_queries
+
+    def counting(self, texts):
+        embedded.extend(texts)
+        return original(self, texts)
+
+    monkeypatch.setattr(type(index.embedder), "embed_queries", counting)
+    embeddings.forget_queries()
+
+    retrieval.warm_question(f"  {OTHER_COMPANY} ")
+    assert embedded == [OTHER_COMPANY, "how do i cancel my subscription"]
+    retrieval.search(OTHER_COMPANY, 3)
+    assert len(embedded) == 2
+
+
 # --- Sentences and their vectors --------------------------------------------------------------
 
 
@@ -124,6 +189,83 @@ def test_the_logistic_fit_learns_which_column_decides():
     assert abs(weights[1]) > 5 * max(abs(weights[0]), abs(weights[2]))
     predicted = ((x - mean) / scale) @ weights + bias > 0
     assert (predicted == y.astype(bool)).mean() > 0.97
+
+
+def test_boosted_trees_learn_a_signal_that_counts_only_when_another_is_absent():
+    """Like "a good passage counts only when no unanswerable example is near": one weighted
+    sum can't say it, shallow trees can."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(2000, 4))
+    y = ((x[:, 0] > 0.0) & (x[:, 2] < 0.5)).astype(float)
+    trees = ranking.fit_boosted_trees(x, y)
+    mean, scale, weights, bias = ranking.fit_logistic(x, y, l2=0.1)
+    logistic_right = ((((x - mean) / scale) @ weights + bias > 0) == y.astype(bool)).mean()
+
+    trees_right = ((trees.probability(x) > 0.5) == y.astype(bool)).mean()
+
+    assert trees_right > 0.97 > logistic_right + 0.05
+    # One row at a time (as a search scores it) walks the same trees.
+    assert np.allclose(trees.logit(x[:3]), trees.logit(x[:20])[:3])
+
+
+def synthetic_questions(
+    n: int, *, with_examples: bool = True, evidence_needed: float = 0.8, seed: int = 7
+) -> list[ranking.TrainingQuestion]:
+    """Questions whose right article has the highest hybrid_confidence (feature 0), answerable
+    when that is above evidence_needed (give or take some noise)."""
+    rng = np.random.default_rng(seed)
+    questions = []
+    for i in range(n):
+        rows = rng.normal(size=(3, len(ranking.FEATURES)))
+        best = int(np.argmax(rows[:, 0]))
+        answerable = rows[best, 0] + rng.normal(scale=0.3) > evidence_needed
+        questions.append(
+            ranking.TrainingQuestion(
+                rows, best if answerable else None, f"q{i}", with_examples=with_examples
+            )
+        )
+    return questions
+
+
+def test_a_ranker_with_boosted_trees_scores_the_same_after_saving_and_loading(tmp_path):
+    ranker, _ = ranking.train(synthetic_questions(400), embedding_model="model")
+    assert ranker.trained["answerability_model"] == "BoostedTrees"
+    ranker.save(tmp_path / "ranker.json")
+
+    loaded = ranking.Ranker.load(tmp_path / "ranker.json")
+
+    rows = np.random.default_rng(1).normal(size=(3, len(ranking.FEATURES)))
+    assert np.allclose(loaded.score(rows)[1], ranker.score(rows)[1])
+    assert loaded == ranker
+
+
+def test_with_few_questions_answerability_is_a_logistic_regression():
+    ranker, _ = ranking.train(synthetic_questions(60), embedding_model="model")
+    assert ranker.trained["answerability_model"] == "LogisticModel"
+
+
+def test_it_sets_its_threshold_apart_for_knowledge_bases_without_example_questions():
+    """The same evidence means less when no example question vouches for it: here questions
+    learnt without examples need more of it to be answerable."""
+    questions = synthetic_questions(300) + synthetic_questions(
+        300, with_examples=False, evidence_needed=1.3, seed=8
+    )
+
+    ranker, figures = ranking.train(questions, embedding_model="model")
+
+    assert set(figures) == {"with examples", "without examples"}
+    assert ranker.without_examples_shift < -0.3
+    rows = np.zeros((1, len(ranking.FEATURES)))
+    rows[0, 0] = 1.0
+    assert ranker.score(rows, with_examples=False)[1][0] < ranker.score(rows)[1][0]
+
+
+def test_cross_validation_keeps_a_question_learnt_in_several_ways_in_one_fold():
+    rows = np.zeros((2, len(ranking.FEATURES)))
+    regimes = [ranking.TrainingQuestion(rows, 0, "where is my parcel") for _ in range(3)]
+    assert len({ranking._fold(q, position) for position, q in enumerate(regimes)}) == 1
+    ungrouped = [ranking.TrainingQuestion(rows, 0) for _ in range(ranking.FOLDS)]
+    assert len({ranking._fold(q, position) for position, q in enumerate(ungrouped)}) == 5
 
 
 def test_a_hits_confidence_is_its_answerability_discounted_by_its_order():

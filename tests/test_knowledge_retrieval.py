@@ -270,16 +270,16 @@ def test_it_finds_nothing_in_an_empty_knowledge_base():
 
 
 def test_it_sees_an_edited_article_at_the_next_query_and_forgets_the_old_text(demo_kb):
-    hits = search("do you offer gift wrapping", 1)
+    hits = search("do you offer engraving", 1)
     assert not hits or hits[0].confidence < retrieval.min_confidence()
     assert "gu10" in search("bulb fitting GU10", 1)[0].matched_terms
     article = demo_kb["exchanges"]
-    article.body = "We offer gift wrapping for every order, for €2.50 per parcel.\n"
+    article.body = "We offer engraving on every hub, for €2.50 per device.\n"
     article.save()
 
-    hit = search("do you offer gift wrapping", 1)[0]
+    hit = search("do you offer engraving", 1)[0]
     assert hit.article_id == article.pk and hit.confidence >= retrieval.min_confidence()
-    assert "wrapping" in hit.text
+    assert "engraving" in hit.text
     # The old text is gone: nothing matches the words only it had.
     assert all("gu10" not in h.matched_terms for h in search("bulb fitting GU10", 3))
 

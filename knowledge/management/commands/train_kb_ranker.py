@@ -85,9 +85,16 @@ class Command(BaseCommand):
                     # The right article is not among the candidates: nothing to learn to rank.
                     skipped += regime == 0
                     continue
-                training.append(ranking.TrainingQuestion(candidates.rows, right))
+                training.append(
+                    ranking.TrainingQuestion(
+                        candidates.rows,
+                        right,
+                        question.question,
+                        with_examples=examples is not None and bool(examples.any()),
+                    )
+                )
         try:
-            ranker, figures = ranking.train(
+            ranker, figures_by_group = ranking.train(
                 training,
                 embedding_model=index.embedder.model_id,
                 l2=options["l2"],
@@ -112,8 +119,17 @@ class Command(BaseCommand):
             f"candidates), each with all, a few and none of the {example_count} example questions. "
             f"Written to {out}."
         )
-        self.stdout.write(
-            f"On the training questions (optimistic): hit@1 {figures.hit_at_1:.2f}, "
-            f"abstention precision {figures.abstention_precision:.2f}, "
-            f"recall {figures.abstention_recall:.2f}."
+        measured_on = (
+            f"Cross-validated ({ranking.FOLDS} folds of the questions)"
+            if ranker.trained.get("figures_from") == "cross-validation"
+            else "On the training questions (optimistic: too few to cross-validate)"
         )
+        self.stdout.write(
+            f"{measured_on}; answerability: {ranker.trained.get('answerability_model')}."
+        )
+        for name, figures in figures_by_group.items():
+            self.stdout.write(
+                f"  {name}: hit@1 {figures.hit_at_1:.2f}, "
+                f"abstention precision {figures.abstention_precision:.2f}, "
+                f"recall {figures.abstention_recall:.2f}"
+            )
