@@ -76,7 +76,12 @@ DEFAULT_PROMPT_TOKENS = 1200
 NO_ANSWER_MARKER = "[[NO_ANSWER]]"
 # The marker as models also write it at the start of a reply: one bracket or none, any case
 # ("[NO_ANSWER]", "NO_ANSWER.", "[[no_answer]]"). The group is the closing brackets.
-_MARKER_FORM = re.compile(r"\[{0,2}no_answer(\]{0,2})", re.IGNORECASE)
+# The marker as models write it: any case, bare or wrapped in up to two square brackets, Markdown
+# asterisks (bold or italic) or a code backtick.
+_MARKER_OPENING = re.compile(r"(?:\[{1,2}|\*{1,2}|`)?")
+_MARKER_FORM = re.compile(_MARKER_OPENING.pattern + r"no_answer(\]{1,2}|\*{1,2}|`)?", re.IGNORECASE)
+# Further into an answer, the marker itself in any case (it must never reach the customer).
+_MARKER_ANYWHERE = re.compile(re.escape(NO_ANSWER_MARKER), re.IGNORECASE)
 _WORD_CHARACTER = re.compile(r"\w")
 
 # The rules that go with the passages. "{last}" is the highest passage number.
@@ -337,13 +342,13 @@ class AbstainOnMarker(Provider):
     reply that starts with "No" waits for the next one).
 
     At the start, the marker is recognised as models also write it ("[NO_ANSWER]", "NO_ANSWER",
-    "[[no_answer]]", "NO_ANSWER."; _starts_with_marker): what a model puts first is its verdict
-    on the passages, and what it adds after an abstention is an apology or a guess, so whatever
-    follows a marker is discarded, as it would have to be held back anyway for the marker not
-    to reach the customer. Further into an answer "NO_ANSWER" may be part of it (an error code
-    or a status the passages name), so only NO_ANSWER_MARKER itself is cut out there (the
-    customer must never see it) and logged: the answer it follows stands, since it was already
-    on the customer's screen.
+    "[[no_answer]]", "NO_ANSWER.", "**NO_ANSWER**", "`NO_ANSWER`"; _starts_with_marker): what a
+    model puts first is its verdict on the passages, and what it adds after an abstention is an
+    apology or a guess, so whatever follows a marker is discarded, as it would have to be held
+    back anyway for the marker not to reach the customer. Further into an answer "NO_ANSWER"
+    may be part of it (an error code or a status the passages name), so only NO_ANSWER_MARKER
+    itself, in any case, is cut out there (the customer must never see it) and logged: the
+    answer it follows stands, since it was already on the customer's screen.
     """
 
     def __init__(self, provider: Provider) -> None:
@@ -412,8 +417,8 @@ def _could_start_marker(start: str) -> bool:
     form = _MARKER_FORM.match(start)
     if form is not None:
         return form.end() == len(start)  # "NO_ANSWER": "." or "_TIMEOUT" decides
-    brackets = len(start) - len(start.lstrip("["))
-    return brackets <= 2 and "NO_ANSWER".startswith(start[brackets:].upper())
+    opening = _MARKER_OPENING.match(start)
+    return "NO_ANSWER".startswith(start[opening.end() if opening else 0 :].upper())
 
 
 def _cut_short_marker(start: str) -> bool:
@@ -443,9 +448,11 @@ def _abstention(finished: Finished | None) -> Iterator[StreamEvent]:
 
 
 def _marker_start_at_end(text: str) -> int:
-    """The length of the longest end of `text` that a marker could go on from ("[[NO" -> 4)."""
+    """The length of the longest end of `text` that a marker could go on from ("[[NO" -> 4, in
+    any case)."""
+    folded = text.upper()
     for n in range(len(NO_ANSWER_MARKER) - 1, 0, -1):
-        if text.endswith(NO_ANSWER_MARKER[:n]):
+        if folded.endswith(NO_ANSWER_MARKER[:n]):
             return n
     return 0
 
@@ -460,9 +467,8 @@ class _MarkerCutter:
 
     def feed(self, text: str) -> str:
         text = self.tail + text
-        if NO_ANSWER_MARKER in text:
-            text = text.replace(NO_ANSWER_MARKER, "")
-            self.cut = True
+        text, cuts = _MARKER_ANYWHERE.subn("", text)
+        self.cut = self.cut or cuts > 0
         keep = _marker_start_at_end(text)
         self.tail = text[len(text) - keep :]
         return text[: len(text) - keep]

@@ -110,6 +110,8 @@ def test_it_abstains_like_retrieval_does_when_the_model_replies_the_marker(model
         ["\n ", "NO_", "ANSWER", ".\n"],
         ["[No_Answer]", " Sorry, the articles", " don't say."],
         ["NO_ANSWER", " - the passages", " don't say."],
+        ["**NO_", "ANSWER**", " Sorry."],
+        ["`NO_ANSWER`"],
     ],
     ids=[
         "two-pieces",
@@ -122,6 +124,8 @@ def test_it_abstains_like_retrieval_does_when_the_model_replies_the_marker(model
         "whitespace-and-period",
         "variant-then-text",
         "bare-then-text",
+        "markdown-bold",
+        "code",
     ],
 )
 def test_it_catches_the_marker_in_any_form_split_across_chunks_and_streams_none_of_it(
@@ -159,12 +163,13 @@ def test_it_streams_an_answer_that_starts_with_a_citation_with_its_sources(model
     assert "".join(deltas_of(reply)) == reply.text
 
 
-def test_it_cuts_a_marker_out_of_an_answer_it_follows(model, kb):
-    model.script(["Plug it in [1].", " [[NO_", "ANSWER]]"])
+@pytest.mark.parametrize("marker", [["[[NO_", "ANSWER]]"], ["[[no_", "answer]]"]])
+def test_it_cuts_a_marker_out_of_an_answer_it_follows(model, kb, marker):
+    model.script(["Plug it in [1].", " " + marker[0], marker[1]])
     reply = answered(LANTERN_QUESTION)
 
     assert reply.text == "Plug it in [1]. " and not reply.abstained and reply.sources
-    assert "NO_ANSWER" not in "".join(deltas_of(reply))
+    assert "NO_ANSWER" not in "".join(deltas_of(reply)).upper()
 
 
 # --- The stream, chunk by chunk -----------------------------------------------------------------
@@ -198,6 +203,9 @@ def relayed(provider: Provider) -> Iterator[StreamEvent]:
         # Could be a bare marker until the next token says otherwise.
         (["No", " problem", " at all."], "No problem", 2),
         (["NO_ANSWER", "_TIMEOUT means", " no signal [1]."], "NO_ANSWER_TIMEOUT means", 2),
+        (["**Yes**", ", plug it in."], "**Yes**", 1),  # bold, but not the marker
+        # A list item could be "*NO_ANSWER*" until its next token says otherwise.
+        (["*", " Plug it in.", "\n* Wait."], "* Plug it in.", 2),
     ],
 )
 def test_it_lets_an_answer_flow_as_soon_as_it_cannot_be_the_marker(chunks, first, read):
