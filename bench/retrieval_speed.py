@@ -335,8 +335,9 @@ def main() -> None:
     )
     print(f"load average: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(
-        f"questions with words no article uses: {embedded_twice / len(queries):.0%}"
-        " (the ranker embeds them a second time without those words)"
+        f"questions embedded twice: {embedded_twice / len(queries):.0%} (with no example"
+        " questions, the ranker embeds a question naming something no article mentions a"
+        " second time without those words)"
     )
     print(f"split into passages:        {split_ms:8.0f} ms")
     if embed_ms_per_passage == embed_ms_per_passage:  # not NaN: measured this run

@@ -1129,11 +1129,21 @@ class HybridIndex:
     def query_terms(self, query: str) -> list[QueryTerm]:
         return self.lexical.query_terms(query)
 
+    def reads_examples(self, mask: np.ndarray | None) -> bool:
+        """Whether a search reading the examples in `mask` (None: all) reads any."""
+        return self.examples is not None and (mask is None or bool(mask.any()))
+
     def questions_to_embed(self, query: str) -> list[str]:
-        """What search() will embed for this question: the question and, for the ranker, the
-        question without the words no article uses (HybridIndex.candidates)."""
+        """What search() will embed for this question: the question and, for the ranker of a
+        knowledge base without example questions, the question without the words no article
+        uses (HybridIndex.candidates)."""
         query = query[:2000]
-        if not (self.has_ranking_vectors and self.is_ranked and looks_english(query)):
+        if not (
+            self.has_ranking_vectors
+            and self.is_ranked
+            and not self.reads_examples(None)
+            and looks_english(query)
+        ):
             return [query]
         stripped = without_unknown_words(query, self.query_terms(query))
         return [query] if stripped is None else [query, stripped]
@@ -1163,9 +1173,7 @@ class HybridIndex:
             examples = self.examples_other_than(query) if leave_out_identical_example else None
             candidates = self.candidates(scored, max(k, CANDIDATES), examples=examples)
             probability, confidence = ranker.score(
-                candidates.rows,
-                with_examples=self.examples is not None
-                and (examples is None or bool(examples.any())),
+                candidates.rows, with_examples=self.reads_examples(examples)
             )
             order = np.argsort(-probability, kind="stable")[:k]
             return [
@@ -1248,10 +1256,12 @@ class HybridIndex:
         all_titles = self._title_vectors @ scored.query_vector
         titles = all_titles[articles]
         unknown_words_pull = np.zeros(len(articles))
-        if scored.without_unknown_words:
+        if scored.without_unknown_words and not self.reads_examples(examples):
             # How the words no article uses move the question towards (a paraphrase: "smashed"
             # for damaged) or away from (another company's product: "netflix subscription")
-            # each candidate's best sentence.
+            # each candidate's best sentence. Example questions teach look-alikes better (with
+            # them, this signal added nothing in cross-validation), so with any read it is 0
+            # and the second embedding it costs is spared.
             assert self.embedder is not None  # has_ranking_vectors
             stripped = self._sentence_vectors @ self.embedder.embed_query(
                 scored.without_unknown_words
