@@ -22,9 +22,9 @@ NO_ANSWER_MARKER when they don't answer, never invent, answer in the customer's 
 
 Retrieval alone can't tell a near miss ("how much does the hub cost?" when the articles mention
 the hub but no price), so the model's judgement counts too: a reply that is NO_ANSWER_MARKER, or
-starts with it as models also write it ("[NO_ANSWER]", "no_answer."), becomes the same
-abstention as retrieval's (AbstainOnMarker): the same words, abstained, no sources, counted by
-the abstain streak; only the model's tokens are still paid for and recorded.
+starts with it as models also write it ("[NO_ANSWER]", "no_answer.", "**NO_ANSWER**"), becomes
+the same abstention as retrieval's (AbstainOnMarker): the same words, abstained, no sources,
+counted by the abstain streak; only the model's tokens are still paid for and recorded.
 
 Sources are only what an answer cites: a passage offered to the model but not cited is not
 shown as a source (the page must not claim an answer rests on an article it didn't use). The
@@ -59,6 +59,7 @@ from .llm.base import (
     Source,
     StreamEvent,
     TextDelta,
+    close_stream,
     estimate_tokens,
 )
 from .llm.offline import ABSTAIN, paced_words, small_talk_kinds
@@ -74,10 +75,9 @@ DEFAULT_PROMPT_TOKENS = 1200
 # then abstains exactly as when retrieval finds nothing (AbstainOnMarker): our wording, counted
 # by the abstain streak, never the model's own "I couldn't find it".
 NO_ANSWER_MARKER = "[[NO_ANSWER]]"
-# The marker as models also write it at the start of a reply: one bracket or none, any case
-# ("[NO_ANSWER]", "NO_ANSWER.", "[[no_answer]]"). The group is the closing brackets.
-# The marker as models write it: any case, bare or wrapped in up to two square brackets, Markdown
-# asterisks (bold or italic) or a code backtick.
+# The marker as models also write it at the start of a reply: any case, bare or wrapped in up to
+# two square brackets, Markdown asterisks (bold or italic) or a code backtick ("[NO_ANSWER]",
+# "NO_ANSWER.", "**no_answer**"). The group is the closing wrapper.
 _MARKER_OPENING = re.compile(r"(?:\[{1,2}|\*{1,2}|`)?")
 _MARKER_FORM = re.compile(_MARKER_OPENING.pattern + r"no_answer(\]{1,2}|\*{1,2}|`)?", re.IGNORECASE)
 # Further into an answer, the marker itself in any case (it must never reach the customer).
@@ -360,11 +360,7 @@ class AbstainOnMarker(Provider):
         try:
             yield from self._relay(events)
         finally:
-            # Stopping early (an abstention, a consumer that gives up) releases the model's
-            # connection now rather than when the generator is collected.
-            close = getattr(events, "close", None)
-            if close is not None:
-                close()
+            close_stream(events)  # stopping early: an abstention, a consumer that gives up
 
     def _relay(self, events: Iterator[StreamEvent]) -> Iterator[StreamEvent]:
         held = ""  # the reply so far, while it could still be the marker

@@ -32,6 +32,7 @@ from .llm.base import (
     Source,
     StreamEvent,
     TextDelta,
+    close_stream,
 )
 from .models import Conversation, Customer, Turn
 
@@ -524,10 +525,7 @@ class ReplyWriter:
                     if not still_the_bots:
                         raise _TakenOver
         finally:
-            # A stop or an error ends the provider's stream, and with it its HTTP request.
-            close = getattr(events, "close", None)
-            if close is not None:
-                close()
+            close_stream(events)  # a stop or an error
         if pending:
             self.publisher.delta("".join(pending))
         if attempt.finished is None:

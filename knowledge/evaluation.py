@@ -31,8 +31,6 @@ from . import embeddings, retrieval
 from .models import Article
 from .services import NONE_LABEL
 
-NONE = NONE_LABEL
-
 
 class QuestionSetError(ValueError):
     """The question file is unreadable; the message names the line."""
@@ -41,7 +39,7 @@ class QuestionSetError(ValueError):
 @dataclass(frozen=True)
 class Question:
     question: str
-    expected: str  # a slug, or NONE
+    expected: str  # a slug, or NONE_LABEL
     kind: str = ""
 
 
@@ -77,7 +75,7 @@ class Report:
     outcomes: list[Outcome] = field(default_factory=list)
 
     def _answerable(self) -> list[Outcome]:
-        return [o for o in self.outcomes if o.question.expected != NONE]
+        return [o for o in self.outcomes if o.question.expected != NONE_LABEL]
 
     def hit_at(self, k: int) -> float:
         answerable = self._answerable()
@@ -93,12 +91,12 @@ class Report:
     @property
     def abstention_precision(self) -> float:
         abstained = [o for o in self.outcomes if o.abstained]
-        right = sum(1 for o in abstained if o.question.expected == NONE)
+        right = sum(1 for o in abstained if o.question.expected == NONE_LABEL)
         return right / len(abstained) if abstained else math.nan
 
     @property
     def abstention_recall(self) -> float:
-        unanswerable = [o for o in self.outcomes if o.question.expected == NONE]
+        unanswerable = [o for o in self.outcomes if o.question.expected == NONE_LABEL]
         right = sum(1 for o in unanswerable if o.abstained)
         return right / len(unanswerable) if unanswerable else math.nan
 

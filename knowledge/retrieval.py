@@ -1138,15 +1138,27 @@ class HybridIndex:
         knowledge base without example questions, the question without the words no article
         uses (HybridIndex.candidates)."""
         query = query[:2000]
-        if not (
-            self.has_ranking_vectors
-            and self.is_ranked
-            and not self.reads_examples(None)
-            and looks_english(query)
-        ):
+        if not (self.has_ranking_vectors and self.is_ranked):
             return [query]
-        stripped = without_unknown_words(query, self.query_terms(query))
+        stripped = self._unknown_words_removed(
+            query, self.query_terms(query), english=looks_english(query), examples=None
+        )
         return [query] if stripped is None else [query, stripped]
+
+    def _unknown_words_removed(
+        self,
+        query: str,
+        terms: Sequence[QueryTerm],
+        *,
+        english: bool,
+        examples: np.ndarray | None,
+    ) -> str | None:
+        """The question without the words no article uses, when the ranker reads how they move
+        it (ranking's unknown_words_pull): in an English question, with no example question
+        read (examples teach look-alikes better). Else None."""
+        if not english or self.reads_examples(examples):
+            return None
+        return without_unknown_words(query, terms)
 
     def search(
         self,
@@ -1228,7 +1240,7 @@ class HybridIndex:
             rank,
             known,
             english,
-            without_unknown_words(query, lexical.terms if lexical else ()) if english else None,
+            query[:2000],
         )
 
     def candidates(
@@ -1256,16 +1268,20 @@ class HybridIndex:
         all_titles = self._title_vectors @ scored.query_vector
         titles = all_titles[articles]
         unknown_words_pull = np.zeros(len(articles))
-        if scored.without_unknown_words and not self.reads_examples(examples):
+        without = self._unknown_words_removed(
+            scored.query,
+            scored.lexical.terms if scored.lexical else (),
+            english=scored.english,
+            examples=examples,
+        )
+        if without is not None:
             # How the words no article uses move the question towards (a paraphrase: "smashed"
             # for damaged) or away from (another company's product: "netflix subscription")
             # each candidate's best sentence. Example questions teach look-alikes better (with
             # them, this signal added nothing in cross-validation), so with any read it is 0
             # and the second embedding it costs is spared.
             assert self.embedder is not None  # has_ranking_vectors
-            stripped = self._sentence_vectors @ self.embedder.embed_query(
-                scored.without_unknown_words
-            )
+            stripped = self._sentence_vectors @ self.embedder.embed_query(without)
             per_article_stripped = np.full(len(starts), -np.inf)
             np.maximum.at(per_article_stripped, self._sentence_article, stripped)
             with np.errstate(invalid="ignore"):  # articles with no sentence: -inf - -inf
@@ -1313,7 +1329,7 @@ class HybridIndex:
         answers, and to the examples marked unanswerable. Zero where there are none."""
         n = len(articles)
         examples = self.examples
-        if examples is None or (mask is not None and not mask.any()):
+        if examples is None or not self.reads_examples(mask):
             return {name: np.zeros(n) for name in EXAMPLE_FEATURES}
         similarity = examples.vectors @ query_vector
         owners = self._example_article
@@ -1371,9 +1387,7 @@ class _HybridScores:
     rank: np.ndarray
     known_share: float
     english: bool
-    # The question without the words the knowledge base doesn't know (English questions that
-    # have some and something else), else None.
-    without_unknown_words: str | None
+    query: str  # as scored (its first 2,000 characters)
 
 
 def without_unknown_words(query: str, terms: Sequence[QueryTerm]) -> str | None:

@@ -380,9 +380,19 @@ def import_example_questions(
     article_of = dict(Article.objects.values_list("slug", "id"))
     created = relabelled = unchanged = 0
     skipped: list[str] = []
+    labelled = [(tidy_question(text), expected) for text, expected in questions]
     with transaction.atomic():
-        for text, expected in questions:
-            text = tidy_question(text)
+        # One query for those already there (a re-import, such as load_demo_kb at every start,
+        # finds them all), not one a question.
+        existing = {
+            example.key: example
+            for example in ExampleQuestion.objects.filter(
+                key__in={question_key(text) for text, _ in labelled if text}
+            )
+            .only("id", "key", "text", "article")
+            .order_by()
+        }
+        for text, expected in labelled:
             if not text:
                 skipped.append("an empty question")
                 continue
@@ -393,9 +403,12 @@ def import_example_questions(
             if expected != NONE_LABEL and article_id is None:
                 skipped.append(f"{text[:60]}: no article {expected!r}")
                 continue
-            example = ExampleQuestion.objects.filter(key=question_key(text)).first()
+            example = existing.get(question_key(text))
             if example is None:
-                ExampleQuestion.objects.create(text=text, article_id=article_id, source=source)
+                example = ExampleQuestion.objects.create(
+                    text=text, article_id=article_id, source=source
+                )
+                existing[example.key] = example
                 created += 1
             elif example.article_id != article_id:
                 example.article_id = article_id

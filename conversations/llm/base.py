@@ -142,6 +142,14 @@ class Provider(ABC):
         """Yield TextDelta events, then exactly one Finished. Raise ProviderError on failure."""
 
 
+def close_stream(events: Iterator[StreamEvent]) -> None:
+    """End a provider's stream now, and with it its HTTP request, rather than when the
+    generator is collected (a reply stopped early, or an error)."""
+    close = getattr(events, "close", None)
+    if close is not None:
+        close()
+
+
 def estimate_tokens(text: str) -> int:
     """A tokenizer-free estimate (about 4 characters a token in English) for offline use."""
     return max(1, (len(text) + 3) // 4) if text else 0

@@ -12,9 +12,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from knowledge import ranking, retrieval
-from knowledge.evaluation import NONE, QuestionSetError, read_question_sets
+from knowledge.evaluation import QuestionSetError, read_question_sets
 from knowledge.models import Article
 from knowledge.retrieval import HybridIndex
+from knowledge.services import NONE_LABEL
 
 #: In the "few examples" regime, the share of labels (articles, and "none") whose examples count.
 SPARSE_LABEL_SHARE = 0.3
@@ -66,7 +67,7 @@ class Command(BaseCommand):
                 "to auto (it is off, or no articles are published)."
             )
         slug_of = dict(Article.objects.values_list("id", "slug"))
-        unknown = sorted({q.expected for q in questions} - set(slug_of.values()) - {NONE})
+        unknown = sorted({q.expected for q in questions} - set(slug_of.values()) - {NONE_LABEL})
         if unknown:
             raise CommandError(f"Unknown article slugs in the questions: {', '.join(unknown)}")
 
@@ -81,7 +82,7 @@ class Command(BaseCommand):
                     slug_of.get(index.passages[int(p)].article_id) for p in candidates.passages
                 ]
                 right = slugs.index(question.expected) if question.expected in slugs else None
-                if question.expected != NONE and right is None:
+                if question.expected != NONE_LABEL and right is None:
                     # The right article is not among the candidates: nothing to learn to rank.
                     skipped += regime == 0
                     continue
