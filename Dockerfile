@@ -7,6 +7,7 @@ COPY pyproject.toml README.md ./
 COPY support_bot ./support_bot
 COPY conversations ./conversations
 COPY knowledge ./knowledge
+COPY bot ./bot
 COPY inbox ./inbox
 COPY studio ./studio
 RUN pip install .

@@ -58,15 +58,17 @@ test-production:
 	@echo "=== Production path: Postgres + Redis ==="
 	DATABASE_URL=$(PG_URL) REDIS_URL=$(PROD_REDIS_URL) $(PY) -m pytest
 
+## Style, types, and the one-way dependencies between apps (pyproject.toml, tool.importlinter).
 lint: install-test
 	$(VENV)/bin/ruff check .
-	DEBUG=1 REDIS_URL=redis://unused:6379/0 $(VENV)/bin/mypy support_bot conversations knowledge inbox studio
+	DEBUG=1 REDIS_URL=redis://unused:6379/0 $(VENV)/bin/mypy support_bot knowledge bot conversations inbox studio
+	$(VENV)/bin/lint-imports
 
 bench: install-test
 	$(PY) bench/load.py
 
 fake-llm: install
-	DEBUG=1 $(PY) manage.py fake_llm --port 9100 --ttft-ms 300 --tokens-per-s 50
+	$(PY) -m tests.fake_llm --port 9100 --ttft-ms 300 --tokens-per-s 50
 
 clean:
 	rm -rf var staticfiles .pytest_cache

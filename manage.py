@@ -7,6 +7,9 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "support_bot.settings")
     from django.core.management import execute_from_command_line
 
+    from support_bot import local
+
+    local.prepare()
     execute_from_command_line(sys.argv)
 
 

@@ -8,7 +8,7 @@ and without it (every earlier turn sent: the unbounded baseline), and the ratio 
 
 Runs on its own in-memory SQLite database with the offline embeddings off; it touches nothing
 else (no Redis, no model). The prompt is exactly what the reply writer would send
-(conversations.services.build_request), estimated with llm.base.estimate_tokens.
+(conversations.replies.request_for_reply), estimated with bot.types.estimate_tokens.
 """
 
 from __future__ import annotations
@@ -18,53 +18,29 @@ import random
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import django  # noqa: E402
-import django_stubs_ext  # noqa: E402
-from django.conf import settings  # noqa: E402
+from bench.standalone import setup  # noqa: E402
 
-django_stubs_ext.monkeypatch()  # the admin's generic classes (studio's admin modules load)
-
-settings.configure(
-    INSTALLED_APPS=[
-        "django.contrib.admin",
-        "django.contrib.auth",
-        "django.contrib.contenttypes",
-        "conversations",
-        "knowledge",
-        "studio",
-    ],
-    DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-    DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
-    USE_TZ=True,
-    COMPANY_NAME="Brightwave",
+setup(
     KB_EMBEDDINGS="off",
-    KB_MIN_CONFIDENCE=0.0,
-    KB_PROMPT_PASSAGES=4,
-    KB_PROMPT_TOKENS=1200,
-    CHAT_HISTORY_TURNS=20,
-    SYSTEM_PROMPT=(
-        "You are the customer support assistant of {company}. Answer briefly and kindly. "
-        "If you do not know the answer, say so and offer to connect the customer with a "
-        "person. Never invent policies, prices or steps."
-    ),
-    OPENAI_MODEL="gpt-4o-mini",
-    OPENAI_TEMPERATURE=0.3,
-    OPENAI_MAX_TOKENS=512,
-    LOGGING_CONFIG=None,
+    KB_MIN_CONFIDENCE="0",
+    KB_PROMPT_PASSAGES="4",
+    KB_PROMPT_TOKENS="1200",
+    CHAT_HISTORY_TURNS="20",
+    COMPANY_NAME="Brightwave",
 )
-django.setup()
 
+from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
-from conversations.llm.base import estimate_tokens  # noqa: E402
+from bot.config import BotConfig, default_config  # noqa: E402
+from bot.types import estimate_tokens  # noqa: E402
 from conversations.models import Conversation, Customer, Turn  # noqa: E402
-from conversations.services import build_request  # noqa: E402
+from conversations.replies import request_for_reply  # noqa: E402
+from knowledge.indexing import sync_passages  # noqa: E402
 from knowledge.models import Article  # noqa: E402
 from knowledge.services import DEMO_DIR, parse_front_matter  # noqa: E402
-from studio import runtime  # noqa: E402
 
 CHECKPOINTS = (10, 20, 30, 40, 50)
 
@@ -78,6 +54,7 @@ def load_demo_articles() -> list[str]:
             slug=path.stem, title=str(meta.get("title") or path.stem), body=body, url=""
         )
         words.extend(w.strip(".,:;()*?!\"'“”→#") for w in body.split())
+    sync_passages()
     return [w for w in words if w.isalpha()]
 
 
@@ -85,8 +62,8 @@ def sentence(rng: random.Random, words: list[str], n: int) -> str:
     return " ".join(rng.choice(words) for _ in range(n)).capitalize() + "."
 
 
-def prompt_tokens(reply: Turn, bot: runtime.BotConfig) -> int:
-    return sum(estimate_tokens(m.content) + 1 for m in build_request(reply, bot).messages)
+def prompt_tokens(reply: Turn, bot: BotConfig) -> int:
+    return sum(estimate_tokens(m.content) + 1 for m in request_for_reply(reply, bot).messages)
 
 
 def main() -> None:
@@ -98,11 +75,11 @@ def main() -> None:
     call_command("migrate", verbosity=0, run_syncdb=True)
     rng = random.Random(args.seed)
     words = load_demo_articles()
-    base = runtime.default_config()
-    bounded = runtime.BotConfig(**{**base.__dict__, "history_tokens": args.history_tokens})
+    base = default_config()
+    bounded = BotConfig(**{**base.__dict__, "history_tokens": args.history_tokens})
     # The baseline: every earlier turn, whatever its length.
     settings.CHAT_HISTORY_TURNS = 10_000
-    unbounded_bot = runtime.BotConfig(**{**base.__dict__, "history_tokens": 10**9})
+    unbounded_bot = BotConfig(**{**base.__dict__, "history_tokens": 10**9})
 
     conversation = Conversation.objects.create(customer=Customer.objects.create())
     results: dict[int, tuple[int, int]] = {}

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/fake_llm_throughput.py --streams 200 --tokens-per-s 50
 
-Starts `python -m support_bot.fake_llm` as a subprocess, opens N concurrent streaming chat
+Starts `python -m tests.fake_llm` as a subprocess, opens N concurrent streaming chat
 requests and reports what the client saw. The client must stay cheaper than the server or it is
 what gets measured (on 2 cores, httpx2 parsing 10,000 chunks/s saturates a core by itself), so
 `--client raw` (the default) speaks HTTP/1.1 over asyncio sockets and only counts chunks;
@@ -49,7 +49,7 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
         [
             sys.executable,
             "-m",
-            "support_bot.fake_llm",
+            "tests.fake_llm",
             "--port",
             "0",
             "--ttft-ms",

@@ -250,7 +250,7 @@ def start_fake_llm(opts: Options, log_dir: Path, env: dict[str, str]) -> tuple[C
     child = spawn(
         "fake_llm",
         [
-            PYTHON, "-m", "support_bot.fake_llm", "--host", "127.0.0.1", "--port", str(port),
+            PYTHON, "-m", "tests.fake_llm", "--host", "127.0.0.1", "--port", str(port),
             "--ttft-ms", str(opts.ttft_ms), "--tokens-per-s", str(opts.tokens_per_s),
             "--reply-tokens", str(opts.reply_tokens),
         ],
@@ -323,10 +323,14 @@ def migrate(env: dict[str, str], log_dir: Path) -> None:
 
 def grounded_messages(system_prompt: str, text: str) -> list[dict[str, str]]:
     """The messages Support Bot sends the model for this first message of a conversation."""
-    from conversations.llm.base import ChatMessage
-    from conversations.services import grounded_request
+    import dataclasses
 
-    request = grounded_request([ChatMessage("system", system_prompt), ChatMessage("user", text)])
+    from bot.config import default_config
+    from bot.prompt import build_request
+    from bot.types import ChatMessage
+
+    config = dataclasses.replace(default_config(), system_prompt=system_prompt)
+    request = build_request(config, [ChatMessage("user", text)])
     if request.knowledge is None or not request.knowledge.passages:
         raise BenchError(f"the knowledge base has no answer for the bench question {text!r}")
     return [{"role": m.role, "content": m.content} for m in request.messages]
@@ -607,7 +611,7 @@ async def direct_round(
     baseline."""
     import openai
 
-    from support_bot.fake_llm import expected_reply
+    from tests.fake_llm import expected_reply
 
     client = openai.AsyncOpenAI(
         base_url=f"{fake_url}/v1",
@@ -753,7 +757,7 @@ async def bot_round(
 ) -> list[CallResult]:  # fmt: skip
     """N customers connect (untimed), then all send one message at the same moment. Each
     reply must be exactly what the fake model answers to the prompt Support Bot sends."""
-    from support_bot.fake_llm import expected_reply
+    from tests.fake_llm import expected_reply
 
     results = [CallResult(i, messages[-1]["content"]) for i, messages in enumerate(prompts)]
     gate = asyncio.Semaphore(50)

@@ -1,33 +1,40 @@
+"""The admin: transcripts (conversations with their turns), customers, escalation rules,
+business hours and the questions the bot didn't resolve.
+
+Apps built on this one add their part of the transcript page with ConversationAdmin.extend
+(the inbox: notes and exports; the studio: test cases), so this app never imports them.
+"""
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.db.models import Count, QuerySet
-from django.http import HttpRequest, StreamingHttpResponse
+from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
-from knowledge.indexing import sync_example_questions_after_commit
 from knowledge.language import question_key
 from knowledge.models import Article, ExampleQuestion
 from knowledge.services import NONE_LABEL, import_example_questions
 
-from . import exports, handoff
+from . import state, usage
 from .models import (
     BusinessHours,
-    CannedResponse,
     Conversation,
     Customer,
     EscalationRule,
-    Note,
     Turn,
     UnresolvedQuestion,
 )
+
+# An admin action (modeladmin, request, queryset) -> response or None.
+Action = Callable[..., Any]
 
 
 class TurnInline(admin.TabularInline[Turn, Conversation]):
@@ -66,23 +73,16 @@ class TurnInline(admin.TabularInline[Turn, Conversation]):
         return False
 
 
-CASES_FROM_CONVERSATIONS = "From conversations"
+def transcript_action(*, permission: str, description: str) -> Callable[[Action], Action]:
+    """Marks an action another app adds to the transcripts (ConversationAdmin.extend): offered
+    only to staff who have `permission` ("app_label.codename")."""
 
+    def mark(action: Action) -> Action:
+        marked = admin.action(description=description)(action)
+        marked.required_permission = permission  # type: ignore[attr-defined]
+        return marked
 
-class NoteInline(admin.TabularInline[Note, Conversation]):
-    """Internal notes, for review: they are written in the agent inbox and never shown to
-    customers."""
-
-    model = Note
-    extra = 0
-    can_delete = False
-    fields = readonly_fields = ("created_at", "author", "text")
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
+    return mark
 
 
 class EscalatedFilter(admin.SimpleListFilter):
@@ -177,57 +177,36 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
         "rating_comment",
         "bot_usage",
     ]
-    inlines = [TurnInline, NoteInline]
+    inlines = [TurnInline]
     show_full_result_count = False
-    actions = ["export_csv", "export_jsonl", "make_test_cases"]
+    actions: list[Action] = []  # apps built on this one add theirs: extend()
 
-    def has_export_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("conversations.export_conversations")
+    @classmethod
+    def extend(
+        cls,
+        *,
+        inlines: Sequence[type[admin.options.InlineModelAdmin[Any, Any]]] = (),
+        actions: Sequence[Action] = (),
+    ) -> None:
+        """Add an app's inlines and actions (marked with transcript_action) to the transcript
+        page; called from that app's admin module."""
+        have_inlines, have_actions = list(cls.inlines), list(cls.actions or [])
+        cls.inlines = [*have_inlines, *(i for i in inlines if i not in have_inlines)]
+        cls.actions = [*have_actions, *(a for a in actions if a not in have_actions)]
 
-    def has_make_test_case_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("studio.add_testcase")
-
-    @admin.action(
-        description=f"Make evaluation test cases (test set “{CASES_FROM_CONVERSATIONS}”)",
-        permissions=["make_test_case"],
-    )
-    def make_test_cases(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> None:
-        from studio.evaluation import EvaluationError, case_from_conversation
-        from studio.models import TestSet
-
-        test_set, _created = TestSet.objects.get_or_create(
-            name=CASES_FROM_CONVERSATIONS,
-            defaults={"description": "Cases made from real conversations in the admin."},
-        )
-        made, skipped = 0, []
-        for conversation in _plain(queryset):
-            try:
-                case_from_conversation(conversation, test_set)
-                made += 1
-            except EvaluationError as exc:
-                skipped.append(f"{str(conversation.pk)[:8]}: {exc}")
-        self.message_user(request, f"{made} test case(s) added to “{test_set.name}”.")
-        for reason in skipped:
-            self.message_user(request, f"Skipped {reason}", level=messages.WARNING)
-
-    @admin.action(description="Export selected conversations as CSV", permissions=["export"])
-    def export_csv(
-        self, request: HttpRequest, queryset: QuerySet[Conversation]
-    ) -> StreamingHttpResponse:
-        return _download(exports.csv_lines(_plain(queryset)), "text/csv; charset=utf-8", "csv")
-
-    @admin.action(description="Export selected conversations as JSON Lines", permissions=["export"])
-    def export_jsonl(
-        self, request: HttpRequest, queryset: QuerySet[Conversation]
-    ) -> StreamingHttpResponse:
-        lines = exports.jsonl_lines(_plain(queryset))
-        return _download(lines, "application/x-ndjson; charset=utf-8", "jsonl")
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        for name, entry in list(actions.items()):
+            permission = getattr(entry[0], "required_permission", None) if entry else None
+            if permission is not None and not request.user.has_perm(permission):
+                del actions[name]
+        return actions
 
     def save_model(self, request: HttpRequest, obj: Conversation, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
         # Like every other change: the customer's page, the inbox and a streaming reply hear
         # of a status or assignee set here.
-        handoff.conversation_changed(obj.pk)
+        state.conversation_changed(obj.pk)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
         return cast(
@@ -247,9 +226,7 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
 
     @admin.display(description="Bot usage")
     def bot_usage(self, obj: Conversation) -> str:
-        from studio import costs
-
-        totals = costs.per_conversation(obj.pk)
+        totals = usage.per_conversation(obj.pk)
         return (
             f"replies: {totals['turns']}, tokens: {totals['prompt_tokens']:,} prompt + "
             f"{totals['completion_tokens']:,} completion, cost: {totals['cost']:.4f}"
@@ -271,22 +248,10 @@ class CustomerAdmin(admin.ModelAdmin[Customer]):
     readonly_fields = ["id", "created_at"]
 
 
-def _plain(queryset: QuerySet[Conversation]) -> QuerySet[Conversation]:
-    """The selected conversations without the changelist's annotations and search joins."""
+def selected(queryset: QuerySet[Conversation]) -> QuerySet[Conversation]:
+    """The selected conversations without the changelist's annotations and search joins (for
+    actions that read them their own way)."""
     return Conversation.objects.filter(pk__in=queryset.values("pk"))
-
-
-def _download(lines: Any, content_type: str, extension: str) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(lines, content_type=content_type)
-    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-    response["Content-Disposition"] = f'attachment; filename="conversations-{stamp}.{extension}"'
-    return response
-
-
-@admin.register(CannedResponse)
-class CannedResponseAdmin(admin.ModelAdmin[CannedResponse]):
-    list_display = ["shortcut", "title", "updated_at"]
-    search_fields = ["shortcut", "title", "text"]
 
 
 @admin.register(EscalationRule)
@@ -444,7 +409,6 @@ class UnresolvedQuestionAdmin(admin.ModelAdmin[UnresolvedQuestion]):
     ) -> None:
         questions = [(turn.reply_to.text, label) for turn in queryset if turn.reply_to]
         result = import_example_questions(questions, source=ExampleQuestion.Source.CONVERSATION)
-        sync_example_questions_after_commit()
         taught = result.created + result.relabelled + result.unchanged
         self.message_user(
             request,

@@ -6,11 +6,12 @@ class ConversationsConfig(AppConfig):
     name = "conversations"
 
     def ready(self) -> None:
-        post_migrate.connect(_ensure_roles, dispatch_uid="conversations.ensure_roles")
+        # Imported once the app registry is ready: these modules use the models.
         from support_bot import config_cache
 
         from .models import BusinessHours, EscalationRule
 
+        post_migrate.connect(_ensure_roles, dispatch_uid="conversations.ensure_roles")
         # Read on every customer message through the configuration cache.
         config_cache.watch(EscalationRule, BusinessHours)
 
@@ -18,6 +19,7 @@ class ConversationsConfig(AppConfig):
 def _ensure_roles(sender: AppConfig, **kwargs: object) -> None:
     """After the last app's post_migrate (and flush): by then the auth app's own handler has
     created every app's permissions."""
+    # Imported when called: roles uses the auth models, which load after this module.
     from . import roles
 
     if sender.label == list(apps.get_app_configs())[-1].label:

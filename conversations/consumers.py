@@ -8,10 +8,11 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from . import events, handoff, protocol, services
+from support_bot.redis_clients import async_client, key
+
+from . import contact, escalation, events, protocol, ratings, selectors, services
 from .models import Conversation
 from .protocol import FrameError
-from .redis_clients import async_client, key
 from .sockets import FrameConsumer, FrameHandler
 
 logger = logging.getLogger(__name__)
@@ -34,21 +35,21 @@ class ChatConsumer(FrameConsumer):
             return
         conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
         try:
-            self.conversation = await database_sync_to_async(services.conversation_for_customer)(
+            self.conversation = await database_sync_to_async(selectors.conversation_for_customer)(
                 customer_id, conversation_id
             )
-        except services.ConversationNotFound:
+        except selectors.ConversationNotFound:
             await self._refuse(
                 protocol.CLOSE_NOT_FOUND, "not_found", "This conversation does not exist."
             )
             return
-        except services.NotYourConversation:
+        except selectors.NotYourConversation:
             await self._refuse(
                 protocol.CLOSE_FORBIDDEN, "forbidden", "This conversation is not yours."
             )
             return
         await self._join(events.conversation_group(self.conversation.pk))
-        snapshot = await database_sync_to_async(services.conversation_snapshot)(self.conversation)
+        snapshot = await database_sync_to_async(selectors.conversation_snapshot)(self.conversation)
         await self._send(snapshot)
 
     def accepts_frames(self) -> bool:
@@ -77,7 +78,7 @@ class ChatConsumer(FrameConsumer):
     async def _on_resume(self, frame: dict[str, Any]) -> None:
         resume = protocol.parse_resume(frame)
         assert self.conversation is not None
-        reply = await database_sync_to_async(services.reply_in_conversation)(
+        reply = await database_sync_to_async(selectors.reply_in_conversation)(
             self.conversation.pk, resume.reply_id
         )
         if reply is None:
@@ -88,21 +89,19 @@ class ChatConsumer(FrameConsumer):
         """ "Talk to a person". The change reaches every socket as `conversation.state`; when
         nothing changed (already with the team), this socket still gets the state."""
         await self._check_rate_limit(None)
-        asked = await database_sync_to_async(handoff.ask_for_person)(self._conversation())
+        asked = await database_sync_to_async(escalation.ask_for_person)(self._conversation())
         if not asked.escalated:
             await self._send(asked.state)
 
     async def _on_contact(self, frame: dict[str, Any]) -> None:
-        contact = protocol.parse_contact(frame)
+        given = protocol.parse_contact(frame)
         await self._check_rate_limit(None)
-        await database_sync_to_async(handoff.save_contact_email)(
-            self._conversation(), contact.email
-        )
+        await database_sync_to_async(contact.save_contact_email)(self._conversation(), given.email)
 
     async def _on_rate(self, frame: dict[str, Any]) -> None:
         rating = protocol.parse_rate(frame)
         await self._check_rate_limit(None)
-        await database_sync_to_async(handoff.rate)(
+        await database_sync_to_async(ratings.rate)(
             self._conversation(), rating.score, rating.comment
         )
 

@@ -17,28 +17,29 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 
+from support_bot.redis_clients import async_client, key, sync_client
+
 from .models import Conversation, Turn
-from .redis_clients import async_client, key, sync_client
 
 
 def conversation_group(conversation_id: UUID | str) -> str:
     return f"conversation.{conversation_id}"
 
 
-def _group_message(frame: dict[str, Any]) -> dict[str, Any]:
+def group_message(frame: dict[str, Any]) -> dict[str, Any]:
     # Serialised once here rather than by every consumer in the group.
     return {"type": "frame.forward", "json": json.dumps(frame, separators=(",", ":"))}
 
 
 def is_frame(raw: str, frame_type: str) -> bool:
-    """Whether a frame serialised by _group_message has this type, without parsing it."""
+    """Whether a frame serialised by group_message has this type, without parsing it."""
     return f'"type":"{frame_type}"' in raw
 
 
 def send_turn_on_commit(turn: Turn) -> None:
     """Tell every socket of the conversation about a new turn, once it is committed."""
     group = conversation_group(turn.conversation_id)
-    message = _group_message({"type": "turn", "turn": turn.as_event()})
+    message = group_message({"type": "turn", "turn": turn.as_event()})
     transaction.on_commit(lambda: async_to_sync(get_channel_layer().group_send)(group, message))
 
 
@@ -52,7 +53,7 @@ def send_frame_on_commit(
     def send() -> None:
         frame = build()
         if frame is not None:
-            async_to_sync(get_channel_layer().group_send)(group, _group_message(frame))
+            async_to_sync(get_channel_layer().group_send)(group, group_message(frame))
 
     transaction.on_commit(send)
 
@@ -66,7 +67,7 @@ async def send_agent_typing(conversation_id: UUID | str, name: str | None, activ
     """For the agent's socket: show (or hide) "<name> is typing…" on the customer's page. Not
     stored. The page hides the indicator by itself when no refresh comes for a few seconds."""
     await get_channel_layer().group_send(
-        conversation_group(conversation_id), _group_message(typing_frame(name, active))
+        conversation_group(conversation_id), group_message(typing_frame(name, active))
     )
 
 
@@ -120,7 +121,7 @@ class ReplyPublisher:
         """Send a frame; True while the conversation is still the bot's (see person_has_it_key),
         read in the same round trip."""
         self.seq += 1
-        message = _group_message({**frame, "reply_id": self.reply_id, "seq": self.seq})
+        message = group_message({**frame, "reply_id": self.reply_id, "seq": self.seq})
         pipe = self.redis.pipeline(transaction=False)
         pipe.xadd(self.log, {"f": message["json"]}, id=f"{self.seq}-0")
         pipe.expire(self.log, settings.REPLY_LOG_TTL_S)

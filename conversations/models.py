@@ -301,40 +301,6 @@ class UnresolvedQuestion(Turn):
         )
 
 
-class Note(models.Model):
-    """An internal note on a conversation: written by and for the team, never sent to the
-    customer (a separate table, so no customer query or event can ever include one)."""
-
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="notes")
-    author = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    text = models.TextField(max_length=4000)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["id"]
-
-    def __str__(self) -> str:
-        return self.text[:60]
-
-
-class CannedResponse(models.Model):
-    """A saved reply an agent inserts by its shortcut ("/refund")."""
-
-    shortcut = models.SlugField(max_length=40, unique=True)
-    title = models.CharField(max_length=200)
-    text = models.TextField(max_length=4000)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["shortcut"]
-
-    def __str__(self) -> str:
-        return f"/{self.shortcut}"
-
-
 class EscalationRule(models.Model):
     """When the bot hands a conversation to a person by itself. Operators edit these."""
 

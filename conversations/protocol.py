@@ -1,6 +1,6 @@
 """The customer websocket's wire protocol: frame validation and the frames the server sends.
 
-Documented for integrators in README.md ("Websocket protocol").
+Documented for integrators in docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -12,29 +12,14 @@ from typing import Any
 
 from django.conf import settings
 
+from .errors import Refused
+
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_LARGE = 1009
 
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-
-
-class Refused(Exception):
-    """A request a socket or endpoint refuses: `code` for programs, the message for people.
-    Domain errors subclass it (FrameError, handoff, inbox, playground); sockets answer any of
-    them with an error frame."""
-
-    code = "refused"
-
-    def __init__(self, message: str, code: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if code is not None:
-            self.code = code
-
-    def as_frame(self) -> dict[str, Any]:
-        return {"type": "error", "code": self.code, "message": self.message}
 
 
 class FrameError(Refused):
@@ -125,7 +110,7 @@ def parse_resume(frame: dict[str, Any]) -> ResumeFrame:
 
 
 def parse_contact(frame: dict[str, Any]) -> ContactFrame:
-    """`{"type":"contact","email":"…"}`; the address itself is checked by handoff.py."""
+    """`{"type":"contact","email":"…"}`; the address itself is checked by contact.py."""
     email = frame.get("email")
     if not isinstance(email, str) or not email.strip():
         raise FrameError("bad_email", "Please enter your email address.")

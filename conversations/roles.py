@@ -26,8 +26,8 @@ AGENT_PERMISSIONS = (
     "conversations.view_conversation",
     "conversations.view_turn",
     "conversations.view_customer",
-    "conversations.view_note",
-    "conversations.view_cannedresponse",
+    "inbox.view_note",
+    "inbox.view_cannedresponse",
     "knowledge.view_article",
 )
 OPERATOR_PERMISSIONS = AGENT_PERMISSIONS + (
@@ -38,7 +38,7 @@ OPERATOR_PERMISSIONS = AGENT_PERMISSIONS + (
             ("knowledge", "article"),
             ("knowledge", "examplequestion"),
             ("conversations", "escalationrule"),
-            ("conversations", "cannedresponse"),
+            ("inbox", "cannedresponse"),
             ("conversations", "businesshours"),
             ("studio", "promptversion"),
             ("studio", "testset"),

@@ -14,8 +14,9 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from . import events, protocol
+from .errors import Refused
 from .models import Turn
-from .protocol import FrameError, Refused
+from .protocol import FrameError
 
 FrameHandler = Callable[[dict[str, Any]], Awaitable[None]]
 

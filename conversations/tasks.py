@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from . import services
+from . import replies
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +24,8 @@ logger = logging.getLogger(__name__)
 )
 def generate_reply(self: Task, reply_id: int) -> None:
     try:
-        services.write_reply(reply_id)
-    except services.ReplyBusy as busy:
+        replies.write_reply(reply_id)
+    except replies.ReplyBusy as busy:
         # Another worker holds the lease: look again when it would have expired.
         raise self.retry(countdown=busy.retry_in) from None
     except (DatabaseError, RedisError) as outage:
@@ -35,4 +35,4 @@ def generate_reply(self: Task, reply_id: int) -> None:
         raise self.retry(countdown=5, exc=outage) from None
     except Exception:
         logger.exception("reply %s crashed", reply_id)
-        services.fail_reply_after_crash(reply_id)
+        replies.fail_reply_after_crash(reply_id)

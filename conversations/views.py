@@ -13,9 +13,10 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from . import handoff, services
+from support_bot.redis_clients import sync_client
+
+from . import selectors, services
 from .models import Conversation, Customer
-from .redis_clients import sync_client
 from .visitors import remember_visitor, visitor_id_from_request
 
 
@@ -56,8 +57,8 @@ def chat(request: HttpRequest) -> HttpResponse:
 
 def _own_conversation(customer: Customer, conversation_id: str) -> Conversation:
     try:
-        return services.conversation_for_customer(customer.pk, conversation_id)
-    except (services.ConversationNotFound, services.NotYourConversation):
+        return selectors.conversation_for_customer(customer.pk, conversation_id)
+    except (selectors.ConversationNotFound, selectors.NotYourConversation):
         # Someone else's conversation looks exactly like one that doesn't exist.
         raise Http404("No such conversation.") from None
 
@@ -101,7 +102,7 @@ def conversation_list(request: HttpRequest) -> HttpResponse:
     customer = services.known_customer(visitor_id_from_request(request))
     if customer is None:
         return _unknown_visitor()
-    conversations = handoff.previous_conversations(customer)
+    conversations = selectors.previous_conversations(customer)
     for item in conversations:
         item["url"] = _chat_url(request, item["id"])
     return JsonResponse({"conversations": conversations})
@@ -115,7 +116,7 @@ def new_conversation(request: HttpRequest) -> HttpResponse:
     customer = services.known_customer(visitor_id_from_request(request))
     if customer is None:
         return _unknown_visitor()
-    conversation = handoff.start_new_conversation(customer)
+    conversation = services.start_new_conversation(customer)
     conversation_id = str(conversation.pk)
     return JsonResponse(
         {

@@ -14,8 +14,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from conversations import events as chat_events
-from conversations import protocol
-from conversations import services as chat_services
+from conversations import protocol, selectors
 from conversations.models import display_name
 from conversations.protocol import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, FrameError
 from conversations.sockets import FrameConsumer, FrameHandler
@@ -104,7 +103,7 @@ class InboxConsumer(FrameConsumer):
         resume = protocol.parse_resume(frame)
         if self.watching is None:
             raise FrameError("unknown_reply", "Watch a conversation first.")
-        reply = await database_sync_to_async(chat_services.reply_in_conversation)(
+        reply = await database_sync_to_async(selectors.reply_in_conversation)(
             self.watching, resume.reply_id
         )
         if reply is None:

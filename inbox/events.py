@@ -21,8 +21,10 @@ from django.db import transaction
 from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce, Left
 
-from conversations.events import _group_message
-from conversations.models import Conversation, Note, Turn, staff_name
+from conversations.events import group_message
+from conversations.models import Conversation, Turn, staff_name
+
+from .models import Note
 
 INBOX_GROUP = "inbox"
 PREVIEW_CHARS = 140
@@ -112,7 +114,7 @@ def row_for(conversation_id: uuid.UUID | str) -> dict[str, Any] | None:
 
 
 def _send(group: str, frame: dict[str, Any]) -> None:
-    async_to_sync(get_channel_layer().group_send)(group, _group_message(frame))
+    async_to_sync(get_channel_layer().group_send)(group, group_message(frame))
 
 
 def notify_inbox_on_commit(conversation_id: uuid.UUID | str) -> None:
@@ -129,6 +131,11 @@ def notify_inbox_on_commit(conversation_id: uuid.UUID | str) -> None:
             _send(INBOX_GROUP, {"type": "inbox.row", "row": data})
 
     transaction.on_commit(publish)
+
+
+def announce_row(sender: object, conversation_id: uuid.UUID | str, **kwargs: object) -> None:
+    """conversations.signals.conversation_updated: the row changed, tell every agent."""
+    notify_inbox_on_commit(conversation_id)
 
 
 # --- Notes and assist -------------------------------------------------------------------------

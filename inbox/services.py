@@ -34,12 +34,15 @@ from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from conversations import handoff
+from conversations.errors import Refused
 from conversations.events import send_turn_on_commit
-from conversations.models import Conversation, Note, Turn, display_name
-from conversations.protocol import Refused
+from conversations.models import Conversation, Turn, display_name
+from conversations.selectors import conversation_snapshot
+from conversations.state import conversation_changed
 
 from . import events
+from .models import Note
+from .tasks import assist
 
 Status = Conversation.Status
 User = Any  # a django.contrib.auth user (typed loosely: custom user models are allowed)
@@ -150,7 +153,7 @@ def _system_turn(conversation: Conversation, text: str) -> Turn:
 def _changed(conversation: Conversation) -> None:
     """After commit: the customer's sockets get the new `conversation.state` (the customer
     side's frame: the page asks for a rating once resolved), the agents the new inbox row."""
-    handoff.conversation_changed(conversation.pk)
+    conversation_changed(conversation.pk)
 
 
 # --- Transitions ------------------------------------------------------------------------------
@@ -383,8 +386,6 @@ def inbox_rows(resolved_limit: int = 50, limit: int = 500) -> list[dict[str, Any
 def conversation_for_agent(conversation_id: uuid.UUID | str) -> dict[str, Any]:
     """What the agent's conversation view starts from: the customer's snapshot (the same
     turns the customer sees), the team's notes, and the inbox row."""
-    from conversations.services import conversation_snapshot
-
     conversation = _get(conversation_id)
     snapshot = conversation_snapshot(conversation, shown_only=True)
     notes = [
@@ -442,8 +443,6 @@ def request_assist(conversation_id: uuid.UUID | str, agent: User, kind: object) 
     if kind not in ASSIST_KINDS:
         raise Invalid('kind must be "summary" or "suggest".')
     conversation = _get(conversation_id)
-    from .tasks import assist
-
     pk, user_id, chosen = conversation.pk, agent.pk, str(kind)
     transaction.on_commit(lambda: assist.delay(str(pk), user_id, chosen))
     return AssistRequest(pk, chosen)

@@ -22,7 +22,7 @@ def assist(conversation_id: str, agent_id: int, kind: str) -> None:
     agent's sockets (group inbox.user.<id>) and nowhere else: nothing reaches the customer
     unless the agent sends it."""
     try:
-        frame = assistant.run(conversation_id, kind).frame(conversation_id)
+        frame = assistant.run_assist(conversation_id, kind).frame(conversation_id)
     except Exception:
         logger.exception("assist %s for conversation %s failed", kind, conversation_id)
         frame = {

@@ -20,9 +20,10 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from conversations.models import CannedResponse, Conversation, display_name
+from conversations.models import Conversation, display_name
 
-from . import services
+from . import events, services
+from .models import CannedResponse
 
 View = Callable[..., HttpResponse]
 
@@ -92,9 +93,7 @@ def _body(request: HttpRequest) -> dict[str, Any]:
 
 
 def _row(conversation: Conversation) -> JsonResponse:
-    from .events import row_for
-
-    return JsonResponse({"ok": True, "row": row_for(conversation.pk)})
+    return JsonResponse({"ok": True, "row": events.row_for(conversation.pk)})
 
 
 # --- Pages ------------------------------------------------------------------------------------
@@ -196,10 +195,8 @@ def reply(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
 @require_POST
 @agent_api(services.WRITE_NOTE)
 def note(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
-    from .events import note_event
-
     created = services.add_note(conversation_id, request.user, _body(request).get("text"))
-    return JsonResponse({"ok": True, "note": note_event(created)}, status=201)
+    return JsonResponse({"ok": True, "note": events.note_event(created)}, status=201)
 
 
 @require_POST

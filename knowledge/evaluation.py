@@ -9,11 +9,10 @@ A question set is JSON Lines, one question per line::
 `expected` is an article slug, or "none" when the knowledge base has no answer. `kind` is
 optional and only groups the figures.
 
-The answerer is the offline answerer by default, so the figures measure the knowledge base and
-cost nothing. With a model configured, `bot_answerer("model")` asks it with the grounded prompt
-each question, as a reply would: a model that replies that the passages don't answer
-(conversations.grounding.NO_ANSWER_MARKER) abstains, so near misses retrieval lets through are
-measured too.
+The answerer is the bot (bot/evaluation.py, passed in by eval_kb): the offline answerer by
+default, so the figures measure the knowledge base and cost nothing, or the configured model
+with the grounded prompt, as a reply would ask it: a model that replies that the passages
+don't answer abstains, so near misses retrieval lets through are measured too.
 """
 
 from __future__ import annotations
@@ -27,8 +26,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import embeddings, retrieval
+from . import search as knowledge_search
 from .models import Article
+from .search import embeddings
 from .services import NONE_LABEL
 
 
@@ -168,46 +168,8 @@ def read_question_sets(paths: Iterable[Path | str]) -> list[Question]:
     return [question for path in paths for question in read_questions(path)]
 
 
+# The bot answering a question (bot/evaluation.py): whether it abstained, and its sources.
 Answerer = Callable[[str], AnswerOutcome]
-
-ANSWERERS = ("offline", "model")
-
-
-class AnswererUnavailable(ValueError):
-    """The answerer asked for can't run with this configuration; the message says why."""
-
-
-def bot_answerer(kind: str = "offline") -> Answerer:
-    """The bot answering each question as a one-message conversation, grounded and abstaining as
-    a reply would: "offline" with the offline answerer whatever is configured, "model" with the
-    configured provider (the active prompt version's, else LLM_PROVIDER)."""
-    # Imported here: the conversations app builds on this one.
-    from conversations import llm, services
-    from studio import runtime
-    from studio import services as studio_services
-
-    if kind == "offline":
-        provider = llm.get_named_provider("offline")
-    elif kind == "model":
-        provider = services.configured_provider(
-            runtime.config_for(studio_services.active_version())
-        )
-        if provider.name == "offline":
-            raise AnswererUnavailable(
-                "--answerer model needs a model, but the offline answerer is configured: set "
-                "LLM_PROVIDER=openai and OPENAI_* (or activate a prompt version that names one)."
-            )
-    else:
-        raise AnswererUnavailable(f"unknown answerer {kind!r}: one of {', '.join(ANSWERERS)}")
-
-    def answer(question: str) -> AnswerOutcome:
-        finished = services.answer_question(question, provider=provider)
-        return AnswerOutcome(
-            abstained=finished.abstained,
-            source_article_ids=tuple(s.article_id for s in finished.sources if s.article_id),
-        )
-
-    return answer
 
 
 def evaluate(
@@ -219,9 +181,9 @@ def evaluate(
 ) -> Report:
     """Run every question through retrieval (for ranking) and the answerer (for abstention)."""
     slug_of = dict(Article.objects.values_list("id", "slug"))
-    retrieval.search("warm up", 1)  # the first query builds the index; don't time that
+    knowledge_search.search("warm up", 1)  # the first query builds the index; don't time that
     report = Report()
-    with retrieval.leaving_out_identical_examples():
+    with knowledge_search.leaving_out_identical_examples():
         for i, question in enumerate(questions, start=1):
             report.outcomes.append(_evaluate_one(question, answerer, depth, slug_of))
             if progress is not None:
@@ -236,7 +198,7 @@ def _evaluate_one(
     # its cached vector.
     embeddings.forget_queries()
     started = time.perf_counter()
-    hits = retrieval.search(question.question, depth)
+    hits = knowledge_search.search(question.question, depth)
     retrieval_ms = (time.perf_counter() - started) * 1000
     embeddings.forget_queries()
     started = time.perf_counter()

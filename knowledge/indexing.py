@@ -2,10 +2,10 @@
 
 Passages are derived data: `sync_passages` compares each published article's content hash with
 the hash its stored passages were cut from, and re-splits and re-embeds only the articles that
-changed. Passages of unpublished or deleted articles go. Any process may call it: the retrieval
-index does before it rebuilds, so an article edited in the admin is searchable at the next
-question; `ingest_kb` does after a bulk load, so the embedding work happens there, with a
-progress bar, rather than on a customer's question.
+changed. Passages of unpublished or deleted articles go. Everything that writes articles or
+example questions calls it (the admin after its commit, `ingest_kb` and `load_demo_kb` with a
+progress bar, `setup_demo`, importing examples), so the embedding work happens there and never
+on a customer's question: the search index only reads what is stored here.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 from django.db.models import BooleanField, ExpressionWrapper, Q
+from django.utils import timezone
 
-from .embeddings import Embedder, get_embedder, to_bytes
 from .models import Article, ExampleQuestion, Passage, content_hash
-from .retrieval import article_passages, passage_sentences
+from .search.embeddings import Embedder, get_embedder, to_bytes
+from .search.text import article_passages, passage_sentences
 
 logger = logging.getLogger(__name__)
 
@@ -154,8 +155,11 @@ def sync_example_questions() -> int:
         vectors = embedder.embed_queries_cached([text for _, _, text in batch])
         for (example_id, key, _), vector in zip(batch, vectors, strict=True):
             # Only if the text is still the one embedded: an edit meanwhile waits for the next sync.
+            # updated_at too: the search index rebuilds when it changes.
             embedded += ExampleQuestion.objects.filter(id=example_id, key=key).update(
-                embedding=to_bytes(vector), embedding_model=embedder.model_id
+                embedding=to_bytes(vector),
+                embedding_model=embedder.model_id,
+                updated_at=timezone.now(),
             )
     if embedded:
         logger.info("example questions embedded: %d", embedded)

@@ -16,14 +16,18 @@ converted is skipped with a reason (`SkipReason`) and the other files still go i
 - Text: optional front matter; the body is the text as it is. Title from `title:`, else the
   first non-empty line when it is short (at most TEXT_TITLE_MAX_CHARS, not ending like a
   sentence), else the file name humanised.
-- HTML (stdlib html.parser): converted to Markdown. Title from <title>, else the first <h1>.
-  Headings, paragraphs, line breaks, lists, <pre> (fenced code), inline <code>, links (only
-  http, https and mailto targets; other links keep their text only), tables (a Markdown table),
-  blockquotes. Dropped with their content: script, style, noscript, template, iframe, object,
-  embed, svg, math, canvas, audio, video, select, textarea, nav, footer and the head (except
-  its title and metadata). Attributes are never copied, so event handlers cannot survive.
-  Metadata: <link rel="canonical"> (http/https) gives the url, <meta name="keywords"> the
-  tags, <html lang> the language.
+- HTML: converted to Markdown by markdownify (MIT) on a BeautifulSoup tree parsed by lxml
+  (BSD), maintained libraries rather than a converter of our own; lxml applies a browser's
+  rules for end tags left out (<li>, <p>, <td>) and for a head never closed, which the stdlib
+  parser does not. Title from <title>, else the first <h1>. Headings, paragraphs, line breaks,
+  bold and italics, lists, <pre> (fenced code, with the language of a `language-`/`lang-`
+  class), inline <code>, links (only http, https and mailto targets; other links keep their
+  text only), tables (a Markdown table), blockquotes. Dropped with their content: script,
+  style, noscript, template, iframe, object, embed, svg, math, canvas, audio, video, select,
+  textarea, nav, footer, images, comments and the head (except its title and metadata).
+  Attributes are never copied, so event handlers cannot survive; text that would read as raw
+  HTML, a heading or a code fence is escaped. Metadata: <link rel="canonical"> (http/https)
+  gives the url, <meta name="keywords"> the tags, <html lang> the language.
 
 Identity. An article remembers the resolved absolute path of its file (`Article.source`):
 ingesting the same file again updates that article, and when nothing changed nothing is
@@ -52,18 +56,21 @@ from __future__ import annotations
 import os
 import re
 import stat
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from bs4 import BeautifulSoup, ParserRejectedMarkup, Tag, UnusualUsageWarning
+from bs4.element import PreformattedString
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import IntegrityError, transaction
 from django.utils.text import slugify
+from markdownify import ATX, MarkdownConverter
 
 from .models import Article
 from .services import (
@@ -83,14 +90,13 @@ TEXT_SUFFIXES = frozenset({".txt"})
 HTML_SUFFIXES = frozenset({".html", ".htm"})
 SUPPORTED_SUFFIXES = MARKDOWN_SUFFIXES | TEXT_SUFFIXES | HTML_SUFFIXES
 
-DEFAULT_MAX_FILE_BYTES = 2 * 1024 * 1024
 SOURCE_MAX_CHARS = 1000  # Article.source
 TEXT_TITLE_MAX_CHARS = 100
 
 
 def max_file_bytes() -> int:
     """The largest file ingested (settings.KB_MAX_FILE_BYTES, default 2 MB)."""
-    return int(getattr(settings, "KB_MAX_FILE_BYTES", DEFAULT_MAX_FILE_BYTES))
+    return int(settings.KB_MAX_FILE_BYTES)
 
 
 class SkipReason(StrEnum):
@@ -273,449 +279,224 @@ class HtmlDocument:
 
 def html_to_markdown(html: str) -> HtmlDocument:
     """Convert an HTML page to Markdown (see the module's doc for what is kept)."""
-    parser = _HtmlToMarkdown()
     try:
-        parser.feed(html)
-        parser.close()
-    except (AssertionError, ValueError) as exc:  # html.parser on some malformed declarations
+        with warnings.catch_warnings():
+            # XHTML with an XML declaration, or a page that is only a URL, is still read as HTML.
+            warnings.simplefilter("ignore", UnusualUsageWarning)
+            soup = BeautifulSoup(html, "lxml")
+    except ParserRejectedMarkup as exc:
         raise KnowledgeLoadError(f"cannot parse the HTML: {exc}") from None
-    return parser.result()
+    titles = soup.find_all("title")
+    title = _first_text(tag for tag in titles if tag.find_parent(["svg", "math"]) is None)
+    keywords = _first(
+        _attribute(meta, "content")
+        for meta in soup.find_all("meta")
+        if _attribute(meta, "name").lower() == "keywords"
+    )
+    canonical = _first(
+        _attribute(link, "href").strip()
+        for link in soup.find_all("link")
+        if "canonical" in _attribute(link, "rel").lower().split()
+    )
+    lang = _first(_attribute(root, "lang").strip() for root in soup.find_all("html"))
+    _drop_unsafe(soup)
+    _tidy_tables(soup)
+    title = title or _first_text(soup.find_all("h1"))
+    try:
+        soup.smooth()  # whitespace left on both sides of a dropped element becomes one space
+        body = _MarkdownConverter().convert_soup(soup)
+    except RecursionError:
+        # markdownify recurses once per nesting level and gives up at a few hundred
+        # (python-markdownify#276); such a page keeps its text, one line per source line.
+        lines = (" ".join(line.split()) for line in soup.get_text(" ").splitlines())
+        body = "\n".join(_escape_text(line) for line in lines if line)
+    # No trailing spaces, which editors and forms drop anyway: a <br> (markdownify's "  " break)
+    # reads as a plain newline, and the spaces around the page's top-level elements go.
+    body = _TRAILING_SPACES.sub("", body).strip()
+    heading = f"# {title}"
+    if title and (body == heading or body.startswith(heading + "\n")):
+        body = body[len(heading) :].lstrip("\n")  # the title, not a part of the body
+    language = lang if is_language_code(lang) else ""
+    return HtmlDocument(
+        title, body, _http_url(canonical), clean_tags(keywords.split(",")), language
+    )
 
 
-# Elements dropped with everything inside them.
-_DROP = frozenset(
-    {
-        "script",
-        "style",
-        "noscript",
-        "template",
-        "iframe",
-        "object",
-        "embed",
-        "svg",
-        "math",
-        "canvas",
-        "audio",
-        "video",
-        "select",
-        "textarea",
-        "nav",
-        "footer",
-    }
+# Elements dropped with everything inside them. markdownify's `strip` option would keep their
+# text (python-markdownify#259), so they are taken out of the parsed page instead.
+_DROP = (
+    "script",
+    "style",
+    "noscript",
+    "template",
+    "iframe",
+    "object",
+    "embed",
+    "svg",
+    "math",
+    "canvas",
+    "audio",
+    "video",
+    "select",
+    "textarea",
+    "nav",
+    "footer",
+    "head",  # once its title and metadata are read
+    "title",  # one misplaced in the body too
+    # An image would load from anywhere when the article is shown; it has no text.
+    "img",
 )
-_VOID = frozenset(
-    {
-        "area",
-        "base",
-        "br",
-        "col",
-        "embed",
-        "hr",
-        "img",
-        "input",
-        "link",
-        "meta",
-        "param",
-        "source",
-        "track",
-        "wbr",
-    }
-)
-_HEAD_ONLY = frozenset({"title", "meta", "link", "base", "style", "script", "noscript"})
-_HEADINGS = {f"h{level}": level for level in range(1, 7)}
-_BLOCKS = frozenset(
-    {
-        "address",
-        "article",
-        "aside",
-        "body",
-        "center",
-        "dd",
-        "details",
-        "dialog",
-        "div",
-        "dl",
-        "dt",
-        "fieldset",
-        "figcaption",
-        "figure",
-        "form",
-        "header",
-        "hgroup",
-        "hr",
-        "html",
-        "legend",
-        "main",
-        "p",
-        "section",
-        "summary",
-    }
-)
-_TABLE_PARTS = frozenset({"thead", "tbody", "tfoot", "caption", "colgroup"})
 _SAFE_LINK_SCHEMES = frozenset({"http", "https", "mailto"})
 _URL_UNSAFE = str.maketrans({" ": "%20", "(": "%28", ")": "%29", "<": "%3C", ">": "%3E"})
-_CODE_LANGUAGE = re.compile(r"(?:^|\s)(?:language|lang)-([\w+#.-]{1,30})")
-_LINE_NEEDS_ESCAPE = re.compile(r"^(?:#{1,6}(?:\s|$)|```|~~~|[-=]+$)")
-_WHITESPACE = re.compile(r"\s+")
 _C0_AND_SPACE = "".join(chr(code) for code in range(0x21))
+_CODE_LANGUAGE = re.compile(r"(?:^|\s)(?:language|lang)-([\w+#.-]{1,30})")
+_LEADING_BLANK_LINES = re.compile(r"\A(?:[ \t]*\n)+")
+_TRAILING_SPACES = re.compile(r"[ \t]+$", re.MULTILINE)
+_TABLE_PARTS = frozenset({"caption", "thead", "tbody", "tfoot", "tr", "th", "td"})
+# Text at a line start that would read as a heading or a code fence.
+_STRUCTURE_AT_LINE_START = re.compile(r"^( ?)(#{1,6}(?=\s|$)|```|~~~)", re.MULTILINE)
+# What CommonMark would read as raw HTML: "<" before a tag name, "/", "!" or "?".
+_HTML_START = re.compile(r"<(?=[A-Za-z/!?])")
 
 
-@dataclass
-class _Item:
-    marker: str  # "- " or "3. " with the indentation of its list
-    indent: str  # where the item's further lines start
-    used: bool = False
+class _MarkdownConverter(MarkdownConverter):
+    """markdownify with ingest's rules: ATX headings and "-" bullets, whitespace collapsed as a
+    browser does, links only to safe targets, code fences that the code cannot close, and text
+    that cannot turn into Markdown structure or raw HTML."""
 
-
-@dataclass
-class _List:
-    ordered: bool
-    count: int = 0
-
-
-class _HtmlToMarkdown(HTMLParser):
     def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.blocks: list[tuple[str, str]] = []  # (kind, Markdown)
-        self.inline: list[str] = []  # text of the block being read
-        self.dropping: list[str] = []  # open elements dropped with their content
-        self.in_head = False
-        self.title_parts: list[str] | None = None
-        self.title = ""
-        self.first_h1 = ""
-        self.canonical = ""
-        self.keywords = ""
-        self.lang = ""
-        self.heading = 0
-        self.pre: list[str] | None = None
-        self.pre_language = ""
-        self.lists: list[_List] = []
-        self.items: list[_Item] = []
-        self.quote = 0
-        self.links: list[tuple[list[str], int, str]] = []  # (buffer, start, safe href or "")
-        self.codes: list[tuple[list[str], int]] = []
-        self.table_depth = 0
-        self.rows: list[list[str]] = []
-        self.row: list[str] | None = None
-        self.cell: list[str] | None = None
-        self.table_text: list[str] = []  # captions and stray text of the table
+        super().__init__(
+            heading_style=ATX,
+            bullets="-",
+            autolinks=False,  # every link reads [text](url), never <url>
+            # "*" and "_" stay as written: the bot quotes and embeds this text, and
+            # identifiers such as order_id would otherwise read order\_id.
+            escape_asterisks=False,
+            escape_underscores=False,
+            table_infer_header=True,  # a table's first row is its header, as on the page
+            wrap=True,  # source line breaks are spaces, as in a browser ...
+            wrap_width=None,  # ... and paragraphs are not re-wrapped
+        )
 
-    # -- events --
+    def convert_a(self, el: Tag, text: str, parent_tags: set[str]) -> str:
+        # markdownify copies any href, javascript: included; other links keep their text only.
+        href = _safe_href(_attribute(el, "href"))
+        label = text.strip()
+        if "_noformat" in parent_tags or not href or not label:
+            return text
+        label = label.replace("[", "\\[").replace("]", "\\]")
+        lead = " " if text[:1].isspace() else ""
+        trail = " " if text[-1:].isspace() else ""
+        return f"{lead}[{label}]({href}){trail}"
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if self.title_parts is not None:  # a title holds text only; a tag ends an open one
-            self._end_title()
-        if self.dropping:
-            if tag in _DROP and tag not in _VOID:
-                self.dropping.append(tag)
-            return
-        if tag in _DROP:
-            if tag not in _VOID:
-                self.dropping.append(tag)
-            return
-        attributes = {name: value or "" for name, value in reversed(attrs)}  # first one wins
-        if tag == "html":
-            self.lang = self.lang or attributes.get("lang", "").strip()
-        if tag == "head":
-            self.in_head = True
-            return
-        if tag == "title":
-            if not self.title:
-                self.title_parts = []
-            return
-        if tag == "meta":
-            if attributes.get("name", "").lower() == "keywords" and not self.keywords:
-                self.keywords = attributes.get("content", "")
-            return
-        if tag == "link":
-            rels = attributes.get("rel", "").lower().split()
-            if "canonical" in rels and not self.canonical:
-                self.canonical = attributes.get("href", "").strip()
-            return
-        if self.in_head:
-            if tag in _HEAD_ONLY:
-                return
-            self.in_head = False  # content without </head> or <body>: the body has begun
-        if self.pre is not None:
-            if tag == "br":
-                self.pre.append("\n")
-            elif tag == "code" and not self.pre_language:
-                self.pre_language = _code_language(attributes)
-            return
-        if tag == "table":
-            if self.table_depth == 0:
-                self._flush()
-                self.rows, self.row, self.cell, self.table_text = [], None, None, []
-            else:
-                self._sink().append(" ")
-            self.table_depth += 1
-            return
-        if tag == "a":
-            sink = self._sink()
-            self.links.append((sink, len(sink), _safe_href(attributes.get("href", ""))))
-            return
-        if tag == "code":
-            sink = self._sink()
-            self.codes.append((sink, len(sink)))
-            return
-        if self.table_depth:
-            if self.table_depth == 1 and tag == "tr":
-                self._end_row()
-                self.row = []
-            elif self.table_depth == 1 and tag in ("td", "th"):
-                self._end_cell()
-                if self.row is None:
-                    self.row = []
-                self.cell = []
-            elif tag not in _TABLE_PARTS:
-                self._sink().append(" ")
-            return
-        if tag in _HEADINGS:
-            self._flush()
-            self.heading = _HEADINGS[tag]
-        elif tag == "br":
-            self.inline.append("\n")
-        elif tag == "pre":
-            self._flush()
-            self.pre = []
-            self.pre_language = _code_language(attributes)
-        elif tag in ("ul", "ol"):
-            self._flush()
-            start = attributes.get("start", "1").strip()
-            self.lists.append(_List(tag == "ol", int(start) - 1 if start.isdigit() else 0))
-        elif tag == "li":
-            self._start_item()
-        elif tag == "blockquote":
-            self._flush()
-            self.quote += 1
-        elif tag in _BLOCKS:
-            self._flush()
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.handle_starttag(tag, attrs)
-        if tag not in _VOID:
-            self.handle_endtag(tag)
-
-    def handle_endtag(self, tag: str) -> None:
-        if self.dropping:
-            if tag in self.dropping:
-                while self.dropping.pop() != tag:
-                    pass
-            return
-        if tag == "title":
-            if self.title_parts is not None:
-                self._end_title()
-            return
-        if tag == "head":
-            self.in_head = False
-            return
-        if self.in_head:
-            return
-        if self.pre is not None:
-            if tag == "pre":
-                self._end_pre()
-            return
-        if tag == "table":
-            if self.table_depth == 1:
-                self._end_table()
-            elif self.table_depth > 1:
-                self._sink().append(" ")
-            self.table_depth = max(0, self.table_depth - 1)
-            return
-        if tag == "a":
-            if self.links:
-                self._end_link()
-            return
-        if tag == "code":
-            if self.codes:
-                self._end_code()
-            return
-        if self.table_depth:
-            if self.table_depth == 1 and tag in ("td", "th"):
-                self._end_cell()
-            elif self.table_depth == 1 and tag == "tr":
-                self._end_row()
-            elif tag not in _TABLE_PARTS:
-                self._sink().append(" ")
-            return
-        if tag in _HEADINGS:
-            self._flush()
-            self.heading = 0
-        elif tag == "li":
-            self._flush()
-            if self.items and len(self.items) >= len(self.lists):
-                self.items.pop()
-        elif tag in ("ul", "ol"):
-            self._flush()
-            if self.lists:
-                self.lists.pop()
-            del self.items[len(self.lists) :]
-        elif tag == "blockquote":
-            self._flush()
-            self.quote = max(0, self.quote - 1)
-        elif tag in _BLOCKS:
-            self._flush()
-
-    def handle_data(self, data: str) -> None:
-        if self.dropping:
-            return
-        if self.title_parts is not None:
-            self.title_parts.append(data)
-            return
-        if self.in_head:
-            return
-        if self.pre is not None:
-            self.pre.append(data)
-            return
-        self._sink().append(_WHITESPACE.sub(" ", data))
-
-    # -- helpers --
-
-    def _sink(self) -> list[str]:
-        if self.cell is not None:
-            return self.cell
-        if self.table_depth:
-            return self.table_text
-        return self.inline
-
-    def _end_title(self) -> None:
-        assert self.title_parts is not None
-        self.title = " ".join("".join(self.title_parts).split())
-        self.title_parts = None
-
-    def _start_item(self) -> None:
-        self._flush()
-        if not self.lists:  # a stray <li>
-            self.lists.append(_List(False))
-        if self.items and len(self.items) >= len(self.lists):  # the previous <li> never closed
-            self.items.pop()
-        parent_indent = self.items[-1].indent if self.items else ""
-        current = self.lists[-1]
-        current.count += 1
-        bullet = f"{current.count}. " if current.ordered else "- "
-        self.items.append(_Item(parent_indent + bullet, parent_indent + " " * len(bullet)))
-
-    def _end_link(self) -> None:
-        sink, start, href = self.links.pop()
-        if sink is not self._sink() or not href:
-            return
-        raw = "".join(sink[start:])
-        text = " ".join(raw.split())
-        if not text:
-            return
-        label = text.replace("[", "\\[").replace("]", "\\]")
-        lead = " " if raw[:1].isspace() else ""
-        trail = " " if raw[-1:].isspace() else ""
-        sink[start:] = [f"{lead}[{label}]({href}){trail}"]
-
-    def _end_code(self) -> None:
-        sink, start = self.codes.pop()
-        if sink is not self._sink():
-            return
-        raw = "".join(sink[start:])
-        text = " ".join(raw.split())
-        if not text:
-            return
-        ticks = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
-        pad = " " if text.startswith("`") or text.endswith("`") else ""
-        lead = " " if raw[:1].isspace() else ""
-        trail = " " if raw[-1:].isspace() else ""
-        sink[start:] = [f"{lead}{ticks}{pad}{text}{pad}{ticks}{trail}"]
-
-    def _flush(self) -> None:
-        raw = "".join(self.inline)
-        self.inline = []
-        lines = [" ".join(line.split()) for line in raw.split("\n")]
-        lines = [line for line in lines if line]
-        if not lines:
-            return
-        if self.heading and not self.items:
-            text = " ".join(lines)
-            if self.heading == 1 and not self.first_h1:
-                self.first_h1 = text
-            self._add("heading", ["#" * self.heading + " " + text])
-            return
-        lines = [_escape_line(line) for line in lines]
-        if self.items:
-            item = self.items[-1]
-            first = item.indent if item.used else item.marker
-            item.used = True
-            self._add("list", [first + lines[0]] + [item.indent + line for line in lines[1:]])
-        else:
-            self._add("text", lines)
-
-    def _end_pre(self) -> None:
-        assert self.pre is not None
-        text = "".join(self.pre)
-        self.pre = None
-        if text.startswith("\n"):  # HTML ignores a newline right after <pre>
-            text = text[1:]
-        lines = [line.rstrip() for line in text.rstrip().split("\n")]
-        while lines and not lines[0].strip():
-            lines.pop(0)
-        if not lines:
-            return
-        longest = max((len(run) for run in re.findall("`{3,}", text)), default=2)
+    def convert_pre(self, el: Tag, text: str, parent_tags: set[str]) -> str:
+        # markdownify always fences with ```, which a line of ``` in the code would close.
+        code = _LEADING_BLANK_LINES.sub("", text.rstrip())
+        if not code:
+            return ""
+        longest = max((len(run) for run in re.findall("`{3,}", code)), default=2)
         fence = "`" * (longest + 1)
-        indent = self.items[-1].indent if self.items else ""
-        block = [fence + self.pre_language, *lines, fence]
-        self._add("code", [indent + line if line else line for line in block])
+        return f"\n\n{fence}{_code_language(el)}\n{code}\n{fence}\n\n"
 
-    def _end_cell(self) -> None:
-        if self.cell is not None and self.row is not None:
-            self.row.append(" ".join("".join(self.cell).split()).replace("|", "\\|"))
-        self.cell = None
+    def escape(self, text: str, parent_tags: set[str]) -> str:
+        text = _escape_text(text)
+        if "td" in parent_tags or "th" in parent_tags:
+            text = text.replace("|", "\\|")  # a pipe would split the cell
+        return text
 
-    def _end_row(self) -> None:
-        self._end_cell()
-        if self.row is not None and any(self.row):
-            self.rows.append(self.row)
-        self.row = None
 
-    def _end_table(self) -> None:
-        self._end_row()
-        caption = " ".join("".join(self.table_text).split())
-        rows, self.rows, self.table_text = self.rows, [], []
-        if caption:
-            self._add("text", [_escape_line(caption)])
-        if not rows:
-            return
-        width = max(len(row) for row in rows)
-        if width == 1 or len(rows) == 1:
-            lines = [" | ".join(cell for cell in row if cell) for row in rows]
-            self._add("text", [_escape_line(line) for line in lines])
-            return
-        rows = [row + [""] * (width - len(row)) for row in rows]
-        lines = ["| " + " | ".join(row) + " |" for row in rows]
-        lines.insert(1, "|" + " --- |" * width)
-        self._add("table", lines)
+def _escape_text(text: str) -> str:
+    """Text stays text: no heading or code fence at a line start, no raw HTML."""
+    text = _STRUCTURE_AT_LINE_START.sub(r"\1\\\2", text)
+    return _HTML_START.sub(r"\\<", text)
 
-    def _add(self, kind: str, lines: list[str]) -> None:
-        if self.quote:
-            prefix = "> " * self.quote
-            lines = [(prefix + line).rstrip() for line in lines]
-        self.blocks.append((kind, "\n".join(lines)))
 
-    def result(self) -> HtmlDocument:
-        if self.title_parts is not None:
-            self._end_title()
-        if self.pre is not None:
-            self._end_pre()
-        if self.table_depth:
-            self._end_table()
-        self._flush()
-        title = self.title or self.first_h1
-        blocks = self.blocks
-        if blocks and title and blocks[0] == ("heading", f"# {title}"):
-            blocks = blocks[1:]  # the title, not a part of the body
-        body = ""
-        for i, (kind, text) in enumerate(blocks):
-            if i:
-                body += "\n" if kind == "list" and blocks[i - 1][0] == "list" else "\n\n"
-            body += text
-        url = _http_url(self.canonical)
-        language = self.lang if is_language_code(self.lang) else ""
-        return HtmlDocument(title, body, url, clean_tags(self.keywords.split(",")), language)
+def _drop_unsafe(soup: BeautifulSoup) -> None:
+    """Take out the _DROP elements, and comments, CDATA, <!...> and <?...?> (markdownify would
+    copy the last three as text)."""
+    for node in list(soup.descendants):
+        if isinstance(node, PreformattedString) or (isinstance(node, Tag) and node.name in _DROP):
+            node.extract()  # a node inside one taken out already goes with it anyway
+
+
+def _tidy_tables(soup: BeautifulSoup) -> None:
+    """Tables as markdownify can write them.
+
+    A table of one row or one column lays the page out: its cells read as blocks. A table in a
+    cell reads as text, as a Markdown cell cannot hold a table. markdownify takes a table's
+    first row to be the <tr> without a tag before it, so a caption or colgroup there would lose
+    the header line and a tfoot row would become a second header (microsoft/markitdown#2536):
+    captions go before their table, column groups go, and footer rows go last.
+    """
+    tags = [node for node in soup.descendants if isinstance(node, Tag)]
+    for table in [tag for tag in tags if tag.name == "table"]:
+        parts = [
+            part
+            for part in _tags(table.descendants)
+            if part.name in _TABLE_PARTS and _nearest(part, {"table"}) is table
+        ]
+        rows = [_cells(part) for part in parts if part.name == "tr"]
+        if _nearest(table, {"td", "th"}) is not None:
+            for part in parts:
+                if part.name in ("td", "th", "caption"):
+                    part.append(" ")
+            _rename([table, *parts], "span")
+        elif len(rows) <= 1 or all(len(cells) <= 1 for cells in rows):
+            _rename([table, *parts], "div")
+    for tag in tags:
+        owner = _nearest(tag, {"table"})  # None too once taken out with its colgroup
+        if owner is None:
+            continue
+        if tag.name == "caption":
+            tag.name = "p"
+            owner.insert_before(tag.extract())
+        elif tag.name in ("colgroup", "col"):
+            tag.extract()
+        elif tag.name == "tfoot":
+            bodies = [child for child in _tags(owner.children) if child.name == "tbody"]
+            last = bodies[-1] if bodies else owner
+            for row in [child for child in _tags(tag.children) if child.name == "tr"]:
+                last.append(row.extract())
+            tag.extract()
+
+
+def _tags(nodes: Iterable[object]) -> list[Tag]:
+    return [node for node in nodes if isinstance(node, Tag)]
+
+
+def _cells(row: Tag) -> list[Tag]:
+    return [cell for cell in _tags(row.children) if cell.name in ("td", "th")]
+
+
+def _nearest(tag: Tag, names: set[str]) -> Tag | None:
+    """The closest ancestor of `tag` named one of `names` (bs4's find_parent, without its
+    matching machinery, which is slow on large pages)."""
+    parent = tag.parent
+    while parent is not None and parent.name not in names:
+        parent = parent.parent
+    return parent
+
+
+def _rename(tags: Iterable[Tag], name: str) -> None:
+    for tag in tags:
+        tag.name = name
+
+
+def _attribute(tag: object, name: str) -> str:
+    """An attribute's value as text ("" when absent; a multi-valued one such as rel joined)."""
+    value = tag.get(name) if isinstance(tag, Tag) else None
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else " ".join(value)
+
+
+def _first(values: Iterable[str]) -> str:
+    return next((value for value in values if value), "")
+
+
+def _first_text(tags: Iterable[object]) -> str:
+    """The whitespace-collapsed text of the first of `tags` that has any."""
+    return _first(" ".join(tag.get_text().split()) for tag in tags if isinstance(tag, Tag))
 
 
 def _safe_href(href: str) -> str:
@@ -741,15 +522,13 @@ def _http_url(url: str) -> str:
     return url
 
 
-def _code_language(attributes: dict[str, str]) -> str:
-    match = _CODE_LANGUAGE.search(attributes.get("class", ""))
-    return match.group(1) if match else ""
-
-
-def _escape_line(line: str) -> str:
-    """Text that would read as Markdown structure (a heading, a code fence, a setext underline)
-    stays text."""
-    return "\\" + line if _LINE_NEEDS_ESCAPE.match(line) else line
+def _code_language(pre: Tag) -> str:
+    """The language of a <pre>, from its class or its <code>'s ("language-sh", "lang-sh")."""
+    for tag in (pre, pre.find("code")):
+        match = _CODE_LANGUAGE.search(_attribute(tag, "class"))
+        if match:
+            return match.group(1)
+    return ""
 
 
 # --- Finding files ------------------------------------------------------------------------
@@ -945,7 +724,7 @@ def ingest_paths(
 
     Raises KnowledgeLoadError, before anything is written, when a path does not exist.
     Does not index: call knowledge.indexing.sync_passages(report.article_ids) afterwards
-    (retrieval would otherwise do it at the next question).
+    (until then the articles are not searchable; ingest_kb does it with a progress bar).
     """
     scan = find_files(list(paths))
     report = IngestReport(files=len(scan.files), unsupported=scan.unsupported)

@@ -62,8 +62,8 @@ class Passage(models.Model):
     # float32 little-endian, L2-normalised; empty when no embedding model was available.
     embedding = models.BinaryField(null=True, blank=True)
     embedding_model = models.CharField(max_length=100, blank=True, default="")
-    # For the ranker (knowledge.ranking): the article title's vector, and one vector per
-    # sentence of the passage (retrieval.passage_sentences), concatenated. Same format.
+    # For the ranker (knowledge.search.ranking): the article title's vector, and one vector per
+    # sentence of the passage (search.text.passage_sentences), concatenated. Same format.
     title_embedding = models.BinaryField(null=True, blank=True)
     sentence_embeddings = models.BinaryField(null=True, blank=True)
 
@@ -81,7 +81,7 @@ class ExampleQuestion(models.Model):
     """A question as customers ask it, labelled with the article that answers it, or with no
     article: a question the knowledge base must not answer (the bot hands over).
 
-    Retrieval compares each new question with these (knowledge.ranking's example features):
+    Retrieval compares each new question with these (knowledge.search.ranking's example features):
     a customer's wording the articles never use still finds its article, and a near miss that
     looks like an article ("how much does the thermostat cost?") but was marked unanswerable
     makes the bot abstain. Operators add them in the admin or with `import_kb_examples`.
@@ -117,19 +117,29 @@ class ExampleQuestion(models.Model):
         return self.text
 
     def save(self, *args: object, **kwargs: object) -> None:
+        """Indexing owns the vector (knowledge.indexing writes it with an UPDATE): a save
+        clears it when the text changed and otherwise leaves the stored one alone, whatever
+        this instance was loaded with."""
         new_key = question_key(self.text)
-        if new_key != self.key:
+        text_changed = new_key != self.key
+        if text_changed:
             self.key = new_key
-            self.embedding = None  # the text changed: embedded again at the next sync
+            self.embedding = None  # embedded again by indexing
             self.embedding_model = ""
-            update_fields = kwargs.get("update_fields")
-            if update_fields is not None:
-                kwargs["update_fields"] = {
-                    *update_fields,  # type: ignore[misc]
-                    "key",
-                    "embedding",
-                    "embedding_model",
-                }
+        update_fields = kwargs.get("update_fields")
+        if not self._state.adding and update_fields is None and not text_changed:
+            kwargs["update_fields"] = [
+                field.name
+                for field in self._meta.concrete_fields
+                if not field.primary_key and field.name not in ("embedding", "embedding_model")
+            ]
+        elif update_fields is not None and text_changed:
+            kwargs["update_fields"] = {
+                *update_fields,  # type: ignore[misc]
+                "key",
+                "embedding",
+                "embedding_model",
+            }
         super().save(*args, **kwargs)  # type: ignore[arg-type]
 
     @property

@@ -29,6 +29,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator, validate_slug
 from django.db import transaction
 
+from .indexing import sync_example_questions, sync_passages
 from .language import question_key, tidy_question
 from .models import Article, ExampleQuestion
 
@@ -304,12 +305,13 @@ def markdown_files(folder: Path | str) -> list[Path]:
 
 
 def upsert_articles(sources: Iterable[ArticleSource]) -> LoadResult:
-    """Create or update articles by slug, in one transaction.
+    """Create or update articles by slug, in one transaction, then index those it changed.
 
     An article whose stored fields already match is not saved again, so its `updated_at`
     (and with it the search index) stays as it is. Articles not in `sources` are left alone.
     """
     created = updated = 0
+    changed: list[int] = []
     with transaction.atomic():
         for source in sources:
             values = {
@@ -322,13 +324,18 @@ def upsert_articles(sources: Iterable[ArticleSource]) -> LoadResult:
             }
             article = Article.objects.select_for_update().filter(slug=source.slug).first()
             if article is None:
-                Article.objects.create(slug=source.slug, **values)
+                article = Article.objects.create(slug=source.slug, **values)
                 created += 1
             elif any(getattr(article, name) != value for name, value in values.items()):
                 for name, value in values.items():
                     setattr(article, name, value)
                 article.save()
                 updated += 1
+            else:
+                continue
+            changed.append(article.pk)
+    if changed:
+        sync_passages(changed)
     return LoadResult(created, updated)
 
 
@@ -364,6 +371,7 @@ class ExampleImport:
     relabelled: int = 0
     unchanged: int = 0
     skipped: tuple[str, ...] = ()  # why each skipped question was skipped
+    embedded: int = 0  # questions given a vector after the import
 
 
 def import_example_questions(
@@ -375,8 +383,8 @@ def import_example_questions(
 
     A question is one example however it is cased or spaced; importing it again with another
     label relabels it (the newer label wins). A question naming an unknown article, empty or
-    too long is skipped and said why; the rest still go in. Vectors are made at the next sync
-    (knowledge.indexing.sync_example_questions)."""
+    too long is skipped and said why; the rest still go in. New questions are embedded once
+    the import is stored (knowledge.indexing.sync_example_questions)."""
     article_of = dict(Article.objects.values_list("slug", "id"))
     created = relabelled = unchanged = 0
     skipped: list[str] = []
@@ -416,4 +424,5 @@ def import_example_questions(
                 relabelled += 1
             else:
                 unchanged += 1
-    return ExampleImport(created, relabelled, unchanged, tuple(skipped))
+    embedded = sync_example_questions()
+    return ExampleImport(created, relabelled, unchanged, tuple(skipped), embedded)

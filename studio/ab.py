@@ -1,12 +1,14 @@
 """A/B experiments: per-arm metrics, their statistics and a plain-words verdict, and the
 workflows that start, stop and promote an experiment.
 
-Statistics use only the standard library:
-- proportions (escalation, resolution without a human): Wilson score interval per arm, and
-  Newcombe's hybrid score interval of the difference B - A (the verdict), with the pooled
-  two-proportion z-test's p-value shown alongside;
-- means (CSAT, tokens, cost, reply latency): Welch's t interval of the difference B - A, the
-  t quantile from the regularised incomplete beta function;
+Statistics (studio.statistics) are computed with scipy.stats, a maintained library tested
+against reference values, rather than with distributions written here:
+- proportions (escalation, resolution without a human): Wilson score interval per arm
+  (scipy), and Newcombe's hybrid score interval of the difference B - A (the verdict; its
+  formula on the Wilson bounds, as scipy has none), with the pooled two-proportion z-test's
+  p-value shown alongside;
+- means (CSAT, tokens, cost, reply latency): Welch's t interval of the difference B - A
+  (scipy's ttest_ind with unequal variances);
 - a metric is judged only with at least MIN_CONVERSATIONS conversations per arm and, for
   proportions, at least MIN_EVENTS events and non-events over both arms, or, for means, at
   least MIN_VALUES values per arm; otherwise "Not enough data yet".
@@ -16,11 +18,9 @@ A difference is called when its 95 % interval excludes 0.
 
 from __future__ import annotations
 
-import importlib
-import math
 from dataclasses import dataclass, field
 from decimal import Decimal
-from statistics import NormalDist, fmean, median, variance
+from statistics import fmean, median
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -39,7 +39,14 @@ from django.utils import timezone
 
 from conversations.models import Conversation, Turn
 
+from . import services
 from .models import Activation, Experiment, PromptVersion
+from .statistics import (
+    newcombe,
+    percentile,
+    two_proportion_p,
+    welch,
+)
 
 CONFIDENCE = 0.95
 MIN_CONVERSATIONS = 30
@@ -51,141 +58,7 @@ ACTIVATE_PERMISSION = "studio.activate_promptversion"
 
 
 # --- Statistics (pure) -------------------------------------------------------------------
-
-
-def z_for(confidence: float = CONFIDENCE) -> float:
-    return NormalDist().inv_cdf(1 - (1 - confidence) / 2)
-
-
-def wilson(events: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """Wilson score interval of a proportion; (0, 1) without data."""
-    if n <= 0:
-        return (0.0, 1.0)
-    z = z_for(confidence)
-    p = events / n
-    denominator = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    low = 0.0 if events == 0 else max(0.0, centre - half)
-    high = 1.0 if events == n else min(1.0, centre + half)
-    return (low, high)
-
-
-def newcombe(
-    events_a: int, n_a: int, events_b: int, n_b: int, confidence: float = CONFIDENCE
-) -> tuple[float, float]:
-    """Newcombe's hybrid score interval of p_b - p_a (method 10)."""
-    p_a, p_b = events_a / n_a, events_b / n_b
-    low_a, high_a = wilson(events_a, n_a, confidence)
-    low_b, high_b = wilson(events_b, n_b, confidence)
-    difference = p_b - p_a
-    low = difference - math.sqrt((p_b - low_b) ** 2 + (high_a - p_a) ** 2)
-    high = difference + math.sqrt((high_b - p_b) ** 2 + (p_a - low_a) ** 2)
-    return (low, high)
-
-
-def two_proportion_p(events_a: int, n_a: int, events_b: int, n_b: int) -> float:
-    """Two-sided p-value of the pooled two-proportion z-test."""
-    pooled = (events_a + events_b) / (n_a + n_b)
-    se = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
-    if se == 0:
-        return 1.0
-    z = (events_b / n_b - events_a / n_a) / se
-    return 2 * (1 - NormalDist().cdf(abs(z)))
-
-
-def _beta_continued_fraction(a: float, b: float, x: float) -> float:
-    tiny = 1e-300
-    c, d = 1.0, 1 - (a + b) * x / (a + 1)
-    d = 1 / (d if abs(d) > tiny else tiny)
-    result = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        for numerator in (
-            m * (b - m) * x / ((a + m2 - 1) * (a + m2)),
-            -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1)),
-        ):
-            d = 1 + numerator * d
-            d = 1 / (d if abs(d) > tiny else tiny)
-            c = 1 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            result *= c * d
-        if abs(c * d - 1) < 1e-15:
-            break
-    return result
-
-
-def regularized_beta(a: float, b: float, x: float) -> float:
-    """I_x(a, b)."""
-    if x <= 0:
-        return 0.0
-    if x >= 1:
-        return 1.0
-    log_front = (
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    )
-    if x < (a + 1) / (a + b + 2):
-        return math.exp(log_front) * _beta_continued_fraction(a, b, x) / a
-    return 1 - math.exp(log_front) * _beta_continued_fraction(b, a, 1 - x) / b
-
-
-def t_cdf(t: float, df: float) -> float:
-    tail = 0.5 * regularized_beta(df / 2, 0.5, df / (df + t * t))
-    return 1 - tail if t >= 0 else tail
-
-
-def t_quantile(p: float, df: float) -> float:
-    """The p quantile of Student's t with df degrees of freedom (bisection on the CDF)."""
-    if p == 0.5:
-        return 0.0
-    if p < 0.5:
-        return -t_quantile(1 - p, df)
-    low, high = 0.0, 1.0
-    while t_cdf(high, df) < p:
-        high *= 2
-    for _ in range(200):
-        middle = (low + high) / 2
-        if t_cdf(middle, df) < p:
-            low = middle
-        else:
-            high = middle
-    return (low + high) / 2
-
-
-@dataclass(frozen=True)
-class MeanDifference:
-    difference: float  # mean_b - mean_a
-    low: float
-    high: float
-    df: float
-    p_value: float
-
-
-def welch(a: list[float], b: list[float], confidence: float = CONFIDENCE) -> MeanDifference:
-    """Welch's t interval and two-sided p-value of mean(b) - mean(a); needs 2+ values each."""
-    mean_a, mean_b = fmean(a), fmean(b)
-    var_a, var_b = variance(a) / len(a), variance(b) / len(b)
-    difference = mean_b - mean_a
-    se2 = var_a + var_b
-    if se2 == 0:
-        return MeanDifference(
-            difference, difference, difference, math.inf, 1.0 if not difference else 0.0
-        )
-    df = se2 * se2 / (var_a * var_a / (len(a) - 1) + var_b * var_b / (len(b) - 1))
-    half = t_quantile(1 - (1 - confidence) / 2, df) * math.sqrt(se2)
-    p_value = 2 * (1 - t_cdf(abs(difference) / math.sqrt(se2), df))
-    return MeanDifference(difference, difference - half, difference + half, df, p_value)
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """Linear-interpolated percentile (q in 0..100), None without values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    below = math.floor(position)
-    above = min(below + 1, len(ordered) - 1)
-    return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
+# In studio.statistics, on scipy.stats; imported above, so ab.wilson, ab.welch… still work.
 
 
 # --- Verdicts (pure) ---------------------------------------------------------------------
@@ -599,24 +472,10 @@ def stop_experiment(experiment: Experiment, by: Any, reason: str = "") -> Experi
 
 
 def _make_active(version: PromptVersion, by: Any, reason: str) -> Activation:
-    """Through the versions workflow (studio.services.activate) when it exists, so its locking,
-    audit and gate record apply; the experiment's result overrides the evaluation gate."""
-    try:
-        services: Any = importlib.import_module("studio.services")
-    except ImportError:
-        services = None
-    activate = getattr(services, "activate", None)
-    if activate is not None:
-        activation: Activation = activate(
-            version, by=by, reason=reason, allow_worse=True, action=Activation.Action.PROMOTE
-        )
-        return activation
-    current = PromptVersion.objects.select_for_update().filter(is_active=True).first()
-    if current is not None and current.pk != version.pk:
-        PromptVersion.objects.filter(pk=current.pk).update(is_active=False)
-    PromptVersion.objects.filter(pk=version.pk).update(is_active=True)
-    return Activation.objects.create(
-        action=Activation.Action.PROMOTE, version=version, previous=current, by=by, reason=reason
+    """Through the versions workflow (services.activate), so its locking and audit trail apply;
+    the experiment's result overrides the evaluation gate."""
+    return services.activate(
+        version, by=by, reason=reason, allow_worse=True, action=Activation.Action.PROMOTE
     )
 
 

@@ -25,10 +25,13 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, Streami
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 
-from conversations.models import Turn
+from conversations import usage
+from conversations.admin import ConversationAdmin, selected, transcript_action
+from conversations.models import Conversation, Turn
 
-from . import costs, services
-from .models import Activation, ModelPrice, PromptVersion
+from . import finetune, services
+from .evaluation import EvaluationError, case_from_conversation
+from .models import Activation, ModelPrice, PromptVersion, TestSet
 
 
 class ReasonActionForm(ActionForm):
@@ -172,7 +175,7 @@ class PromptVersionAdmin(admin.ModelAdmin[PromptVersion]):
     def daily_costs(self, obj: PromptVersion) -> str:
         if obj.pk is None:
             return "-"
-        rows = costs.per_day(version_id=obj.pk)
+        rows = usage.per_day(version_id=obj.pk)
         if not rows:
             return "No replies yet."
         body = format_html_join(
@@ -274,7 +277,7 @@ class PromptVersionAdmin(admin.ModelAdmin[PromptVersion]):
             ]
         )
         for version in queryset:
-            for day, totals in costs.per_day(version_id=version.pk):
+            for day, totals in usage.per_day(version_id=version.pk):
                 writer.writerow(
                     [
                         version.pk,
@@ -309,7 +312,7 @@ class PromptVersionAdmin(admin.ModelAdmin[PromptVersion]):
             since = datetime.date.fromisoformat(since_text) if since_text else None
         except ValueError as exc:
             raise PermissionDenied(f"bad parameter: {exc}") from exc
-        lines: Iterator[str] = services.finetune_jsonl(min_rating, since)
+        lines: Iterator[str] = finetune.finetune_jsonl(min_rating, since)
         response = StreamingHttpResponse(lines, content_type="application/x-ndjson; charset=utf-8")
         response["Content-Disposition"] = 'attachment; filename="finetune.jsonl"'
         return response
@@ -339,3 +342,34 @@ class ActivationAdmin(admin.ModelAdmin[Activation]):
 class ModelPriceAdmin(admin.ModelAdmin[ModelPrice]):
     list_display = ["model", "input_per_million", "output_per_million", "currency"]
     search_fields = ["model"]
+
+
+# --- On the transcript page ----------------------------------------------------------------------
+
+CASES_FROM_CONVERSATIONS = "From conversations"
+
+
+@transcript_action(
+    permission="studio.add_testcase",
+    description=f"Make evaluation test cases (test set “{CASES_FROM_CONVERSATIONS}”)",
+)
+def make_test_cases(
+    modeladmin: ConversationAdmin, request: HttpRequest, queryset: QuerySet[Conversation]
+) -> None:
+    test_set, _created = TestSet.objects.get_or_create(
+        name=CASES_FROM_CONVERSATIONS,
+        defaults={"description": "Cases made from real conversations in the admin."},
+    )
+    made, skipped = 0, []
+    for conversation in selected(queryset):
+        try:
+            case_from_conversation(conversation, test_set)
+            made += 1
+        except EvaluationError as exc:
+            skipped.append(f"{str(conversation.pk)[:8]}: {exc}")
+    modeladmin.message_user(request, f"{made} test case(s) added to “{test_set.name}”.")
+    for reason in skipped:
+        modeladmin.message_user(request, f"Skipped {reason}", level=messages.WARNING)
+
+
+ConversationAdmin.extend(actions=[make_test_cases])

@@ -15,6 +15,7 @@ from django.utils.safestring import SafeString
 
 from . import ab
 from .models import Experiment, PromptVersion
+from .statistics import wilson, z_for
 
 
 def _percent(value: float | None) -> str:
@@ -36,7 +37,7 @@ def _mean_interval(values: list[float]) -> str:
         return ""
     mean = sum(values) / len(values)
     sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    half = ab.z_for() * sd / len(values) ** 0.5
+    half = z_for() * sd / len(values) ** 0.5
     return _interval(mean - half, mean + half)
 
 
@@ -48,17 +49,17 @@ def results_table(report: ab.Report) -> SafeString:
         (
             "Escalation rate",
             f"{_percent(a.escalation_rate)} "
-            f"{_interval(*ab.wilson(a.escalated, a.conversations), percent=True)}",
+            f"{_interval(*wilson(a.escalated, a.conversations), percent=True)}",
             f"{_percent(b.escalation_rate)} "
-            f"{_interval(*ab.wilson(b.escalated, b.conversations), percent=True)}",
+            f"{_interval(*wilson(b.escalated, b.conversations), percent=True)}",
             c["escalation"].verdict,
         ),
         (
             "Resolved without a human",
             f"{_percent(a.resolution_rate)} "
-            f"{_interval(*ab.wilson(a.resolved_without_human, a.conversations), percent=True)}",
+            f"{_interval(*wilson(a.resolved_without_human, a.conversations), percent=True)}",
             f"{_percent(b.resolution_rate)} "
-            f"{_interval(*ab.wilson(b.resolved_without_human, b.conversations), percent=True)}",
+            f"{_interval(*wilson(b.resolved_without_human, b.conversations), percent=True)}",
             c["resolution"].verdict,
         ),
         (

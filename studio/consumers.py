@@ -22,6 +22,7 @@ from conversations.sockets import FrameConsumer, FrameHandler
 
 from . import evaluation, playground
 from .models import EvalRun
+from .tasks import playground_reply
 
 USE_PLAYGROUND = "studio.use_playground"
 RUN_EVALUATION = "studio.run_evaluation"
@@ -43,8 +44,6 @@ def _queue_playground(version_id: Any, conversation_id: Any, message: Any) -> tu
 
 
 def _enqueue(request_id: str, args: tuple[Any, ...]) -> None:
-    from .tasks import playground_reply
-
     playground_reply.delay(request_id, *args)
 
 

@@ -1,12 +1,13 @@
 """Evaluating a prompt version over a test set, and the activation gate built on it.
 
-- run_case(version, case): the reply the bot would give with that version (studio.playground.
-  answer: grounded, abstaining, not stored) and the case's checks:
+- run_case(version, case): the reply the bot would give with that version (playground.answer:
+  grounded, abstaining, not stored; a case made from a conversation is answered as in it)
+  and the case's checks:
     must_cite        the reply's cited sources include the article;
     must_contain     every phrase appears (case-insensitive);
     must_not_contain no phrase appears (case-insensitive);
     must_escalate    an escalation rule matches the message, or the bot abstained.
-- start_run(version, test_set, by) → EvalRun, queued on commit (studio.tasks.run_evaluation);
+- services.start_run(version, test_set, by) → EvalRun, queued on commit (tasks.run_evaluation);
   execute_run(run_id) does the work: one EvalResult per case (a redelivered task skips cases
   that have one), progress to the channel-layer group `studio.run.<id>`, then the scores.
 - scores: the share of checks passed, per expectation kind and overall.
@@ -25,16 +26,18 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.utils import timezone
 
-from conversations import grounding, handoff
-from conversations.llm.base import ChatMessage, ProviderError
+from bot.grounding import strip_citations
+from bot.types import ChatMessage, ProviderError
+from conversations.escalation import escalation_for_message
 from conversations.models import Conversation, Turn
+from knowledge.models import Article
 
 from .models import EvalResult, EvalRun, PromptVersion, TestCase, TestSet
 from .playground import Answer, answer
-from .services import active_version_fresh
+from .selectors import active_version_fresh
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +90,7 @@ def _phrases(value: Any) -> list[str]:
 
 def would_escalate(message: str) -> bool:
     """Whether the escalation rules hand a customer who writes this to a person."""
-    return handoff.escalation_for_message(Conversation(), message) is not None
+    return escalation_for_message(Conversation(), message) is not None
 
 
 def check(case: TestCase, result: Answer, escalated: bool) -> dict[str, bool]:
@@ -112,7 +115,7 @@ def run_case(version: PromptVersion, case: TestCase) -> Outcome:
     a failed case (its checks all fail), not a failed run."""
     escalated = would_escalate(case.message)
     try:
-        result = answer(version, case_messages(case))
+        result = answer(version, case_messages(case), conversation_id=case.source_conversation_id)
     except ProviderError as error:
         checks = dict.fromkeys(check_kinds(case), False)
         return Outcome(reply=f"[error: {error.code}] {error}", checks=checks, passed=False)
@@ -185,25 +188,6 @@ def publish_progress(run: EvalRun) -> None:
         async_to_sync(get_channel_layer().group_send)(run_group(run.pk), message)
     except Exception:  # progress is a courtesy: the stored run is what counts
         logger.warning("run %s: could not publish progress", run.pk, exc_info=True)
-
-
-def start_run(version: PromptVersion, test_set: TestSet, by: Any) -> EvalRun:
-    """Queue a run of this version over this test set (the task starts after commit)."""
-    from .tasks import run_evaluation
-
-    total = test_set.cases.count()
-    if total == 0:
-        raise EvaluationError(f"'{test_set}' has no cases yet.")
-    with transaction.atomic():
-        run = EvalRun.objects.create(
-            version=version,
-            test_set=test_set,
-            total=total,
-            started_by=by if getattr(by, "pk", None) else None,
-        )
-        run_id = run.pk
-        transaction.on_commit(lambda: run_evaluation.delay(run_id))
-    return run
 
 
 def execute_run(run_id: int) -> None:
@@ -372,7 +356,7 @@ def case_from_conversation(conversation: Conversation, test_set: TestSet) -> Tes
     prior = [
         {
             "role": "user" if t.author == Turn.Author.CUSTOMER else "assistant",
-            "content": grounding.strip_citations(t.text),
+            "content": strip_citations(t.text),
         }
         for t in turns[:last_customer]
         if t.text
@@ -384,8 +368,6 @@ def case_from_conversation(conversation: Conversation, test_set: TestSet) -> Tes
             if isinstance(article_id, int):
                 must_cite = article_id
             break
-    from knowledge.models import Article
-
     if must_cite is not None and not Article.objects.filter(pk=must_cite).exists():
         must_cite = None
     return TestCase.objects.create(

@@ -17,6 +17,23 @@ from django.db.models import Q
 from support_bot.config_cache import ConfigQuerySet
 
 
+# A new version starts from the deployment's settings (support_bot/settings.py declares them).
+def default_temperature() -> float:
+    return float(settings.OPENAI_TEMPERATURE)
+
+
+def default_max_tokens() -> int:
+    return int(settings.OPENAI_MAX_TOKENS)
+
+
+def default_history_tokens() -> int:
+    return int(settings.CHAT_HISTORY_TOKENS)
+
+
+def default_knowledge_tokens() -> int:
+    return int(settings.KB_PROMPT_TOKENS)
+
+
 class PromptVersion(models.Model):
     """What the bot is: its system prompt template, model and generation settings, and how much
     history and knowledge go into its context. Published versions are immutable; editing one
@@ -53,14 +70,14 @@ class PromptVersion(models.Model):
     system_prompt = models.TextField()
     provider = models.CharField(max_length=20, choices=Provider.choices, blank=True)
     model = models.CharField(max_length=200, blank=True, help_text="Empty: OPENAI_MODEL.")
-    temperature = models.FloatField(default=0.3)
+    temperature = models.FloatField(default=default_temperature)
     top_p = models.FloatField(default=1.0)
-    max_tokens = models.PositiveIntegerField(default=512)
+    max_tokens = models.PositiveIntegerField(default=default_max_tokens)
     stop = models.JSONField(default=list, blank=True)
     # The context budget, in estimated tokens: older turns beyond history_tokens are summarised
     # or dropped; passages beyond knowledge_tokens are cut.
-    history_tokens = models.PositiveIntegerField(default=1500)
-    knowledge_tokens = models.PositiveIntegerField(default=1200)
+    history_tokens = models.PositiveIntegerField(default=default_history_tokens)
+    knowledge_tokens = models.PositiveIntegerField(default=default_knowledge_tokens)
 
     state = models.CharField(max_length=12, choices=State.choices, default=State.DRAFT)
     # The one version the bot uses (the control arm while an A/B experiment runs).

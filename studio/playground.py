@@ -36,19 +36,14 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from conversations import grounding
-from conversations.llm.base import (
-    ChatMessage,
-    Finished,
-    Provider,
-    ProviderError,
-    ReplyRequest,
-    Source,
-    TextDelta,
-)
-from conversations.models import Conversation, Turn
-from conversations.protocol import Refused
-from conversations.services import configured_provider, provider_for, reply_sources
+from bot import config as bot_config
+from bot import run
+from bot.providers import registry
+from bot.types import ChatMessage, ProviderError, ReplyRequest, Source
+from conversations import selectors
+from conversations.errors import Refused
+from conversations.models import Conversation
+from conversations.replies import request_for_conversation
 
 from . import runtime
 from .models import PromptVersion
@@ -64,15 +59,15 @@ class PlaygroundError(Refused):
 # --- A version's request ----------------------------------------------------------------------
 
 
-def request_for(version: PromptVersion, messages: list[ChatMessage]) -> ReplyRequest:
+def request_for(
+    version: PromptVersion,
+    messages: list[ChatMessage],
+    conversation_id: uuid.UUID | str | None = None,
+) -> ReplyRequest:
     """The request the bot would send with this version for these conversation messages (no
-    system message: the version brings its own), exactly as a reply builds it."""
-    return runtime.request_for(version, messages)
-
-
-def provider_for_version(version: PromptVersion) -> Provider:
-    """The provider a reply with this version would use (before the abstain rule)."""
-    return configured_provider(runtime.config_for(version))
+    system message: the version brings its own), exactly as a reply in that conversation
+    builds it."""
+    return request_for_conversation(runtime.config_for(version), conversation_id, messages)
 
 
 # --- Answering --------------------------------------------------------------------------------
@@ -110,70 +105,39 @@ class Answer:
         }
 
 
-def price_of(model: str, prompt_tokens: int, completion_tokens: int) -> tuple[Decimal | None, str]:
-    """What these tokens cost (None: no price row for the model, e.g. the offline answerer)."""
-    price = runtime.price_for(model)
-    if price is None:
-        return None, ""
-    return price.cost(prompt_tokens, completion_tokens), price.currency
-
-
 def answer(
     version: PromptVersion,
     messages: list[ChatMessage],
     on_delta: Callable[[str], None] | None = None,
+    *,
+    conversation_id: uuid.UUID | str | None = None,
 ) -> Answer:
-    """This version's reply to these messages, grounded and abstaining like a real reply, not
-    retried and not stored. `on_delta` gets the text in frames of about
-    REPLY_FLUSH_INTERVAL_S. Raises ProviderError."""
-    started = time.monotonic()
-    request = request_for(version, messages)
-    provider = provider_for(request, provider_for_version(version))
-    text: list[str] = []
-    pending: list[str] = []
-    finished: Finished | None = None
-    first_token: float | None = None
-    last_flush = 0.0
-    for event in provider.stream(request):
-        if isinstance(event, TextDelta):
-            if not event.text:
-                continue
-            now = time.monotonic()
-            if first_token is None:
-                first_token = now
-            text.append(event.text)
-            pending.append(event.text)
-            if on_delta is not None and now - last_flush >= settings.REPLY_FLUSH_INTERVAL_S:
-                on_delta("".join(pending))
-                pending.clear()
-                last_flush = now
-        else:
-            finished = event
-    if on_delta is not None and pending:
-        on_delta("".join(pending))
-    if finished is None:
-        raise ProviderError("the stream ended without a finish", code="stream_interrupted")
-    full = "".join(text)
-    model = finished.model or ("" if finished.abstained else request.model)
-    cost, currency = price_of(model, finished.prompt_tokens, finished.completion_tokens)
-    abstained_by = None
-    if finished.abstained:
-        retrieval_abstained = request.knowledge is not None and request.knowledge.abstain
-        abstained_by = "retrieval" if retrieval_abstained else "model"
+    """This version's reply to these messages (of that conversation, if any), grounded and
+    abstaining like a real reply, not retried and not stored. `on_delta` gets the text in
+    pieces of about REPLY_FLUSH_INTERVAL_S. Raises ProviderError."""
+    started = time.time()
+    config = runtime.config_for(version)
+    request = request_for_conversation(config, conversation_id, messages)
+    result = run.answer(request, registry.for_config(config), on_delta=on_delta)
+    price = bot_config.price(result.model, result.prompt_tokens, result.completion_tokens)
     return Answer(
-        text=full,
-        sources=reply_sources(finished, full, request),
-        abstained=finished.abstained,
-        model=model,
-        prompt_tokens=finished.prompt_tokens,
-        completion_tokens=finished.completion_tokens,
-        first_token_ms=None if first_token is None else round((first_token - started) * 1000),
-        total_ms=round((time.monotonic() - started) * 1000),
+        text=result.text,
+        sources=result.sources,
+        abstained=result.abstained,
+        model=result.model,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        first_token_ms=_ms(started, result.first_token_at),
+        total_ms=_ms(started, result.finished_at) or 0,
         messages=list(request.messages),
-        cost=cost,
-        currency=currency or None,
-        abstained_by=abstained_by,
+        cost=price.cost if price else None,
+        currency=price.currency if price else None,
+        abstained_by=result.abstained_by,
     )
+
+
+def _ms(started: float, at: float | None) -> int | None:
+    return None if at is None else max(0, round((at - started) * 1000))
 
 
 # --- The playground ---------------------------------------------------------------------------
@@ -188,9 +152,9 @@ def new_request_id() -> str:
 
 
 def conversation_messages(conversation_id: str | None, message: str) -> list[ChatMessage]:
-    """The messages to answer: a past conversation's turns (customer and replies, oldest first,
-    the latest CHAT_HISTORY_TURNS) then the typed message; without a typed message, the
-    conversation up to its last customer message."""
+    """The messages to answer: a past conversation as a reply reads it (customer and replies,
+    oldest first) then the typed message; without a typed message, the conversation up to its
+    last customer message."""
     messages: list[ChatMessage] = []
     if conversation_id:
         try:
@@ -199,25 +163,12 @@ def conversation_messages(conversation_id: str | None, message: str) -> list[Cha
             raise PlaygroundError(
                 "unknown_conversation", "There is no such conversation."
             ) from None
-        turns = list(
-            Turn.objects.filter(conversation=conversation)
-            .dialogue()
-            .order_by("-id")
-            .values_list("author", "text")[: settings.CHAT_HISTORY_TURNS]
-        )
-        turns.reverse()
-        for author, text in turns:
-            if not text:
-                continue
-            if author == Turn.Author.CUSTOMER:
-                messages.append(ChatMessage("user", text))
-            else:
-                messages.append(ChatMessage("assistant", grounding.strip_citations(text)))
+        if message:
+            messages = selectors.dialogue(conversation.pk)
+        else:
+            messages = selectors.dialogue_to_answer(conversation.pk)
     if message:
         messages.append(ChatMessage("user", message))
-    else:
-        while messages and messages[-1].role != "user":
-            messages.pop()
     if not messages:
         raise PlaygroundError("empty_text", "Type a message or pick a conversation.")
     return messages
@@ -269,6 +220,7 @@ def run_playground(
             version,
             messages,
             lambda text: publisher.send({"type": "playground.delta", "text": text}),
+            conversation_id=conversation_id or None,
         )
     except PromptVersion.DoesNotExist:
         publisher.send(

@@ -8,22 +8,18 @@ from the next turn in every web and worker process.
 
 from __future__ import annotations
 
-import datetime
-import importlib
-import json
-from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Prefetch
 from django.utils import timezone
 
-from support_bot import config_cache
-
-from .models import Activation, PromptVersion
+from . import evaluation
+from .models import Activation, EvalRun, PromptVersion, TestSet
+from .selectors import active_version
+from .tasks import run_evaluation
 
 User = AbstractBaseUser | AnonymousUser | None
 
@@ -88,19 +84,9 @@ def publish(version: PromptVersion, *, by: User) -> PromptVersion:
 
 
 def gate(version: PromptVersion) -> str | None:
-    """The evaluation gate (studio.evaluation.gate): None when the version may go live, or why
-    not (it scored worse than the active version). No evaluation module, no gate."""
-    try:
-        evaluation = importlib.import_module("studio.evaluation")
-    except ModuleNotFoundError as exc:
-        if exc.name == "studio.evaluation":
-            return None
-        raise
-    check = getattr(evaluation, "gate", None)
-    if check is None:
-        return None
-    result = check(version)
-    return str(result) if result else None
+    """The evaluation gate (evaluation.gate): None when the version may go live, or why not
+    (it scored worse than the active version)."""
+    return evaluation.gate(version)
 
 
 def activate(
@@ -176,116 +162,34 @@ def rollback(*, by: User, reason: str = "") -> Activation:
     )
 
 
-def active_version_fresh() -> PromptVersion | None:
-    """The active version as the database has it now, past the configuration cache.
-
-    For the evaluation gate (studio.evaluation), which decides whether an operator may
-    activate a version by comparing it with the active one: that must be the one active at
-    this moment, not the cache's copy, which can lag behind an activation in another process
-    (for the rest of a unit of work, or up to config_cache.MAX_AGE_S when its announcement was
-    lost). The gate is rare; the query it costs is nothing next to letting a worse version
-    through."""
-    return PromptVersion.objects.filter(is_active=True).first()
-
-
-@config_cache.cached
-def active_version() -> PromptVersion | None:
-    """The active version (shared by the process's threads: don't change it), read once per
-    change in each process: an activation elsewhere takes effect from the next reply."""
-    return active_version_fresh()
-
-
 def ensure_default_version(by: User = None) -> PromptVersion:
     """A "Default" published version from today's settings, created and activated when no
     version is active (for setup_demo and new installs). Returns the active version."""
     current = active_version()
     if current is not None:
         return current
-    version = create_draft(
-        by=by,
-        name="Default",
-        system_prompt=settings.SYSTEM_PROMPT,
-        temperature=settings.OPENAI_TEMPERATURE,
-        max_tokens=settings.OPENAI_MAX_TOKENS,
-        knowledge_tokens=int(getattr(settings, "KB_PROMPT_TOKENS", 1200)),
-    )
+    # The other fields' defaults are the settings too (models.default_*).
+    version = create_draft(by=by, name="Default", system_prompt=settings.SYSTEM_PROMPT)
     publish(version, by=by)
     activate(version, by=by, reason="Default version from the settings", allow_worse=True)
     return version
 
 
-# --- Fine-tuning export ----------------------------------------------------------------------
+# --- Evaluation runs ---------------------------------------------------------------------------
 
 
-def finetune_examples(
-    min_rating: int = 4, since: datetime.date | None = None
-) -> Iterator[dict[str, list[dict[str, str]]]]:
-    """Resolved conversations rated >= min_rating as chat-format fine-tuning examples:
-    {"messages": [{"role": "system", ...}, {"role": "user", ...}, {"role": "assistant", ...}]}.
-
-    system: the prompt of the version that answered (the last bot turn's), rendered without
-    passages, or the built-in default's; user: the customer's turns; assistant: the bot's and
-    the agents' turns (citation markers removed). System notices, failed replies and internal
-    notes are never included; consecutive turns of one role are joined; a conversation with no
-    assistant turn is skipped.
-    """
-    from conversations.grounding import strip_citations
-    from conversations.models import Conversation, Turn
-
-    from . import runtime
-
-    conversations = Conversation.objects.filter(
-        status=Conversation.Status.RESOLVED, rating__gte=min_rating
-    )
-    if since is not None:
-        conversations = conversations.filter(resolved_at__date__gte=since)
-    turns = Turn.objects.dialogue().select_related("prompt_version").order_by("id")
-    queryset = (
-        conversations.select_related("customer")
-        .prefetch_related(Prefetch("turns", queryset=turns))
-        .order_by("resolved_at", "created_at")
-    )
-    default = runtime.default_config()
-    for conversation in queryset.iterator(chunk_size=200):
-        messages: list[dict[str, str]] = []
-        version: PromptVersion | None = None
-        first_question = ""
-        for turn in conversation.turns.all():
-            text = turn.text.strip()
-            if not text:
-                continue
-            if turn.author == Turn.Author.CUSTOMER:
-                role = "user"
-                first_question = first_question or text
-            else:
-                if turn.author == Turn.Author.BOT and turn.status != Turn.Status.DONE:
-                    continue
-                role = "assistant"
-                text = strip_citations(text)
-                if turn.prompt_version is not None:
-                    version = turn.prompt_version
-            if messages and messages[-1]["role"] == role:
-                messages[-1]["content"] += "\n\n" + text
-            else:
-                messages.append({"role": role, "content": text})
-        while messages and messages[-1]["role"] == "user":
-            messages.pop()  # nothing answers it: no example to learn from
-        if not any(m["role"] == "assistant" for m in messages):
-            continue
-        template = version.system_prompt if version is not None else default.system_prompt
-        system = (
-            runtime.render_system_prompt(
-                template,
-                language=runtime.guess_language(first_question),
-                customer_name=conversation.customer.display_name,
-            )
-            .replace("{passages}", "")
-            .strip()
+def start_run(version: PromptVersion, test_set: TestSet, by: Any) -> EvalRun:
+    """Queue a run of this version over this test set (the task starts after commit)."""
+    total = test_set.cases.count()
+    if total == 0:
+        raise evaluation.EvaluationError(f"'{test_set}' has no cases yet.")
+    with transaction.atomic():
+        run = EvalRun.objects.create(
+            version=version,
+            test_set=test_set,
+            total=total,
+            started_by=by if getattr(by, "pk", None) else None,
         )
-        yield {"messages": [{"role": "system", "content": system}, *messages]}
-
-
-def finetune_jsonl(min_rating: int = 4, since: datetime.date | None = None) -> Iterator[str]:
-    """finetune_examples as JSON Lines (one example a line, each ending in a newline)."""
-    for example in finetune_examples(min_rating, since):
-        yield json.dumps(example, ensure_ascii=False) + "\n"
+        run_id = run.pk
+        transaction.on_commit(lambda: run_evaluation.delay(run_id))
+    return run

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from conversations.models import Conversation
 
-from . import evaluation
+from . import evaluation, services
 from .models import EvalRun, PromptVersion, TestSet
 
 View = Callable[..., HttpResponse]
@@ -137,7 +137,7 @@ def start_run(request: HttpRequest) -> HttpResponse:
     if version is None or test_set is None:
         return _back(error="Pick a version and a test set.")
     try:
-        run = evaluation.start_run(version, test_set, request.user)
+        run = services.start_run(version, test_set, request.user)
     except evaluation.EvaluationError as error:
         return _back(error=str(error))
     return _back(run=run.pk)

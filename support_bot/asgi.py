@@ -4,7 +4,10 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from support_bot import local
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "support_bot.settings")
+local.prepare()
 # Build the Django app first: it sets up apps before the consumers' models are imported.
 django_asgi_app = get_asgi_application()
 

@@ -1,7 +1,10 @@
+"""The Celery app (imported by support_bot/__init__.py, so that tasks use it)."""
+
+import logging
 import os
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "support_bot.settings")
 
@@ -9,22 +12,28 @@ app = Celery("support_bot")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
+logger = logging.getLogger(__name__)
 
-def _warm_up_retrieval(**_: object) -> None:
-    """Load the embedding model and build the knowledge index before the first reply, so the
-    first customer after a (re)start doesn't wait for them."""
-    import logging
 
+def _prepare_worker(**_: object) -> None:
+    """Before the worker takes its first task: what the embedded default needs (its Redis is
+    the broker), then the embedding model and the knowledge index, so the first question after
+    a (re)start doesn't wait for them."""
+    # Imported here: this module is imported with the settings, before Django is set up.
+    import django
     from django.db import DatabaseError, close_old_connections
 
-    from knowledge import retrieval
+    django.setup()
+    from knowledge import search
+    from support_bot import local
 
+    local.prepare()
     try:
-        retrieval.knowledge_index.get()
+        search.knowledge_index.get()
     except DatabaseError as exc:  # not migrated yet, or the database is down: the reply retries
-        logging.getLogger(__name__).warning("knowledge index not warmed up: %s", exc)
+        logger.warning("knowledge index not warmed up: %s", exc)
     finally:
         close_old_connections()
 
 
-worker_ready.connect(_warm_up_retrieval, weak=False)
+worker_init.connect(_prepare_worker, weak=False)

@@ -50,7 +50,7 @@ from django.db.models.signals import post_delete, post_migrate, post_save
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from conversations.redis_clients import key
+from .redis_clients import key
 
 logger = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ def ensure_running(var_dir: Path) -> str:
     """Start the embedded server unless one already answers; return its redis URL."""
     var_dir.mkdir(parents=True, exist_ok=True)
     sock_path = var_dir / "redis.sock"
-    url = f"unix://{sock_path}"
+    url = f"unix://{sock_path}"  # as settings.REDIS_URL says without REDIS_URL
     if _answers(sock_path):
         return url
     with open(var_dir / "redis.lock", "w") as lock:

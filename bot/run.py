@@ -1,0 +1,137 @@
+"""The one loop that streams an answer, for every caller: a customer's reply, the playground,
+evaluations, eval_kb and agent assist.
+
+`answer(request, provider)` lets the guards pick who answers (bot/guards.py: the bot's own
+abstention when the knowledge base has nothing good enough, else the provider behind the
+no-answer marker guard), reads its stream, and returns the Answer with its sources: those the
+provider named, or else the passages its text cites by number.
+
+`on_delta` gets the text as it streams, coalesced into pieces about every `flush_interval`
+(REPLY_FLUSH_INTERVAL_S) except the first, which goes out at once so the customer sees the
+answer start as early as possible. It returns False to stop the answer (a person took the
+conversation): the provider's stream is closed and Stopped says what was said so far.
+
+Without on_delta nobody watches the answer stream, so the bot's own words (the offline
+answerer's, an abstention) come at once instead of at a reading pace.
+
+Not retried here: a ProviderError is raised as it comes, and the caller decides (the reply
+writer retries; the playground and evaluations report it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from bot import grounding, guards
+from bot.providers.base import Provider, close_stream
+from bot.types import Finished, ProviderError, ReplyRequest, Source, TextDelta
+
+# Gets a piece of the answer; returns False to stop it.
+OnDelta = Callable[[str], bool | None]
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    sources: list[Source]
+    abstained: bool
+    # Who decided there was no answer: "retrieval" (no passage good enough, no model asked) or
+    # "model" (it found no answer in the passages it was given); None when it answered.
+    abstained_by: str | None
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    started_at: float  # time.time() when the stream was asked for
+    first_token_at: float | None  # time.time() of the first text
+    finished_at: float
+
+
+class Stopped(Exception):
+    """on_delta asked to stop the answer: `text` is what it had been given."""
+
+    def __init__(self, text: str, first_token_at: float | None) -> None:
+        super().__init__("stopped")
+        self.text = text
+        self.first_token_at = first_token_at
+
+
+def answer(
+    request: ReplyRequest,
+    provider: Provider,
+    *,
+    on_delta: OnDelta | None = None,
+    deadline: float | None = None,
+    flush_interval: float | None = None,
+) -> Answer:
+    """Stream one answer to `request` (see the module doc). `deadline`: a time.monotonic()
+    after which the answer fails with a permanent ProviderError("timeout")."""
+    interval = settings.REPLY_FLUSH_INTERVAL_S if flush_interval is None else flush_interval
+    if on_delta is None and request.paced:
+        request = dataclasses.replace(request, paced=False)
+    started_at = time.time()
+    first_token_at: float | None = None
+    text: list[str] = []
+    pending: list[str] = []
+    finished: Finished | None = None
+    last_flush = 0.0
+    events = guards.guarded(request, provider).stream(request)
+    try:
+        for event in events:
+            now = time.monotonic()
+            if deadline is not None and now > deadline:
+                raise ProviderError("reply deadline passed", permanent=True, code="timeout")
+            if not isinstance(event, TextDelta):
+                finished = event
+            elif event.text:
+                if first_token_at is None:
+                    first_token_at = time.time()
+                text.append(event.text)
+                pending.append(event.text)
+            if on_delta is not None and pending and now - last_flush >= interval:
+                go_on = on_delta("".join(pending))
+                pending.clear()
+                last_flush = now
+                if go_on is False:
+                    raise Stopped("".join(text), first_token_at)
+    finally:
+        close_stream(events)  # a stop or an error
+    if on_delta is not None and pending:
+        on_delta("".join(pending))
+    if finished is None:
+        raise ProviderError("the stream ended without a finish", code="stream_interrupted")
+    full = "".join(text)
+    return Answer(
+        text=full,
+        sources=sources_of(finished, full, request),
+        abstained=finished.abstained,
+        abstained_by=_abstained_by(finished, request),
+        model=finished.model or ("" if finished.abstained else request.model),
+        prompt_tokens=finished.prompt_tokens,
+        completion_tokens=finished.completion_tokens,
+        started_at=started_at,
+        first_token_at=first_token_at,
+        finished_at=time.time(),
+    )
+
+
+def sources_of(finished: Finished, text: str, request: ReplyRequest) -> list[Source]:
+    """The sources of a finished answer: those its provider named, or else the passages its
+    text cites by number (a model names its sources only that way). An abstention has none."""
+    knowledge = request.knowledge
+    if finished.abstained:
+        return []
+    if finished.sources or knowledge is None or not knowledge.passages:
+        return finished.sources
+    return grounding.cited_sources(text, knowledge.passages)
+
+
+def _abstained_by(finished: Finished, request: ReplyRequest) -> str | None:
+    if not finished.abstained:
+        return None
+    retrieval_abstained = request.knowledge is not None and request.knowledge.abstain
+    return "retrieval" if retrieval_abstained else "model"

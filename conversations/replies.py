@@ -1,0 +1,266 @@
+"""The bot replies: a queued reply claimed by one worker (the reply lease and its fencing
+counter), composed and streamed by the bot (bot/), stored once, and announced frame by frame
+(events.ReplyPublisher). The one layer that retries provider errors.
+
+Tasks stay thin and call write_reply.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+
+from bot import config as bot_config
+from bot import run
+from bot.config import BotConfig
+from bot.prompt import build_request, uses_variable
+from bot.providers import registry
+from bot.run import Answer, Stopped
+from bot.types import ChatMessage, ProviderError, ReplyRequest
+from knowledge import search as knowledge_search
+
+from . import escalation, selectors
+from .events import ReplyPublisher
+from .models import Turn
+
+logger = logging.getLogger(__name__)
+
+APOLOGY = (
+    "Sorry — I couldn't finish my answer because of a technical problem on our side. "
+    "Please try again in a moment, or ask to talk to a person and our team will help."
+)
+
+
+def request_for_conversation(
+    bot: BotConfig, conversation_id: uuid.UUID | str | None, messages: Sequence[ChatMessage]
+) -> ReplyRequest:
+    """The request the bot sends for these messages of a conversation (bot/prompt.py), with
+    its customer's name when the prompt uses it. Replies, the playground and agent assist all
+    build their request here, so each shows what a reply would send."""
+    name = ""
+    if conversation_id is not None and uses_variable(bot.system_prompt, "customer_name"):
+        name = selectors.customer_name(conversation_id)
+    return build_request(bot, messages, customer_name=name)
+
+
+def request_for_reply(reply: Turn, bot: BotConfig) -> ReplyRequest:
+    """The reply's request: the conversation up to the customer's message it answers."""
+    messages = selectors.dialogue(reply.conversation_id, before=reply.pk)
+    return request_for_conversation(bot, reply.conversation_id, messages)
+
+
+class ReplyBusy(Exception):
+    """Another worker holds this reply's lease; look again after `retry_in` seconds."""
+
+    def __init__(self, retry_in: float) -> None:
+        super().__init__(retry_in)
+        self.retry_in = retry_in
+
+
+def write_reply(reply_id: int) -> None:
+    """Generate, stream and store one bot reply. Safe to call twice for the same reply."""
+    reply = Turn.claim_reply(reply_id, settings.REPLY_LEASE_S)
+    if reply is None:
+        current = Turn.objects.filter(pk=reply_id).only("status", "claimed_at").first()
+        if current is not None and current.status == Turn.Status.STREAMING and current.claimed_at:
+            held_for = time.time() - current.claimed_at.timestamp()
+            raise ReplyBusy(max(1.0, settings.REPLY_LEASE_S - held_for))
+        logger.info("reply %s is already taken care of; nothing to do", reply_id)
+        return
+    try:
+        if not reply.conversation.bot_answers:
+            _withdraw(reply)
+            return
+        ReplyWriter(reply).run()
+    finally:
+        # A worker runs many threads: none may keep an idle connection between replies.
+        _release_database_connection()
+
+
+def _withdraw(reply: Turn) -> None:
+    """The conversation went to a person (asked for, taken over, assigned, snoozed or
+    resolved) after this reply was queued and before a worker claimed it: the bot does not
+    answer. Nothing is grounded and no provider is asked; the reply ends empty, as withdrawn,
+    and the page is told so it stops waiting (it never got a reply.start)."""
+    if reply.finish_reply(status=Turn.Status.WITHDRAWN, text=""):
+        ReplyPublisher(reply).done(reply)
+        logger.info(
+            "reply %s withdrawn: conversation %s is no longer the bot's (%s)",
+            reply.pk,
+            reply.conversation_id,
+            reply.conversation.status,
+        )
+
+
+class ReplyWriter:
+    """Streams a claimed reply to the customer; the one layer that retries provider errors.
+
+    The request is built once (bot/prompt.py), before the retries: when the knowledge base
+    has nothing good enough the reply abstains without asking the provider, a model that
+    replies the no-answer marker abstains the same way, and a model's [n] citations become the
+    reply's sources (bot/run.py). Every frame sent also reads whether a person has the
+    conversation now (events.person_has_it_key, in the same Redis round trip), and the reply
+    stops when one does.
+    """
+
+    def __init__(self, reply: Turn) -> None:
+        self.reply = reply
+        self.provider_name = registry.provider_name()
+        # The configuration this reply uses (resolved in run(); None until then).
+        self.bot: BotConfig | None = None
+        self.publisher = ReplyPublisher(reply)
+        self.shown = False  # whether the customer saw any of this attempt's text
+        self.deadline = time.monotonic() + settings.REPLY_DEADLINE_S
+        asked_at = reply.reply_to.created_at if reply.reply_to else reply.created_at
+        self.asked_at = asked_at.timestamp()
+
+    def run(self) -> None:
+        # The configuration is read once a reply, so an activation takes effect from the next
+        # turn; the request is built before the reply starts: the first build in a process
+        # takes a while, and the customer should see the reply start only once it is asked.
+        self.bot = bot_config.for_conversation(self.reply.conversation_id)
+        self.provider_name = registry.name_for(self.bot)
+        configured = registry.for_config(self.bot)
+        if self.reply.reply_to is not None:
+            _release_database_connection()
+            knowledge_search.warm_question(self.reply.reply_to.text)
+        request: ReplyRequest | None = None
+        started = False
+        error: ProviderError | None = None
+        for attempt_number in range(1, settings.REPLY_MAX_ATTEMPTS + 1):
+            self.shown = False
+            try:
+                if request is None:
+                    # History and knowledge are read once a reply, not once an attempt (again
+                    # only if the knowledge base could not be read).
+                    request = request_for_reply(self.reply, self.bot)
+                    _release_database_connection()
+                if not started:
+                    self.publisher.start()
+                    started = True
+                answer = run.answer(
+                    request, configured, on_delta=self._send, deadline=self.deadline
+                )
+            except Stopped as stopped:
+                self._stop_for_a_person(stopped)
+                return
+            except ProviderError as exc:
+                error = exc
+                delay = (
+                    exc.retry_after if exc.retry_after is not None else 2 ** (attempt_number - 1)
+                )
+                out_of_time = time.monotonic() + delay > self.deadline
+                if exc.permanent or attempt_number == settings.REPLY_MAX_ATTEMPTS or out_of_time:
+                    break
+                logger.warning(
+                    "reply %s: %s (%s); retrying in %.1fs",
+                    self.reply.pk,
+                    exc.code,
+                    exc,
+                    delay,
+                )
+                _release_database_connection()  # a failed knowledge read may have held it
+                time.sleep(delay)
+                if self.shown:
+                    self.publisher.start()  # the customer saw a partial text: start it over
+                continue
+            self._succeed(answer, request)
+            return
+        self.fail(error)
+
+    def _send(self, text: str) -> bool:
+        """A piece of the reply to the customer; False once a person has the conversation."""
+        self.shown = True
+        return self.publisher.delta(text)
+
+    def _stop_for_a_person(self, stopped: Stopped) -> None:
+        """A person took the conversation while the bot was answering: the bot stops. What the
+        customer already saw stays, stored as the reply (taken_over), so nothing shown is lost;
+        no sources are claimed for half an answer, and the abstain streak isn't counted."""
+        stored = self._finish(
+            Turn.Status.DONE,
+            text=stopped.text,
+            error_code="taken_over",
+            first_token_ms=self._ms_since_asked(stopped.first_token_at),
+        )
+        if stored:
+            self.publisher.done(self.reply)
+            logger.info("reply %s stopped: a person has the conversation", self.reply.pk)
+
+    def _succeed(self, answer: Answer, request: ReplyRequest) -> None:
+        offered = len(request.knowledge.passages) if request.knowledge is not None else 0
+        if offered and answer.abstained:
+            # A near miss retrieval let through, or a passage the model misread: worth a look.
+            logger.info(
+                "reply %s: the model found no answer in the %d passages it was given",
+                self.reply.pk,
+                offered,
+            )
+        elif offered and not answer.sources:
+            # An answer from elsewhere, or an "I couldn't find it" in the model's own words:
+            # worth a look.
+            logger.info(
+                "reply %s cites none of the %d passages it was given", self.reply.pk, offered
+            )
+        stored = self._finish(
+            Turn.Status.DONE,
+            text=answer.text,
+            model=answer.model,
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
+            sources=[source.as_dict() for source in answer.sources],
+            abstained=answer.abstained,
+            cost=bot_config.cost_of(answer.model, answer.prompt_tokens, answer.completion_tokens),
+            first_token_ms=self._ms_since_asked(answer.first_token_at),
+        )
+        if stored:
+            self.publisher.done(self.reply)
+            escalation.after_bot_reply(self.reply)
+        else:
+            logger.warning("reply %s was taken over by another worker; dropping", self.reply.pk)
+
+    def fail(self, error: ProviderError | None) -> None:
+        code = error.code if error else "provider_error"
+        logger.error("reply %s failed: %s (%s)", self.reply.pk, code, error)
+        stored = self._finish(Turn.Status.FAILED, text=APOLOGY, error_code=code)
+        if stored:
+            self.publisher.done(self.reply, error={"code": code, "message": APOLOGY})
+
+    def _finish(self, status: str, **fields: Any) -> bool:
+        """Store the reply's outcome with what every outcome records: the provider, the prompt
+        version and how long it took from the customer's message."""
+        return self.reply.finish_reply(
+            status=status,
+            provider=self.provider_name,
+            prompt_version_id=self.bot.version_id if self.bot else None,
+            duration_ms=self._ms_since_asked(time.time()),
+            **fields,
+        )
+
+    def _ms_since_asked(self, at: float | None) -> int | None:
+        return None if at is None else max(0, round((at - self.asked_at) * 1000))
+
+
+def _release_database_connection() -> None:
+    """Hand the connection back while the reply streams for seconds: a worker has many
+    threads, and each holding a connection throughout would exhaust the database's limit.
+    The next query reconnects (never mid-transaction)."""
+    if not connection.in_atomic_block:
+        connection.close()
+
+
+def fail_reply_after_crash(reply_id: int, code: str = "internal_error") -> None:
+    """Last resort when writing a reply raised something unexpected: apologise, never go silent."""
+    reply = (
+        Turn.objects.select_related("reply_to")
+        .filter(pk=reply_id, status=Turn.Status.STREAMING)
+        .first()
+    )
+    if reply is not None:
+        ReplyWriter(reply).fail(ProviderError("unexpected error", permanent=True, code=code))

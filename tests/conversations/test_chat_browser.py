@@ -1,0 +1,202 @@
+"""A real Chromium (Debian's package, driven by Playwright) against the real stack: uvicorn,
+a Celery worker process, Redis and the database."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+
+from conversations.escalation import escalate
+from conversations.models import Turn
+from conversations.replies import write_reply
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.worker]
+
+
+@pytest.fixture
+def stack(asgi_server, celery_worker):
+    """The whole app with the offline answerer, slowed so streaming can be watched."""
+    call_command("load_demo_kb", verbosity=0)
+    env = {"LLM_PROVIDER": "offline", "OFFLINE_WORD_DELAY_MS": "60"}
+    celery_worker(**env)
+    return asgi_server(**env)
+
+
+@pytest.fixture
+def page(chromium, stack):
+    context = chromium.new_context()
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(f"{stack}/chat/")
+    yield page
+    context.close()
+
+
+def send(page, text: str) -> None:
+    page.get_by_role("textbox", name="Message").fill(text)
+    page.get_by_role("button", name="Send").click()
+
+
+def bot_messages(page):
+    return page.get_by_role("log").locator('[data-author="bot"]')
+
+
+def test_a_customer_watches_the_reply_stream_in_word_by_word(page):
+    send(page, "How do I return an item?")
+    customer = page.get_by_role("log").locator('[data-author="customer"]').last
+    assert customer.locator(".text").inner_text() == "How do I return an item?"
+
+    bot = bot_messages(page).last
+    indicator = page.locator(".typing-indicator")
+    page.wait_for_function(
+        """() => { const m = [...document.querySelectorAll('[role=log] [data-author=bot]')].pop();
+                   return m && m.dataset.status === 'streaming'
+                          && m.querySelector('.text').textContent.trim().length > 0; }"""
+    )
+    partial = bot.locator(".text").inner_text()
+    assert indicator.is_visible()
+
+    page.wait_for_selector('[role=log] [data-author=bot][data-status="done"]')
+    final = bot.locator(".text").inner_text()
+    stored = Turn.objects.get(author="bot")
+    assert stored.status == "done"
+    assert final == stored.text.strip()
+    assert len(partial) < len(final) and final.startswith(partial.strip()[:20])
+    assert bot.locator(".sources a").first.get_attribute("href").startswith("https://")
+    assert indicator.is_hidden()
+
+
+def test_the_conversation_is_still_there_after_a_reload(page):
+    send(page, "How do I reset my password?")
+    page.wait_for_selector('[role=log] [data-author=bot][data-status="done"]')
+    before = page.get_by_role("log").inner_text()
+    page.reload()
+    page.wait_for_selector('[role=log] [data-author=bot][data-status="done"]')
+    assert page.get_by_role("log").locator("[data-author]").count() == 2
+    assert page.get_by_role("log").inner_text() == before
+
+
+def test_html_in_a_message_is_shown_as_text_and_never_runs(page):
+    payload = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=1</script>'
+    send(page, payload)
+    customer = page.get_by_role("log").locator('[data-author="customer"]').last
+    page.wait_for_selector('[role=log] [data-author=customer][data-status="sent"]')
+    assert customer.locator(".text").inner_text() == payload
+    assert page.get_by_role("log").locator("img, script").count() == 0
+    page.wait_for_selector('[role=log] [data-author=bot][data-status="done"]')
+    page.reload()  # and again when it comes back from the server as history
+    page.wait_for_selector("[role=log] [data-author=customer]")
+    assert page.get_by_role("log").locator("img, script").count() == 0
+    assert page.evaluate("window.__pwned") is None
+
+
+def test_a_reply_survives_the_server_restarting_mid_stream(page, stack, asgi_server):
+    send(page, "How long does shipping take?")
+    page.wait_for_function(
+        """() => { const m = [...document.querySelectorAll('[role=log] [data-author=bot]')].pop();
+                   return m && m.dataset.status === 'streaming'
+                          && m.querySelector('.text').textContent.length > 0; }"""
+    )
+    server = asgi_server.started[0]
+    port = int(stack.rsplit(":", 1)[1])
+    server.stop()  # every socket drops
+    asgi_server(port=port, LLM_PROVIDER="offline", OFFLINE_WORD_DELAY_MS="60")
+
+    page.wait_for_selector('[role=log] [data-author=bot][data-status="done"]', timeout=30_000)
+    stored = Turn.objects.get(author="bot")
+    assert bot_messages(page).last.locator(".text").inner_text() == stored.text.strip()
+    assert bot_messages(page).count() == 1
+    assert page.locator(".typing-indicator").is_hidden()
+
+
+def test_an_oversize_message_is_refused_in_the_page(page):
+    page.get_by_role("textbox", name="Message").fill("x" * 4001)
+    page.get_by_role("button", name="Send").click()
+    assert page.get_by_role("log").locator('[data-author="customer"]').count() == 0
+    assert Turn.objects.count() == 0
+
+
+@pytest.fixture
+def web_only_page(chromium, asgi_server):
+    """The page against a web server with no worker: the test plays the worker itself."""
+    base = asgi_server(LLM_PROVIDER="offline")
+    context = chromium.new_context()
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(f"{base}/chat/")
+    page.wait_for_selector(".connection-status[data-state=connected]")
+    yield page
+    context.close()
+
+
+def test_a_reply_whose_last_live_frame_was_lost_still_finishes_in_the_page(web_only_page):
+    """Live frames go over Redis pub/sub, which may drop one; the page notices the reply went
+    quiet and fetches the rest from the reply's replay log."""
+    import threading
+
+    from django.db import connection
+
+    from conversations import events, services
+    from conversations.models import Conversation
+
+    def worker_that_loses_the_done_frame() -> None:
+        try:
+            conversation = Conversation.objects.get()
+            posted = services.post_customer_message(conversation, "lossy-1", "Hello?")
+            reply = Turn.claim_reply(posted.reply.pk, lease_s=60)
+            publisher = events.ReplyPublisher(reply)
+            publisher.start()
+            publisher.delta("Hello")
+            reply.finish_reply(status="done", text="Hello there, how can I help?")
+            publisher.channel = "nobody-listens-here"  # the done frame's PUBLISH is lost
+            publisher.done(reply)
+        finally:
+            connection.close()
+
+    # The test thread hosts Playwright's event loop: server-side work runs beside it.
+    worker = threading.Thread(target=worker_that_loses_the_done_frame)
+    worker.start()
+    worker.join(timeout=20)
+    page = web_only_page
+    page.wait_for_selector('[role=log] [data-author=bot][data-status="streaming"]')
+    page.wait_for_selector('[role=log] [data-author=bot][data-status="done"]', timeout=15_000)
+    assert bot_messages(page).last.locator(".text").inner_text() == "Hello there, how can I help?"
+    assert page.locator(".typing-indicator").is_hidden()
+
+
+def test_a_reply_withdrawn_because_the_customer_asked_for_a_person_is_never_shown(web_only_page):
+    """The customer asks for a person before any worker claims the queued reply: the reply is
+    withdrawn, the page drops its placeholder and the typing indicator, also after a reload."""
+    import threading
+
+    from django.db import connection
+
+    from conversations.models import Conversation
+
+    page = web_only_page
+    send(page, "Where is my parcel?")
+    page.wait_for_selector('[role=log] [data-author=bot][data-status="queued"]')
+    page.wait_for_selector(".typing-indicator", state="visible")
+
+    def escalate_then_claim() -> None:
+        try:
+            conversation = Conversation.objects.get()
+            escalate(conversation, "customer_request")
+            write_reply(Turn.objects.get(author="bot").pk)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=escalate_then_claim)
+    worker.start()
+    worker.join(timeout=20)
+    assert Turn.objects.get(author="bot").status == "withdrawn"
+    withdrawn = '[role=log] [data-author=bot][data-status="withdrawn"]'
+    page.wait_for_selector(withdrawn, state="attached")
+    page.wait_for_selector(".typing-indicator", state="hidden")
+    assert bot_messages(page).count() == 1 and bot_messages(page).first.is_hidden()
+
+    page.reload()
+    page.wait_for_selector(".connection-status[data-state=connected]")
+    page.wait_for_selector(withdrawn, state="attached")
+    assert bot_messages(page).first.is_hidden()
+    assert page.locator(".typing-indicator").is_hidden()

@@ -1,0 +1,109 @@
+"""Chromium against the real stack (uvicorn, a Celery worker, Redis, the offline answerer): an
+operator tries a draft in the playground, watches the reply stream in, and sees what was sent,
+the tokens and the latency. No customer sees it and nothing is stored as a turn."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+
+from conversations.models import Conversation, Turn
+from studio import services
+from tests import personas
+from tests.inbox.test_inbox_browser import agent_context
+
+olivia_operator = personas.olivia_operator
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.worker]
+
+
+@pytest.fixture
+def stack(asgi_server, celery_worker):
+    call_command("load_demo_kb", verbosity=0)
+    # Slow words, so the page is seen mid-reply.
+    env = {"LLM_PROVIDER": "offline", "OFFLINE_WORD_DELAY_MS": "60"}
+    celery_worker(**env)
+    return asgi_server(**env)
+
+
+def test_the_playground_streams_a_drafts_reply_and_shows_what_was_sent(
+    chromium, stack, olivia_operator
+):
+    draft = services.create_draft(
+        by=olivia_operator,
+        name="Try-out",
+        provider="offline",
+        system_prompt="You are the careful helper of {company}.",
+    )
+    context = agent_context(chromium, stack, olivia_operator)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        page.goto(f"{stack}/studio/playground/")
+        page.wait_for_selector(".connection-status[data-state=connected]")
+        page.get_by_label("Version").select_option(str(draft.pk))
+        page.get_by_label("Customer message").fill("How do I return an item?")
+        page.get_by_role("button", name="Send").click()
+
+        reply = page.get_by_role("log", name="Reply")
+        page.wait_for_function(
+            "() => { const r = document.querySelector('.reply-text');"
+            " return r.dataset.state === 'streaming' && r.textContent.trim().length > 0; }"
+        )
+        partial = reply.text_content() or ""
+        page.wait_for_selector(".reply-text[data-state=done]")
+        final = reply.text_content() or ""
+        assert partial and final.startswith(partial) and len(final) > len(partial)
+        assert "return" in final.lower()
+
+        details = page.get_by_role("region", name="What was sent")
+        details.wait_for()
+        assert int(page.locator('[data-field="completion_tokens"]').inner_text()) > 0
+        assert page.locator('[data-field="ttft"]').inner_text().endswith(" ms")
+        assert page.locator('[data-field="total"]').inner_text().endswith(" ms")
+        assert page.locator('[data-field="cost"]').inner_text()
+        assert page.locator('[data-field="abstained"]').inner_text() == "no"
+        prompt = page.get_by_role("list", name="Prompt messages")
+        system = prompt.locator('[data-role="system"]').inner_text()
+        # The template, filled in, with the retrieved passages after it.
+        assert "You are the careful helper of Brightwave." in system
+        assert "[1] " in system
+        assert (
+            prompt.locator('[data-role="user"]')
+            .last.inner_text()
+            .endswith("How do I return an item?")
+        )
+    finally:
+        context.close()
+    assert not Turn.objects.exists() and not Conversation.objects.exists()
+
+
+def test_an_evaluation_run_shows_live_progress_then_the_scores(chromium, stack, olivia_operator):
+    from studio.models import EvalRun
+    from studio.models import TestCase as Case
+    from studio.models import TestSet as CaseSet
+
+    version = services.create_draft(by=olivia_operator, name="Evaluated", provider="offline")
+    test_set = CaseSet.objects.create(name="Returns")
+    for message in ("How do I return an item?", "Can I exchange an item?", "Track my order"):
+        Case.objects.create(test_set=test_set, message=message, must_not_contain=["lawyer"])
+    context = agent_context(chromium, stack, olivia_operator)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.goto(f"{stack}/studio/evaluations/")
+        page.get_by_label("Version", exact=True).select_option(str(version.pk))
+        page.get_by_label("Test set", exact=True).select_option(str(test_set.pk))
+        page.get_by_role("button", name="Run").click()
+        progress = page.get_by_role("progressbar", name="Evaluation progress")
+        progress.wait_for()
+        page.wait_for_selector(".connection-status[data-state=connected]")
+        # The socket feeds the bar; when the run is done the page shows the scores.
+        page.get_by_role("table", name="Scores").wait_for()
+        assert page.locator("#run-progress").get_attribute("value") == "3"
+        assert "Avoids phrases" in page.get_by_role("table", name="Scores").inner_text()
+        assert page.get_by_role("table", name="Results per case").locator("tbody tr").count() == 3
+    finally:
+        context.close()
+    run = EvalRun.objects.get()
+    assert run.status == "done" and run.scores["must_not_contain"] == 1.0
