@@ -1,14 +1,29 @@
 """The bot as eval_kb's answerer: each question answered as a one-message conversation,
-grounded and abstaining exactly as a reply would be (knowledge/evaluation.py measures it)."""
+grounded and abstaining exactly as a reply would be (knowledge/evaluation.py measures it); and
+the bot measured on other companies' knowledge bases, leave-one-company-out (bench/companies/).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.test.utils import override_settings
 
 from bot import config, run
 from bot.prompt import build_request
 from bot.providers import registry
 from bot.providers.base import Provider
 from bot.types import ChatMessage
-from knowledge.evaluation import Answerer, AnswerOutcome
+from knowledge import search as knowledge_search
+from knowledge.benchmark import KnowledgeBaseFolder, loaded_alone
+from knowledge.evaluation import Answerer, AnswerOutcome, Report, evaluate
+from knowledge.models import Article
+from knowledge.search import ranking
+from knowledge.search.embeddings import get_embedder
+from knowledge.search.ranking import TrainingQuestion
+from knowledge.training import training_questions
 
 ANSWERERS = ("offline", "model")
 
@@ -49,3 +64,79 @@ def bot_answerer(kind: str = "offline") -> Answerer:
         )
 
     return answer
+
+
+# --- Other companies' knowledge bases (bench/companies/) -----------------------------------
+
+# The figures the issue's targets are set on, for one company.
+CROSS_LINGUAL = ("cross_lingual",)
+UPSET_OR_LONG = ("angry", "verbose")
+
+
+def company_figures(report: Report) -> dict[str, float | None]:
+    return {
+        "hit@1": report.hit_at(1),
+        "hit@3": report.hit_at(3),
+        "mrr": report.mrr,
+        "cross_lingual_hit@1": report.of_kinds(*CROSS_LINGUAL).hit_at(1),
+        "angry_verbose_hit@1": report.of_kinds(*UPSET_OR_LONG).hit_at(1),
+        "out_of_scope_refused": report.abstention_recall,
+        "in_scope_wrongly_refused": report.wrongly_refused,
+        "answered_correctly": report.answered_correctly,
+    }
+
+
+def training_rows(folder: KnowledgeBaseFolder) -> list[TrainingQuestion]:
+    """A knowledge base's questions as the ranker learns them, with all its example questions
+    (every example regime, as train_kb_ranker)."""
+    with loaded_alone(folder, examples=None):
+        index = knowledge_search.knowledge_index.get()
+        if not index.has_ranking_vectors:
+            raise AnswererUnavailable("the ranker needs sentence embeddings (KB_EMBEDDINGS)")
+        slug_of = dict(Article.objects.values_list("id", "slug"))
+        rows, _skipped = training_questions(index, folder.questions(), slug_of)
+    return rows
+
+
+@contextmanager
+def ranker_trained_on(rows: list[TrainingQuestion], into: Path) -> Iterator[None]:
+    """Within the block, search ranks with a ranker fitted on these rows (written to `into`)."""
+    embedder = get_embedder()
+    if embedder is None:
+        raise AnswererUnavailable("the ranker needs sentence embeddings (KB_EMBEDDINGS)")
+    ranker, _figures = ranking.train(rows, embedding_model=embedder.model_id)
+    ranker.save(into)
+    with override_settings(KB_RANKER_PATH=str(into)):
+        yield
+
+
+def measure(folder: KnowledgeBaseFolder, *, examples: int = 0, answerer: str = "offline") -> Report:
+    """The bot on this knowledge base alone, taught its first `examples` example questions."""
+    with loaded_alone(folder, examples=examples):
+        return evaluate(folder.questions(), bot_answerer(answerer))
+
+
+def leave_one_company_out(
+    companies: list[KnowledgeBaseFolder],
+    *,
+    also_train_on: Sequence[KnowledgeBaseFolder] = (),
+    examples: int = 0,
+    answerer: str = "offline",
+    workdir: Path,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Report]:
+    """Each company measured with a ranker trained on every other company (and
+    `also_train_on`), never on its own questions or examples."""
+    rows: dict[str, list[TrainingQuestion]] = {}
+    for folder in [*companies, *also_train_on]:
+        if progress is not None:
+            progress(f"learning from {folder.name}")
+        rows[folder.name] = training_rows(folder)
+    reports: dict[str, Report] = {}
+    for held_out in companies:
+        if progress is not None:
+            progress(f"measuring {held_out.name}")
+        others = [row for name, named in rows.items() if name != held_out.name for row in named]
+        with ranker_trained_on(others, workdir / f"ranker-without-{held_out.name}.json"):
+            reports[held_out.name] = measure(held_out, examples=examples, answerer=answerer)
+    return reports

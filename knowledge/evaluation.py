@@ -18,7 +18,6 @@ don't answer abstains, so near misses retrieval lets through are measured too.
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import time
 from collections import defaultdict
@@ -27,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import search as knowledge_search
-from .models import Article
+from .language import question_key
+from .models import Article, ExampleQuestion
 from .search import embeddings
 from .services import NONE_LABEL
 
@@ -69,39 +69,71 @@ class Outcome:
         except ValueError:
             return None
 
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "question": self.question.question,
+            "expected": self.question.expected,
+            "kind": self.question.kind,
+            "abstained": self.abstained,
+            "answered_from": list(self.answer_sources),
+            "ranked": list(self.ranked_slugs[:3]),
+            "rank": self.rank,
+            "top_confidence": round(self.top_confidence, 4),
+        }
+
+
+def _share(part: int, whole: int) -> float | None:
+    """part / whole; None when there is nothing to divide (JSON null, never NaN)."""
+    return part / whole if whole else None
+
 
 @dataclass
 class Report:
     outcomes: list[Outcome] = field(default_factory=list)
+    # Questions that are themselves example questions, whose example was left out (they are
+    # measured as new questions).
+    examples_left_out: int = 0
 
     def _answerable(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.question.expected != NONE_LABEL]
 
-    def hit_at(self, k: int) -> float:
+    def _unanswerable(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.question.expected == NONE_LABEL]
+
+    def hit_at(self, k: int) -> float | None:
         answerable = self._answerable()
-        hits = sum(1 for o in answerable if o.rank is not None and o.rank <= k)
-        return hits / len(answerable) if answerable else math.nan
+        return _share(
+            sum(1 for o in answerable if o.rank is not None and o.rank <= k), len(answerable)
+        )
 
     @property
-    def mrr(self) -> float:
+    def mrr(self) -> float | None:
         answerable = self._answerable()
-        total = sum(1 / o.rank for o in answerable if o.rank is not None)
-        return total / len(answerable) if answerable else math.nan
+        if not answerable:
+            return None
+        return sum(1 / o.rank for o in answerable if o.rank is not None) / len(answerable)
 
     @property
-    def abstention_precision(self) -> float:
+    def abstention_precision(self) -> float | None:
         abstained = [o for o in self.outcomes if o.abstained]
-        right = sum(1 for o in abstained if o.question.expected == NONE_LABEL)
-        return right / len(abstained) if abstained else math.nan
+        return _share(
+            sum(1 for o in abstained if o.question.expected == NONE_LABEL), len(abstained)
+        )
 
     @property
-    def abstention_recall(self) -> float:
-        unanswerable = [o for o in self.outcomes if o.question.expected == NONE_LABEL]
-        right = sum(1 for o in unanswerable if o.abstained)
-        return right / len(unanswerable) if unanswerable else math.nan
+    def abstention_recall(self) -> float | None:
+        """The share of unanswerable questions refused ("out of scope refused")."""
+        unanswerable = self._unanswerable()
+        return _share(sum(1 for o in unanswerable if o.abstained), len(unanswerable))
 
     @property
-    def answered_correctly(self) -> float:
+    def wrongly_refused(self) -> float | None:
+        """The share of answerable questions refused ("in scope wrongly refused")."""
+        answerable = self._answerable()
+        return _share(sum(1 for o in answerable if o.abstained), len(answerable))
+
+    @property
+    def answered_correctly(self) -> float | None:
         """Share of answerable questions answered (not abstained) citing the right article."""
         answerable = self._answerable()
         right = sum(
@@ -109,15 +141,19 @@ class Report:
             for o in answerable
             if not o.abstained and o.answer_sources[:1] == (o.question.expected,)
         )
-        return right / len(answerable) if answerable else math.nan
+        return _share(right, len(answerable))
 
-    def latency(self, attribute: str, quantile: float) -> float:
+    def latency(self, attribute: str, quantile: float) -> float | None:
         values = sorted(getattr(o, attribute) for o in self.outcomes)
         if not values:
-            return math.nan
+            return None
         if len(values) == 1:
             return float(values[0])
         return float(statistics.quantiles(values, n=100, method="inclusive")[int(quantile) - 1])
+
+    def of_kinds(self, *kinds: str) -> Report:
+        """The outcomes of these kinds of question only."""
+        return Report([o for o in self.outcomes if o.question.kind in kinds])
 
     def by_kind(self) -> dict[str, Report]:
         groups: dict[str, Report] = defaultdict(Report)
@@ -125,7 +161,7 @@ class Report:
             groups[outcome.question.kind or "-"].outcomes.append(outcome)
         return dict(sorted(groups.items()))
 
-    def summary(self) -> dict[str, float | int]:
+    def summary(self) -> dict[str, float | int | None]:
         return {
             "questions": len(self.outcomes),
             "answerable": len(self._answerable()),
@@ -135,11 +171,20 @@ class Report:
             "answered_correctly": self.answered_correctly,
             "abstention_precision": self.abstention_precision,
             "abstention_recall": self.abstention_recall,
+            "wrongly_refused": self.wrongly_refused,
+            "examples_left_out": self.examples_left_out,
             "retrieval_p50_ms": self.latency("retrieval_ms", 50),
             "retrieval_p95_ms": self.latency("retrieval_ms", 95),
             "answer_p50_ms": self.latency("answer_ms", 50),
             "answer_p95_ms": self.latency("answer_ms", 95),
         }
+
+    def is_miss(self, outcome: Outcome) -> bool:
+        """Answered when it should abstain, abstained when it should answer, or answered from
+        another article than the expected one."""
+        if outcome.question.expected == NONE_LABEL:
+            return not outcome.abstained
+        return outcome.abstained or outcome.answer_sources[:1] != (outcome.question.expected,)
 
 
 def read_questions(path: Path | str) -> list[Question]:
@@ -182,7 +227,11 @@ def evaluate(
     """Run every question through retrieval (for ranking) and the answerer (for abstention)."""
     slug_of = dict(Article.objects.values_list("id", "slug"))
     knowledge_search.search("warm up", 1)  # the first query builds the index; don't time that
-    report = Report()
+    questions = list(questions)
+    example_keys = set(ExampleQuestion.objects.values_list("key", flat=True))
+    report = Report(
+        examples_left_out=sum(question_key(q.question) in example_keys for q in questions)
+    )
     with knowledge_search.leaving_out_identical_examples():
         for i, question in enumerate(questions, start=1):
             report.outcomes.append(_evaluate_one(question, answerer, depth, slug_of))

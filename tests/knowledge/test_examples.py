@@ -185,9 +185,16 @@ def test_eval_kb_leaves_out_an_example_identical_to_the_question(demo_kb, tmp_pa
 
     assert report.outcomes[0].abstained  # as without the example: it was the answer key
     assert answers(TO_A_PERSON)  # outside the evaluation it is evidence again
+    assert report.examples_left_out == 1
     out = StringIO()
     call_command("eval_kb", str(questions), stdout=out)
-    assert "1 example question (one identical to a question is left out)" in out.getvalue()
+    assert "1 example question; 1 question(s) are example questions themselves" in out.getvalue()
+
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"question": "where is my parcel", "expected": "order-tracking"}))
+    out = StringIO()
+    call_command("eval_kb", str(other), stdout=out)
+    assert "example questions themselves" not in out.getvalue()  # only said when it happened
 
 
 # --- Storing and importing -------------------------------------------------------------------

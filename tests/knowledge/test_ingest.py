@@ -851,3 +851,15 @@ def test_it_lists_articles_with_their_passages_and_source_in_the_admin(
         Passage.objects.filter(article=lamp).order_by("position").values_list("heading", flat=True)
     )
     assert "Move the lamp closer to the hub" in page.content.decode()
+
+
+def test_re_ingesting_a_folder_re_indexes_only_the_files_that_changed(tmp_path):
+    for n in range(5):
+        write(tmp_path / f"article-{n}.md", f"# Article {n}\n\nThe answer is number {n}.\n")
+    ingest(tmp_path)
+    for n in (1, 3, 4):
+        write(tmp_path / f"article-{n}.md", f"# Article {n}\n\nThe answer is now {n + 10}.\n")
+
+    out, _ = ingest(tmp_path)
+
+    assert "Search index: 3 articles re-indexed" in out

@@ -3,11 +3,9 @@ set over the current knowledge base (see knowledge.search.ranking)."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
@@ -15,28 +13,8 @@ from knowledge import search as knowledge_search
 from knowledge.evaluation import QuestionSetError, read_question_sets
 from knowledge.models import Article
 from knowledge.search import ranking
-from knowledge.search.hybrid import HybridIndex
 from knowledge.services import NONE_LABEL
-
-#: In the "few examples" regime, the share of labels (articles, and "none") whose examples count.
-SPARSE_LABEL_SHARE = 0.3
-
-
-def example_regimes(index: HybridIndex, question: str) -> list[np.ndarray | None]:
-    """The example masks a question is learnt under, so that one ranker serves a knowledge base
-    with many example questions, with few, and with none: every example (but one identical to
-    the question: it would be the answer key), the examples of a few labels only (chosen by a
-    generator seeded with the question, so training is repeatable), and none at all."""
-    every = index.examples_other_than(question)
-    if index.examples is None or every is None:
-        return [None]
-    labels = np.unique(index.examples.article_ids)
-    seed = int.from_bytes(hashlib.sha256(question.encode()).digest()[:8], "little")
-    chosen = np.random.default_rng(seed).choice(
-        labels, max(1, round(len(labels) * SPARSE_LABEL_SHARE)), replace=False
-    )
-    few = every & np.isin(index.examples.article_ids, chosen)
-    return [every, few, np.zeros(len(index.examples), dtype=bool)]
+from knowledge.training import training_questions
 
 
 class Command(BaseCommand):
@@ -75,29 +53,7 @@ class Command(BaseCommand):
         if unknown:
             raise CommandError(f"Unknown article slugs in the questions: {', '.join(unknown)}")
 
-        training: list[ranking.TrainingQuestion] = []
-        skipped = 0
-        for question in questions:
-            for regime, examples in enumerate(example_regimes(index, question.question)):
-                candidates = index.candidates_for(question.question, examples=examples)
-                if candidates is None:
-                    continue
-                slugs = [
-                    slug_of.get(index.passages[int(p)].article_id) for p in candidates.passages
-                ]
-                right = slugs.index(question.expected) if question.expected in slugs else None
-                if question.expected != NONE_LABEL and right is None:
-                    # The right article is not among the candidates: nothing to learn to rank.
-                    skipped += regime == 0
-                    continue
-                training.append(
-                    ranking.TrainingQuestion(
-                        candidates.rows,
-                        right,
-                        question.question,
-                        with_examples=examples is not None and bool(examples.any()),
-                    )
-                )
+        training, skipped = training_questions(index, questions, slug_of)
         try:
             ranker, figures_by_group = ranking.train(
                 training,
