@@ -37,8 +37,9 @@ def answer_question(question: str, provider: Provider | None = None) -> run.Answ
     streamed and not stored. `provider`: the provider to ask instead of the configuration's.
     Not retried: a ProviderError is raised as it comes."""
     bot = config.active()
-    request = build_request(bot, [ChatMessage("user", question)])
-    return run.answer(request, provider or registry.for_config(bot))
+    answered_by = provider or registry.for_config(bot)
+    request = build_request(bot, [ChatMessage("user", question)], provider=answered_by)
+    return run.answer(request, answered_by)
 
 
 def bot_answerer(kind: str = "offline") -> Answerer:

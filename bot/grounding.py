@@ -6,9 +6,12 @@
 - a message with nothing to look up ("can you help me?") is not a question the knowledge base
   could fail: it neither searches nor abstains (the answerer asks what the customer needs);
 - anything else is searched (KB_PROMPT_PASSAGES hits, one per article) and only hits with
-  confidence >= KB_MIN_CONFIDENCE count. None left means abstain: the reply says plainly that
-  the help articles don't cover it and offers a person, and no model is asked at all, so
-  nothing can be invented and nothing is paid for (bot/guards.py);
+  enough confidence count: KB_MIN_CONFIDENCE for the offline answerer, which quotes whatever
+  it is given, and the lower KB_MODEL_MIN_CONFIDENCE for a model, which reads the passages and
+  replies the no-answer marker when they don't answer, so that it decides the unsure ones.
+  None left means abstain: the reply says plainly that the help articles don't cover it and
+  offers a person, and no model is asked at all, so nothing can be invented and nothing is
+  paid for (bot/guards.py);
 - a short follow-up that points back ("how much does it cost?", "can I cancel it?") is searched
   together with the customer's previous message first, since on its own "it" finds the wrong
   article or none; if that finds nothing good enough, the follow-up is searched alone.
@@ -64,15 +67,31 @@ def is_follow_up(message: str) -> bool:
     return len(message.split()) <= FOLLOW_UP_MAX_WORDS and bool(_POINTS_BACK.search(message))
 
 
+def min_confidence(judged_by_model: bool) -> float:
+    """The confidence a passage needs to be used: KB_MIN_CONFIDENCE for the offline answerer,
+    the lower KB_MODEL_MIN_CONFIDENCE when a model judges the passages itself (it replies the
+    no-answer marker when they don't answer), so that it, not retrieval, decides the unsure
+    ones."""
+    if judged_by_model:
+        return float(settings.KB_MODEL_MIN_CONFIDENCE)
+    return knowledge_search.min_confidence()
+
+
 def ground(
-    messages: Sequence[ChatMessage], search: Search | None = None, budget: int | None = None
+    messages: Sequence[ChatMessage],
+    search: Search | None = None,
+    budget: int | None = None,
+    *,
+    threshold: float | None = None,
 ) -> Knowledge:
     """What the knowledge base has for the customer's latest message (see the module doc).
     `budget`: the passages' estimated tokens (a prompt version's knowledge_tokens); default
-    KB_PROMPT_TOKENS."""
+    KB_PROMPT_TOKENS. `threshold`: the confidence a passage needs (min_confidence); default
+    the offline answerer's, KB_MIN_CONFIDENCE."""
     asked = [m.content.strip() for m in messages if m.role == "user"]
     message = asked[-1] if asked else ""
-    threshold = knowledge_search.min_confidence()
+    if threshold is None:
+        threshold = knowledge_search.min_confidence()
     kinds = small_talk_kinds(message)
     if kinds:
         return Knowledge(question=message, small_talk=frozenset(kinds), threshold=threshold)

@@ -82,6 +82,7 @@ class AbstainOnMarker(Provider):
     def __init__(self, provider: Provider) -> None:
         self.provider = provider
         self.name = provider.name
+        self.judges_passages = provider.judges_passages
 
     def stream(self, request: ReplyRequest) -> Iterator[StreamEvent]:
         events = self.provider.stream(request)

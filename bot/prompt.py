@@ -33,6 +33,8 @@ from bot import grounding
 from bot.config import BotConfig
 from bot.grounding import passage_header
 from bot.guards import NO_ANSWER_MARKER
+from bot.providers import registry
+from bot.providers.base import Provider
 from bot.types import ChatMessage, Knowledge, KnowledgePassage, ReplyRequest, estimate_tokens
 
 SUMMARY_MAX_TOKENS = 120
@@ -45,11 +47,18 @@ UNKNOWN_LANGUAGE = "the customer's language"
 
 
 def build_request(
-    config: BotConfig, messages: Sequence[ChatMessage], *, customer_name: str = ""
+    config: BotConfig,
+    messages: Sequence[ChatMessage],
+    *,
+    customer_name: str = "",
+    provider: Provider | None = None,
 ) -> ReplyRequest:
     """The request the bot sends with this configuration for a conversation's messages (oldest
     first, without a system message): rendered system prompt, history within the budget,
-    passages for the latest message (see the module doc)."""
+    passages for the latest message (see the module doc). `provider`: who will answer it
+    (default: the configuration's), which sets how sure retrieval must be of a passage
+    (grounding.min_confidence)."""
+    answered_by = provider or registry.for_config(config)
     kept, summary = fit_history(messages, config.history_tokens)
     latest = next((m.content for m in reversed(messages) if m.role == "user"), "")
     system = render_system_prompt(
@@ -60,7 +69,11 @@ def build_request(
     if summary:
         system = f"{system}\n\n{summary}"
     prompt = [ChatMessage("system", system), *kept]
-    knowledge = grounding.ground(prompt, budget=config.knowledge_tokens)
+    knowledge = grounding.ground(
+        prompt,
+        budget=config.knowledge_tokens,
+        threshold=grounding.min_confidence(answered_by.judges_passages),
+    )
     return ReplyRequest(
         messages=with_knowledge(prompt, knowledge),
         model=config.request_model,

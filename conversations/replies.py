@@ -21,6 +21,7 @@ from bot import run
 from bot.config import BotConfig
 from bot.prompt import build_request, uses_variable
 from bot.providers import registry
+from bot.providers.base import Provider
 from bot.run import Answer, Stopped
 from bot.types import ChatMessage, ProviderError, ReplyRequest
 from knowledge import search as knowledge_search
@@ -38,21 +39,27 @@ APOLOGY = (
 
 
 def request_for_conversation(
-    bot: BotConfig, conversation_id: uuid.UUID | str | None, messages: Sequence[ChatMessage]
+    bot: BotConfig,
+    conversation_id: uuid.UUID | str | None,
+    messages: Sequence[ChatMessage],
+    provider: Provider | None = None,
 ) -> ReplyRequest:
     """The request the bot sends for these messages of a conversation (bot/prompt.py), with
-    its customer's name when the prompt uses it. Replies, the playground and agent assist all
-    build their request here, so each shows what a reply would send."""
+    its customer's name when the prompt uses it, for `provider` to answer (default: the
+    configuration's). Replies, the playground and agent assist all build their request here,
+    so each shows what a reply would send."""
     name = ""
     if conversation_id is not None and uses_variable(bot.system_prompt, "customer_name"):
         name = selectors.customer_name(conversation_id)
-    return build_request(bot, messages, customer_name=name)
+    return build_request(bot, messages, customer_name=name, provider=provider)
 
 
-def request_for_reply(reply: Turn, bot: BotConfig) -> ReplyRequest:
+def request_for_reply(
+    reply: Turn, bot: BotConfig, provider: Provider | None = None
+) -> ReplyRequest:
     """The reply's request: the conversation up to the customer's message it answers."""
     messages = selectors.dialogue(reply.conversation_id, before=reply.pk)
-    return request_for_conversation(bot, reply.conversation_id, messages)
+    return request_for_conversation(bot, reply.conversation_id, messages, provider)
 
 
 class ReplyBusy(Exception):
@@ -139,7 +146,7 @@ class ReplyWriter:
                 if request is None:
                     # History and knowledge are read once a reply, not once an attempt (again
                     # only if the knowledge base could not be read).
-                    request = request_for_reply(self.reply, self.bot)
+                    request = request_for_reply(self.reply, self.bot, configured)
                     _release_database_connection()
                 if not started:
                     self.publisher.start()

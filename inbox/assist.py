@@ -113,10 +113,11 @@ def suggestion(conversation: Conversation) -> AssistResult:
     if not messages:
         return AssistResult("suggest", "", notice="The customer hasn't asked anything yet.")
     config = bot_config.for_conversation(conversation.pk)
-    request = request_for_conversation(config, conversation.pk, messages)
+    provider = registry.for_config(config)
+    request = request_for_conversation(config, conversation.pk, messages, provider)
     if request.knowledge is not None and request.knowledge.abstain:
         return AssistResult("suggest", "", notice=NOTHING_FOUND)
-    answer = run.answer(request, registry.for_config(config))
+    answer = run.answer(request, provider)
     if answer.abstained:
         # The model found no answer in the passages: the bot's abstain words are no draft.
         return AssistResult("suggest", "", notice=NOTHING_FOUND)

@@ -117,8 +117,9 @@ def answer(
     pieces of about REPLY_FLUSH_INTERVAL_S. Raises ProviderError."""
     started = time.time()
     config = runtime.config_for(version)
-    request = request_for_conversation(config, conversation_id, messages)
-    result = run.answer(request, registry.for_config(config), on_delta=on_delta)
+    provider = registry.for_config(config)
+    request = request_for_conversation(config, conversation_id, messages, provider)
+    result = run.answer(request, provider, on_delta=on_delta)
     price = bot_config.price(result.model, result.prompt_tokens, result.completion_tokens)
     return Answer(
         text=result.text,

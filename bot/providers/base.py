@@ -14,6 +14,9 @@ from bot.types import ReplyRequest, StreamEvent, TextDelta
 
 class Provider(ABC):
     name: str = "provider"
+    # Whether it tells passages that answer from look-alikes that don't (a model replies the
+    # no-answer marker), so passages retrieval is unsure of may go to it (bot/grounding.py).
+    judges_passages: bool = True
 
     @abstractmethod
     def stream(self, request: ReplyRequest) -> Iterator[StreamEvent]:

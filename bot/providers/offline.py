@@ -358,6 +358,8 @@ class OfflineProvider(Provider):
     """Answers from the knowledge base with extractive answers from the grounded passages."""
 
     name = "offline"
+    # It quotes whatever it is given: retrieval's confidence alone decides when it abstains.
+    judges_passages = False
 
     def __init__(self, search: Search | None = None) -> None:
         # Used only for requests nobody grounded (the reply writer always grounds them).

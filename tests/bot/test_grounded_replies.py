@@ -372,17 +372,36 @@ def test_it_abstains_when_the_knowledge_base_is_empty(model):
     assert model.requests() == [] and reply.abstained and reply.text == ABSTAIN
 
 
-def test_it_takes_the_confidence_threshold_from_the_settings(model, kb, settings):
+def test_it_takes_the_confidence_threshold_a_model_needs_from_the_settings(model, kb, settings):
     confidence = knowledge_search.search(LANTERN_QUESTION, 1)[0].confidence
 
-    settings.KB_MIN_CONFIDENCE = confidence + 0.01
+    settings.KB_MODEL_MIN_CONFIDENCE = confidence + 0.01
     assert answered(LANTERN_QUESTION).abstained
     assert model.requests() == []
 
-    settings.KB_MIN_CONFIDENCE = confidence - 0.01
+    settings.KB_MODEL_MIN_CONFIDENCE = confidence - 0.01
     reply = answered(LANTERN_QUESTION)
     assert not reply.abstained and reply.sources
     assert len(model.requests()) == 1
+
+
+def test_a_model_decides_the_passages_retrieval_is_unsure_of_where_the_offline_answerer_refuses(
+    model, kb, settings
+):
+    confidence = knowledge_search.search(LANTERN_QUESTION, 1)[0].confidence
+    # Too unsure for the offline answerer, which quotes whatever it is given; sure enough to
+    # let a model read the passages and say whether they answer.
+    settings.KB_MIN_CONFIDENCE = confidence + 0.01
+    settings.KB_MODEL_MIN_CONFIDENCE = confidence - 0.01
+
+    reply = answered(LANTERN_QUESTION)
+    (request,) = model.requests()
+    assert "[1] Recharging the Zephyr lantern" in system_prompt(request)
+    assert not reply.abstained and reply.sources
+
+    settings.LLM_PROVIDER = "offline"
+    offline = answered(LANTERN_QUESTION)
+    assert offline.abstained and offline.text == ABSTAIN and len(model.requests()) == 1
 
 
 def test_it_never_abstains_on_small_talk_or_a_message_with_nothing_to_look_up(model, kb, settings):
