@@ -132,8 +132,8 @@ class ReplyWriter:
         # turn; the request is built before the reply starts: the first build in a process
         # takes a while, and the customer should see the reply start only once it is asked.
         self.bot = bot_config.for_conversation(self.reply.conversation_id)
-        self.provider_name = registry.name_for(self.bot)
         configured = registry.for_config(self.bot)
+        self.provider_name = configured.name
         if self.reply.reply_to is not None:
             _release_database_connection()
             knowledge_search.warm_question(self.reply.reply_to.text)

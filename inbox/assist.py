@@ -115,11 +115,10 @@ def suggestion(conversation: Conversation) -> AssistResult:
     config = bot_config.for_conversation(conversation.pk)
     provider = registry.for_config(config)
     request = request_for_conversation(config, conversation.pk, messages, provider)
-    if request.knowledge is not None and request.knowledge.abstain:
-        return AssistResult("suggest", "", notice=NOTHING_FOUND)
     answer = run.answer(request, provider)
     if answer.abstained:
-        # The model found no answer in the passages: the bot's abstain words are no draft.
+        # Retrieval found nothing good enough (no model was asked), or the model found no
+        # answer in the passages: the bot's abstain words are no draft.
         return AssistResult("suggest", "", notice=NOTHING_FOUND)
     return AssistResult("suggest", answer.text.strip(), [s.as_dict() for s in answer.sources])
 

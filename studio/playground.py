@@ -39,7 +39,7 @@ from django.conf import settings
 from bot import config as bot_config
 from bot import run
 from bot.providers import registry
-from bot.types import ChatMessage, ProviderError, ReplyRequest, Source
+from bot.types import ChatMessage, ProviderError, Source
 from conversations import selectors
 from conversations.errors import Refused
 from conversations.models import Conversation
@@ -54,20 +54,6 @@ logger = logging.getLogger(__name__)
 class PlaygroundError(Refused):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message, code)
-
-
-# --- A version's request ----------------------------------------------------------------------
-
-
-def request_for(
-    version: PromptVersion,
-    messages: list[ChatMessage],
-    conversation_id: uuid.UUID | str | None = None,
-) -> ReplyRequest:
-    """The request the bot would send with this version for these conversation messages (no
-    system message: the version brings its own), exactly as a reply in that conversation
-    builds it."""
-    return request_for_conversation(runtime.config_for(version), conversation_id, messages)
 
 
 # --- Answering --------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from decimal import Decimal
 from types import MappingProxyType
 
 from bot.config import BotConfig, Price, default_config
@@ -89,11 +88,3 @@ def price_for(model: str) -> ModelPrice | None:
         if name in prices:
             return prices[name]
     return None
-
-
-def cost_of(model: str, prompt_tokens: int, completion_tokens: int) -> Decimal:
-    """What a turn's tokens cost; 0 for a model without a price row (the offline answerer)."""
-    price = price_for(model)
-    if price is None:
-        return Decimal(0)
-    return price.cost(prompt_tokens, completion_tokens)

@@ -64,11 +64,6 @@ def for_config(config: BotConfig) -> Provider:
     return get_provider()
 
 
-def name_for(config: BotConfig) -> str:
-    """The name stored with a reply made with this configuration."""
-    return config.provider or provider_name()
-
-
 def _build(name: str) -> Provider:
     if name == "openai":
         return OpenAIProvider(

@@ -17,6 +17,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from bot import config as bot_config
 from bot.config import BotConfig
 from bot.prompt import (
     SUMMARY_LEAD,
@@ -322,9 +323,9 @@ def test_it_records_each_turns_tokens_and_cost_from_the_price_table(model, lante
     assert reply.cost == expected and reply.prompt_version == version
 
     # A fine-tuned model without its own row is priced as its base model.
-    assert runtime.cost_of("ft:gpt-4o-mini:acme::x", 1_000_000, 0) == Decimal("0.15")
+    assert bot_config.cost_of("ft:gpt-4o-mini:acme::x", 1_000_000, 0) == Decimal("0.15")
     # The offline answerer costs nothing without a price row.
-    assert runtime.cost_of("offline-bm25", 500, 500) == 0
+    assert bot_config.cost_of("offline-bm25", 500, 500) == 0
 
     totals = usage.per_conversation(reply.conversation_id)
     assert (totals["turns"], totals["cost"]) == (1, expected)

@@ -265,10 +265,10 @@ def test_it_applies_a_started_and_a_stopped_experiment_to_the_next_reply(
 def test_it_applies_committed_business_hours_and_prices_at_once(committed):
     monday_8am = datetime(2026, 11, 30, 8, 0, tzinfo=support_zone())
     assert availability(monday_8am).open_now  # no hours: always open
-    assert runtime.cost_of("fake-model", 1_000_000, 0) == 0
+    assert bot_config.cost_of("fake-model", 1_000_000, 0) == 0
     with CaptureConfigReads() as reads:
         availability(monday_8am)
-        runtime.cost_of("fake-model", 1, 1)
+        bot_config.cost_of("fake-model", 1, 1)
     assert reads.count == 0
 
     with committed():
@@ -277,12 +277,12 @@ def test_it_applies_committed_business_hours_and_prices_at_once(committed):
             model="fake-model", input_per_million=Decimal(2), output_per_million=Decimal(8)
         )
     assert not availability(monday_8am).open_now
-    assert runtime.cost_of("fake-model", 1_000_000, 0) == 2
+    assert bot_config.cost_of("fake-model", 1_000_000, 0) == 2
 
     with committed():
         price.input_per_million = Decimal(3)
         price.save()
-    assert runtime.cost_of("fake-model", 1_000_000, 0) == 3
+    assert bot_config.cost_of("fake-model", 1_000_000, 0) == 3
 
 
 def test_it_sees_its_own_uncommitted_change_and_caches_nothing_of_a_rolled_back_one(committed):

@@ -27,7 +27,14 @@ from bot.evaluation import (
 )
 from knowledge import search as knowledge_search
 from knowledge.benchmark import KnowledgeBaseFolder, KnowledgeBaseFolderError, folders
-from knowledge.evaluation import Question, QuestionSetError, Report, evaluate, read_questions
+from knowledge.evaluation import (
+    Outcome,
+    Question,
+    QuestionSetError,
+    Report,
+    evaluate,
+    read_questions,
+)
 from knowledge.search import ranking
 
 RANKERS = ("shipped", "off", "loco")
@@ -166,12 +173,7 @@ class Command(BaseCommand):
             self.stdout.write("Wrong outcomes:")
             for o in report.outcomes:
                 if report.is_miss(o):
-                    got = "abstained" if o.abstained else ",".join(o.answer_sources) or "-"
-                    self.stdout.write(
-                        f"  [{o.question.kind}] {o.question.question!r}: expected "
-                        f"{o.question.expected}, answered {got} (retrieval: "
-                        f"{','.join(o.ranked_slugs[:3])}, confidence {o.top_confidence:.2f})"
-                    )
+                    self.stdout.write(_miss_line(o))
 
     # --- Other companies' knowledge bases ---------------------------------------------------
 
@@ -259,11 +261,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"Wrong outcomes, {name}:")
                 for o in report.outcomes:
                     if report.is_miss(o):
-                        got = "abstained" if o.abstained else ",".join(o.answer_sources) or "-"
-                        self.stdout.write(
-                            f"  [{o.question.kind}] {o.question.question!r}: expected "
-                            f"{o.question.expected}, answered {got}"
-                        )
+                        self.stdout.write(_miss_line(o))
 
 
 COLUMN_LABELS = {
@@ -286,14 +284,22 @@ def _average_and_worst(reports: dict[str, Report]) -> dict[str, dict[str, float 
     average: dict[str, float | None] = {}
     worst: dict[str, float | None] = {}
     for name in company_figures(Report()):
-        values = [figures[name] for figures in per_company if figures[name] is not None]
-        numbers = [float(v) for v in values if v is not None]
+        numbers = [v for figures in per_company if (v := figures[name]) is not None]
         average[name] = sum(numbers) / len(numbers) if numbers else None
         if not numbers:
             worst[name] = None
         else:
             worst[name] = max(numbers) if name in LOWER_IS_BETTER else min(numbers)
     return {"average": average, "worst": worst}
+
+
+def _miss_line(o: Outcome) -> str:
+    got = "abstained" if o.abstained else ",".join(o.answer_sources) or "-"
+    return (
+        f"  [{o.question.kind}] {o.question.question!r}: expected {o.question.expected}, "
+        f"answered {got} (retrieval: {','.join(o.ranked_slugs[:3])}, "
+        f"confidence {o.top_confidence:.2f})"
+    )
 
 
 def _report_json(report: Report, options: dict[str, Any]) -> dict[str, Any]:
