@@ -50,6 +50,7 @@ MODEL = "offline-bm25"
 HEDGE_MARGIN = 0.15
 MAX_ANSWER_WORDS = 90  # of sentences picked for their overlap; a whole list may add more
 MAX_LIST_ITEMS = 8
+MAX_TABLE_ROWS = 4  # of a table's rows that answer; a row is shown under its header
 # The second passage earns a "see also" with at least this share of the best one's retrieval
 # score, and a confidence at most this much lower.
 SEE_ALSO_SCORE_RATIO = 0.8
@@ -110,6 +111,9 @@ class _Unit:
     block: int  # which paragraph or list it belongs to
     is_item: bool
     marker: str = ""  # "1." or "•" for list items
+    # A table row: its cells, and the table's header cells (the row is shown under them).
+    cells: tuple[str, ...] = ()
+    header: tuple[str, ...] = ()
     heading: str = ""  # set on the first paragraph or list under a heading
     terms: set[str] = field(default_factory=set)
     heading_terms: set[str] = field(default_factory=set)
@@ -119,12 +123,33 @@ class _Unit:
         return len(self.text.split())
 
 
+_TABLE_SEPARATOR = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
+
+
+def _cells(line: str) -> tuple[str, ...]:
+    row = line.strip()
+    row = row[1:] if row.startswith("|") else row
+    row = row[:-1] if row.endswith("|") and not row.endswith("\\|") else row
+    return tuple(plain(cell.replace("\\|", "|")) for cell in re.split(r"(?<!\\)\|", row))
+
+
+def _is_table_start(lines: list[str], i: int) -> bool:
+    return (
+        "|" in lines[i]
+        and i + 1 < len(lines)
+        and bool(_TABLE_SEPARATOR.match(lines[i + 1]))
+        and "|" in lines[i + 1]
+    )
+
+
 def _units(markdown: str, heading: str = "") -> list[_Unit]:
     units: list[_Unit] = []
     block = 0
     paragraph: list[str] = []
     in_list = False
     pending_heading = heading  # goes to the next block that starts
+    header: tuple[str, ...] | None = None  # inside a table: its header cells
+    table_heading = ""
 
     def new_block() -> str:
         nonlocal pending_heading
@@ -142,7 +167,30 @@ def _units(markdown: str, heading: str = "") -> list[_Unit]:
             block += 1
         paragraph = []
 
-    for line in markdown.split("\n"):
+    lines = markdown.split("\n")
+    for i, line in enumerate(lines):
+        if header is not None:
+            if "|" in line and line.strip():
+                if not _TABLE_SEPARATOR.match(line):
+                    cells = _cells(line)
+                    units.append(
+                        _Unit(
+                            " ".join(cells),
+                            block,
+                            False,
+                            heading=table_heading,
+                            cells=cells,
+                            header=header,
+                        )
+                    )
+                continue
+            header, block = None, block + 1
+        if _is_table_start(lines, i):
+            end_paragraph()
+            if in_list:
+                block, in_list = block + 1, False
+            header, table_heading = _cells(line), new_block()
+            continue
         item = _LIST_ITEM.match(line)
         is_heading = bool(_HEADING.match(line))
         if not line.strip() or is_heading or line.lstrip().startswith(("```", "~~~")):
@@ -176,7 +224,8 @@ def _units(markdown: str, heading: str = "") -> list[_Unit]:
     end_paragraph()
     for unit in units:
         unit.terms = set(knowledge_search.analyze(unit.text))
-        unit.heading_terms = set(knowledge_search.analyze(unit.heading)) if unit.heading else set()
+        context = " ".join((unit.heading, *unit.header))
+        unit.heading_terms = set(knowledge_search.analyze(context)) if context.strip() else set()
     return [unit for unit in units if unit.text]
 
 
@@ -207,10 +256,13 @@ def extract_answer(
 
     def score(unit: _Unit) -> float:
         total = 0.0
+        own = False  # a table row answers only if its own cells say something asked
         for term in terms:
-            here = term.weight_in(unit.terms) or term.weight_in(unit.heading_terms)
+            in_unit = term.weight_in(unit.terms)
+            here = in_unit or term.weight_in(unit.heading_terms)
+            own = own or in_unit > 0
             total += here * (0.5 if term.weight_in(title_terms) else 1.0)
-        return total
+        return total if own or not unit.cells else 0.0
 
     scores = [score(unit) for unit in units]
     wanted = _answer_type(question)
@@ -240,12 +292,19 @@ def extract_answer(
                 continue
             if chosen and words + units[i].words > MAX_ANSWER_WORDS:
                 continue
+            if units[i].cells and (
+                scores[i] < 0.8 * best
+                or sum(units[j].block == units[i].block for j in chosen) >= MAX_TABLE_ROWS
+            ):
+                continue
             chosen.add(i)
             words += units[i].words
 
     # Whole lists, with the sentence that introduces them.
     for i in sorted(chosen):
         unit = units[i]
+        if unit.cells:
+            continue
         if unit.is_item:
             list_block = unit.block
         else:
@@ -268,18 +327,39 @@ def extract_answer(
 
     lines: list[str] = []
     previous: _Unit | None = None
-    for i in sorted(chosen):
+    in_order = sorted(chosen)
+    for position, i in enumerate(in_order):
         unit = units[i]
         if unit.heading.endswith("?") and (previous is None or previous.block != unit.block):
             lines.append(unit.heading)  # "Can I choose a delivery date?" gives "No." its sense
-        if unit.is_item:
+        if unit.cells:
+            if previous is None or previous.block != unit.block:
+                rows = [units[j] for j in in_order[position:] if units[j].block == unit.block]
+                lines.extend(_table_lines(rows))
+        elif unit.is_item:
             lines.append(f"{unit.marker} {unit.text}")
         elif previous is not None and not previous.is_item and previous.block == unit.block:
             lines[-1] += " " + unit.text
         else:
             lines.append(unit.text)
         previous = unit
-    return "\n".join(lines)
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def _table_lines(rows: Sequence[_Unit]) -> list[str]:
+    """Table rows under their header: one row as a list of "header: value", several as a
+    small Markdown table (a raw fragment of the article's table would not say what is what)."""
+    header = rows[0].header
+    if len(rows) == 1:
+        pairs = zip(header, rows[0].cells, strict=False)
+        return [f"- {name}: {value}" if name else f"- {value}" for name, value in pairs if value]
+
+    def row(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+    width = len(header)
+    body = [row((*r.cells, *[""] * width)[:width]) for r in rows]
+    return ["", row(header), "|" + "---|" * width, *body, ""]
 
 
 @dataclass(frozen=True)

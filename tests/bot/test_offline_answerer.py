@@ -354,3 +354,59 @@ def test_it_says_what_grounding_decided_when_there_is_nothing_to_answer_from():
     assert answer_from(Knowledge(question="can you help me?")).text == ASK_FOR_DETAIL
     thanks = answer_from(Knowledge(question="thanks", small_talk=frozenset({"thanks"})))
     assert "You're welcome" in thanks.text and not thanks.sources
+
+
+# --- Tables --------------------------------------------------------------------------------------
+
+ERROR_TABLE = (
+    "Look the code up below.\n\n"
+    "| Code | What it means | What to do |\n"
+    "|---|---|---|\n"
+    "| E05 | The battery is too cold. | Let it warm up indoors. |\n"
+    "| E06 | The motor sensor lost contact. | Check the sensor cable plug. |\n"
+    "| E07 | The display firmware is outdated. | Update it in the app. |\n"
+)
+
+
+def terms_for(markdown: str, question: str):
+    from knowledge.search.lexical import BM25Index
+    from knowledge.search.text import Passage
+
+    return BM25Index([Passage(1, "Error codes", "", markdown)]).search(question, 1)[0].query_terms
+
+
+def test_it_quotes_the_table_row_that_answers_under_its_header():
+    answer = extract_answer(ERROR_TABLE, terms_for(ERROR_TABLE, "What does E06 mean?"))
+    assert answer == (
+        "- Code: E06\n"
+        "- What it means: The motor sensor lost contact.\n"
+        "- What to do: Check the sensor cable plug."
+    )
+
+
+def test_several_rows_that_answer_come_as_a_small_table_with_the_header():
+    question = "what do E05 and E07 mean"
+    answer = extract_answer(ERROR_TABLE, terms_for(ERROR_TABLE, question), question=question)
+    assert answer == (
+        "| Code | What it means | What to do |\n"
+        "|---|---|---|\n"
+        "| E05 | The battery is too cold. | Let it warm up indoors. |\n"
+        "| E07 | The display firmware is outdated. | Update it in the app. |"
+    )
+
+
+def test_a_table_is_never_quoted_as_a_raw_fragment():
+    question = "what to do about the sensor cable"
+    answer = extract_answer(ERROR_TABLE, terms_for(ERROR_TABLE, question), question=question)
+    assert "|---" not in answer and "E06" in answer
+    assert "E05" not in answer and "E07" not in answer
+
+
+def test_a_sentence_beside_a_table_is_chosen_over_rows_that_only_share_the_header():
+    markdown = (
+        "| Plan | Monthly |\n|---|---|\n| Basic | €9 |\n| Plus | €15 |\n\n"
+        "Pay yearly and you only pay for 10 months."
+    )
+    question = "can I pay yearly"
+    answer = extract_answer(markdown, terms_for(markdown, question), question=question)
+    assert answer == "Pay yearly and you only pay for 10 months."
