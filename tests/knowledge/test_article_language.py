@@ -127,7 +127,7 @@ def test_it_reads_an_articles_prose_past_its_code_and_links():
         "Öffnen Sie die Einstellungen und tippen Sie auf „Konto löschen“. Die Daten werden "
         "danach innerhalb von 30 Tagen entfernt.\n\n"
         "```sh\ncurl -X DELETE https://api.example.com/v1/account --header 'Authorization: "
-        "Bearer token' --data '{\"confirm\": true, \"reason\": \"the customer asked\"}'\n```\n"
+        'Bearer token\' --data \'{"confirm": true, "reason": "the customer asked"}\'\n```\n'
         "Mehr dazu in [the account settings guide](https://help.example.com/account/settings)."
     )
     assert detect_language(article) == "de"
@@ -201,9 +201,7 @@ def test_ingesting_articles_without_front_matter_stores_the_language_they_are_wr
 
 
 @pytest.mark.django_db
-def test_front_matter_html_lang_and_the_language_option_win_over_detection(
-    tmp_path, lexical_only
-):
+def test_front_matter_html_lang_and_the_language_option_win_over_detection(tmp_path, lexical_only):
     write(tmp_path / "said.md", "---\nlanguage: de-CH\n---\n" + FRENCH_ARTICLE)
     write(
         tmp_path / "page.html",
@@ -257,9 +255,7 @@ def test_the_admin_offers_to_detect_a_new_articles_language(staff_client):
     assert form.initial["language"] == ""
 
 
-def test_the_admin_detects_the_language_of_an_article_saved_without_one(
-    staff_client, lexical_only
-):
+def test_the_admin_detects_the_language_of_an_article_saved_without_one(staff_client, lexical_only):
     response = add_article(
         staff_client, "Bestellung stornieren", GERMAN_ARTICLE.split("\n", 2)[2], ""
     )
