@@ -16,6 +16,9 @@
   together with the customer's previous message first, since on its own "it" finds the wrong
   article or none; if that finds nothing good enough, the follow-up is searched alone.
 
+The language the customer writes in (bot.wording.customer_language) goes with it, for the bot's
+own words and the prompt's {language}.
+
 The hits become numbered passages [1]..[n] that fit the prompt version's knowledge budget
 (estimated tokens, so the prompt stays bounded whatever the articles' length): a passage that
 doesn't fit whole is cut at a sentence end or dropped, and the best one is always kept. The
@@ -48,6 +51,7 @@ from bot.types import (
     Source,
     estimate_tokens,
 )
+from bot.wording import customer_language
 from knowledge import search as knowledge_search
 from knowledge.search import Hit
 
@@ -92,9 +96,12 @@ def ground(
     message = asked[-1] if asked else ""
     if threshold is None:
         threshold = knowledge_search.min_confidence()
+    language = customer_language(asked)
     kinds = small_talk_kinds(message)
     if kinds:
-        return Knowledge(question=message, small_talk=frozenset(kinds), threshold=threshold)
+        return Knowledge(
+            question=message, small_talk=frozenset(kinds), threshold=threshold, language=language
+        )
 
     queries = [message]
     if len(asked) >= 2 and is_follow_up(message):
@@ -107,8 +114,10 @@ def ground(
         good = [hit for hit in _search(search, query) if hit.confidence >= threshold]
         if good:
             passages = number_passages(good, budget or settings.KB_PROMPT_TOKENS)
-            return Knowledge(question=query, passages=passages, threshold=threshold)
-    return Knowledge(question=message, abstain=searched, threshold=threshold)
+            return Knowledge(
+                question=query, passages=passages, threshold=threshold, language=language
+            )
+    return Knowledge(question=message, abstain=searched, threshold=threshold, language=language)
 
 
 def _search(search: Search | None, query: str) -> list[Hit]:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 from bot.providers.base import Provider, close_stream, paced_words
 from bot.types import Finished, ReplyRequest, StreamEvent, TextDelta, estimate_tokens
-from bot.wording import ABSTAIN
+from bot.wording import wording_for
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +52,17 @@ class AbstainReply(Provider):
     name = "abstain"
 
     def stream(self, request: ReplyRequest) -> Iterator[StreamEvent]:
-        yield from paced_words(ABSTAIN, request.paced)
+        words = _abstain_words(request)
+        yield from paced_words(words, request.paced)
         # No model ran: no model name and no prompt tokens.
         yield Finished(
-            model="", prompt_tokens=0, completion_tokens=estimate_tokens(ABSTAIN), abstained=True
+            model="", prompt_tokens=0, completion_tokens=estimate_tokens(words), abstained=True
         )
+
+
+def _abstain_words(request: ReplyRequest) -> str:
+    """The abstention in the customer's language (bot/wording.py)."""
+    return wording_for(request.knowledge.language if request.knowledge else None).abstain
 
 
 class AbstainOnMarker(Provider):
@@ -87,11 +93,11 @@ class AbstainOnMarker(Provider):
     def stream(self, request: ReplyRequest) -> Iterator[StreamEvent]:
         events = self.provider.stream(request)
         try:
-            yield from self._relay(events, request.paced)
+            yield from self._relay(events, request)
         finally:
             close_stream(events)  # stopping early: an abstention, a consumer that gives up
 
-    def _relay(self, events: Iterator[StreamEvent], paced: bool) -> Iterator[StreamEvent]:
+    def _relay(self, events: Iterator[StreamEvent], request: ReplyRequest) -> Iterator[StreamEvent]:
         held = ""  # the reply so far, while it could still be the marker
         answer: _MarkerCutter | None = None  # once it can't
         for event in events:
@@ -102,7 +108,7 @@ class AbstainOnMarker(Provider):
                     held += event.text
                     start = held.lstrip()
                     if _starts_with_marker(start):
-                        yield from _abstention(_finish_of(events), paced)
+                        yield from _abstention(_finish_of(events), request)
                         return
                     if _could_start_marker(start):
                         continue
@@ -114,7 +120,7 @@ class AbstainOnMarker(Provider):
             if answer is None and _cut_short_marker(held.strip()):
                 # All of the reply was the start of a marker: a marker cut short by max_tokens
                 # or a stop sequence is still the model saying the passages don't answer.
-                yield from _abstention(event, paced)
+                yield from _abstention(event, request)
                 return
             rest = answer.flush() if answer is not None else held
             if rest:
@@ -163,12 +169,12 @@ def _finish_of(events: Iterator[StreamEvent]) -> Finished | None:
     return finished
 
 
-def _abstention(finished: Finished | None, paced: bool) -> Iterator[StreamEvent]:
+def _abstention(finished: Finished | None, request: ReplyRequest) -> Iterator[StreamEvent]:
     """AbstainReply's words, with the model's usage."""
     if finished is None:
         # The stream ended without a finish: the reply writer retries that like any cut stream.
         return
-    yield from paced_words(ABSTAIN, paced)
+    yield from paced_words(_abstain_words(request), request.paced)
     yield dataclasses.replace(finished, sources=[], abstained=True)
 
 

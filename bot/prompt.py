@@ -5,8 +5,9 @@ replies, the playground, evaluations, eval_kb, agent assist).
 the prompt version brings its own) and returns the request a provider answers:
 
 - the version's system prompt, rendered. Templates know four variables: {company}
-  (COMPANY_NAME), {language} (a guess from the customer's latest message: "English",
-  "German", ... or the words "the customer's language" when the guess is unsure),
+  (COMPANY_NAME), {language} (the language the customer writes in, bot.wording.
+  customer_language: "English", "German", ... or the words "the customer's language" when
+  their messages don't tell),
   {customer_name} (the customer's display name, or "the customer") and {passages} (the
   knowledge block: the rules and the numbered passages; appended after the prompt when the
   template has no {passages}). Only these exact placeholders are replaced; any other braces
@@ -36,6 +37,7 @@ from bot.guards import NO_ANSWER_MARKER
 from bot.providers import registry
 from bot.providers.base import Provider
 from bot.types import ChatMessage, Knowledge, KnowledgePassage, ReplyRequest, estimate_tokens
+from knowledge.language import detect_language, language_name
 
 SUMMARY_MAX_TOKENS = 120
 # Older turns read (beyond those sent verbatim) to summarise: one bounded query whatever the
@@ -60,20 +62,19 @@ def build_request(
     (grounding.min_confidence)."""
     answered_by = provider or registry.for_config(config)
     kept, summary = fit_history(messages, config.history_tokens)
-    latest = next((m.content for m in reversed(messages) if m.role == "user"), "")
+    knowledge = grounding.ground(
+        kept,
+        budget=config.knowledge_tokens,
+        threshold=grounding.min_confidence(answered_by.judges_passages),
+    )
     system = render_system_prompt(
         config.system_prompt,
-        language=guess_language(latest) if latest else UNKNOWN_LANGUAGE,
+        language=language_name(knowledge.language) or UNKNOWN_LANGUAGE,
         customer_name=customer_name,
     )
     if summary:
         system = f"{system}\n\n{summary}"
     prompt = [ChatMessage("system", system), *kept]
-    knowledge = grounding.ground(
-        prompt,
-        budget=config.knowledge_tokens,
-        threshold=grounding.min_confidence(answered_by.judges_passages),
-    )
     return ReplyRequest(
         messages=with_knowledge(prompt, knowledge),
         model=config.request_model,
@@ -127,32 +128,11 @@ def uses_variable(template: str, name: str) -> bool:
     return "{" + name + "}" in template
 
 
-# A small stop-word guess: enough to tell the model which language to answer in, never a
-# reason to fail. Unsure → "the customer's language".
-_LANGUAGE_WORDS = {
-    "English": "the and is are you your my i to of it how what can do does not with for have",
-    "German": "der die das und ist ich nicht wie was mein meine ein eine sie ich kann mit für",
-    "French": "le la les et est je ne pas comment mon ma un une vous avec pour est-ce que",
-    "Spanish": "el la los las y es yo no cómo como mi un una usted con para qué puedo está",
-    "Dutch": "de het en is ik niet hoe wat mijn een u met voor kan ik heb",
-    "Italian": "il lo la gli e è io non come mio mia un una con per che posso",
-    "Portuguese": "o a os as e é eu não como meu minha um uma você com para que posso",
-}
-_WORDS = {name: set(words.split()) for name, words in _LANGUAGE_WORDS.items()}
-
-
 def guess_language(text: str) -> str:
-    words = re.findall(r"[\w'-]+", text.lower())
-    if not words:
-        return UNKNOWN_LANGUAGE
-    scores = sorted(
-        ((sum(1 for w in words if w in vocab), name) for name, vocab in _WORDS.items()),
-        reverse=True,
-    )
-    (best, name), (second, _other) = scores[0], scores[1]
-    if best >= 2 and best > second:
-        return name
-    return UNKNOWN_LANGUAGE
+    """The English name of the language a message is written in ("German"), or the words
+    "the customer's language" when unsure (knowledge.language.detect_language: a short
+    message such as "ok" or "hi", a language it doesn't name): never a reason to fail."""
+    return language_name(detect_language(text)) or UNKNOWN_LANGUAGE
 
 
 # --- History within the budget ------------------------------------------------------------------

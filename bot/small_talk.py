@@ -7,6 +7,8 @@ import re
 
 from django.conf import settings
 
+from bot.wording import ENGLISH, Wording
+
 _GREETING = r"(?:hi|hello|hey|hiya|howdy|yo|hallo|greetings|good (?:morning|afternoon|evening|day))"
 _THANKS = (
     r"(?:thanks|thank you|thank u|thx|ty|cheers|many thanks|much appreciated|appreciate it"
@@ -56,21 +58,17 @@ def small_talk_kinds(message: str) -> set[str] | None:
     return kinds or None
 
 
-def small_talk_reply(kinds: set[str]) -> str:
-    company = settings.COMPANY_NAME
+def small_talk_reply(kinds: set[str], wording: Wording = ENGLISH) -> str:
+    """The bot's reply to small talk of these kinds, in `wording`'s language."""
+    company = str(settings.COMPANY_NAME)
     if "bye" in kinds:
-        if "thanks" in kinds:
-            return "You're welcome! Thanks for chatting with us, and have a great day."
-        return "Thanks for chatting with us. Have a great day!"
+        return wording.welcome_and_bye if "thanks" in kinds else wording.bye
     if "thanks" in kinds:
-        return "You're welcome! Is there anything else I can help you with?"
+        return wording.welcome
     if "who" in kinds:
-        return (
-            f"I'm the {company} virtual assistant. I answer questions from our help articles, "
-            "and I can connect you with a person from our team. What can I help you with?"
-        )
+        return wording.who.format(company=company)
     if "how" in kinds:
-        return "I'm doing well, thank you for asking! How can I help you today?"
+        return wording.how_are_you
     if "greeting" in kinds:
-        return f"Hi! I'm the {company} assistant. How can I help you today?"
-    return "Great! Let me know if there's anything else I can help you with."
+        return wording.greeting.format(company=company)
+    return wording.acknowledged

@@ -82,6 +82,9 @@ class Knowledge:
     abstain: bool = False
     small_talk: frozenset[str] = frozenset()  # offline.small_talk_kinds of the message
     threshold: float = 0.0  # the confidence passages needed (KB_MIN_CONFIDENCE)
+    # The language the customer writes in (bot.wording.customer_language: ISO 639-1, None
+    # when their messages don't tell): the bot's own words and the prompt's {language}.
+    language: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """When people answer: the BusinessHours rows (none at all: always), read through the
-configuration cache, and how the customer is told when the team is back."""
+configuration cache, and how the customer is told when the team is back (in their language:
+bot/wording.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.utils import timezone
 
+from bot.wording import ENGLISH, Wording
 from support_bot import config_cache
 
 from .models import BusinessHours
 
-WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+WEEKDAYS = ENGLISH.weekdays
 
 
 @dataclass(frozen=True)
@@ -58,17 +60,15 @@ def business_hours() -> tuple[tuple[int, time, time], ...]:
     return tuple(BusinessHours.objects.values_list("weekday", "opens", "closes"))
 
 
-def describe_opening(opening: datetime, now: datetime) -> str:
-    """ "today at 09:00", "tomorrow at 09:00", "on Monday at 09:00" (+ the time zone)."""
+def describe_opening(opening: datetime, now: datetime, wording: Wording = ENGLISH) -> str:
+    """ "today at 09:00", "tomorrow at 09:00", "on Monday at 09:00" (+ the time zone), in
+    `wording`'s language ("morgen um 09:00 Uhr", "lundi à 9 h 00"...)."""
     zone = support_zone()
     opening, now = opening.astimezone(zone), now.astimezone(zone)
-    days = (opening.date() - now.date()).days
-    if days == 0:
-        day = "today"
-    elif days == 1:
-        day = "tomorrow"
-    elif days >= 7:
-        day = f"next {WEEKDAYS[opening.weekday()]}"
-    else:
-        day = f"on {WEEKDAYS[opening.weekday()]}"
-    return f"{day} at {opening:%H:%M} ({settings.SUPPORT_TIME_ZONE} time)"
+    return wording.opening(
+        days=(opening.date() - now.date()).days,
+        weekday=opening.weekday(),
+        hour=opening.hour,
+        minute=opening.minute,
+        zone=str(settings.SUPPORT_TIME_ZONE),
+    )

@@ -7,13 +7,15 @@ from django.core.validators import validate_email
 from django.db import transaction
 from django.utils import timezone
 
-from . import events
+from bot.wording import ENGLISH, wording_for
+
+from . import events, selectors
 from .errors import CustomerRequestRefused
 from .models import Conversation, Turn
 from .state import conversation_changed
 
 EMAIL_MAX_CHARS = 254
-EMAIL_SAVED = "Thanks! We'll answer you at {email}."
+EMAIL_SAVED = ENGLISH.email_saved  # the customer gets it in their language (bot/wording.py)
 
 
 def validated_email(email: object) -> str:
@@ -42,10 +44,11 @@ def save_contact_email(conversation: Conversation, email: object) -> str:
         )
         if changed:
             conversation.contact_email = email
+            wording = wording_for(selectors.customer_language(conversation.pk))
             notice = Turn.objects.create(
                 conversation_id=conversation.pk,
                 author=Turn.Author.SYSTEM,
-                text=EMAIL_SAVED.format(email=email),
+                text=wording.email_saved.format(email=email),
             )
             events.send_turn_on_commit(notice)
             conversation_changed(conversation.pk)

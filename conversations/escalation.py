@@ -3,7 +3,8 @@
 - Escalation rules (EscalationRule rows, edited by operators) matched against each customer
   message, and the abstain streak checked after each finished bot reply.
 - escalate(): OPEN → PENDING in one conditional UPDATE, plus a notice telling the customer a
-  person will join (or, outside business hours, asking for an email address).
+  person will join (or, outside business hours, asking for an email address), in the
+  customer's language (bot/wording.py).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from bot.wording import ENGLISH, wording_for
 from support_bot import config_cache
 
-from . import events
+from . import events, selectors
 from .business_hours import availability, describe_opening
 from .models import Conversation, EscalationRule, Turn
 from .state import conversation_changed, state_frame
@@ -30,13 +32,9 @@ Reason = Conversation.Escalation
 # "*" in a rule stands for up to this many words ("connect me * person").
 WILDCARD_MAX_WORDS = 8
 
-PERSON_WILL_JOIN = (
-    "I've asked a person from our team to join. They'll reply here as soon as they can."
-)
-TEAM_AWAY = (
-    "Our team is away right now and back {when}. Please leave your email address and we'll "
-    "answer you by email, or here once we're back."
-)
+# The notices in English; the customer gets them in their language (bot/wording.py).
+PERSON_WILL_JOIN = ENGLISH.person_will_join
+TEAM_AWAY = ENGLISH.team_away
 
 
 # Checked in this order: a customer who angrily asks for a person asked for a person.
@@ -176,11 +174,16 @@ def escalate(conversation: Conversation, reason: str) -> bool:
     conversation.escalated_at = now
     conversation.escalation_reason = reason
     hours = availability(now)
+    wording = wording_for(selectors.customer_language(conversation.pk))
     if hours.open_now:
-        text = PERSON_WILL_JOIN
+        text = wording.person_will_join
     else:
-        when = describe_opening(hours.next_opening, now) if hours.next_opening else "soon"
-        text = TEAM_AWAY.format(when=when)
+        when = (
+            describe_opening(hours.next_opening, now, wording)
+            if hours.next_opening
+            else wording.opening_soon
+        )
+        text = wording.team_away.format(when=when)
     notice = Turn.objects.create(
         conversation_id=conversation.pk, author=Turn.Author.SYSTEM, text=text
     )

@@ -24,6 +24,7 @@ from bot.providers import registry
 from bot.providers.base import Provider
 from bot.run import Answer, Stopped
 from bot.types import ChatMessage, ProviderError, ReplyRequest
+from bot.wording import ENGLISH, customer_language, wording_for
 from knowledge import search as knowledge_search
 
 from . import escalation, selectors
@@ -32,10 +33,8 @@ from .models import Turn
 
 logger = logging.getLogger(__name__)
 
-APOLOGY = (
-    "Sorry — I couldn't finish my answer because of a technical problem on our side. "
-    "Please try again in a moment, or ask to talk to a person and our team will help."
-)
+# In English; the customer gets it in their language (bot/wording.py).
+APOLOGY = ENGLISH.apology
 
 
 def request_for_conversation(
@@ -122,6 +121,8 @@ class ReplyWriter:
         # The configuration this reply uses (resolved in run(); None until then).
         self.bot: BotConfig | None = None
         self.publisher = ReplyPublisher(reply)
+        # The language the customer writes in, once the request knows it (for an apology).
+        self.language: str | None = None
         self.shown = False  # whether the customer saw any of this attempt's text
         self.deadline = time.monotonic() + settings.REPLY_DEADLINE_S
         asked_at = reply.reply_to.created_at if reply.reply_to else reply.created_at
@@ -147,6 +148,8 @@ class ReplyWriter:
                     # History and knowledge are read once a reply, not once an attempt (again
                     # only if the knowledge base could not be read).
                     request = request_for_reply(self.reply, self.bot, configured)
+                    if request.knowledge is not None:
+                        self.language = request.knowledge.language
                     _release_database_connection()
                 if not started:
                     self.publisher.start()
@@ -235,9 +238,19 @@ class ReplyWriter:
     def fail(self, error: ProviderError | None) -> None:
         code = error.code if error else "provider_error"
         logger.error("reply %s failed: %s (%s)", self.reply.pk, code, error)
-        stored = self._finish(Turn.Status.FAILED, text=APOLOGY, error_code=code)
+        apology = self._apology()
+        stored = self._finish(Turn.Status.FAILED, text=apology, error_code=code)
         if stored:
-            self.publisher.done(self.reply, error={"code": code, "message": APOLOGY})
+            self.publisher.done(self.reply, error={"code": code, "message": apology})
+
+    def _apology(self) -> str:
+        """The apology in the customer's language: the request's, or (when none was built)
+        that of the message this reply answers, read without the database, which may be what
+        failed."""
+        language = self.language
+        if language is None and self.reply.reply_to is not None:
+            language = customer_language([self.reply.reply_to.text])
+        return wording_for(language).apology
 
     def _finish(self, status: str, **fields: Any) -> bool:
         """Store the reply's outcome with what every outcome records: the provider, the prompt

@@ -9,9 +9,11 @@ from typing import Any
 from django.db.models import OuterRef, Subquery
 from django.db.models.functions import Coalesce, Left
 
+from bot import wording
 from bot.grounding import strip_citations
 from bot.prompt import history_scan_limit
 from bot.types import ChatMessage
+from bot.wording import CUSTOMER_LANGUAGE_LOOKBACK
 
 from .models import Conversation, Customer, Turn
 from .state import customer_state
@@ -134,6 +136,19 @@ def dialogue_to_answer(conversation_id: uuid.UUID | str) -> list[ChatMessage]:
     while messages and messages[-1].role != "user":
         messages.pop()
     return messages
+
+
+def customer_language(conversation_id: uuid.UUID | str) -> str | None:
+    """The language the customer writes in (bot.wording.customer_language, from their latest
+    messages: one bounded query), None when their messages don't tell: for the notices the
+    conversation sends in the bot's name."""
+    texts = list(
+        Turn.objects.filter(conversation_id=conversation_id, author=Turn.Author.CUSTOMER)
+        .order_by("-id")
+        .values_list("text", flat=True)[:CUSTOMER_LANGUAGE_LOOKBACK]
+    )
+    texts.reverse()
+    return wording.customer_language(texts)
 
 
 def customer_name(conversation_id: uuid.UUID | str) -> str:

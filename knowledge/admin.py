@@ -22,13 +22,14 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from .indexing import sync_example_questions_after_commit, sync_passages
-from .language import question_key, tidy_question
+from .language import article_language, language_name, question_key, tidy_question
 from .models import Article, ExampleQuestion, Passage
 from .services import EXAMPLE_MAX_CHARS, clean_tags, is_language_code
 
 logger = logging.getLogger(__name__)
 
 PASSAGE_PREVIEW_CHARS = 200
+DETECT_PLACEHOLDER = "Detect automatically"
 
 
 def sync_after_commit(article_ids: Iterable[int]) -> None:
@@ -50,6 +51,15 @@ class ArticleForm(forms.ModelForm[Article]):
         help_text="Comma-separated, e.g. returns, orders.",
         widget=forms.TextInput(attrs={"size": 80}),
     )
+    # Empty means "detect it from the title and text" (when saving); a code an operator
+    # writes is kept as written.
+    language = forms.CharField(
+        required=False,
+        max_length=12,
+        widget=forms.TextInput(attrs={"placeholder": DETECT_PLACEHOLDER, "size": 24}),
+        help_text="A language code such as en, de or pt-BR. Leave it empty to detect it from "
+        "the title and text when saving (en when the text doesn't tell).",
+    )
 
     class Meta:
         model = Article
@@ -67,7 +77,6 @@ class ArticleForm(forms.ModelForm[Article]):
         help_texts = {
             "body": "Markdown. Headings (## …) and paragraphs decide how the article is cut "
             "into passages for answers.",
-            "language": "A language code such as en, de or pt-BR.",
             "published": "Only published articles are used to answer customers.",
         }
         error_messages = {
@@ -75,10 +84,17 @@ class ArticleForm(forms.ModelForm[Article]):
         }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        initial = kwargs.get("initial") or {}
         super().__init__(*args, **kwargs)
         tags = self.instance.tags if self.instance.pk else self.initial.get("tags", [])
         if isinstance(tags, list):
             self.initial["tags"] = ", ".join(str(tag) for tag in tags)
+        if not self.instance.pk and "language" not in initial:
+            self.initial["language"] = ""  # a new article's language is detected by default
+        # Set by clean(): whether the language was left empty (so detected), and what the
+        # text told (None: it didn't tell clearly).
+        self.detects_language = False
+        self.detected_language: str | None = None
 
     def clean_body(self) -> str:
         body = str(self.cleaned_data.get("body") or "").replace("\r\n", "\n").replace("\r", "\n")
@@ -94,9 +110,23 @@ class ArticleForm(forms.ModelForm[Article]):
 
     def clean_language(self) -> str:
         language = str(self.cleaned_data.get("language") or "").strip()
-        if not is_language_code(language):
-            raise forms.ValidationError("Use a language code such as en, de or pt-BR.")
+        if language and not is_language_code(language):
+            raise forms.ValidationError(
+                "Use a language code such as en, de or pt-BR, or leave it empty to detect it."
+            )
         return language
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        title, body = cleaned.get("title"), cleaned.get("body")
+        if not cleaned.get("language") and "language" not in self.errors and title and body:
+            # Left empty: the language the title and text are written in; when they don't
+            # tell, the article keeps the language it has (a new one: en).
+            self.detects_language = True
+            self.detected_language = article_language(str(title), str(body))
+            fallback = self.instance.language if self.instance.pk else "en"
+            cleaned["language"] = self.detected_language or fallback or "en"
+        return cleaned
 
 
 class PassageInline(admin.TabularInline[Passage, Article]):
@@ -223,7 +253,7 @@ class ArticleAdmin(admin.ModelAdmin[Article]):
         ("History", {"fields": ["source_file", "created_at", "updated_at"]}),
     ]
     inlines = [ExampleQuestionInline, PassageInline]
-    actions = ["publish", "unpublish"]
+    actions = ["publish", "unpublish", "detect_language"]
     save_on_top = True
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Article]:
@@ -242,6 +272,16 @@ class ArticleAdmin(admin.ModelAdmin[Article]):
     def save_model(self, request: HttpRequest, obj: Article, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
         sync_after_commit([obj.pk])
+        if getattr(form, "detects_language", False):
+            detected = form.detected_language
+            self.message_user(
+                request,
+                f"Language detected from the text: {_language_label(obj.language)}."
+                if detected
+                else "The text didn't tell its language clearly: "
+                f"{_language_label(obj.language)} kept. Enter a code to set it.",
+                messages.INFO if detected else messages.WARNING,
+            )
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)
@@ -272,3 +312,34 @@ class ArticleAdmin(admin.ModelAdmin[Article]):
             f"{len(ids)} {'article' if len(ids) == 1 else 'articles'} {word}.",
             messages.SUCCESS,
         )
+
+    @admin.action(
+        description="Detect the language of the selected articles from their text",
+        permissions=["change"],
+    )
+    def detect_language(self, request: HttpRequest, queryset: QuerySet[Article]) -> None:
+        """For articles stored before their language was detected, or given a wrong one:
+        each gets the language its title and text are written in; one whose text doesn't
+        tell keeps its own."""
+        changed = unsure = 0
+        with transaction.atomic():
+            for article in queryset.select_for_update().only("pk", "title", "body", "language"):
+                detected = article_language(article.title, article.body)
+                if detected is None:
+                    unsure += 1
+                elif detected != article.language:
+                    # updated_at too: retrieval notices a change by it.
+                    Article.objects.filter(pk=article.pk).update(
+                        language=detected, updated_at=timezone.now()
+                    )
+                    changed += 1
+        text = f"{changed} {'article' if changed == 1 else 'articles'} got a new language."
+        if unsure:
+            text += f" Kept as it was where the text didn't tell clearly: {unsure}."
+        self.message_user(request, text, messages.SUCCESS)
+
+
+def _language_label(code: str) -> str:
+    """ "German (de)", or the code alone for a language without a name here."""
+    name = language_name(code)
+    return f"{name} ({code})" if name else code

@@ -45,7 +45,10 @@ published (or a draft with `published=False`, `ingest_kb --unpublished`), and an
 keeps the published flag it has (an operator may have unpublished it in the admin).
 
 Language. `language:` in the front matter (or <html lang>), else the `language` argument
-(`ingest_kb --language`), else the language the article already has, else "en".
+(`ingest_kb --language`), else the language the article already has (an operator may have
+set it in the admin), else the language its title and text are written in
+(knowledge.language.detect_language), else (when that is unsure: a very short article, or a
+language it does not name) "en". The admin re-detects an article's language on request.
 
 Edits made in the admin to an article that came from a file are replaced by the file's text
 the next time the file is ingested: the file is the source of truth.
@@ -72,6 +75,7 @@ from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 from markdownify import ATX, MarkdownConverter
 
+from .language import article_language
 from .models import Article
 from .services import (
     SLUG_MAX_CHARS,
@@ -618,7 +622,8 @@ def store_document(
     """Create or update the article of one file (see the module's doc for the rules).
 
     `published`: whether a new article without `published:` is published. `language`: the
-    language of a file that does not say (else an existing article keeps its own). With
+    language of a file that does not say (else an existing article keeps its own, and a new
+    one's is detected from its text). With
     `dry_run` nothing is written; `reserved_slugs` (slugs handed out earlier in the same run)
     keeps the slugs it reports right for articles a dry run did not create.
     """
@@ -643,14 +648,13 @@ def store_document(
             publish = document.published
         else:
             publish = article.published if article is not None else published
-        current_language = article.language if article is not None else "en"
         values: dict[str, object] = {
             "slug": slug,
             "title": document.title,
             "body": document.body,
             "url": document.url,
             "tags": list(document.tags),
-            "language": document.language or language or current_language,
+            "language": _language_of(document, language, article),
             "published": publish,
             "source": source,
         }
@@ -666,6 +670,15 @@ def store_document(
                 setattr(article, name, value)
             article.save()
         return Stored(article.id, Outcome.UPDATED, slug, tuple(notes))
+
+
+def _language_of(document: Document, language: str | None, article: Article | None) -> str:
+    """The file's language, else `language`, else the article's own, else the text's."""
+    if document.language or language:
+        return document.language or language or ""
+    if article is not None:
+        return article.language
+    return article_language(document.title, document.body) or "en"
 
 
 def _with_suffix(slug: str, number: int) -> str:

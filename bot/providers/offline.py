@@ -7,7 +7,8 @@ sentences and list items that bear on the question (steps kept whole and in orde
 pointer to the article, plus "you may also find ... helpful" when the second passage, from
 another article, matches nearly as well. Everything factual in an answer is copied from an
 article; the only words of its own are the lead-in, the pointers, small talk and the "I don't
-know" reply. The reply streams word by word, like a model's would.
+know" reply, in the customer's language (bot/wording.py). The reply streams word by word, like
+a model's would.
 """
 
 from __future__ import annotations
@@ -29,16 +30,7 @@ from bot.types import (
     StreamEvent,
     estimate_tokens,
 )
-from bot.wording import (
-    ABSTAIN,
-    ASK_FOR_DETAIL,
-    HEDGED_CLOSING,
-    HEDGED_LEAD_IN,
-    LEAD_INS,
-    POINTER,
-    SEE_ALSO,
-    STEP_LEAD_INS,
-)
+from bot.wording import Wording, wording_for
 from knowledge import search as knowledge_search
 from knowledge.search import QueryTerm
 
@@ -370,10 +362,10 @@ class OfflineAnswer:
     context: str = ""  # the passage text the answer was built from
 
 
-def _lead_in(question: str, body: str) -> str:
+def _lead_in(question: str, body: str, wording: Wording) -> str:
     # The same question gets the same words (replies are reproducible); different questions
     # get some variety, as a person's answers would.
-    choices = STEP_LEAD_INS if _NUMBERED_STEP.search(body) else LEAD_INS
+    choices = wording.step_lead_ins if _NUMBERED_STEP.search(body) else wording.lead_ins
     return choices[zlib.crc32(question.lower().encode()) % len(choices)]
 
 
@@ -395,13 +387,16 @@ def _see_also(knowledge: Knowledge) -> KnowledgePassage | None:
 
 def answer_from(knowledge: Knowledge) -> OfflineAnswer:
     """What the offline answerer says, given what the knowledge base has for the message
-    (bot/grounding.py decides that, for every provider alike)."""
+    (bot/grounding.py decides that, for every provider alike). Its own words come in the
+    customer's language (knowledge.language), English when that is unknown or has no words
+    (bot/wording.py); what it quotes is the article's."""
+    wording = wording_for(knowledge.language)
     if knowledge.small_talk:
-        return OfflineAnswer(small_talk_reply(set(knowledge.small_talk)))
+        return OfflineAnswer(small_talk_reply(set(knowledge.small_talk), wording))
     if knowledge.abstain:
-        return OfflineAnswer(ABSTAIN, abstained=True)
+        return OfflineAnswer(wording.abstain, abstained=True)
     if not knowledge.passages:
-        return OfflineAnswer(ASK_FOR_DETAIL)
+        return OfflineAnswer(wording.ask_for_detail)
     best = knowledge.passages[0]
     hit = best.hit
     passage_text = hit.text if hit is not None else best.text
@@ -415,17 +410,17 @@ def answer_from(knowledge: Knowledge) -> OfflineAnswer:
     sources = [best.source]
     if not body:
         return OfflineAnswer(
-            f"This article should help: “{best.title}”.", sources, context=passage_text
+            wording.article_should_help.format(title=best.title), sources, context=passage_text
         )
-    closing = POINTER.format(title=best.title)
+    closing = wording.pointer.format(title=best.title)
     other = _see_also(knowledge)
     if other is not None:
         sources.append(other.source)
-        closing += " " + SEE_ALSO.format(title=other.title)
+        closing += " " + wording.see_also.format(title=other.title)
     if best.confidence < knowledge.threshold + HEDGE_MARGIN:
-        text = f"{HEDGED_LEAD_IN}\n\n{body}\n\n{closing} {HEDGED_CLOSING}"
+        text = f"{wording.hedged_lead_in}\n\n{body}\n\n{closing} {wording.hedged_closing}"
     else:
-        text = f"{_lead_in(knowledge.question, body)}\n\n{body}\n\n{closing}"
+        text = f"{_lead_in(knowledge.question, body, wording)}\n\n{body}\n\n{closing}"
     return OfflineAnswer(text, sources, context=passage_text)
 
 

@@ -58,6 +58,7 @@ def load_published_passages() -> IndexedKnowledge:
             "article__title",
             "article__url",
             "article__tags",
+            "article__language",
             "heading",
             "text",
             "position",
@@ -70,10 +71,12 @@ def load_published_passages() -> IndexedKnowledge:
     complete = embedder is not None
     ranked = embedder is not None  # every passage has its title and sentence vectors
     for row in rows.iterator(chunk_size=2000):
-        article_id, title, url, tags, heading, text, position, blob, model_id = row[:9]
-        title_blob, sentence_blob = row[9:]
+        article_id, title, url, tags, language, heading, text, position, blob, model_id = row[:10]
+        title_blob, sentence_blob = row[10:]
         tag_list = tuple(str(tag) for tag in tags) if isinstance(tags, list) else ()
-        passages.append(Passage(article_id, title, url, text, heading, position, tag_list))
+        passages.append(
+            Passage(article_id, title, url, text, heading, position, tag_list, language)
+        )
         if complete and embedder is not None:
             vector = (
                 from_bytes(blob, embedder.dim) if blob and model_id == embedder.model_id else None

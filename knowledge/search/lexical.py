@@ -129,6 +129,7 @@ class Hit:
     # The question's words with their weights and variants: what an answerer can use to pick
     # the sentences of the passage that matter (QueryTerm.weight_in).
     query_terms: tuple[QueryTerm, ...] = ()
+    language: str = ""  # the article's language code (Passage.language)
 
 
 def _is_substitution(a: str, b: str) -> bool:
@@ -434,6 +435,7 @@ class BM25Index:
             heading=passage.heading,
             matched_terms=lexical.matched_terms(doc) if lexical else (),
             query_terms=lexical.terms if lexical else (),
+            language=passage.language,
         )
 
 

@@ -55,6 +55,10 @@ class Passage:
     heading: str = ""  # the section heading the passage starts under ("" for the intro)
     position: int = 0  # order within the article
     tags: tuple[str, ...] = ()
+    # The article's language code (Article.language: "en", "de", "pt-BR"), "" when unknown: a
+    # question in the same language (knowledge.language.detect_language) is a signal retrieval
+    # may use.
+    language: str = ""
 
     @property
     def indexed_text(self) -> str:

@@ -158,7 +158,8 @@ class Command(BaseCommand):
             "--language",
             default=None,
             help="Language of files that do not say (front matter 'language:' or <html lang>); "
-            "else an existing article keeps its language, and a new one is en.",
+            "else an existing article keeps its language, and a new one's is detected from "
+            "its text (en when unsure).",
         )
         parser.add_argument(
             "--dry-run",
