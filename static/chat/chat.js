@@ -1,5 +1,6 @@
 /*
- * Support Bot chat page: plain ES2020, no dependencies, no build step.
+ * Support Bot chat page: plain ES2020, no build step; needs static/common/markdown.js (and the
+ * two vendored libraries it uses) loaded before it.
  *
  * Pieces, top to bottom:
  *   - small helpers (ids, URL checks, lengths)
@@ -13,7 +14,8 @@
  *   - History: the customer's earlier conversations and "New conversation" (JSON endpoints)
  *
  * Everything that came from the server or the user is inserted as text (textContent /
- * createTextNode), never as HTML.
+ * createTextNode), never as HTML, except the bot's and the team's messages: those are Markdown,
+ * turned into sanitised DOM by static/common/markdown.js (marked + DOMPurify, vendored).
  */
 "use strict";
 
@@ -628,42 +630,66 @@
     }
 
     /**
-     * The message's text. A bot answer's citation markers ("[1]") that match one of its
-     * sources become in-page links to that source; the text itself stays the same characters.
+     * The message's text. The bot's and the team's messages are Markdown, rendered safely by
+     * static/common/markdown.js (at most once per animation frame while a reply streams); the
+     * customer's own messages and notices are plain text, shown exactly as written.
      */
     fillText(message, parts) {
+      if (message.author !== "bot" && message.author !== "agent") {
+        setText(parts.text, message.text);
+        return;
+      }
+      if (!parts.markdown) {
+        parts.markdown = window.ReplyMarkdown.live(parts.text, {
+          decorate: (fragment) => this.linkCitations(fragment, parts.cited),
+          onRender: () => this.onNewContent(),
+        });
+      }
+      parts.cited = { message, bySource: this.citedSources(message) };
+      parts.markdown.show(message.text, {
+        streaming: message.author === "bot" && ACTIVE_REPLY.has(message.status),
+        key: JSON.stringify([message.text, message.sources]),
+      });
+    }
+
+    /** A bot answer's sources by the number its text cites them by ("[2]"). */
+    citedSources(message) {
       const bySource = new Map();
       if (message.author === "bot") {
         for (const source of message.sources) if (source.n !== null) bySource.set(source.n, source);
       }
-      const nodes = [];
-      if (bySource.size > 0) {
+      return bySource;
+    }
+
+    /**
+     * Citation markers ("[1]") that match one of the answer's sources become in-page links to
+     * that source; the text keeps the same characters. Not inside links or code.
+     */
+    linkCitations(fragment, { message, bySource }) {
+      if (bySource.size === 0) return;
+      const walker = document.createTreeWalker(fragment, NodeFilter.SHOW_TEXT);
+      const texts = [];
+      for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        if (!node.parentElement || !node.parentElement.closest("a, code, pre")) texts.push(node);
+      }
+      for (const node of texts) {
+        const text = node.data;
+        const nodes = [];
         let last = 0;
-        for (const match of message.text.matchAll(CITATION)) {
+        for (const match of text.matchAll(CITATION)) {
           const source = bySource.get(Number(match[1]));
           if (!source) continue;
-          if (match.index > last) nodes.push(document.createTextNode(message.text.slice(last, match.index)));
+          if (match.index > last) nodes.push(document.createTextNode(text.slice(last, match.index)));
           const marker = el("a", "citation", match[0]);
           marker.href = `#${sourceItemId(message, source.n)}`;
           marker.title = source.title || source.url;
           nodes.push(marker);
           last = match.index + match[0].length;
         }
-        if (nodes.length > 0 && last < message.text.length) {
-          nodes.push(document.createTextNode(message.text.slice(last)));
-        }
+        if (nodes.length === 0) continue;
+        if (last < text.length) nodes.push(document.createTextNode(text.slice(last)));
+        node.replaceWith(...nodes);
       }
-      if (nodes.length === 0) {
-        if (parts.textKey !== undefined) parts.text.textContent = ""; // drop old markers
-        parts.textKey = undefined;
-        setText(parts.text, message.text);
-        return;
-      }
-      const key = JSON.stringify([message.text, message.sources]);
-      if (parts.textKey === key) return;
-      parts.textKey = key;
-      parts.text.textContent = "";
-      parts.text.append(...nodes);
     }
 
     /**

@@ -1,7 +1,8 @@
 /*
  * One conversation for an agent: the live transcript (the bot's replies stream in by seq),
  * internal notes, the reply box with canned responses, actions and AI assist. Actions are
- * JSON POSTs; live updates come over /ws/inbox/ after a "watch".
+ * JSON POSTs; live updates come over /ws/inbox/ after a "watch". The bot's and the team's
+ * messages and the notes are Markdown, rendered by static/common/markdown.js (loaded first).
  */
 "use strict";
 
@@ -33,6 +34,7 @@
   const noteInput = root.querySelector(".note-form__input");
 
   const ACTIVE = new Set(["queued", "streaming"]);
+  const MARKDOWN_AUTHORS = new Set(["bot", "agent", "note"]);
   const GAP_WAIT_MS = 1000;
   const STALL_WAIT_MS = 5000;
   const TYPING_REPEAT_MS = 3000;
@@ -70,7 +72,10 @@
     if (!parts) {
       const node = el("div", `message message--${author}`);
       node.setAttribute("data-author", author);
-      parts = { root: node, author: null, text: el("div", "text"), time: null };
+      parts = { root: node, author: null, text: el("div", "text"), time: null, raw: "", markdown: null };
+      if (MARKDOWN_AUTHORS.has(author)) {
+        parts.markdown = window.ReplyMarkdown.live(parts.text, { onRender: scrollDown });
+      }
       if (author !== "system") {
         parts.author = el("p", "message__author");
         node.append(parts.author);
@@ -133,8 +138,13 @@
     if (author === "customer") markReadSoon();
   }
 
+  /** A message's text: Markdown, rendered safely (static/common/markdown.js), for the bot, the
+   * team and notes, at most once per animation frame while a reply streams; the customer's
+   * words as plain text, exactly as written. */
   function setText(parts, text, status) {
-    if (parts.text.textContent !== text) parts.text.textContent = text;
+    parts.raw = text;
+    if (parts.markdown) parts.markdown.show(text, { streaming: Boolean(status && ACTIVE.has(status)) });
+    else if (parts.text.textContent !== text) parts.text.textContent = text;
     if (status) parts.root.dataset.status = status;
     else delete parts.root.dataset.status;
     if (status && ACTIVE.has(status)) parts.root.setAttribute("aria-busy", "true");
@@ -220,7 +230,7 @@
       setText(parts, "", "queued");
     } else if (frame.type === "reply.delta") {
       if (reply.finished) return;
-      setText(parts, parts.text.textContent + asText(frame.text), "streaming");
+      setText(parts, parts.raw + asText(frame.text), "streaming");
     } else if (frame.type === "reply.done") {
       reply.finished = true;
       setText(parts, asText(frame.text), frame.status === "failed" ? "failed" : "done");

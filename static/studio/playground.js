@@ -1,4 +1,5 @@
-/* The playground: send a message to a version, watch its reply stream in, see what was sent. */
+/* The playground: send a message to a version, watch its reply stream in, see what was sent.
+ * The reply is Markdown, rendered as customers see it (static/common/markdown.js, loaded first). */
 "use strict";
 
 (() => {
@@ -18,6 +19,13 @@
     model: "yes: the model found no answer in the passages it was given",
   };
   let lastSeq = 0;
+  let replyText = ""; // the reply so far, as the model wrote it
+  const replyView = window.ReplyMarkdown.live(replyNode);
+
+  function showReply(text, streaming) {
+    replyText = text;
+    replyView.show(text, { streaming });
+  }
 
   function field(name, value) {
     root.querySelector(`[data-field="${name}"]`).textContent = value;
@@ -28,7 +36,7 @@
   }
 
   function showDone(frame) {
-    replyNode.textContent = typeof frame.text === "string" ? frame.text : "";
+    showReply(typeof frame.text === "string" ? frame.text : "", false);
     replyNode.dataset.state = "done";
     sourcesNode.replaceChildren(
       ...(Array.isArray(frame.sources) ? frame.sources : []).map((s) =>
@@ -70,11 +78,11 @@
       lastSeq = frame.seq;
     }
     if (frame.type === "playground.start") {
-      replyNode.textContent = "";
+      showReply("", false);
       replyNode.dataset.state = "streaming";
     } else if (frame.type === "playground.delta") {
       replyNode.dataset.state = "streaming";
-      replyNode.textContent += typeof frame.text === "string" ? frame.text : "";
+      showReply(replyText + (typeof frame.text === "string" ? frame.text : ""), true);
     } else if (frame.type === "playground.done") {
       showDone(frame);
     } else if (frame.type === "playground.error") {
@@ -101,7 +109,7 @@
       conversation_id: form.elements.conversation.value.trim() || null,
     };
     current = null;
-    replyNode.textContent = "";
+    showReply("", false);
     sourcesNode.replaceChildren();
     replyNode.dataset.state = "waiting";
     details.hidden = true;

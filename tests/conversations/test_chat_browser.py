@@ -9,6 +9,17 @@ from django.core.management import call_command
 from conversations.escalation import escalate
 from conversations.models import Turn
 from conversations.replies import write_reply
+from tests.fixtures_kb import parcels_article
+from tests.markdown_replies import (
+    MARKDOWN_REPLY,
+    RUNNABLE,
+    XSS_REPLY,
+    XSS_REPLY_SHOWN,
+    assert_rendered_as_markdown,
+    model_env,
+    shown,
+    tokens,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.worker]
 
@@ -60,7 +71,7 @@ def test_a_customer_watches_the_reply_stream_in_word_by_word(page):
     final = bot.locator(".text").inner_text()
     stored = Turn.objects.get(author="bot")
     assert stored.status == "done"
-    assert final == stored.text.strip()
+    assert final == shown(page, stored.text)  # its Markdown rendered
     assert len(partial) < len(final) and final.startswith(partial.strip()[:20])
     assert bot.locator(".sources a").first.get_attribute("href").startswith("https://")
     assert indicator.is_hidden()
@@ -104,7 +115,7 @@ def test_a_reply_survives_the_server_restarting_mid_stream(page, stack, asgi_ser
 
     page.wait_for_selector('[role=log] [data-author=bot][data-status="done"]', timeout=30_000)
     stored = Turn.objects.get(author="bot")
-    assert bot_messages(page).last.locator(".text").inner_text() == stored.text.strip()
+    assert bot_messages(page).last.locator(".text").inner_text() == shown(page, stored.text)
     assert bot_messages(page).count() == 1
     assert page.locator(".typing-indicator").is_hidden()
 
@@ -200,3 +211,188 @@ def test_a_reply_withdrawn_because_the_customer_asked_for_a_person_is_never_show
     page.wait_for_selector(withdrawn, state="attached")
     assert bot_messages(page).first.is_hidden()
     assert page.locator(".typing-indicator").is_hidden()
+
+
+# --- Replies as Markdown (static/common/markdown.js) -------------------------------------------
+
+
+def in_thread(work) -> None:
+    """Server-side work (the ORM, the channel layer) beside Playwright's event loop."""
+    import threading
+
+    from django.db import connection
+
+    def run() -> None:
+        try:
+            work()
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(timeout=20)
+
+
+@pytest.fixture
+def model_stack(fake_llm, asgi_server, celery_worker):
+    """The whole app answering through the fake model, which replies with what a test scripts;
+    one help article, so that a question about parcels reaches the model."""
+    parcels_article()
+    celery_worker(**model_env(fake_llm))
+    return asgi_server(**model_env(fake_llm))
+
+
+@pytest.fixture
+def model_page(chromium, model_stack):
+    context = chromium.new_context()
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(f"{model_stack}/chat/")
+    page.wait_for_selector(".connection-status[data-state=connected]")
+    yield page
+    context.close()
+
+
+def test_it_renders_a_bot_reply_list_bold_link_and_table_as_markup(model_page, fake_llm):
+    fake_llm.script(tokens(MARKDOWN_REPLY))
+    page = model_page
+    send(page, "Do you ship to Norway?")
+    page.wait_for_selector('[role=log] [data-author=bot][data-status="done"]')
+    assert Turn.objects.get(author="bot").text == MARKDOWN_REPLY
+
+    for when in ("live", "after a reload"):
+        if when == "after a reload":
+            page.reload()
+            page.wait_for_selector('[role=log] [data-author=bot][data-status="done"]')
+        bot = bot_messages(page).last
+        assert_rendered_as_markdown(bot.locator(".text"))
+        # The citation inside the list item still leads to its source under the answer.
+        marker = bot.locator(".text li a.citation")
+        assert marker.inner_text() == "[1]"
+        marker.click()
+        source = bot.get_by_role("list", name="Sources").get_by_role("listitem").first
+        assert source.evaluate("item => item === document.activeElement"), when
+        assert "Where is my parcel?" in source.inner_text()
+
+
+def test_a_streaming_reply_shows_its_markdown_so_far_and_the_table_once_it_is_whole(
+    web_only_page,
+):
+    from conversations import events, services
+    from conversations.models import Conversation
+
+    page = web_only_page
+    state = {}
+
+    def start() -> None:
+        conversation = Conversation.objects.get()
+        posted = services.post_customer_message(conversation, "md-1", "Do you ship to Norway?")
+        state["reply"] = Turn.claim_reply(posted.reply.pk, lease_s=60)
+        state["publisher"] = events.ReplyPublisher(state["reply"])
+        state["publisher"].start()
+        state["publisher"].delta("We ship to Norway with DHL:\n\n- **Pack the par")
+
+    in_thread(start)
+    text = bot_messages(page).last.locator(".text")
+    page.wait_for_selector('[role=log] [data-author=bot][data-status="streaming"] li')
+    assert text.locator("li").inner_text() == "**Pack the par"  # not bold until it is closed
+    assert text.locator("strong").count() == 0
+
+    in_thread(lambda: state["publisher"].delta("cel** well\n\n| Destination | Da"))
+    page.wait_for_function(
+        "() => document.querySelector('[role=log] [data-author=bot] strong') !== null"
+    )
+    assert text.locator("strong").inner_text() == "Pack the parcel"
+    assert text.locator("table").count() == 0  # half a table is text so far
+    assert "| Destination | Da" in text.inner_text()
+    # The bubble still fits the log: nothing of the half-written reply stretches it.
+    log_box = page.get_by_role("log").bounding_box()
+    bubble = bot_messages(page).last.bounding_box()
+    assert bubble["x"] + bubble["width"] <= log_box["x"] + log_box["width"]
+
+    in_thread(lambda: state["publisher"].delta("ys |\n|---|---|\n| Norway | 4 to"))
+    page.wait_for_selector("[role=log] [data-author=bot] table")
+    assert text.locator("td").first.inner_text() == "Norway"
+
+    def finish() -> None:
+        reply = state["reply"]
+        final = "We ship to Norway with DHL:\n\n- **Pack the parcel** well\n\n" + (
+            "| Destination | Days |\n|---|---|\n| Norway | 4 to 6 |\n"
+        )
+        reply.finish_reply(status="done", text=final)
+        state["publisher"].done(reply)
+
+    in_thread(finish)
+    page.wait_for_selector('[role=log] [data-author=bot][data-status="done"]')
+    assert text.locator("td").all_inner_texts() == ["Norway", "4 to 6"]
+    assert text.locator("th").all_inner_texts() == ["Destination", "Days"]
+
+
+def test_script_in_a_bot_or_agent_reply_never_runs_and_shows_as_text(model_page, fake_llm):
+    from conversations.models import Conversation
+    from inbox import services as inbox_services
+    from tests.personas import make_user
+
+    dialogs: list[str] = []
+    page = model_page
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    fake_llm.script(tokens(XSS_REPLY))
+    send(page, "Do you ship to Norway?")
+    page.wait_for_selector('[role=log] [data-author=bot][data-status="done"]')
+    assert Turn.objects.get(author="bot").text == XSS_REPLY
+
+    agent = make_user("anna", "Anna", None)
+    in_thread(lambda: inbox_services.agent_reply(Conversation.objects.get().pk, agent, XSS_REPLY))
+    page.get_by_role("log").locator('[data-author="agent"]').wait_for()
+
+    for when in ("live", "after a reload"):
+        if when == "after a reload":
+            page.reload()
+            page.wait_for_selector("[role=log] [data-author=agent]")
+        for author in ("bot", "agent"):
+            text = page.get_by_role("log").locator(f'[data-author="{author}"] .text').last
+            assert text.inner_text() == XSS_REPLY_SHOWN, (author, when)
+            for link in text.locator("a").all():
+                assert link.get_attribute("href").startswith("https:"), (author, when)
+        page.get_by_text("this link").first.click()
+        page.get_by_text("that link").first.click()
+        page.wait_for_timeout(300)
+        assert page.get_by_role("log").locator(RUNNABLE).count() == 0, when
+        assert page.evaluate("window.__pwned") is None, when
+        assert dialogs == [], when
+
+
+def test_the_widget_renders_a_bot_reply_as_markdown_in_its_frame(chromium, model_stack, fake_llm):
+    """The widget on a shop's page (a 390 px phone): its iframe is the chat page, so replies are
+    rendered there the same way, and they fit the frame."""
+    context = chromium.new_context(viewport={"width": 390, "height": 844})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        shop = f"{model_stack}/shop/"
+        snippet = (
+            f'<script src="{model_stack}/static/chat/widget.js" data-support-bot async></script>'
+        )
+        page.route(
+            shop,
+            lambda route: route.fulfill(
+                content_type="text/html", body=f"<!doctype html><title>Shop</title>{snippet}"
+            ),
+        )
+        page.goto(shop)
+        page.get_by_role("button", name="Open chat").click()
+        frame = page.frame_locator("#support-bot-frame")
+        frame.locator(".connection-status[data-state=connected]").wait_for()
+
+        fake_llm.script(tokens(MARKDOWN_REPLY))
+        frame.get_by_role("textbox", name="Message").fill("Do you ship to Norway?")
+        frame.get_by_role("button", name="Send").click()
+        frame.locator('[role=log] [data-author=bot][data-status="done"]').wait_for()
+        bot = frame.locator('[role=log] [data-author="bot"]').last
+        assert_rendered_as_markdown(bot.locator(".text"))
+        frame_box = page.locator("#support-bot-frame").bounding_box()
+        bubble = bot.bounding_box()
+        assert bubble["x"] >= frame_box["x"]
+        assert bubble["x"] + bubble["width"] <= frame_box["x"] + frame_box["width"]
+    finally:
+        context.close()

@@ -116,3 +116,90 @@ def test_it_hands_a_customer_to_an_agent_and_back_to_a_rating(chromium, stack, a
     finally:
         customer_context.close()
         staff_context.close()
+
+
+def test_the_inbox_renders_replies_and_notes_as_markdown_and_never_runs_their_html(
+    chromium, stack, alice_agent
+):
+    """Bot and agent replies and notes are Markdown, rendered safely; the customer's words are
+    plain text. An agent's Markdown reply reaches the customer rendered the same way."""
+    from conversations.models import Customer, Turn
+    from conversations.visitors import signed_visitor_cookie
+    from inbox.models import Note
+    from tests.markdown_replies import (
+        MARKDOWN_REPLY,
+        RUNNABLE,
+        XSS_REPLY,
+        XSS_REPLY_SHOWN,
+        assert_rendered_as_markdown,
+    )
+
+    customer_words = '<img src=x onerror="window.__pwned=1"> **my order**'
+    customer = Customer.objects.create(display_name="Cleo")
+    conversation = Conversation.objects.create(customer=customer, status="pending")
+    for author, text in [("customer", customer_words), ("bot", MARKDOWN_REPLY), ("bot", XSS_REPLY)]:
+        Turn.objects.create(conversation=conversation, author=author, status="done", text=text)
+    Turn.objects.create(
+        conversation=conversation, author="agent", agent=alice_agent, text=XSS_REPLY
+    )
+    Note.objects.create(
+        conversation=conversation, author=alice_agent, text="**Call** back\n\n" + XSS_REPLY
+    )
+
+    staff_context = agent_context(chromium, stack, alice_agent)
+    customer_context = chromium.new_context()
+    dialogs: list[str] = []
+    try:
+        agent = staff_context.new_page()
+        agent.set_default_timeout(20_000)
+        agent.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        agent.goto(f"{stack}/agent/conversations/{conversation.pk}/")
+        transcript = agent.get_by_role("log", name="Transcript")
+        transcript.locator('[data-author="note"]').wait_for()
+
+        assert transcript.locator('[data-author="customer"] .text').inner_text() == customer_words
+        bots = transcript.locator('[data-author="bot"] .text')
+        assert_rendered_as_markdown(bots.nth(0))
+        assert bots.nth(1).inner_text() == XSS_REPLY_SHOWN
+        assert transcript.locator('[data-author="agent"] .text').inner_text() == XSS_REPLY_SHOWN
+        note = transcript.locator('[data-author="note"] .text')
+        assert note.locator("strong").inner_text() == "Call"
+        assert XSS_REPLY_SHOWN in note.inner_text()
+        for label in ("this link", "that link"):
+            transcript.get_by_text(label).first.click()
+
+        # The agent answers in Markdown; the agent and the customer both see it rendered.
+        agent.get_by_role("button", name="Take over").click()
+        agent.get_by_role("textbox", name="Reply").fill(MARKDOWN_REPLY)
+        agent.get_by_role("button", name="Send").click()
+        transcript.locator('[data-author="agent"]').nth(1).wait_for()
+        assert_rendered_as_markdown(transcript.locator('[data-author="agent"] .text').nth(1))
+
+        customer_context.add_cookies(
+            [
+                {
+                    "name": settings.CHAT_VISITOR_COOKIE,
+                    "value": signed_visitor_cookie(customer.pk),
+                    "url": stack,
+                }
+            ]
+        )
+        chat = customer_context.new_page()
+        chat.set_default_timeout(20_000)
+        chat.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        chat.goto(f"{stack}/chat/")
+        log = chat.get_by_role("log")
+        log.locator('[data-author="agent"]').nth(1).wait_for()
+        assert log.locator('[data-author="customer"] .text').inner_text() == customer_words
+        assert_rendered_as_markdown(log.locator('[data-author="agent"] .text').nth(1))
+        assert log.locator('[data-author="agent"] .text').nth(0).inner_text() == XSS_REPLY_SHOWN
+        assert "Call" not in log.inner_text()  # notes never reach the customer
+
+        agent.wait_for_timeout(300)
+        for page, messages in ((agent, transcript), (chat, log)):
+            assert messages.locator(RUNNABLE).count() == 0
+            assert page.evaluate("window.__pwned") is None
+        assert dialogs == []
+    finally:
+        staff_context.close()
+        customer_context.close()

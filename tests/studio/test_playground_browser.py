@@ -10,7 +10,17 @@ from django.core.management import call_command
 from conversations.models import Conversation, Turn
 from studio import services
 from tests import personas
+from tests.fixtures_kb import parcels_article
 from tests.inbox.test_inbox_browser import agent_context
+from tests.markdown_replies import (
+    MARKDOWN_REPLY,
+    RUNNABLE,
+    XSS_REPLY,
+    XSS_REPLY_SHOWN,
+    assert_rendered_as_markdown,
+    model_env,
+    tokens,
+)
 
 olivia_operator = personas.olivia_operator
 
@@ -50,10 +60,12 @@ def test_the_playground_streams_a_drafts_reply_and_shows_what_was_sent(
             "() => { const r = document.querySelector('.reply-text');"
             " return r.dataset.state === 'streaming' && r.textContent.trim().length > 0; }"
         )
-        partial = reply.text_content() or ""
+        partial = reply.inner_text().strip()
         page.wait_for_selector(".reply-text[data-state=done]")
-        final = reply.text_content() or ""
-        assert partial and final.startswith(partial) and len(final) > len(partial)
+        final = reply.inner_text()
+        # Rendered as Markdown: the text so far is the start of the final text (a half-written
+        # list item may still change shape, so only the first words are compared).
+        assert partial and final.startswith(partial[:20]) and len(final) > len(partial)
         assert "return" in final.lower()
 
         details = page.get_by_role("region", name="What was sent")
@@ -107,3 +119,46 @@ def test_an_evaluation_run_shows_live_progress_then_the_scores(chromium, stack, 
         context.close()
     run = EvalRun.objects.get()
     assert run.status == "done" and run.scores["must_not_contain"] == 1.0
+
+
+@pytest.fixture
+def model_stack(fake_llm, asgi_server, celery_worker):
+    """The fake model answers (what a test scripts); one help article, so that a question about
+    parcels reaches it."""
+    parcels_article()
+    celery_worker(**model_env(fake_llm))
+    return asgi_server(**model_env(fake_llm))
+
+
+def test_the_playground_renders_the_reply_as_markdown_and_never_runs_its_html(
+    chromium, model_stack, fake_llm, olivia_operator
+):
+    draft = services.create_draft(by=olivia_operator, name="Markdown", provider="openai")
+    fake_llm.script(tokens(MARKDOWN_REPLY), tokens(XSS_REPLY))
+    context = agent_context(chromium, model_stack, olivia_operator)
+    dialogs: list[str] = []
+    try:
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.goto(f"{model_stack}/studio/playground/")
+        page.wait_for_selector(".connection-status[data-state=connected]")
+        page.get_by_label("Version").select_option(str(draft.pk))
+        reply = page.get_by_role("log", name="Reply")
+
+        page.get_by_label("Customer message").fill("Do you ship to Norway?")
+        page.get_by_role("button", name="Send").click()
+        page.wait_for_selector(".reply-text[data-state=done] table")
+        assert_rendered_as_markdown(reply)
+
+        page.get_by_role("button", name="Send").click()
+        page.wait_for_selector(".reply-text[data-state=done]:not(:has(table))")
+        assert reply.inner_text() == XSS_REPLY_SHOWN
+        for label in ("this link", "that link"):
+            reply.get_by_text(label).click()
+        page.wait_for_timeout(300)
+        assert reply.locator(RUNNABLE).count() == 0
+        assert page.evaluate("window.__pwned") is None
+        assert dialogs == []
+    finally:
+        context.close()
