@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.test.utils import override_settings
@@ -62,6 +63,7 @@ def bot_answerer(kind: str = "offline") -> Answerer:
         return AnswerOutcome(
             abstained=result.abstained,
             source_article_ids=tuple(s.article_id for s in result.sources if s.article_id),
+            out_of_domain=result.abstained_by == "out_of_domain",
         )
 
     return answer
@@ -72,6 +74,8 @@ def bot_answerer(kind: str = "offline") -> Answerer:
 # The figures the issue's targets are set on, for one company.
 CROSS_LINGUAL = ("cross_lingual",)
 UPSET_OR_LONG = ("angry", "verbose")
+# Not about the company at all: declined as out of its domain, not as "couldn't find it".
+NOT_ABOUT_THE_COMPANY = ("out_of_scope", "prompt_injection")
 
 
 def company_figures(report: Report) -> dict[str, float | None]:
@@ -84,6 +88,8 @@ def company_figures(report: Report) -> dict[str, float | None]:
         "out_of_scope_refused": report.abstention_recall,
         "in_scope_wrongly_refused": report.wrongly_refused,
         "answered_correctly": report.answered_correctly,
+        "other_domain_declined": report.of_kinds(*NOT_ABOUT_THE_COMPANY).declined_out_of_domain(),
+        "in_scope_declined_as_other_domain": report.answerable().declined_out_of_domain(),
     }
 
 
@@ -115,6 +121,59 @@ def measure(folder: KnowledgeBaseFolder, *, examples: int = 0, answerer: str = "
     """The bot on this knowledge base alone, taught its first `examples` example questions."""
     with loaded_alone(folder, examples=examples):
         return evaluate(folder.questions(), bot_answerer(answerer))
+
+
+@dataclass(frozen=True)
+class Teaching:
+    """A company taught its first `examples` example questions, against the same questions
+    untaught: figures on the questions whose article got an example (covered) and on the
+    others (not covered; the unanswerable ones among them), before and after."""
+
+    examples: int
+    covered_before: dict[str, float | None]
+    covered_after: dict[str, float | None]
+    not_covered_before: dict[str, float | None]
+    not_covered_after: dict[str, float | None]
+
+
+def teaching_figures(report: Report) -> dict[str, float | None]:
+    return {
+        "hit@1": report.hit_at(1),
+        "hit@3": report.hit_at(3),
+        "answered_correctly": report.answered_correctly,
+        "in_scope_wrongly_refused": report.wrongly_refused,
+        "out_of_scope_refused": report.abstention_recall,
+    }
+
+
+def teaching_curve(
+    folder: KnowledgeBaseFolder, counts: Sequence[int], *, answerer: str = "offline"
+) -> list[Teaching]:
+    """The company taught each count of its example questions (the first ones: an operator
+    adds the most common first), against it untaught, split by what the examples cover."""
+    untaught = measure(folder, examples=0, answerer=answerer)
+    curve: list[Teaching] = []
+    for n in counts:
+        taught = measure(folder, examples=n, answerer=answerer)
+        labels = {q.expected for q in folder.examples(n)}
+
+        curve.append(
+            Teaching(
+                n,
+                _covered(untaught, labels, True),
+                _covered(taught, labels, True),
+                _covered(untaught, labels, False),
+                _covered(taught, labels, False),
+            )
+        )
+    return curve
+
+
+def _covered(report: Report, labels: set[str], covered: bool) -> dict[str, float | None]:
+    """The figures on the questions whose expected article is (or is not) among `labels`."""
+    return teaching_figures(
+        Report([o for o in report.outcomes if (o.question.expected in labels) == covered])
+    )
 
 
 def leave_one_company_out(

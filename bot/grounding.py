@@ -42,6 +42,7 @@ from collections.abc import Callable, Sequence
 from django.conf import settings
 from django.db import DatabaseError
 
+from bot.scope import is_prompt_injection
 from bot.small_talk import small_talk_kinds
 from bot.types import (
     ChatMessage,
@@ -101,6 +102,15 @@ def ground(
     if kinds:
         return Knowledge(
             question=message, small_talk=frozenset(kinds), threshold=threshold, language=language
+        )
+
+    if is_prompt_injection(message):
+        return Knowledge(
+            question=message,
+            abstain=True,
+            out_of_domain=True,
+            threshold=threshold,
+            language=language,
         )
 
     queries = [message]

@@ -62,7 +62,10 @@ class AbstainReply(Provider):
 
 def _abstain_words(request: ReplyRequest) -> str:
     """The abstention in the customer's language (bot/wording.py)."""
-    return wording_for(request.knowledge.language if request.knowledge else None).abstain
+    knowledge = request.knowledge
+    if knowledge is None:
+        return wording_for(None).abstain
+    return wording_for(knowledge.language).no_answer(out_of_domain=knowledge.out_of_domain)
 
 
 class AbstainOnMarker(Provider):

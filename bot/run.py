@@ -133,5 +133,7 @@ def sources_of(finished: Finished, text: str, request: ReplyRequest) -> list[Sou
 def _abstained_by(finished: Finished, request: ReplyRequest) -> str | None:
     if not finished.abstained:
         return None
-    retrieval_abstained = request.knowledge is not None and request.knowledge.abstain
-    return "retrieval" if retrieval_abstained else "model"
+    knowledge = request.knowledge
+    if knowledge is not None and knowledge.out_of_domain:
+        return "out_of_domain"
+    return "retrieval" if knowledge is not None and knowledge.abstain else "model"

@@ -80,6 +80,9 @@ class Knowledge:
     question: str = ""  # what was searched for: the customer's message, or a follow-up in context
     passages: tuple[KnowledgePassage, ...] = ()
     abstain: bool = False
+    # Abstaining because the message is not about the company at all (bot/scope.py): another
+    # company's product, general knowledge, an attempt to change the bot's instructions.
+    out_of_domain: bool = False
     small_talk: frozenset[str] = frozenset()  # offline.small_talk_kinds of the message
     threshold: float = 0.0  # the confidence passages needed (KB_MIN_CONFIDENCE)
     # The language the customer writes in (bot.wording.customer_language: ISO 639-1, None

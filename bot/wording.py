@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from django.conf import settings
+
 from knowledge.language import detect_language
 
 # How many of the customer's messages, newest first, may tell their language.
@@ -36,6 +38,9 @@ class Wording:
     language: str  # ISO 639-1
     # No answer in the help articles: said plainly, with a person offered.
     abstain: str
+    # A question about something else than {company} (another company's product, general
+    # knowledge) or an attempt to change the bot's instructions: declined, a person offered.
+    out_of_domain: str
     # A message with nothing to look up ("can you help me?").
     ask_for_detail: str
     # Before an answer quoted from an article (one is picked per question).
@@ -71,6 +76,13 @@ class Wording:
     email_saved: str  # {email}
     apology: str  # a reply that failed for a technical reason
 
+    def no_answer(self, *, out_of_domain: bool = False) -> str:
+        """The refusal: "not something I can help with here" for a message that is not about
+        the company (bot/scope.py), else "I couldn't find that in our help articles"."""
+        if out_of_domain:
+            return self.out_of_domain.format(company=settings.COMPANY_NAME)
+        return self.abstain
+
     def opening(self, *, days: int, weekday: int, hour: int, minute: int, zone: str) -> str:
         """When the team is back, in words: `days` from today, on `weekday` (Monday is 0)."""
         if days == 0:
@@ -93,6 +105,10 @@ ENGLISH = Wording(
     abstain=(
         "I'm sorry — I couldn't find that in our help articles, and I'd rather not guess. "
         "Would you like me to connect you with a person from our team?"
+    ),
+    out_of_domain=(
+        "I'm sorry — that's not something I can help with here: I can only answer questions "
+        "about {company}. Would you like me to connect you with a person from our team?"
     ),
     ask_for_detail=(
         "Could you tell me a little more about what you need help with? "
@@ -150,6 +166,10 @@ GERMAN = Wording(
     abstain=(
         "Das tut mir leid – dazu habe ich in unseren Hilfeartikeln nichts gefunden, und ich "
         "möchte nicht raten. Soll ich Sie mit jemandem aus unserem Team verbinden?"
+    ),
+    out_of_domain=(
+        "Das tut mir leid – dabei kann ich hier nicht helfen: Ich beantworte nur Fragen zu "
+        "{company}. Soll ich Sie mit jemandem aus unserem Team verbinden?"
     ),
     ask_for_detail=(
         "Könnten Sie mir etwas genauer sagen, wobei Sie Hilfe brauchen? "
@@ -215,6 +235,11 @@ FRENCH = Wording(
         "je préfère ne pas deviner. Souhaitez-vous que je vous mette en relation avec un "
         "membre de notre équipe ?"
     ),
+    out_of_domain=(
+        "Toutes mes excuses, je ne peux pas vous aider sur ce point ici : je réponds "
+        "uniquement aux questions concernant {company}. Souhaitez-vous que je vous mette en "
+        "relation avec un membre de notre équipe ?"
+    ),
     ask_for_detail=(
         "Pourriez-vous m'en dire un peu plus sur ce pour quoi vous avez besoin d'aide ? "
         "Par exemple une commande, un retour, votre compte ou l'un de vos appareils."
@@ -275,6 +300,10 @@ SPANISH = Wording(
     abstain=(
         "Lo siento, no he encontrado esa información en nuestros artículos de ayuda y prefiero "
         "no adivinar. ¿Quiere que le ponga en contacto con una persona de nuestro equipo?"
+    ),
+    out_of_domain=(
+        "Lo siento, no puedo ayudarle con eso aquí: solo respondo preguntas sobre {company}. "
+        "¿Quiere que le ponga en contacto con una persona de nuestro equipo?"
     ),
     ask_for_detail=(
         "¿Podría contarme un poco más sobre en qué necesita ayuda? "
@@ -337,6 +366,10 @@ ITALIAN = Wording(
         "Mi dispiace, non ho trovato questa informazione nei nostri articoli di assistenza e "
         "preferisco non tirare a indovinare. Vuole che la metta in contatto con una persona "
         "del nostro team?"
+    ),
+    out_of_domain=(
+        "Mi dispiace, qui non posso aiutarla con questo: rispondo solo a domande su {company}. "
+        "Vuole che la metta in contatto con una persona del nostro team?"
     ),
     ask_for_detail=(
         "Potrebbe dirmi qualcosa in più su ciò per cui le serve aiuto? "

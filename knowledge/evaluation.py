@@ -49,6 +49,8 @@ class AnswerOutcome:
 
     abstained: bool
     source_article_ids: tuple[int, ...] = ()
+    # Declined as not about the company at all (another company's product, an injection).
+    out_of_domain: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class Outcome:
     answer_sources: tuple[str, ...]
     retrieval_ms: float
     answer_ms: float
+    out_of_domain: bool = False
 
     @property
     def rank(self) -> int | None:
@@ -75,6 +78,7 @@ class Outcome:
             "expected": self.question.expected,
             "kind": self.question.kind,
             "abstained": self.abstained,
+            "out_of_domain": self.out_of_domain,
             "answered_from": list(self.answer_sources),
             "ranked": list(self.ranked_slugs[:3]),
             "rank": self.rank,
@@ -93,6 +97,10 @@ class Report:
     # Questions that are themselves example questions, whose example was left out (they are
     # measured as new questions).
     examples_left_out: int = 0
+
+    def answerable(self) -> Report:
+        """The answerable questions' outcomes only."""
+        return Report(self._answerable())
 
     def _answerable(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.question.expected != NONE_LABEL]
@@ -131,6 +139,10 @@ class Report:
         """The share of answerable questions refused ("in scope wrongly refused")."""
         answerable = self._answerable()
         return _share(sum(1 for o in answerable if o.abstained), len(answerable))
+
+    def declined_out_of_domain(self) -> float | None:
+        """The share of these questions declined as not about the company at all."""
+        return _share(sum(1 for o in self.outcomes if o.out_of_domain), len(self.outcomes))
 
     @property
     def answered_correctly(self) -> float | None:
@@ -258,6 +270,7 @@ def _evaluate_one(
         ranked_slugs=tuple(slug_of.get(h.article_id, "?") for h in hits),
         top_confidence=hits[0].confidence if hits else 0.0,
         abstained=outcome.abstained,
+        out_of_domain=outcome.out_of_domain,
         answer_sources=tuple(slug_of.get(a, "?") for a in outcome.source_article_ids),
         retrieval_ms=retrieval_ms,
         answer_ms=answer_ms,

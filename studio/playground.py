@@ -9,7 +9,7 @@ Frames (JSON, on /ws/studio/):
   {"type":"playground.start","request_id":…}
   {"type":"playground.delta","request_id":…,"seq":n,"text":"…"}
   {"type":"playground.done","request_id":…,"text":…,"messages":[{"role","content"}…],
-   "sources":[…],"model":…,"abstained":…,"abstained_by":"retrieval"|"model"|null,
+   "sources":[…],"model":…,"abstained":…,"abstained_by":"retrieval"|"model"|"out_of_domain"|null,
    "prompt_tokens":…,"completion_tokens":…,"cost":"0.000123"|null,"currency":"USD"|null,
    "ttft_ms":…,"total_ms":…}
   {"type":"playground.error","request_id":…,"code":…,"message":…}
@@ -72,7 +72,7 @@ class Answer:
     messages: list[ChatMessage]
     cost: Decimal | None = None
     currency: str | None = None
-    abstained_by: str | None = None  # "retrieval" or "model" when abstained
+    abstained_by: str | None = None  # "retrieval", "model" or "out_of_domain" when abstained
 
     def usage_frame(self) -> dict[str, Any]:
         return {

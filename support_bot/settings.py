@@ -244,6 +244,10 @@ KB_MIN_CONFIDENCE = env_float("KB_MIN_CONFIDENCE", 0.5)
 # companies in bench/companies, so that at most about 2 % of the answerable questions of a
 # company none of it was chosen on are refused before a model sees them (docs/knowledge-base.md).
 KB_MODEL_MIN_CONFIDENCE = env_float("KB_MODEL_MIN_CONFIDENCE", 0.25)
+# An example question is read only when one is this close to the customer's question (cosine
+# of the sentence embeddings): a rewording of it. Further away, examples can only mislead
+# (knowledge/search/hybrid.py, HybridIndex.covering; chosen leave-one-company-out).
+KB_EXAMPLE_COVERS = env_float("KB_EXAMPLE_COVERS", 0.92)
 # Grounding (bot/grounding.py): how many passages (one per article) a reply may use, and the
 # estimated tokens they may take in the prompt together (a prompt version sets its own).
 KB_PROMPT_PASSAGES = max(1, env_int("KB_PROMPT_PASSAGES", 4))

@@ -102,7 +102,7 @@ class _Unit:
     text: str
     block: int  # which paragraph or list it belongs to
     is_item: bool
-    marker: str = ""  # "1." or "•" for list items
+    marker: str = ""  # "1." or "-" for list items
     # A table row: its cells, and the table's header cells (the row is shown under them).
     cells: tuple[str, ...] = ()
     header: tuple[str, ...] = ()
@@ -202,7 +202,7 @@ def _units(markdown: str, heading: str = "") -> list[_Unit]:
                     plain(item.group(2)),
                     block,
                     True,
-                    marker if marker[0].isdigit() else "•",
+                    marker if marker[0].isdigit() else "-",
                     heading=list_heading,
                 )
             )
@@ -394,7 +394,9 @@ def answer_from(knowledge: Knowledge) -> OfflineAnswer:
     if knowledge.small_talk:
         return OfflineAnswer(small_talk_reply(set(knowledge.small_talk), wording))
     if knowledge.abstain:
-        return OfflineAnswer(wording.abstain, abstained=True)
+        return OfflineAnswer(
+            wording.no_answer(out_of_domain=knowledge.out_of_domain), abstained=True
+        )
     if not knowledge.passages:
         return OfflineAnswer(wording.ask_for_detail)
     best = knowledge.passages[0]

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from django.conf import settings
 
 from knowledge.language import looks_english, question_key
 
@@ -245,6 +246,7 @@ class HybridIndex:
         ranker = self.ranker
         if ranker is not None and distinct_articles:
             examples = self.examples_other_than(query) if leave_out_identical_example else None
+            examples = self.covering(scored.query_vector, examples)
             candidates = self.candidates(scored, max(k, CANDIDATES), examples=examples)
             probability, confidence = ranker.score(
                 candidates.rows, with_examples=self.reads_examples(examples)
@@ -415,6 +417,24 @@ class HybridIndex:
             "unanswerable_example_similarity": np.full(n, similarity_feature(unanswerable)),
             "unanswerable_example_margin": np.full(n, margin * 10),
         }
+
+    def covering(self, query_vector: np.ndarray, mask: np.ndarray | None) -> np.ndarray | None:
+        """The examples (of `mask`) a search reads: all of them when one is as close to the
+        question as a rewording (settings.KB_EXAMPLE_COVERS, cosine), else none.
+
+        Teaching must only help. Examples read from afar pull questions they don't cover to
+        the articles that have examples, or refuse them for a "none" example that is merely
+        on the same subject, so a question no example covers is ranked exactly as if there
+        were none; one they cover gets what the ranker learnt from examples."""
+        if not self.reads_examples(mask):
+            return mask
+        assert self.examples is not None  # reads_examples
+        similarity = self.examples.vectors @ query_vector
+        if mask is not None:
+            similarity = similarity[mask]
+        if float(similarity.max(initial=-1.0)) >= float(settings.KB_EXAMPLE_COVERS):
+            return mask
+        return np.zeros(len(self.examples.keys), dtype=bool)
 
     def examples_other_than(self, query: str) -> np.ndarray | None:
         """A mask of the examples but one identical to the query (for evaluation: that one is

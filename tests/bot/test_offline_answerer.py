@@ -63,7 +63,7 @@ def body_of(answer: str) -> list[str]:
     lines = answer.split("\n")
     assert lines[0] in (*LEAD_INS, *STEP_LEAD_INS, HEDGED_LEAD_IN)
     assert lines[-1].startswith("You can read more in “")
-    return [re.sub(r"^(?:\d+\.|•) ", "", line) for line in lines[2:-2] if line]
+    return [re.sub(r"^(?:\d+\.|-) ", "", line) for line in lines[2:-2] if line]
 
 
 def pointers_match(text: str, sources: list[Source]) -> bool:

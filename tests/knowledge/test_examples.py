@@ -140,6 +140,29 @@ def held_out_figures() -> tuple[float, float, float]:
 
 
 @pytest.mark.django_db
+def test_an_example_on_another_subject_leaves_a_question_ranked_as_without_examples(demo_kb):
+    """Teaching must only help: an example is read only by questions that reword it
+    (KB_EXAMPLE_COVERS), so one far from a question changes nothing about its answer."""
+    question = "where can I see how far my parcel has got"
+
+    def ranked() -> list[tuple[int, float]]:
+        return [(hit.article_id, round(hit.confidence, 6)) for hit in search(question, 3)]
+
+    before = ranked()
+    add_example("do you deliver to the Channel Islands", demo_kb["order-tracking"])
+    add_example("can I pay with a gift card from another shop", None)
+    assert ranked() == before
+
+
+@pytest.mark.django_db
+def test_an_example_that_rewords_a_question_is_read_by_it(demo_kb):
+    question = "where can I see how far my parcel has got"
+    assert answers(question)
+    add_example("where can I see how far my parcel has got to?", None)  # a "none" rewording
+    assert not answers(question)
+
+
+@pytest.mark.django_db
 def test_with_the_demo_examples_it_meets_the_quality_goal_on_held_out_questions(demo_kb, settings):
     """The issue's goal: hit@1 >= 0.9, abstention precision and recall >= 0.9. The 320
     held-out questions are neither the demo's examples nor the ranker's training, and were

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,12 @@ from django.test.utils import override_settings
 from bot.evaluation import (
     ANSWERERS,
     AnswererUnavailable,
+    Teaching,
     bot_answerer,
     company_figures,
     leave_one_company_out,
     measure,
+    teaching_curve,
 )
 from knowledge import search as knowledge_search
 from knowledge.benchmark import KnowledgeBaseFolder, KnowledgeBaseFolderError, folders
@@ -97,6 +100,15 @@ class Command(BaseCommand):
             type=int,
             default=0,
             help="Teach each company its first N example questions (default 0: a fresh install).",
+        )
+        companies.add_argument(
+            "--teaching",
+            metavar="N,N,...",
+            help=(
+                "The teaching curve instead: each company taught its first N example questions "
+                "for each N, against it untaught, on the questions the examples cover and on "
+                "the others (with the shipped ranker)."
+            ),
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -192,6 +204,9 @@ class Command(BaseCommand):
         def progress(step: str) -> None:
             self.stderr.write(f"{step}…")
 
+        if options["teaching"]:
+            self._teaching(chosen, options)
+            return
         try:
             if options["ranker"] == "loco":
                 extra = [KnowledgeBaseFolder.demo()] if options["with_demo"] else []
@@ -234,6 +249,52 @@ class Command(BaseCommand):
             return
         self._print_companies(reports, options)
 
+    def _teaching(self, chosen: list[KnowledgeBaseFolder], options: dict[str, Any]) -> None:
+        try:
+            counts = [int(n) for n in options["teaching"].split(",") if n.strip()]
+        except ValueError as exc:
+            raise CommandError("--teaching takes counts of example questions: 5,10,30") from exc
+        if not counts or min(counts) < 1:
+            raise CommandError("--teaching takes counts of example questions above 0: 5,10,30")
+        curves: dict[str, list[Teaching]] = {}
+        try:
+            for folder in chosen:
+                self.stderr.write(f"teaching {folder.name}…")
+                curves[folder.name] = teaching_curve(folder, counts, answerer=options["answerer"])
+        except (AnswererUnavailable, KnowledgeBaseFolderError, QuestionSetError, OSError) as exc:
+            raise CommandError(str(exc)) from exc
+        if options["json"]:
+            self.stdout.write(
+                json.dumps(
+                    {name: [asdict(t) for t in curve] for name, curve in curves.items()}, indent=2
+                )
+            )
+            return
+        self.stdout.write(
+            "Teaching curve: before → after N example questions; covered: the questions whose "
+            "article (or 'none') got an example; others: the rest."
+        )
+        columns = (
+            "hit@1",
+            "answered_correctly",
+            "in_scope_wrongly_refused",
+            "out_of_scope_refused",
+        )
+        labels = ("hit@1", "right src", "wrongly", "refused")
+        self.stdout.write(
+            f"{'':<10}{'N':>4}  {'':<8}" + "".join(f"{label:>16}" for label in labels)
+        )
+        for name, curve in curves.items():
+            for t in curve:
+                for group, before, after in (
+                    ("covered", t.covered_before, t.covered_after),
+                    ("others", t.not_covered_before, t.not_covered_after),
+                ):
+                    cells = "".join(
+                        f"{_fmt(before[c]) + ' → ' + _fmt(after[c]):>16}" for c in columns
+                    )
+                    self.stdout.write(f"{name:<10}{t.examples:>4}  {group:<8}{cells}")
+
     def _print_companies(self, reports: dict[str, Report], options: dict[str, Any]) -> None:
         self.stdout.write(
             f"ranker: {options['ranker']}"
@@ -254,7 +315,9 @@ class Command(BaseCommand):
             "x-lingual: the question in another language than its article; angry/long: "
             "angry and verbose questions; refused: share of the unanswerable questions the bot "
             "declined; wrongly: share of the answerable ones it declined; right src: answered "
-            "from the expected article."
+            "from the expected article; not ours: share of the questions about other companies "
+            "and the prompt injections declined as not about us; wrongly n-o: share of the "
+            "answerable ones declined so."
         )
         if options["misses"]:
             for name, report in reports.items():
@@ -273,10 +336,12 @@ COLUMN_LABELS = {
     "out_of_scope_refused": "refused",
     "in_scope_wrongly_refused": "wrongly",
     "answered_correctly": "right src",
+    "other_domain_declined": "not ours",
+    "in_scope_declined_as_other_domain": "wrongly n-o",
 }
 
 #: Figures where lower is better (the worst company is the one with the highest).
-LOWER_IS_BETTER = {"in_scope_wrongly_refused"}
+LOWER_IS_BETTER = {"in_scope_wrongly_refused", "in_scope_declined_as_other_domain"}
 
 
 def _average_and_worst(reports: dict[str, Report]) -> dict[str, dict[str, float | None]]:
@@ -294,7 +359,13 @@ def _average_and_worst(reports: dict[str, Report]) -> dict[str, dict[str, float 
 
 
 def _miss_line(o: Outcome) -> str:
-    got = "abstained" if o.abstained else ",".join(o.answer_sources) or "-"
+    got = (
+        "declined as not ours"
+        if o.out_of_domain
+        else "abstained"
+        if o.abstained
+        else ",".join(o.answer_sources) or "-"
+    )
     return (
         f"  [{o.question.kind}] {o.question.question!r}: expected {o.question.expected}, "
         f"answered {got} (retrieval: {','.join(o.ranked_slugs[:3])}, "
