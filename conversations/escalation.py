@@ -126,9 +126,10 @@ def escalation_for_message(conversation: Conversation, text: str) -> str | None:
     return None
 
 
-def after_bot_reply(reply: Turn) -> bool:
+def after_bot_reply(reply: Turn, language: str | None = None) -> bool:
     """After a bot reply is finished: when it is the Nth abstention in a row (the abstain
-    streak rule), hand the conversation to a person. Returns whether it did."""
+    streak rule), hand the conversation to a person. Returns whether it did. `language`: the
+    customer's, when the reply already knows it (else the notice reads it)."""
     if not reply.abstained:
         return False
     threshold = escalation_rules().abstain_streak
@@ -149,10 +150,10 @@ def after_bot_reply(reply: Turn) -> bool:
     if len(streak) < threshold or not all(streak):
         return False
     with transaction.atomic():
-        return escalate(conversation, Reason.ABSTAINED)
+        return escalate(conversation, Reason.ABSTAINED, language=language)
 
 
-def escalate(conversation: Conversation, reason: str) -> bool:
+def escalate(conversation: Conversation, reason: str, *, language: str | None = None) -> bool:
     """Hand the conversation to a person: OPEN → PENDING in one conditional UPDATE, so it
     happens once however many messages or sockets ask at the same moment. The customer is told
     a person will join, or asked for an email address outside business hours.
@@ -160,6 +161,7 @@ def escalate(conversation: Conversation, reason: str) -> bool:
     A resolved conversation can also be escalated when the customer asks for a person.
     Returns False (and changes nothing) when the conversation is already with the team.
     Call it inside a transaction: the notice and the status change commit together.
+    `language`: the customer's, when the caller knows it (else read from their messages).
     """
     allowed = [Status.OPEN]
     if reason == Reason.CUSTOMER_REQUEST:
@@ -174,7 +176,7 @@ def escalate(conversation: Conversation, reason: str) -> bool:
     conversation.escalated_at = now
     conversation.escalation_reason = reason
     hours = availability(now)
-    wording = wording_for(selectors.customer_language(conversation.pk))
+    wording = wording_for(language or selectors.customer_language(conversation.pk))
     if hours.open_now:
         text = wording.person_will_join
     else:

@@ -231,7 +231,7 @@ class ReplyWriter:
         )
         if stored:
             self.publisher.done(self.reply)
-            escalation.after_bot_reply(self.reply)
+            escalation.after_bot_reply(self.reply, self.language)
         else:
             logger.warning("reply %s was taken over by another worker; dropping", self.reply.pk)
 

@@ -121,12 +121,13 @@ def confidence(question: str) -> float:
 
 
 @pytest.mark.django_db
-def test_teaching_hand_over_makes_look_alike_questions_less_likely_to_be_answered(
+def test_teaching_hand_over_makes_rewordings_of_the_question_less_likely_to_be_answered(
     demo_kb, client, olivia_operator, django_capture_on_commit_callbacks
 ):
     reply = bot_reply("how do i unsubscribe from amazon prime")
     assert reply.abstained
-    before = confidence(OTHER_BRAND)
+    reworded = "how can i cancel my amazon prime"  # examples are read by rewordings only
+    before = confidence(reworded)
     client.force_login(olivia_operator)
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -136,7 +137,7 @@ def test_teaching_hand_over_makes_look_alike_questions_less_likely_to_be_answere
 
     assert response.status_code == 302
     assert ExampleQuestion.objects.get().is_unanswerable
-    assert confidence(OTHER_BRAND) < before - 0.05
+    assert confidence(reworded) < before - 0.05
     assert "hand over" in client.get(ADMIN).content.decode()
 
 

@@ -62,7 +62,7 @@ def test_a_question_worded_like_an_example_is_answered_from_the_examples_article
     slug, _ = top(TO_A_PERSON)
     assert slug == "contact-support" and not answers(TO_A_PERSON)
 
-    add_example("i want to speak to a real human, not a robot", demo_kb["contact-support"])
+    add_example("can I speak to a real person rather than the bot", demo_kb["contact-support"])
 
     assert top(TO_A_PERSON)[0] == "contact-support" and answers(TO_A_PERSON)
 
@@ -98,7 +98,7 @@ def test_relabelling_or_deleting_an_example_applies_from_the_next_question(demo_
 @pytest.mark.django_db
 def test_an_example_of_an_unpublished_article_is_not_evidence(demo_kb):
     contact = demo_kb["contact-support"]
-    add_example("i want to speak to a real human, not a robot", contact)
+    add_example("can I speak to a real person rather than the bot", contact)
     assert answers(TO_A_PERSON)
 
     contact.published = False
