@@ -88,6 +88,27 @@ BAD_FRAMES = [
         "too_long",
         id="text-over-4000-chars",
     ),
+    pytest.param("[" * 1100 + "]" * 1100, "bad_json", id="json-nested-1100-deep"),
+    pytest.param(
+        '{"type": "message", "client_id": "d", "text": ' + "[" * 1100 + "]" * 1100 + "}",
+        "bad_json",
+        id="json-nested-1100-deep-inside-an-object",
+    ),
+    pytest.param(
+        '{"type": "message", "client_id": "s", "text": "x\\ud800y"}',
+        "bad_text",
+        id="text-with-a-lone-surrogate",
+    ),
+    pytest.param(
+        '{"type": "rate", "score": 5, "comment": "x\\udfffy"}',
+        "bad_comment",
+        id="comment-with-a-lone-surrogate",
+    ),
+    pytest.param(
+        '{"type": "contact", "email": "a\\ud800@example.com"}',
+        "bad_email",
+        id="email-with-a-lone-surrogate",
+    ),
     pytest.param('{"type": "resume", "reply_id": "x"}', "bad_resume", id="bad-resume"),
     pytest.param(
         '{"type": "resume", "reply_id": 999999, "after": 0}', "unknown_reply", id="unknown-reply"
@@ -369,8 +390,7 @@ async def test_the_cookie_the_chat_page_sets_opens_that_visitors_socket():
     chat = WebsocketCommunicator(
         application,
         f"/ws/chat/{conversation_id}/",
-        [(b"origin", b"http://127.0.0.1"),
-         (b"cookie", f"{cookie.key}={cookie.value}".encode())],
+        [(b"origin", b"http://127.0.0.1"), (b"cookie", f"{cookie.key}={cookie.value}".encode())],
     )
     assert (await chat.connect())[0]
     snapshot = await chat.receive_json_from(timeout=5)
