@@ -19,7 +19,8 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_LARGE = 1009
 
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# Validators use fullmatch: `$` would also match before a trailing newline.
+_CLIENT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 # No frame of the protocol nests deeper than this; far deeper JSON would exhaust the parser's
 # recursion (RecursionError) and is refused before it is parsed.
 MAX_JSON_DEPTH = 32
@@ -111,7 +112,7 @@ def is_utf8(text: str) -> bool:
 
 def parse_message(frame: dict[str, Any]) -> MessageFrame:
     client_id = frame.get("client_id")
-    if not isinstance(client_id, str) or not _CLIENT_ID.match(client_id):
+    if not isinstance(client_id, str) or not _CLIENT_ID.fullmatch(client_id):
         raise FrameError(
             "bad_client_id", "A message needs a client_id of 1-64 letters, digits or -_.:"
         )

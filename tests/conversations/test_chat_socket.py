@@ -88,6 +88,11 @@ BAD_FRAMES = [
         "too_long",
         id="text-over-4000-chars",
     ),
+    pytest.param(
+        '{"type": "message", "client_id": "' + "n" * 64 + '\\n", "text": "hi"}',
+        "bad_client_id",
+        id="client-id-with-a-trailing-newline",
+    ),
     pytest.param("[" * 1100 + "]" * 1100, "bad_json", id="json-nested-1100-deep"),
     pytest.param(
         '{"type": "message", "client_id": "d", "text": ' + "[" * 1100 + "]" * 1100 + "}",
