@@ -241,6 +241,24 @@ async def test_it_rate_limits_a_flood_of_messages(alice_conversation):
     await chat.disconnect()
 
 
+@override_settings(CHAT_RATE_LIMIT="2/60")
+async def test_it_acknowledges_a_re_sent_message_as_a_duplicate_while_rate_limited(
+    alice_conversation,
+):
+    chat = await open_chat(alice_conversation.pk, alice_conversation.customer)
+    answers = []
+    for client_id in ("r-1", "r-2", "r-3", "r-1"):
+        await chat.send_json_to({"type": "message", "client_id": client_id, "text": client_id})
+        answers.append((await receive_until(chat, lambda f: f["type"] in ("ack", "error")))[-1])
+    assert [a["type"] for a in answers] == ["ack", "ack", "error", "ack"]
+    assert answers[2]["code"] == "rate_limited"
+    # The page re-sends what it saw no ack for: the stored message is acknowledged again.
+    assert answers[3] == {**answers[0], "duplicate": True}
+    turns = await database_sync_to_async(turns_of)(alice_conversation)
+    assert sum(t.author == "customer" for t in turns) == 2
+    await chat.disconnect()
+
+
 # --- Replies: streamed to every socket of the conversation, resumable --------------------------
 
 
