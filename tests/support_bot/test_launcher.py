@@ -34,6 +34,7 @@ def launcher_env(var_dir: Path, port: int) -> dict[str, str]:
             "SECRET_KEY",
             "DATABASE_NAME",
             "ALLOWED_HOSTS",
+            "ALLOWED_ORIGINS",
             "REDIS_KEY_PREFIX",
             "LLM_PROVIDER",
         }
