@@ -339,6 +339,8 @@ CSRF_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# The agent API answers a CSRF failure in its JSON; pages get Django's page.
+CSRF_FAILURE_VIEW = "support_bot.views.csrf_failure"
 if not DEBUG:
     SECURE_SSL_REDIRECT = not SERVES_PLAIN_HTTP
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
