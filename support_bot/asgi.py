@@ -10,6 +10,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "support_bot.settings")
 local.prepare()
 # Build the Django app first: it sets up apps before the consumers' models are imported.
 django_asgi_app = get_asgi_application()
+local.check_static_files()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import OriginValidator, WebsocketDenier  # noqa: E402
