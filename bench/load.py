@@ -342,7 +342,7 @@ def start_web(opts: Options, env: dict[str, str], log_dir: Path) -> tuple[Child,
         "web",
         [*web_command("127.0.0.1", port, processes=opts.web_processes),
          "--loop", "uvloop", "--http", "httptools"],
-        env,
+        {**env, "ALLOWED_ORIGINS": f"http://127.0.0.1:{port}"},
         log_dir,
     )  # fmt: skip
     return child, f"http://127.0.0.1:{port}"

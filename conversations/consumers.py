@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from django.conf import settings
 
@@ -67,12 +69,17 @@ class ChatConsumer(FrameConsumer):
 
     async def _on_message(self, frame: dict[str, Any]) -> None:
         message = protocol.parse_message(frame)
-        await self._check_rate_limit(message.client_id)
         # Off asgiref's one shared thread: every socket of this process writes through it
         # otherwise, one message after another. The service is one self-contained transaction.
+        # It rate limits only a message it has not stored yet: a re-send is acknowledged again.
         posted = await database_sync_to_async(
             services.post_customer_message, thread_sensitive=False
-        )(self.conversation, message.client_id, message.text)
+        )(
+            self.conversation,
+            message.client_id,
+            message.text,
+            admit=async_to_sync(functools.partial(self._check_rate_limit, message.client_id)),
+        )
         await self._send(posted.ack_frame())
 
     async def _on_resume(self, frame: dict[str, Any]) -> None:

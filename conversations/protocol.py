@@ -19,7 +19,12 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_LARGE = 1009
 
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# Validators use fullmatch: `$` would also match before a trailing newline.
+_CLIENT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+# No frame of the protocol nests deeper than this; far deeper JSON would exhaust the parser's
+# recursion (RecursionError) and is refused before it is parsed.
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
 class FrameError(Refused):
@@ -68,24 +73,59 @@ def decode(raw: str | None) -> dict[str, Any]:
             "frame_too_large",
             f"That frame is too large (the limit is {settings.CHAT_MAX_FRAME_BYTES} bytes).",
         )
+    if _nested_too_deep(raw):
+        raise FrameError("bad_json", f"That frame nests deeper than {MAX_JSON_DEPTH} levels.")
     try:
         frame = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise FrameError("bad_json", "That frame is not valid JSON.") from None
     if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
         raise FrameError("bad_json", 'A frame must be a JSON object with a "type".')
     return frame
 
 
+def _nested_too_deep(raw: str) -> bool:
+    """Whether JSON text nests objects and arrays deeper than MAX_JSON_DEPTH. Cheap: frames with
+    few brackets (all real ones) are not scanned; brackets inside strings do not count."""
+    if raw.count("[") + raw.count("{") <= MAX_JSON_DEPTH:
+        return False
+    depth = 0
+    for char in _JSON_STRING.sub("", raw):
+        if char in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
+def is_utf8(text: str) -> bool:
+    """Whether text can be stored and sent on: JSON's \\ud800 escapes decode to lone surrogates,
+    which no UTF-8 encoder (the database's, a websocket's) accepts."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_message(frame: dict[str, Any]) -> MessageFrame:
     client_id = frame.get("client_id")
-    if not isinstance(client_id, str) or not _CLIENT_ID.match(client_id):
+    if not isinstance(client_id, str) or not _CLIENT_ID.fullmatch(client_id):
         raise FrameError(
             "bad_client_id", "A message needs a client_id of 1-64 letters, digits or -_.:"
         )
     text = frame.get("text")
     if not isinstance(text, str) or not text.strip():
         raise FrameError("empty_text", "Please type a message before sending.", client_id)
+    if not is_utf8(text):
+        raise FrameError(
+            "bad_text",
+            "That message contains characters that cannot be sent (a broken emoji or symbol). "
+            "Please retype it.",
+            client_id,
+        )
     text = text.strip()
     limit = settings.CHAT_MAX_MESSAGE_CHARS
     if len(text) > limit:
@@ -114,6 +154,8 @@ def parse_contact(frame: dict[str, Any]) -> ContactFrame:
     email = frame.get("email")
     if not isinstance(email, str) or not email.strip():
         raise FrameError("bad_email", "Please enter your email address.")
+    if not is_utf8(email):
+        raise FrameError("bad_email", "That doesn't look like an email address. Please check it.")
     return ContactFrame(email=email)
 
 
@@ -124,6 +166,6 @@ def parse_rate(frame: dict[str, Any]) -> RateFrame:
         raise FrameError("bad_score", "Please choose a rating from 1 to 5.")
     if comment is None:
         comment = ""
-    if not isinstance(comment, str):
+    if not isinstance(comment, str) or not is_utf8(comment):
         raise FrameError("bad_comment", "The comment must be text.")
     return RateFrame(score=score, comment=comment)

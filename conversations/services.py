@@ -8,6 +8,7 @@ selectors.py; the bot's reply is written by replies.py).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,8 +85,18 @@ class PostedMessage:
 
 
 @config_cache.unit_of_work()
-def post_customer_message(conversation: Conversation, client_id: str, text: str) -> PostedMessage:
+def post_customer_message(
+    conversation: Conversation,
+    client_id: str,
+    text: str,
+    *,
+    admit: Callable[[], None] | None = None,
+) -> PostedMessage:
     """Store a customer's message and queue the bot's reply, once per client message id.
+
+    `admit` (the socket's rate limit) is called for a message not stored yet, before storing
+    it, and may raise to refuse it; a message already stored is acknowledged again without it,
+    so the page's re-sends are never refused.
 
     The bot replies only while it answers the conversation (no person asked for). A message
     that matches an escalation rule (escalation.escalation_for_message) is stored as always, then
@@ -104,6 +115,8 @@ def post_customer_message(conversation: Conversation, client_id: str, text: str)
             # task for a queued reply is harmless, as a reply is claimed only once.
             _queue_reply_on_commit(existing.reply.pk)
         return existing
+    if admit is not None:
+        admit()
     try:
         with transaction.atomic():
             turn = Turn.objects.create(

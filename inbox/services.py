@@ -279,6 +279,8 @@ def snooze(conversation_id: uuid.UUID | str, agent: User, until: datetime) -> Co
         raise Invalid("Give the time with its time zone.")
     if until <= _now():
         raise Invalid("Snooze until a time in the future.")
+    if until > _now() + timedelta(minutes=SNOOZE_MAX_MINUTES):
+        raise Invalid("Snooze for at most 30 days.")
     conversation = _transition(
         conversation_id,
         agent,
@@ -415,10 +417,16 @@ def can(user: Any, permission: str) -> bool:
     return bool(user.is_authenticated and user.has_perm(permission))
 
 
+# The longest snooze: a month. Longer is no snooze (and far enough makes dates overflow).
+SNOOZE_MAX_MINUTES = 60 * 24 * 30
+
+
 def parse_until(value: object) -> datetime:
-    """An ISO 8601 time, or a number of minutes from now."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-        return _now() + timedelta(minutes=float(value))
+    """An ISO 8601 time, or a whole number of minutes from now (1 to SNOOZE_MAX_MINUTES)."""
+    if type(value) is int:  # bool is an int subclass
+        if not 1 <= value <= SNOOZE_MAX_MINUTES:
+            raise Invalid(f"Snooze for 1 to {SNOOZE_MAX_MINUTES} minutes (30 days).")
+        return _now() + timedelta(minutes=value)
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -426,7 +434,7 @@ def parse_until(value: object) -> datetime:
             pass
         else:
             return parsed
-    raise Invalid("Snooze needs `until` (an ISO 8601 time) or `minutes`.")
+    raise Invalid("Snooze needs `until` (an ISO 8601 time) or `minutes` (a whole number).")
 
 
 @dataclass(frozen=True)

@@ -85,10 +85,15 @@ def _body(request: HttpRequest) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(request.body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested far too deep
         raise services.Invalid("Send a JSON object.") from None
     if not isinstance(data, dict):
         raise services.Invalid("Send a JSON object.")
+    try:
+        # JSON's \\ud800 escapes decode to lone surrogates, which no database can store.
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise services.Invalid("The text is not valid Unicode (a broken character).") from None
     return data
 
 

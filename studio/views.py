@@ -3,6 +3,7 @@ user, call one service. Login first (the admin's), then 403 without the permissi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -93,9 +94,9 @@ def evaluations_page(request: HttpRequest) -> HttpResponse:
     run = None
     comparison = None
     baseline = None
-    run_id = request.GET.get("run", "")
-    if run_id.isdigit():
-        run = EvalRun.objects.select_related("version", "test_set").filter(pk=int(run_id)).first()
+    run_id = _int(request.GET.get("run"))
+    if run_id:
+        run = EvalRun.objects.select_related("version", "test_set").filter(pk=run_id).first()
     if run is not None and run.status == EvalRun.Status.DONE:
         baseline = evaluation.baseline_for(run)
         comparison = evaluation.compare(run, baseline)
@@ -125,8 +126,13 @@ def _back(**params: Any) -> HttpResponseRedirect:
     return HttpResponseRedirect(f"{reverse('studio:evaluations')}?{urlencode(params)}")
 
 
+_ID = re.compile(r"[0-9]{1,18}")
+
+
 def _int(value: Any) -> int:
-    return int(value) if isinstance(value, str) and value.isdigit() else 0
+    """A row id from a form or query string, else 0 (no row). str.isdigit() would take "²",
+    which int() refuses."""
+    return int(value) if isinstance(value, str) and _ID.fullmatch(value) else 0
 
 
 @require_POST

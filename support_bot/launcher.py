@@ -1,8 +1,9 @@
 """`make run`: the whole app on one machine, with nothing to install or configure.
 
-Starts the embedded Redis (unless REDIS_URL is set), migrates, loads and indexes the demo, then
-runs the ASGI server and a Celery worker as children, and prints the address once both are
-ready (the worker has built the knowledge index), so the first question is answered at once.
+Starts the embedded Redis (unless REDIS_URL is set), migrates, collects the static files (with
+DEBUG=0, which serves the collected ones), loads and indexes the demo, then runs the ASGI
+server and a Celery worker as children, and prints the address once both are ready (the worker
+has built the knowledge index), so the first question is answered at once.
 Ctrl-C stops them all.
 """
 
@@ -42,6 +43,10 @@ def main() -> int:
         subprocess.run([python, "manage.py", *args], cwd=ROOT, env=env, check=True)
 
     manage("migrate", "--noinput", "-v", "0")
+    if not _serves_static_from_source(env):
+        # Production settings serve the hashed files collectstatic writes (and refuse to start
+        # without them): collect them at every start, so they are never missing or stale.
+        manage("collectstatic", "--noinput", "-v", "0")
     manage("setup_demo")
 
     names = ["web server (uvicorn)", "Celery worker"]
@@ -103,6 +108,14 @@ def main() -> int:
         embedded_redis.stop(embedded_redis.started_here)
     print("Stopped.")
     return exit_code
+
+
+def _serves_static_from_source(env: dict[str, str]) -> bool:
+    """settings.STATIC_FROM_FINDERS, read from the children's environment."""
+    return any(
+        env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+        for name in ("DEBUG", "STATIC_FROM_FINDERS")
+    )
 
 
 def _relay_output(child: subprocess.Popen[str], ready_line: str) -> threading.Event:

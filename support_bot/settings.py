@@ -13,6 +13,7 @@ launcher, the ASGI and Celery apps, the test set-up) prepare what the embedded d
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -57,6 +58,33 @@ if not SECRET_KEY:
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost" if DEBUG else "")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+# Served over plain HTTP: development (`make run`) or a trial without TLS in front.
+SERVES_PLAIN_HTTP = DEBUG or not env_bool("SECURE_SSL_REDIRECT", True)
+
+
+def _default_origins() -> list[str]:
+    """The pages Support Bot serves itself: https on every allowed host, and http on the port
+    `make run` serves (PORT, 8000) while it serves plain HTTP; plus CSRF_TRUSTED_ORIGINS."""
+    hosts = [host for host in ALLOWED_HOSTS if host != "*"]
+    origins = list(CSRF_TRUSTED_ORIGINS)
+    if not DEBUG:
+        origins += [f"https://{host}" for host in hosts]
+    if SERVES_PLAIN_HTTP:
+        port = os.environ.get("PORT") or "8000"
+        origins += [f"http://{host}:{port}" for host in hosts]
+    return list(dict.fromkeys(origins))
+
+
+# Browser origins (scheme://host[:port], exactly) whose pages may open a websocket, every
+# socket (chat, inbox, studio); a socket without an Origin header is refused. One list, so that
+# embedding origins can be added to it. Channels' OriginValidator checks it (support_bot/asgi.py).
+ALLOWED_ORIGINS = env_list("ALLOWED_ORIGINS") or _default_origins()
+for _origin in ALLOWED_ORIGINS:
+    if not re.fullmatch(r"https?://[^/?#\s]+", _origin):
+        raise ImproperlyConfigured(
+            f"ALLOWED_ORIGINS: {_origin!r} is no origin; write scheme://host[:port], "
+            "e.g. https://support.example.com (the scheme and port are checked too)."
+        )
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -285,7 +313,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Where collectstatic writes (make run does it with DEBUG=0, the Docker image when it is built).
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT") or BASE_DIR / "staticfiles")
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # Production serves hashed, compressed files made by collectstatic; development and tests
 # serve straight from the source folders.
@@ -311,8 +340,10 @@ CSRF_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# The agent API answers a CSRF failure in its JSON; pages get Django's page.
+CSRF_FAILURE_VIEW = "support_bot.views.csrf_failure"
 if not DEBUG:
-    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_SSL_REDIRECT = not SERVES_PLAIN_HTTP
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
     # Only for plain-HTTP test servers on loopback; production keeps cookies HTTPS-only.

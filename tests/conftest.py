@@ -233,6 +233,7 @@ def asgi_server(transactional_db: None) -> Iterator[Callable[..., str]]:
 
     def start(port: int | None = None, **env: str) -> str:
         port = port or free_port()
+        env.setdefault("ALLOWED_ORIGINS", f"http://127.0.0.1:{port}")
         server = spawn(web_command("127.0.0.1", port), child_env(**env))
         started.append(server)
         server.wait_for_output("Uvicorn running")

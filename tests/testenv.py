@@ -14,6 +14,8 @@ os.environ.setdefault(
     "SECRET_KEY", "test-secret-key-that-is-long-enough-for-django-checks-0123456789"
 )
 os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
+# In-process sockets come from http://127.0.0.1; servers started by tests allow their own port.
+os.environ.setdefault("ALLOWED_ORIGINS", "http://127.0.0.1,http://localhost")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
 os.environ.setdefault("SECURE_COOKIES", "0")
 os.environ.setdefault("SUPPORT_BOT_VAR_DIR", str(ROOT / "var" / "test"))

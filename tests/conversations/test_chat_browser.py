@@ -396,3 +396,24 @@ def test_the_widget_renders_a_bot_reply_as_markdown_in_its_frame(chromium, model
         assert bubble["x"] + bubble["width"] <= frame_box["x"] + frame_box["width"]
     finally:
         context.close()
+
+
+def test_a_message_the_server_refuses_is_marked_not_sent_and_never_re_sent(web_only_page):
+    """A lone surrogate (half an emoji) once crashed the socket: the page reconnected and sent
+    the message again, for ever. Now the server refuses it and the page shows why, once."""
+    page = web_only_page
+    page.evaluate(
+        """() => { window.__messages = 0; const send = WebSocket.prototype.send;
+                   WebSocket.prototype.send = function (data) {
+                     if (JSON.parse(data).type === "message") window.__messages += 1;
+                     return send.call(this, data); }; }"""
+    )
+    page.get_by_role("textbox", name="Message").evaluate("(box) => { box.value = 'x\\ud800y'; }")
+    page.get_by_role("button", name="Send").click()
+    page.wait_for_selector('[role=log] [data-author=customer][data-status="failed"]')
+    customer = page.get_by_role("log").locator('[data-author="customer"]').last
+    assert "cannot be sent" in customer.locator(".message__error").inner_text()
+    page.wait_for_timeout(3_000)  # longer than the first reconnect's backoff
+    assert page.evaluate("window.__messages") == 1
+    assert page.locator(".connection-status").get_attribute("data-state") == "connected"
+    assert Turn.objects.count() == 0

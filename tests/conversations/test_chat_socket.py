@@ -88,6 +88,32 @@ BAD_FRAMES = [
         "too_long",
         id="text-over-4000-chars",
     ),
+    pytest.param(
+        '{"type": "message", "client_id": "' + "n" * 64 + '\\n", "text": "hi"}',
+        "bad_client_id",
+        id="client-id-with-a-trailing-newline",
+    ),
+    pytest.param("[" * 1100 + "]" * 1100, "bad_json", id="json-nested-1100-deep"),
+    pytest.param(
+        '{"type": "message", "client_id": "d", "text": ' + "[" * 1100 + "]" * 1100 + "}",
+        "bad_json",
+        id="json-nested-1100-deep-inside-an-object",
+    ),
+    pytest.param(
+        '{"type": "message", "client_id": "s", "text": "x\\ud800y"}',
+        "bad_text",
+        id="text-with-a-lone-surrogate",
+    ),
+    pytest.param(
+        '{"type": "rate", "score": 5, "comment": "x\\udfffy"}',
+        "bad_comment",
+        id="comment-with-a-lone-surrogate",
+    ),
+    pytest.param(
+        '{"type": "contact", "email": "a\\ud800@example.com"}',
+        "bad_email",
+        id="email-with-a-lone-surrogate",
+    ),
     pytest.param('{"type": "resume", "reply_id": "x"}', "bad_resume", id="bad-resume"),
     pytest.param(
         '{"type": "resume", "reply_id": 999999, "after": 0}', "unknown_reply", id="unknown-reply"
@@ -212,6 +238,24 @@ async def test_it_rate_limits_a_flood_of_messages(alice_conversation):
     assert "wait" in answers[3]["message"]
     turns = await database_sync_to_async(turns_of)(alice_conversation)
     assert sum(t.author == "customer" for t in turns) == 3
+    await chat.disconnect()
+
+
+@override_settings(CHAT_RATE_LIMIT="2/60")
+async def test_it_acknowledges_a_re_sent_message_as_a_duplicate_while_rate_limited(
+    alice_conversation,
+):
+    chat = await open_chat(alice_conversation.pk, alice_conversation.customer)
+    answers = []
+    for client_id in ("r-1", "r-2", "r-3", "r-1"):
+        await chat.send_json_to({"type": "message", "client_id": client_id, "text": client_id})
+        answers.append((await receive_until(chat, lambda f: f["type"] in ("ack", "error")))[-1])
+    assert [a["type"] for a in answers] == ["ack", "ack", "error", "ack"]
+    assert answers[2]["code"] == "rate_limited"
+    # The page re-sends what it saw no ack for: the stored message is acknowledged again.
+    assert answers[3] == {**answers[0], "duplicate": True}
+    turns = await database_sync_to_async(turns_of)(alice_conversation)
+    assert sum(t.author == "customer" for t in turns) == 2
     await chat.disconnect()
 
 
@@ -369,8 +413,7 @@ async def test_the_cookie_the_chat_page_sets_opens_that_visitors_socket():
     chat = WebsocketCommunicator(
         application,
         f"/ws/chat/{conversation_id}/",
-        [(b"origin", b"http://127.0.0.1"),
-         (b"cookie", f"{cookie.key}={cookie.value}".encode())],
+        [(b"origin", b"http://127.0.0.1"), (b"cookie", f"{cookie.key}={cookie.value}".encode())],
     )
     assert (await chat.connect())[0]
     snapshot = await chat.receive_json_from(timeout=5)

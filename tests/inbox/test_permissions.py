@@ -213,3 +213,78 @@ async def test_it_opens_the_inbox_socket_for_agents_and_operators(persona, reque
     hello = await communicator.receive_json_from(timeout=5)
     assert hello["type"] == "hello" and hello["me"]["id"] == user.pk
     await communicator.disconnect()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"minutes": 1e300},
+        {"minutes": 10**30},
+        {"minutes": 0},
+        {"minutes": 1.5},
+        {"minutes": 60 * 24 * 30 + 1},
+        {"minutes": "30"},
+        {"until": "9999-12-31T23:59:59-12:00"},
+        {"until": "2000-01-01T00:00:00+00:00"},
+    ],
+)
+def test_it_answers_a_snooze_out_of_range_with_a_json_error_and_changes_nothing(
+    pending, alice_agent, body
+):
+    response = post(logged_in(alice_agent), pending, "snooze", body)
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid" and response.json()["error"]
+    pending.refresh_from_db()
+    assert (pending.status, pending.snoozed_until) == ("pending", None)
+
+
+@pytest.mark.django_db
+def test_it_snoozes_for_up_to_thirty_days(pending, alice_agent):
+    client = logged_in(alice_agent)
+    assert post(client, pending, "snooze", {"minutes": 60 * 24 * 30}).status_code == 200
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("user_id", [10**30, -1, 0, True])
+def test_it_answers_an_assignment_to_an_impossible_user_id_with_a_json_error(
+    pending, alice_agent, user_id
+):
+    response = post(logged_in(alice_agent), pending, "assign", {"user_id": user_id})
+    assert response.status_code in (400, 404)
+    assert response.json()["error"]
+
+
+@pytest.mark.django_db
+def test_it_answers_json_nested_too_deep_with_a_json_error(pending, alice_agent):
+    response = logged_in(alice_agent).post(
+        f"/agent/api/conversations/{pending.pk}/reply/",
+        '{"text": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        content_type="application/json",
+    )
+    assert response.status_code == 400 and response.json()["code"] == "invalid"
+
+
+@pytest.mark.django_db
+def test_it_answers_a_reply_with_a_lone_surrogate_with_a_json_error(pending, alice_agent):
+    client = logged_in(alice_agent)
+    post(client, pending, "take-over")
+    response = client.post(
+        f"/agent/api/conversations/{pending.pk}/reply/",
+        '{"text": "x\\ud800y"}',
+        content_type="application/json",
+    )
+    assert response.status_code == 400 and response.json()["code"] == "invalid"
+
+
+@pytest.mark.django_db
+def test_it_answers_a_csrf_failure_under_the_agent_api_in_json(pending, alice_agent):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice_agent)
+    response = post(client, pending, "take-over")
+    assert response.status_code == 403
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["code"] == "csrf_failed" and "reload" in response.json()["error"]
+    # Pages keep Django's page.
+    page = client.post("/admin/logout/")
+    assert page.status_code == 403 and page["Content-Type"].startswith("text/html")

@@ -223,3 +223,23 @@ def test_operators_manage_test_sets_and_read_runs_in_the_admin(olivia_operator, 
     assert change.status_code == 200 and "Where is my refund?" in change.content.decode()
     assert client.get("/admin/studio/evalrun/").status_code == 200
     assert client.get("/admin/studio/evalrun/add/").status_code == 403
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("run_id", ["²", "1\n", "9" * 30])
+def test_the_evaluations_page_ignores_a_run_id_that_is_no_id(olivia_operator, run_id):
+    page = logged_in(olivia_operator).get("/studio/evaluations/", {"run": run_id})
+    assert page.status_code == 200
+    assert page.context["run"] is None
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("version_id", ["²", "9" * 30])
+def test_starting_a_run_with_a_version_id_that_is_no_id_starts_nothing(
+    olivia_operator, test_set, version_id
+):
+    answer = logged_in(olivia_operator).post(
+        "/studio/evaluations/run/", {"version": version_id, "test_set": str(test_set.pk)}
+    )
+    assert answer.status_code == 302
+    assert not EvalRun.objects.exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import pytest
 import websockets
 
 from support_bot import embedded_redis
+from support_bot.processes import web_command
 from tests.conftest import ROOT, ChildProcess, free_port
 
 pytestmark = pytest.mark.worker
@@ -34,6 +36,7 @@ def launcher_env(var_dir: Path, port: int) -> dict[str, str]:
             "SECRET_KEY",
             "DATABASE_NAME",
             "ALLOWED_HOSTS",
+            "ALLOWED_ORIGINS",
             "REDIS_KEY_PREFIX",
             "LLM_PROVIDER",
         }
@@ -143,3 +146,63 @@ def test_ctrl_c_leaves_alone_an_embedded_redis_the_launcher_did_not_start(tmp_pa
         assert embedded_redis._answers(tmp_path / "redis" / "redis.sock"), url
     finally:
         embedded_redis.stop(tmp_path / "redis")
+
+
+def production_env(var_dir: Path, port: int, static_root: Path) -> dict[str, str]:
+    """Production settings (DEBUG=0: hashed static files from STATIC_ROOT's manifest) on
+    plain HTTP, as someone tries them from a checkout."""
+    env = launcher_env(var_dir, port)
+    env.update(
+        DEBUG="0",
+        SECRET_KEY="launcher-test-secret-key-that-is-long-enough-0123456789",
+        ALLOWED_HOSTS="127.0.0.1",
+        SECURE_SSL_REDIRECT="0",
+        SECURE_COOKIES="0",
+        STATIC_FROM_FINDERS="0",
+        STATIC_ROOT=str(static_root),
+    )
+    return env
+
+
+def test_make_run_with_production_settings_collects_the_static_files_and_serves_pages(
+    tmp_path,
+):
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "support_bot.launcher"],
+        cwd=ROOT,
+        env=production_env(tmp_path, port, tmp_path / "static"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    launcher = ChildProcess(process)
+    launcher.start_reader()
+    try:
+        launcher.wait_for_output("Support Bot is running", timeout=180)
+        base = f"http://127.0.0.1:{port}"
+        page = urllib.request.urlopen(f"{base}/chat/", timeout=10)
+        assert page.status == 200
+        html = page.read().decode()
+        script = html.split('src="/static/chat/chat.')[1].split('"')[0]
+        assert re.fullmatch(r"[0-9a-f]{12}\.js", script), script  # hashed: chat.<hash>.js
+        served = urllib.request.urlopen(f"{base}/static/chat/chat.{script}", timeout=10)
+        assert served.status == 200
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+    assert (tmp_path / "static" / "staticfiles.json").exists()
+
+
+def test_the_web_server_stops_at_once_in_production_without_collected_static_files(tmp_path):
+    """Without `collectstatic` every page was a 500 ("Missing staticfiles manifest entry");
+    the server now says what to run instead of starting."""
+    env = production_env(tmp_path, free_port(), tmp_path / "never-collected")
+    env["REDIS_URL"] = "redis://127.0.0.1:1/0"  # never reached: it stops before any request
+    port = env["PORT"]
+    server = subprocess.run(
+        web_command("127.0.0.1", port), cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=30,
+    )  # fmt: skip
+    assert server.returncode != 0
+    assert "collectstatic --noinput" in server.stderr + server.stdout
