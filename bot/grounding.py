@@ -43,7 +43,7 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from bot.scope import is_prompt_injection
-from bot.small_talk import small_talk_kinds
+from bot.small_talk import small_talk_kinds, small_talk_language
 from bot.types import (
     ChatMessage,
     Knowledge,
@@ -101,7 +101,10 @@ def ground(
     kinds = small_talk_kinds(message)
     if kinds:
         return Knowledge(
-            question=message, small_talk=frozenset(kinds), threshold=threshold, language=language
+            question=message,
+            small_talk=frozenset(kinds),
+            threshold=threshold,
+            language=small_talk_language(message) or language,
         )
 
     if is_prompt_injection(message):

@@ -9,19 +9,32 @@ from django.conf import settings
 
 from bot.wording import ENGLISH, Wording
 
-_GREETING = r"(?:hi|hello|hey|hiya|howdy|yo|hallo|greetings|good (?:morning|afternoon|evening|day))"
+# English, then German, French, Spanish and Italian (the languages of bot/wording.py).
+_GREETING = (
+    r"(?:hi|hello|hey|hiya|howdy|yo|hallo|greetings|good (?:morning|afternoon|evening|day)"
+    r"|guten (?:tag|morgen|abend)|servus|moin|grüß gott|bonjour|bonsoir|salut|coucou|hola"
+    r"|buen(?:os|as) (?:días|dias|tardes|noches)|buenas|ciao|salve|buongiorno|buonasera)"
+)
 _THANKS = (
     r"(?:thanks|thank you|thank u|thx|ty|cheers|many thanks|much appreciated|appreciate it"
-    r"|great thanks|perfect thanks)"
+    r"|great thanks|perfect thanks|danke(?: schön| sehr)?|vielen dank|merci(?: beaucoup)?"
+    r"|(?:muchas )?gracias|grazie(?: mille)?)"
 )
 _BYE = (
     r"(?:bye|goodbye|bye bye|see you|see ya|cya|talk (?:to you )?later"
-    r"|have a (?:nice|good|great) (?:day|evening|weekend|one))"
+    r"|have a (?:nice|good|great) (?:day|evening|weekend|one)"
+    r"|tschüss|tschüs|auf wiedersehen|bis bald|au revoir|à bientôt|a bientot|adiós|adios"
+    r"|hasta luego|arrivederci|a presto)"
 )
-_HOW_ARE_YOU = r"(?:how are you(?: doing)?(?: today)?|how's it going|how are things)"
+_HOW_ARE_YOU = (
+    r"(?:how are you(?: doing)?(?: today)?|how's it going|how are things"
+    r"|wie geht's|wie geht es (?:ihnen|dir)|comment allez vous|comment ça va"
+    r"|cómo está|como esta|cómo estás|como estas|come sta|come stai)"
+)
 _ACK = (
     r"(?:ok|okay|k|cool|great|perfect|awesome|nice|alright|all right|got it|sounds good"
-    r"|understood)"
+    r"|understood|alles klar|verstanden|super|d'accord|parfait|compris|vale|perfecto"
+    r"|entendido|va bene|perfetto|capito)"
 )
 _WHO = r"(?:who are you|what are you|are you (?:a )?(?:bot|robot|human|real|ai|person))"
 _FILL = r"(?:there|team|all|everyone|again|so much|very much|a lot|a bunch|for (?:the|your) help)"
@@ -38,6 +51,35 @@ _PART = re.compile(
     r"\s*(?:" + "|".join(f"(?P<{k}>{v})" for k, v in _SMALL_TALK_PARTS.items()) + r")\b"
     r"(?:\s+" + _FILL + r"\b)*\s*"
 )
+
+
+# Words of small talk that only one of the bot's languages uses: "Danke!" is too short for
+# language detection, yet says German.
+_LANGUAGE_OF_SMALL_TALK = {
+    "de": re.compile(
+        r"\b(?:hallo|guten|servus|moin|grüß|danke|dank|tschüss|tschüs|wiedersehen|bis bald"
+        r"|wie geht|alles klar|verstanden)\b"
+    ),
+    "fr": re.compile(
+        r"\b(?:bonjour|bonsoir|salut|coucou|merci|au revoir|bientôt|bientot|comment|ça va"
+        r"|d'accord|parfait|compris)\b"
+    ),
+    "es": re.compile(
+        r"\b(?:hola|buenos|buenas|gracias|adiós|adios|hasta luego|cómo|vale|perfecto"
+        r"|entendido)\b"
+    ),
+    "it": re.compile(
+        r"\b(?:ciao|salve|buongiorno|buonasera|grazie|arrivederci|a presto|come sta|va bene"
+        r"|perfetto|capito)\b"
+    ),
+}
+
+
+def small_talk_language(message: str) -> str | None:
+    """The language small talk is in, when its words say it ("Danke!" is German), else None."""
+    text = message.lower()
+    found = [code for code, words in _LANGUAGE_OF_SMALL_TALK.items() if words.search(text)]
+    return found[0] if len(found) == 1 else None
 
 
 def small_talk_kinds(message: str) -> set[str] | None:

@@ -149,6 +149,31 @@ def test_small_talk_in_a_german_conversation_gets_a_german_reply():
     assert answer_from(knowledge).text == GERMAN.welcome
 
 
+@pytest.mark.parametrize(
+    ("message", "kinds", "expected"),
+    [
+        ("Danke!", {"thanks"}, GERMAN.welcome),
+        ("Merci beaucoup", {"thanks"}, FRENCH.welcome),
+        ("¡Muchas gracias!", {"thanks"}, SPANISH.welcome),
+        ("Grazie mille", {"thanks"}, ITALIAN.welcome),
+        ("Tschüss", {"bye"}, GERMAN.bye),
+        ("Buenos días", {"greeting"}, SPANISH.greeting),
+    ],
+)
+def test_small_talk_in_german_french_spanish_or_italian_is_answered_as_small_talk_in_it(
+    message, kinds, expected, settings
+):
+    settings.COMPANY_NAME = "Brightwave"
+    knowledge = ground(conversation(message), nothing)
+    assert knowledge.small_talk == kinds and not knowledge.abstain
+    assert answer_from(knowledge).text == expected.format(company="Brightwave")
+
+
+def test_a_question_after_a_foreign_greeting_is_still_a_question():
+    knowledge = ground(conversation("Hola, ¿dónde está mi pedido?"), nothing)
+    assert not knowledge.small_talk and knowledge.abstain
+
+
 def test_the_offline_provider_streams_the_customers_language():
     request = ReplyRequest(conversation(FRENCH_QUESTION))
     events = list(OfflineProvider(search=nothing).stream(request))
