@@ -322,8 +322,10 @@ class ArticleAdmin(admin.ModelAdmin[Article]):
         each gets the language its title and text are written in; one whose text doesn't
         tell keeps its own."""
         changed = unsure = 0
+        # The changelist's queryset counts passages (GROUP BY), which can't be locked.
+        chosen = Article.objects.filter(pk__in=list(queryset.values_list("pk", flat=True)))
         with transaction.atomic():
-            for article in queryset.select_for_update().only("pk", "title", "body", "language"):
+            for article in chosen.select_for_update().only("pk", "title", "body", "language"):
                 detected = article_language(article.title, article.body)
                 if detected is None:
                     unsure += 1
