@@ -469,14 +469,3 @@ def customer_language(messages: Sequence[str]) -> str | None:
         if language is not None:
             return language
     return None
-
-
-# The English words by their former names.
-ABSTAIN = ENGLISH.abstain
-ASK_FOR_DETAIL = ENGLISH.ask_for_detail
-LEAD_INS = ENGLISH.lead_ins
-STEP_LEAD_INS = ENGLISH.step_lead_ins
-POINTER = ENGLISH.pointer
-SEE_ALSO = ENGLISH.see_also
-HEDGED_LEAD_IN = ENGLISH.hedged_lead_in
-HEDGED_CLOSING = ENGLISH.hedged_closing

@@ -16,8 +16,6 @@ from support_bot import config_cache
 
 from .models import BusinessHours
 
-WEEKDAYS = ENGLISH.weekdays
-
 
 @dataclass(frozen=True)
 class Availability:

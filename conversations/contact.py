@@ -7,7 +7,7 @@ from django.core.validators import validate_email
 from django.db import transaction
 from django.utils import timezone
 
-from bot.wording import ENGLISH, wording_for
+from bot.wording import wording_for
 
 from . import events, selectors
 from .errors import CustomerRequestRefused
@@ -15,7 +15,6 @@ from .models import Conversation, Turn
 from .state import conversation_changed
 
 EMAIL_MAX_CHARS = 254
-EMAIL_SAVED = ENGLISH.email_saved  # the customer gets it in their language (bot/wording.py)
 
 
 def validated_email(email: object) -> str:

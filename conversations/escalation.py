@@ -18,7 +18,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from bot.wording import ENGLISH, wording_for
+from bot.wording import wording_for
 from support_bot import config_cache
 
 from . import events, selectors
@@ -32,9 +32,6 @@ Reason = Conversation.Escalation
 # "*" in a rule stands for up to this many words ("connect me * person").
 WILDCARD_MAX_WORDS = 8
 
-# The notices in English; the customer gets them in their language (bot/wording.py).
-PERSON_WILL_JOIN = ENGLISH.person_will_join
-TEAM_AWAY = ENGLISH.team_away
 
 
 # Checked in this order: a customer who angrily asks for a person asked for a person.

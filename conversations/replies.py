@@ -24,7 +24,7 @@ from bot.providers import registry
 from bot.providers.base import Provider
 from bot.run import Answer, Stopped
 from bot.types import ChatMessage, ProviderError, ReplyRequest
-from bot.wording import ENGLISH, customer_language, wording_for
+from bot.wording import customer_language, wording_for
 from knowledge import search as knowledge_search
 
 from . import escalation, selectors
@@ -34,7 +34,6 @@ from .models import Turn
 logger = logging.getLogger(__name__)
 
 # In English; the customer gets it in their language (bot/wording.py).
-APOLOGY = ENGLISH.apology
 
 
 def request_for_conversation(

@@ -39,7 +39,7 @@ from bot.types import (
     TextDelta,
     estimate_tokens,
 )
-from bot.wording import ABSTAIN, ASK_FOR_DETAIL
+from bot.wording import ENGLISH
 from conversations import services
 from conversations.models import Conversation, Customer, Turn
 from conversations.replies import write_reply
@@ -358,18 +358,18 @@ def test_it_says_plainly_it_does_not_know_and_offers_a_person_without_asking_a_m
     reply = answered(OFF_TOPIC_QUESTION)
 
     assert model.requests() == []  # no model was asked
-    assert (reply.status, reply.text, reply.abstained) == ("done", ABSTAIN, True)
+    assert (reply.status, reply.text, reply.abstained) == ("done", ENGLISH.abstain, True)
     assert "person" in reply.text and reply.sources == []
     assert reply.model == "" and reply.prompt_tokens == 0 and reply.provider == provider
     done = done_frame(reply)
-    assert (done["status"], done["text"], done["sources"]) == ("done", ABSTAIN, [])
+    assert (done["status"], done["text"], done["sources"]) == ("done", ENGLISH.abstain, [])
     deltas = [f for f in frames_of(reply) if f["type"] == "reply.delta"]
-    assert "".join(d["text"] for d in deltas) == ABSTAIN
+    assert "".join(d["text"] for d in deltas) == ENGLISH.abstain
 
 
 def test_it_abstains_when_the_knowledge_base_is_empty(model):
     reply = answered(LANTERN_QUESTION)
-    assert model.requests() == [] and reply.abstained and reply.text == ABSTAIN
+    assert model.requests() == [] and reply.abstained and reply.text == ENGLISH.abstain
 
 
 def test_it_takes_the_confidence_threshold_a_model_needs_from_the_settings(model, kb, settings):
@@ -401,7 +401,7 @@ def test_a_model_decides_the_passages_retrieval_is_unsure_of_where_the_offline_a
 
     settings.LLM_PROVIDER = "offline"
     offline = answered(LANTERN_QUESTION)
-    assert offline.abstained and offline.text == ABSTAIN and len(model.requests()) == 1
+    assert offline.abstained and offline.text == ENGLISH.abstain and len(model.requests()) == 1
 
 
 def test_it_never_abstains_on_small_talk_or_a_message_with_nothing_to_look_up(model, kb, settings):
@@ -410,7 +410,7 @@ def test_it_never_abstains_on_small_talk_or_a_message_with_nothing_to_look_up(mo
     assert "You're welcome" in reply.text and not reply.abstained and reply.sources == []
 
     reply = answered("can you help me?")  # nothing to look up: ask, don't abstain
-    assert reply.text == ASK_FOR_DETAIL and not reply.abstained
+    assert reply.text == ENGLISH.ask_for_detail and not reply.abstained
 
 
 # --- The offline answerer on the same grounding ----------------------------------------------

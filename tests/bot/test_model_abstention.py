@@ -22,9 +22,8 @@ from django.core.management.base import CommandError
 from bot.guards import NO_ANSWER_MARKER, AbstainOnMarker
 from bot.providers.base import Provider
 from bot.types import ChatMessage, Finished, ReplyRequest, StreamEvent, TextDelta
-from bot.wording import ABSTAIN
+from bot.wording import ENGLISH
 from conversations import services as chat_services
-from conversations.escalation import PERSON_WILL_JOIN
 from conversations.models import Conversation, Customer, EscalationRule, Turn
 from studio import playground
 from studio import services as studio_services
@@ -57,7 +56,7 @@ def assert_marker_never_shown(reply: Turn) -> None:
     """Not in any frame the writer published (live and replayed alike), nor stored."""
     for frame in frames_of(reply):
         assert "[[" not in json.dumps(frame) and "NO_ANSWER" not in json.dumps(frame).upper()
-    assert "".join(deltas_of(reply)) == ABSTAIN
+    assert "".join(deltas_of(reply)) == ENGLISH.abstain
     assert MARKER not in Turn.objects.get(pk=reply.pk).text
 
 
@@ -73,7 +72,12 @@ def test_it_abstains_like_retrieval_does_when_the_model_replies_the_marker(model
 
     (request,) = model.requests()
     assert passage_titles(request) and MARKER in system_prompt(request)  # the model was asked
-    assert (reply.status, reply.text, reply.abstained, reply.sources) == ("done", ABSTAIN, True, [])
+    assert (reply.status, reply.text, reply.abstained, reply.sources) == (
+        "done",
+        ENGLISH.abstain,
+        True,
+        [],
+    )
     # The model's call is still accounted for.
     assert reply.provider == "openai" and reply.model == "fake-model"
     assert reply.prompt_tokens > 0 and reply.completion_tokens == 1
@@ -88,7 +92,11 @@ def test_it_abstains_like_retrieval_does_when_the_model_replies_the_marker(model
     assert {k: v for k, v in by_model.items() if k not in ignore} == {
         k: v for k, v in by_retrieval.items() if k not in ignore
     }
-    assert (by_model["status"], by_model["text"], by_model["sources"]) == ("done", ABSTAIN, [])
+    assert (by_model["status"], by_model["text"], by_model["sources"]) == (
+        "done",
+        ENGLISH.abstain,
+        [],
+    )
 
 
 @pytest.mark.parametrize(
@@ -130,7 +138,12 @@ def test_it_catches_the_marker_in_any_form_split_across_chunks_and_streams_none_
     reply = answered(LANTERN_QUESTION)
 
     assert model.requests()[0]["scripted"]
-    assert (reply.status, reply.text, reply.abstained, reply.sources) == ("done", ABSTAIN, True, [])
+    assert (reply.status, reply.text, reply.abstained, reply.sources) == (
+        "done",
+        ENGLISH.abstain,
+        True,
+        [],
+    )
     assert reply.completion_tokens == len(chunks)
     assert_marker_never_shown(reply)
 
@@ -139,7 +152,7 @@ def test_it_abstains_when_the_reply_stops_inside_the_marker(model, kb):
     model.script(["[[NO", "_ANS"])  # cut short, by max_tokens or a stop sequence
     reply = answered(LANTERN_QUESTION)
 
-    assert (reply.text, reply.abstained, reply.sources) == (ABSTAIN, True, [])
+    assert (reply.text, reply.abstained, reply.sources) == (ENGLISH.abstain, True, [])
     assert_marker_never_shown(reply)
 
 
@@ -217,7 +230,7 @@ def test_it_lets_an_answer_flow_as_soon_as_it_cannot_be_the_marker(chunks, first
 
 def test_it_tells_a_bare_marker_cut_short_from_a_one_word_answer():
     cut_short = list(relayed(Chunks("NO_", "ANS")))
-    assert "".join(e.text for e in cut_short if isinstance(e, TextDelta)) == ABSTAIN
+    assert "".join(e.text for e in cut_short if isinstance(e, TextDelta)) == ENGLISH.abstain
     assert cut_short[-1].abstained
 
     answer = list(relayed(Chunks("No")))
@@ -231,7 +244,7 @@ def test_it_keeps_the_models_usage_on_an_abstention_and_reads_its_stream_to_the_
     provider = Chunks(" [[NO_", "ANSWER]] Sorry", ", nothing", " here.")
     events = list(relayed(provider))
 
-    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == ABSTAIN
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == ENGLISH.abstain
     assert events[-1] == Finished(model="m", prompt_tokens=7, completion_tokens=4, abstained=True)
     assert provider.sent == 4
 
@@ -259,7 +272,7 @@ def test_it_hands_over_after_the_model_could_not_answer_twice_in_a_row(model, kb
     conversation.refresh_from_db()
     assert (conversation.status, conversation.escalation_reason) == ("pending", "abstained")
     notices = conversation.turns.filter(author="system").values_list("text", flat=True)
-    assert list(notices) == [PERSON_WILL_JOIN]
+    assert list(notices) == [ENGLISH.person_will_join]
 
 
 def test_it_counts_a_model_abstention_and_a_retrieval_abstention_in_one_streak(
@@ -284,8 +297,8 @@ def test_it_shows_the_operator_that_the_model_abstained_without_the_marker(model
 
     result = playground.answer(version, [ChatMessage("user", LANTERN_QUESTION)], shown.append)
 
-    assert (result.text, result.abstained, result.sources) == (ABSTAIN, True, [])
-    assert "".join(shown) == ABSTAIN
+    assert (result.text, result.abstained, result.sources) == (ENGLISH.abstain, True, [])
+    assert "".join(shown) == ENGLISH.abstain
     frame = result.usage_frame()
     assert frame["abstained_by"] == "model" and frame["model"] == "fake-model"
     assert frame["completion_tokens"] == 2 and frame["prompt_tokens"] > 0

@@ -25,16 +25,7 @@ from bot.types import (
     TextDelta,
     estimate_tokens,
 )
-from bot.wording import (
-    ABSTAIN,
-    ASK_FOR_DETAIL,
-    HEDGED_CLOSING,
-    HEDGED_LEAD_IN,
-    LEAD_INS,
-    POINTER,
-    SEE_ALSO,
-    STEP_LEAD_INS,
-)
+from bot.wording import ENGLISH
 from knowledge.models import Article
 from knowledge.search import Hit, search
 from knowledge.services import DEMO_DIR, load_markdown_folder
@@ -61,7 +52,7 @@ def ask(question: str, *history: ChatMessage, provider: OfflineProvider | None =
 def body_of(answer: str) -> list[str]:
     """The lines of an answer that come from the article (lead-in and pointers removed)."""
     lines = answer.split("\n")
-    assert lines[0] in (*LEAD_INS, *STEP_LEAD_INS, HEDGED_LEAD_IN)
+    assert lines[0] in (*ENGLISH.lead_ins, *ENGLISH.step_lead_ins, ENGLISH.hedged_lead_in)
     assert lines[-1].startswith("You can read more in “")
     return [re.sub(r"^(?:\d+\.|-) ", "", line) for line in lines[2:-2] if line]
 
@@ -69,9 +60,9 @@ def body_of(answer: str) -> list[str]:
 def pointers_match(text: str, sources: list[Source]) -> bool:
     """The answer points to its first source, and to the second (if any) as a "see also"."""
     closing = text.split("\n")[-1]
-    expected = POINTER.format(title=sources[0].title)
+    expected = ENGLISH.pointer.format(title=sources[0].title)
     if len(sources) == 2:
-        expected += " " + SEE_ALSO.format(title=sources[1].title)
+        expected += " " + ENGLISH.see_also.format(title=sources[1].title)
     return len(sources) <= 2 and closing.startswith(expected)
 
 
@@ -135,16 +126,16 @@ def test_it_keeps_steps_together_and_in_order(demo_kb):
 @pytest.mark.parametrize("question", OFF_TOPIC)
 def test_it_says_it_does_not_know_and_offers_a_person_instead_of_guessing(demo_kb, question):
     deltas, finished = ask(question)
-    assert "".join(deltas) == ABSTAIN
+    assert "".join(deltas) == ENGLISH.abstain
     assert finished.abstained is True
     assert finished.sources == []
-    assert finished.completion_tokens == estimate_tokens(ABSTAIN)
+    assert finished.completion_tokens == estimate_tokens(ENGLISH.abstain)
 
 
 @pytest.mark.django_db
 def test_it_says_it_does_not_know_when_the_knowledge_base_is_empty():
     deltas, finished = ask("How do I return an item?")
-    assert "".join(deltas) == ABSTAIN and finished.abstained
+    assert "".join(deltas) == ENGLISH.abstain and finished.abstained
 
 
 @pytest.mark.parametrize(
@@ -178,7 +169,7 @@ def test_a_greeting_with_a_question_gets_an_answer(demo_kb):
 @pytest.mark.parametrize("message", ["", "   ", "???", "can you help me?"])
 def test_it_asks_what_the_customer_needs_when_there_is_no_question(demo_kb, message):
     deltas, finished = ask(message)
-    assert "".join(deltas) == ASK_FOR_DETAIL
+    assert "".join(deltas) == ENGLISH.ask_for_detail
     assert finished.sources == [] and not finished.abstained
 
 
@@ -198,7 +189,7 @@ def test_it_hedges_a_weaker_match_and_offers_a_person(demo_kb, settings):
     settings.KB_MIN_CONFIDENCE = search(question, 1)[0].confidence - HEDGE_MARGIN / 2
     deltas, finished = ask(question)
     text = "".join(deltas)
-    assert text.startswith(HEDGED_LEAD_IN) and text.endswith(HEDGED_CLOSING)
+    assert text.startswith(ENGLISH.hedged_lead_in) and text.endswith(ENGLISH.hedged_closing)
     assert finished.sources and not finished.abstained
 
 
@@ -323,7 +314,7 @@ def test_it_answers_from_the_passages_it_is_given_without_searching_again():
 
     assert "plug its cable into any USB port" in text
     assert events[-1].sources == [Source("Zephyr lantern", "https://help.example.com/7", 7, n=1)]
-    assert text.split("\n")[-1] == POINTER.format(title="Zephyr lantern")
+    assert text.split("\n")[-1] == ENGLISH.pointer.format(title="Zephyr lantern")
 
 
 def test_it_points_to_a_second_article_that_matches_nearly_as_well():
@@ -332,7 +323,7 @@ def test_it_points_to_a_second_article_that_matches_nearly_as_well():
     far = hit(8, "Quokka doorbell", DOORBELL, score=1.0, confidence=0.85)
 
     reply = answer_from(grounded(lantern, close))
-    assert reply.text.endswith(SEE_ALSO.format(title="Quokka doorbell"))
+    assert reply.text.endswith(ENGLISH.see_also.format(title="Quokka doorbell"))
     assert [(s.n, s.article_id) for s in reply.sources] == [(1, 7), (2, 8)]
     assert "AA batteries" not in reply.text  # a pointer, not a second answer
 
@@ -343,15 +334,15 @@ def test_it_points_to_a_second_article_that_matches_nearly_as_well():
 def test_it_introduces_steps_as_steps():
     reply = answer_from(grounded(hit(8, "Resetting the doorbell", STEPS, score=2, confidence=0.9)))
     lead_in, body, closing = reply.text.split("\n\n")
-    assert lead_in in STEP_LEAD_INS
+    assert lead_in in ENGLISH.step_lead_ins
     assert body == STEPS
-    assert closing == POINTER.format(title="Resetting the doorbell")
+    assert closing == ENGLISH.pointer.format(title="Resetting the doorbell")
 
 
 def test_it_says_what_grounding_decided_when_there_is_nothing_to_answer_from():
-    assert answer_from(Knowledge(question="x", abstain=True)).text == ABSTAIN
+    assert answer_from(Knowledge(question="x", abstain=True)).text == ENGLISH.abstain
     assert answer_from(Knowledge(question="x", abstain=True)).abstained
-    assert answer_from(Knowledge(question="can you help me?")).text == ASK_FOR_DETAIL
+    assert answer_from(Knowledge(question="can you help me?")).text == ENGLISH.ask_for_detail
     thanks = answer_from(Knowledge(question="thanks", small_talk=frozenset({"thanks"})))
     assert "You're welcome" in thanks.text and not thanks.sources
 

@@ -14,11 +14,12 @@ from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
+from bot.wording import ENGLISH
 from conversations import events, services
-from conversations.business_hours import WEEKDAYS, availability, describe_opening, support_zone
+from conversations.business_hours import availability, describe_opening, support_zone
 from conversations.contact import save_contact_email
 from conversations.errors import CustomerRequestRefused as HandoffError
-from conversations.escalation import PERSON_WILL_JOIN, after_bot_reply, escalate
+from conversations.escalation import after_bot_reply, escalate
 from conversations.models import BusinessHours, Conversation, EscalationRule, Turn
 from conversations.ratings import rate
 from conversations.replies import write_reply
@@ -86,7 +87,7 @@ def test_it_hands_over_when_the_customer_asks_for_a_human_and_queues_no_reply(
     assert (conversation.status, conversation.escalation_reason) == ("pending", "customer_request")
     assert conversation.escalated_at is not None
     assert [t.author for t in conversation.turns.all()] == ["customer", "system"]
-    assert system_texts(conversation) == [PERSON_WILL_JOIN]
+    assert system_texts(conversation) == [ENGLISH.person_will_join]
     assert queued == []
 
 
@@ -180,7 +181,7 @@ def test_it_hands_over_after_the_bot_could_not_answer_twice_in_a_row(alice_conve
     assert second.abstained
     conversation = refreshed(alice_conversation)
     assert (conversation.status, conversation.escalation_reason) == ("pending", "abstained")
-    assert system_texts(conversation) == [PERSON_WILL_JOIN]
+    assert system_texts(conversation) == [ENGLISH.person_will_join]
     assert post(conversation, "Hello?").reply is None
 
 
@@ -278,7 +279,7 @@ def test_it_says_a_person_will_join_within_business_hours(alice_conversation):
     today = local_now().weekday()
     BusinessHours.objects.create(weekday=today, opens=time(0, 0), closes=time(23, 59, 59, 999999))
     escalate(alice_conversation, "customer_request")
-    assert system_texts(alice_conversation) == [PERSON_WILL_JOIN]
+    assert system_texts(alice_conversation) == [ENGLISH.person_will_join]
     assert state_frame(alice_conversation.pk)["needs_email"] is False
 
 
@@ -292,7 +293,7 @@ def test_it_asks_for_an_email_and_names_the_next_opening_outside_business_hours(
 
     (notice,) = system_texts(alice_conversation)
     assert "email address" in notice
-    assert f"on {WEEKDAYS[in_two_days]} at 09:00" in notice
+    assert f"on {ENGLISH.weekdays[in_two_days]} at 09:00" in notice
     assert state_frame(alice_conversation.pk)["needs_email"] is True
 
     save_contact_email(alice_conversation, "  alice@example.com ")
@@ -425,7 +426,7 @@ async def test_it_hands_over_on_talk_to_a_person_and_tells_every_socket(alice_co
             "rated": False,
         }
         notices = [f["turn"] for f in frames if f["type"] == "turn"]
-        assert [(t["author"], t["text"]) for t in notices] == [("system", PERSON_WILL_JOIN)]
+        assert [(t["author"], t["text"]) for t in notices] == [("system", ENGLISH.person_will_join)]
 
     # Asking again changes nothing, and says so to the one who asked.
     await first.send_json_to({"type": "handoff"})
@@ -582,7 +583,7 @@ def test_it_lets_a_customer_in_the_page_get_a_person_rate_and_start_again(chromi
     page.get_by_role("button", name="Talk to a person").click()
     page.get_by_role("status").filter(has_text="Waiting for a person…").wait_for()
     notice = page.get_by_role("log").locator('[data-author="system"]').last
-    assert notice.inner_text() == PERSON_WILL_JOIN
+    assert notice.inner_text() == ENGLISH.person_will_join
     assert page.get_by_role("button", name="Talk to a person").is_hidden()
     conversation = Conversation.objects.get()
 

@@ -14,10 +14,11 @@ import pytest
 from django.utils import timezone
 
 from bot.grounding import strip_citations
+from bot.wording import ENGLISH
 from conversations import services, tasks
 from conversations.events import ReplyPublisher
 from conversations.models import Conversation, Customer, Turn
-from conversations.replies import APOLOGY, ReplyBusy, write_reply
+from conversations.replies import ReplyBusy, write_reply
 from support_bot.redis_clients import key, sync_client
 from tests.conftest import reply_text
 from tests.fake_llm import expected_reply
@@ -147,10 +148,10 @@ def test_it_gives_up_on_a_hanging_model_and_apologises(model, settings):
     write_reply(reply.pk)
 
     reply.refresh_from_db()
-    assert (reply.status, reply.text, reply.error_code) == ("failed", APOLOGY, "timeout")
+    assert (reply.status, reply.text, reply.error_code) == ("failed", ENGLISH.apology, "timeout")
     done = frames_of(reply)[-1]
     assert done["type"] == "reply.done" and done["status"] == "failed"
-    assert done["error"]["code"] == "timeout" and done["text"] == APOLOGY
+    assert done["error"]["code"] == "timeout" and done["text"] == ENGLISH.apology
 
 
 def test_it_apologises_when_every_attempt_fails(model, settings):
@@ -228,7 +229,7 @@ def test_it_never_leaves_the_customer_in_silence_when_writing_crashes(settings):
     reply.refresh_from_db()
     assert (reply.status, reply.text, reply.error_code) == (
         "failed",
-        APOLOGY,
+        ENGLISH.apology,
         "internal_error",
     )
     assert frames_of(reply)[-1]["status"] == "failed"

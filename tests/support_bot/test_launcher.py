@@ -25,6 +25,21 @@ from tests.conftest import ROOT, ChildProcess, free_port
 pytestmark = pytest.mark.worker
 
 
+def start_launcher(env: dict[str, str]) -> ChildProcess:
+    """`make run`'s launcher in a child process, its output read as it comes."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "support_bot.launcher"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    launcher = ChildProcess(process)
+    launcher.start_reader()
+    return launcher
+
+
 def launcher_env(var_dir: Path, port: int) -> dict[str, str]:
     env = {
         k: v
@@ -69,16 +84,8 @@ async def chat_once(base: str, cookie: str, conversation_id: str) -> list[dict]:
 
 def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path):
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "support_bot.launcher"],
-        cwd=ROOT,
-        env=launcher_env(tmp_path, port),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    launcher = ChildProcess(process)
-    launcher.start_reader()
+    launcher = start_launcher(launcher_env(tmp_path, port))
+    process = launcher.process
     try:
         launcher.wait_for_output("Support Bot is running", timeout=180)
         output = "".join(launcher.output)
@@ -129,16 +136,8 @@ def test_ctrl_c_leaves_alone_an_embedded_redis_the_launcher_did_not_start(tmp_pa
     # Started earlier by another process (a `manage.py shell`, say) that still uses it.
     url = embedded_redis.ensure_running(tmp_path / "redis")
     try:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "support_bot.launcher"],
-            cwd=ROOT,
-            env=launcher_env(tmp_path, free_port()),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        launcher = ChildProcess(process)
-        launcher.start_reader()
+        launcher = start_launcher(launcher_env(tmp_path, free_port()))
+        process = launcher.process
         launcher.wait_for_output("Support Bot is running", timeout=90)
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)
@@ -168,16 +167,8 @@ def test_make_run_with_production_settings_collects_the_static_files_and_serves_
     tmp_path,
 ):
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "support_bot.launcher"],
-        cwd=ROOT,
-        env=production_env(tmp_path, port, tmp_path / "static"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    launcher = ChildProcess(process)
-    launcher.start_reader()
+    launcher = start_launcher(production_env(tmp_path, port, tmp_path / "static"))
+    process = launcher.process
     try:
         launcher.wait_for_output("Support Bot is running", timeout=180)
         base = f"http://127.0.0.1:{port}"
