@@ -8,6 +8,7 @@ ask for everything after the last seq it saw.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
@@ -16,11 +17,13 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
+from redis.exceptions import RedisError
 
 from support_bot.redis_clients import async_client, key, sync_client
 
 from .models import Conversation, Turn
 
+logger = logging.getLogger(__name__)
 
 def conversation_group(conversation_id: UUID | str) -> str:
     return f"conversation.{conversation_id}"
@@ -94,8 +97,14 @@ class ReplyPublisher:
     """Publishes one reply's frames with consecutive seq numbers, from a worker thread.
 
     Each frame costs one Redis round trip: append to the replay log and publish to the
-    conversation's group in one pipeline, with no event loop in the worker thread.
+    conversation's group in one pipeline, with no event loop in the worker thread. While Redis
+    is unreachable the reply goes on (the database keeps it); once Redis answers again the
+    text so far is sent over as a new start, since frames were lost with it.
     """
+
+    # A reply taken over after its replay log was lost numbers its frames from here on, past
+    # anything an earlier attempt can have sent, so pages apply them (reply.start jumps gaps).
+    SEQ_PER_ATTEMPT = 1_000_000
 
     def __init__(self, turn: Turn) -> None:
         self.reply_id = turn.pk
@@ -104,16 +113,23 @@ class ReplyPublisher:
         self.channel = _group_channel(conversation_group(turn.conversation_id))
         self.layer = get_channel_layer()
         self.redis = sync_client()
+        self.text = ""  # what this start has said so far
+        self.behind = False  # frames were lost while Redis was unreachable
         # A reply taken over from a lost worker continues the numbering its log already has.
-        self.seq, self.starts = self._log_position()
+        self.seq, self.starts = self._log_position(turn.attempt)
 
-    def _log_position(self) -> tuple[int, int]:
+    def _log_position(self, attempt: int) -> tuple[int, int]:
         """(last seq, number of starts) already in the log: (0, 0) for a fresh reply."""
-        last = self.redis.xrevrange(self.log, count=1)
+        try:
+            last = self.redis.xrevrange(self.log, count=1)
+            # Only replies taken over from a lost worker have a log, so reading it is rare.
+            entries = (self.redis.xrange(self.log) or []) if last else []
+        except RedisError as exc:
+            self._fell_behind(exc)
+            last = None
         if not last:
-            return 0, 0
-        # Only replies taken over from a lost worker get here, so reading the log is rare.
-        entries = self.redis.xrange(self.log) or []
+            earlier = max(0, attempt - 1)
+            return earlier * self.SEQ_PER_ATTEMPT, earlier
         starts = sum(is_frame(str(fields["f"]), "reply.start") for _id, fields in entries if fields)
         return int(str(last[0][0]).split("-")[0]), starts
 
@@ -129,16 +145,50 @@ class ReplyPublisher:
         pipe.exists(self.person_has_it)
         return not pipe.execute()[-1]
 
+    def _send(self, frame: dict[str, Any]) -> bool:
+        if self.behind and not self._catch_up():
+            return True
+        try:
+            return self._publish(frame)
+        except RedisError as exc:
+            self._fell_behind(exc)
+            return True
+
+    def _catch_up(self) -> bool:
+        """Start the text over with everything said so far; False while Redis is still away."""
+        try:
+            self._publish({"type": "reply.start", "attempt": self.starts})
+            self.behind = False
+            logger.info("reply %s: Redis is back; its text so far sent again", self.reply_id)
+            return True
+        except RedisError:
+            return False
+
+    def _fell_behind(self, exc: RedisError) -> None:
+        if not self.behind:
+            logger.warning("reply %s: frames not sent (%s); the reply goes on", self.reply_id, exc)
+        self.behind = True
+
     def start(self) -> None:
         self.starts += 1
-        self._publish({"type": "reply.start", "attempt": self.starts})
+        self.text = ""
+        if self.behind:
+            self._catch_up()  # itself a start
+        else:
+            self._send({"type": "reply.start", "attempt": self.starts})
 
     def delta(self, text: str) -> bool:
         """Send a piece of the reply; False once a person has the conversation (stop)."""
-        return self._publish({"type": "reply.delta", "text": text})
+        self.text += text
+        if self.behind:
+            if not self._catch_up():
+                return True
+            text = self.text
+        return self._send({"type": "reply.delta", "text": text})
 
     def done(self, turn: Turn, error: dict[str, str] | None = None) -> None:
-        self._publish(done_frame(turn, error))
+        # Lost with Redis, the page's resume gets the stored reply (sockets.FrameConsumer).
+        self._send(done_frame(turn, error))
 
 
 def done_frame(turn: Turn, error: dict[str, str] | None = None) -> dict[str, Any]:

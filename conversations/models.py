@@ -200,7 +200,15 @@ class Turn(models.Model):
                 name="one_turn_per_client_message",
             )
         ]
-        indexes = [models.Index(fields=["conversation", "-id"])]
+        indexes = [
+            models.Index(fields=["conversation", "-id"]),
+            # The sweeper's look at unfinished replies (recovery.py), every second per worker.
+            models.Index(
+                fields=["status", "claimed_at"],
+                name="unfinished_reply",
+                condition=Q(status__in=["queued", "streaming"]),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_author_display()}: {self.text[:60]}"

@@ -7,6 +7,7 @@ Tasks stay thin and call write_reply.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -14,7 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
+from redis.exceptions import RedisError
 
 from bot import config as bot_config
 from bot import run
@@ -27,13 +29,11 @@ from bot.types import ChatMessage, ProviderError, ReplyRequest
 from bot.wording import customer_language, wording_for
 from knowledge import search as knowledge_search
 
-from . import escalation, selectors
+from . import escalation, recovery, selectors
 from .events import ReplyPublisher
 from .models import Turn
 
 logger = logging.getLogger(__name__)
-
-# In English; the customer gets it in their language (bot/wording.py).
 
 
 def request_for_conversation(
@@ -60,32 +60,39 @@ def request_for_reply(
     return request_for_conversation(bot, reply.conversation_id, messages, provider)
 
 
-class ReplyBusy(Exception):
-    """Another worker holds this reply's lease; look again after `retry_in` seconds."""
-
-    def __init__(self, retry_in: float) -> None:
-        super().__init__(retry_in)
-        self.retry_in = retry_in
-
-
 def write_reply(reply_id: int) -> None:
-    """Generate, stream and store one bot reply. Safe to call twice for the same reply."""
+    """Generate, stream and store one bot reply. Safe to call twice for the same reply: a
+    duplicate task finds it claimed (or finished) and does nothing; if the worker writing it
+    dies, the sweeper re-queues it once its lease lapses (recovery.py)."""
     reply = Turn.claim_reply(reply_id, settings.REPLY_LEASE_S)
     if reply is None:
-        current = Turn.objects.filter(pk=reply_id).only("status", "claimed_at").first()
-        if current is not None and current.status == Turn.Status.STREAMING and current.claimed_at:
-            held_for = time.time() - current.claimed_at.timestamp()
-            raise ReplyBusy(max(1.0, settings.REPLY_LEASE_S - held_for))
         logger.info("reply %s is already taken care of; nothing to do", reply_id)
         return
     try:
-        if not reply.conversation.bot_answers:
-            _withdraw(reply)
-            return
-        ReplyWriter(reply).run()
+        with recovery.keeper.hold(reply) as held:
+            if not reply.conversation.bot_answers:
+                _withdraw(reply)
+            elif reply.attempt > settings.REPLY_MAX_CLAIMS:
+                # Every worker that took it died or hit an outage: apologise, don't loop.
+                ReplyWriter(reply, held).fail(
+                    ProviderError("too many attempts", permanent=True, code="gave_up")
+                )
+            else:
+                ReplyWriter(reply, held).run()
+    except (DatabaseError, RedisError):
+        _release_claim(reply)
+        raise
     finally:
         # A worker runs many threads: none may keep an idle connection between replies.
         _release_database_connection()
+
+
+def _release_claim(reply: Turn) -> None:
+    """After an outage stopped this reply: queued again, so the task's retry (or any
+    worker) can claim it at once. When the database is what failed, the lease lapses instead."""
+    mine = Turn.objects.filter(pk=reply.pk, attempt=reply.attempt, status=Turn.Status.STREAMING)
+    with contextlib.suppress(DatabaseError):
+        mine.update(status=Turn.Status.QUEUED)
 
 
 def _withdraw(reply: Turn) -> None:
@@ -114,8 +121,10 @@ class ReplyWriter:
     stops when one does.
     """
 
-    def __init__(self, reply: Turn) -> None:
+    def __init__(self, reply: Turn, held: recovery.HeldReply | None = None) -> None:
         self.reply = reply
+        # This process's hold on the reply's lease: lost when another worker took it over.
+        self.held = held or recovery.HeldReply(reply.pk, reply.attempt)
         self.provider_name = registry.provider_name()
         # The configuration this reply uses (resolved in run(); None until then).
         self.bot: BotConfig | None = None
@@ -141,6 +150,9 @@ class ReplyWriter:
         started = False
         error: ProviderError | None = None
         for attempt_number in range(1, settings.REPLY_MAX_ATTEMPTS + 1):
+            if self.held.is_lost:
+                logger.info("reply %s: handed over to another worker", self.reply.pk)
+                return
             self.shown = False
             try:
                 if request is None:
@@ -157,7 +169,10 @@ class ReplyWriter:
                     request, configured, on_delta=self._send, deadline=self.deadline
                 )
             except Stopped as stopped:
-                self._stop_for_a_person(stopped)
+                if self.held.is_lost:
+                    logger.info("reply %s: handed over to another worker", self.reply.pk)
+                else:
+                    self._stop_for_a_person(stopped)
                 return
             except ProviderError as exc:
                 error = exc
@@ -184,7 +199,10 @@ class ReplyWriter:
         self.fail(error)
 
     def _send(self, text: str) -> bool:
-        """A piece of the reply to the customer; False once a person has the conversation."""
+        """A piece of the reply to the customer; False once a person has the conversation, or
+        once another worker writes the reply."""
+        if self.held.is_lost:
+            return False
         self.shown = True
         return self.publisher.delta(text)
 

@@ -202,4 +202,6 @@ def _already_posted(conversation: Conversation, client_id: str) -> PostedMessage
 
 
 def _queue_reply_on_commit(reply_id: int) -> None:
-    transaction.on_commit(lambda: generate_reply.delay(reply_id))
+    # robust: with the broker down the message is still stored and acknowledged; the sweeper
+    # in the workers queues its reply (recovery.py).
+    transaction.on_commit(lambda: generate_reply.delay(reply_id), robust=True)

@@ -7,6 +7,7 @@ import logging
 from celery import Task, shared_task
 from django.conf import settings
 from django.db import DatabaseError
+from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from . import replies
@@ -25,14 +26,16 @@ logger = logging.getLogger(__name__)
 def generate_reply(self: Task, reply_id: int) -> None:
     try:
         replies.write_reply(reply_id)
-    except replies.ReplyBusy as busy:
-        # Another worker holds the lease: look again when it would have expired.
-        raise self.retry(countdown=busy.retry_in) from None
     except (DatabaseError, RedisError) as outage:
         # The database or Redis is unreachable, so neither a reply nor an apology can be
-        # stored or sent now. Try again; the reply's lease stops two workers writing it.
+        # stored or sent now. Try again soon; should the broker be down too, the sweeper in
+        # every worker re-queues the reply once the database answers (recovery.py).
         logger.warning("reply %s: infrastructure error (%s); retrying", reply_id, outage)
-        raise self.retry(countdown=5, exc=outage) from None
+        try:
+            raise self.retry(countdown=2, exc=outage)
+        except (OperationalError, OSError, RedisError) as broker_down:
+            logger.warning("reply %s: retry not queued (%s); the sweeper will", reply_id,
+                           broker_down)  # fmt: skip
     except Exception:
         logger.exception("reply %s crashed", reply_id)
         replies.fail_reply_after_crash(reply_id)

@@ -4,7 +4,7 @@ import logging
 import os
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_ready, worker_shutting_down
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "support_bot.settings")
 
@@ -37,3 +37,25 @@ def _prepare_worker(**_: object) -> None:
 
 
 worker_init.connect(_prepare_worker, weak=False)
+
+
+def _keep_reply_leases(**_: object) -> None:
+    """Once the worker takes tasks: renew its replies' leases and sweep up replies nobody owns
+    (at once, then every second)."""
+    from conversations import recovery
+
+    recovery.keeper.start()
+
+
+def _hand_off_before_the_kill(**_: object) -> None:
+    """SIGTERM: Celery stops taking tasks and waits for the running ones; replies that would
+    outlast the grace period go to another worker shortly before it ends."""
+    from django.conf import settings
+
+    from conversations import recovery
+
+    recovery.keeper.begin_shutdown(settings.WORKER_SHUTDOWN_GRACE_S)
+
+
+worker_ready.connect(_keep_reply_leases, weak=False)
+worker_shutting_down.connect(_hand_off_before_the_kill, weak=False)

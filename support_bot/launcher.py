@@ -27,10 +27,15 @@ READY_TIMEOUT_S = 300
 ROOT = Path(__file__).resolve().parent.parent
 
 
+STOP_TIMEOUT_S = 10
+
+
 def main() -> int:
     env = dict(os.environ)
     env.setdefault("DEBUG", "1")
     env.setdefault("DJANGO_SETTINGS_MODULE", "support_bot.settings")
+    # The launcher kills what has not stopped 10 s after Ctrl-C: the worker hands off before.
+    env.setdefault("WORKER_SHUTDOWN_GRACE_S", str(STOP_TIMEOUT_S))
     var_dir = Path(env.get("SUPPORT_BOT_VAR_DIR") or ROOT / "var").resolve()
     env["SUPPORT_BOT_VAR_DIR"] = str(var_dir)
     if not env.get("REDIS_URL"):
@@ -98,7 +103,7 @@ def main() -> int:
     for child in children:
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + STOP_TIMEOUT_S
     for child in children:
         try:
             child.wait(timeout=max(0.1, deadline - time.monotonic()))

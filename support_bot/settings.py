@@ -212,12 +212,16 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # The reply task of a worker that died is redelivered once it has been unacknowledged for
 # visibility_timeout (longer than any reply can take). Kombu looks for such tasks every
 # unacked_restore_interval seconds; its default throttle would make that every 100 s.
-CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 300),
-    "unacked_restore_interval": env_int("CELERY_RESTORE_INTERVAL", 10),
-    "unacked_restore_throttle": 1,
-    "global_keyprefix": REDIS_KEY_PREFIX,
-}
+CELERY_BROKER_TRANSPORT_OPTIONS = (
+    {
+        "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 300),
+        "unacked_restore_interval": env_int("CELERY_RESTORE_INTERVAL", 10),
+        "unacked_restore_throttle": 1,
+        "global_keyprefix": REDIS_KEY_PREFIX,
+    }
+    if CELERY_BROKER_URL.startswith("redis")
+    else {}
+)
 
 # --- Chat -------------------------------------------------------------------------------------
 COMPANY_NAME = os.environ.get("COMPANY_NAME", "Brightwave")
@@ -235,8 +239,20 @@ REPLY_LOG_TTL_S = env_int("REPLY_LOG_TTL_S", 3600)
 REPLY_FLUSH_INTERVAL_S = env_float("REPLY_FLUSH_INTERVAL_S", 0.05)
 REPLY_MAX_ATTEMPTS = env_int("REPLY_MAX_ATTEMPTS", 3)
 REPLY_DEADLINE_S = env_float("REPLY_DEADLINE_S", 120)
-# A reply still "streaming" this long after its claim belongs to a lost worker.
-REPLY_LEASE_S = env_float("REPLY_LEASE_S", REPLY_DEADLINE_S + 30)
+# Recovery (conversations/recovery.py): a worker renews the lease of each reply it writes every
+# REPLY_HEARTBEAT_S; a reply whose lease is older than REPLY_LEASE_S belongs to a lost worker
+# and is re-queued, as is a reply queued for REPLY_REQUEUE_AFTER_S (its task was lost). A reply
+# claimed more than REPLY_MAX_CLAIMS times ends with the apology.
+REPLY_HEARTBEAT_S = env_float("REPLY_HEARTBEAT_S", 1)
+REPLY_LEASE_S = env_float("REPLY_LEASE_S", 5)
+REPLY_REQUEUE_AFTER_S = env_float("REPLY_REQUEUE_AFTER_S", 8)
+REPLY_MAX_CLAIMS = env_int("REPLY_MAX_CLAIMS", 10)
+# On SIGTERM a worker finishes its replies until WORKER_HANDOFF_MARGIN_S before the grace period
+# (WORKER_SHUTDOWN_GRACE_S: docker-compose's stop_grace_period) ends, then hands the rest off.
+WORKER_SHUTDOWN_GRACE_S = env_float("WORKER_SHUTDOWN_GRACE_S", 30)
+WORKER_HANDOFF_MARGIN_S = env_float("WORKER_HANDOFF_MARGIN_S", 4)
+if REPLY_LEASE_S < 2 * REPLY_HEARTBEAT_S:
+    raise ImproperlyConfigured("REPLY_LEASE_S must be at least twice REPLY_HEARTBEAT_S")
 SYSTEM_PROMPT = os.environ.get(
     "SYSTEM_PROMPT",
     "You are the customer support assistant of {company}. Answer briefly and kindly. "

@@ -363,8 +363,9 @@
       if (!isPositiveInt(frame.reply_id) || !isPositiveInt(frame.seq)) return;
       const reply = this.reply(frame.reply_id);
       if (frame.seq <= reply.lastSeq) return; // already applied: the server may replay
-      if (frame.type === "reply.done") {
-        // A done frame carries the whole text, so it may jump any gap (the replay log may be gone).
+      if (frame.type === "reply.done" || frame.type === "reply.start") {
+        // A done frame carries the whole text and a start begins it anew, so either may jump any
+        // gap (the replay log may be gone; a reply taken over numbers its frames further on).
         this.applyInOrder(reply, frame);
         for (const seq of reply.buffer.keys()) if (seq <= frame.seq) reply.buffer.delete(seq);
       } else if (frame.seq === reply.lastSeq + 1) {

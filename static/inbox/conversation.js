@@ -201,7 +201,8 @@
     if (!Number.isInteger(frame.reply_id) || !Number.isInteger(frame.seq)) return;
     const reply = replyState(frame.reply_id);
     if (frame.seq <= reply.lastSeq) return;
-    if (frame.type === "reply.done" || frame.seq === reply.lastSeq + 1) {
+    // A done frame carries the whole text and a start begins it anew: either may jump a gap.
+    if (frame.type === "reply.done" || frame.type === "reply.start" || frame.seq === reply.lastSeq + 1) {
       applyInOrder(reply, frame);
       for (const seq of reply.buffer.keys()) if (seq <= reply.lastSeq) reply.buffer.delete(seq);
     } else {

@@ -7,7 +7,9 @@ import pytest
 from django.core.management import call_command
 
 from conversations.escalation import escalate
+from conversations.events import ReplyPublisher
 from conversations.models import Turn
+from conversations.recovery import requeue
 from conversations.replies import write_reply
 from tests.fixtures_kb import parcels_article
 from tests.markdown_replies import (
@@ -417,3 +419,44 @@ def test_a_message_the_server_refuses_is_marked_not_sent_and_never_re_sent(web_o
     assert page.evaluate("window.__messages") == 1
     assert page.locator(".connection-status").get_attribute("data-state") == "connected"
     assert Turn.objects.count() == 0
+
+
+def test_a_reply_taken_over_after_redis_lost_its_log_replaces_the_half_reply_on_the_page(
+    chromium, asgi_server
+):
+    """No worker here: the test writes the reply's frames itself, as two workers would."""
+    from support_bot.redis_clients import key, sync_client
+
+    server = asgi_server(LLM_PROVIDER="offline")
+    context = chromium.new_context()
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(f"{server}/chat/")
+    send(page, "Where is my parcel?")
+    reply = Turn.objects.get(author="bot")
+    page.wait_for_selector('[role=log] [data-author=bot][data-status="queued"]')
+
+    first = Turn.claim_reply(reply.pk, lease_s=5)
+    lost = ReplyPublisher(first)
+    lost.start()
+    lost.delta("Your parcel left")
+    bot = bot_messages(page).last
+    page.wait_for_function(
+        "() => document.querySelector('[role=log] [data-author=bot] .text')"
+        ".textContent.includes('Your parcel left')"
+    )
+    # Its worker dies and Redis restarts empty; the sweeper gives the reply to another worker.
+    sync_client().delete(key("reply", reply.pk))
+    assert requeue(reply.pk, reason="lease lapsed")
+    second = Turn.claim_reply(reply.pk, lease_s=5)
+    taken_over = ReplyPublisher(second)
+    taken_over.start()
+    taken_over.delta("It arrives tomorrow.")
+
+    page.wait_for_function(
+        "() => document.querySelector('[role=log] [data-author=bot] .text')"
+        ".textContent.includes('It arrives tomorrow.')"
+    )
+    assert "Your parcel left" not in bot.locator(".text").inner_text()
+    assert bot.get_attribute("data-status") == "streaming"
+    context.close()

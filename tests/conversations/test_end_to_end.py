@@ -91,8 +91,9 @@ async def test_a_reply_task_delivered_twice_posts_one_reply(
 async def test_a_reply_survives_its_worker_being_killed_mid_stream(
     alice_conversation, fake_llm, celery_worker
 ):
-    env = model_env(fake_llm, REPLY_LEASE_S="2", CELERY_VISIBILITY_TIMEOUT="3",
-                    CELERY_RESTORE_INTERVAL="1")
+    # The broker would redeliver the killed worker's task only after its visibility timeout:
+    # the successor's sweeper must find the reply by its lapsed lease.
+    env = model_env(fake_llm, CELERY_VISIBILITY_TIMEOUT="300")
     doomed = await asyncio.to_thread(celery_worker, **env)
     fake_llm.set_fault("hang", times=1, hang_s=60)  # the first attempt stalls mid-reply
     chat = await open_chat(alice_conversation.pk, alice_conversation.customer)
@@ -114,6 +115,27 @@ async def test_a_reply_survives_its_worker_being_killed_mid_stream(
     assert reply.status == "done" and reply.attempt == 2
     assert reply_text(frames, reply_id) == reply.text
     assert [f["attempt"] for f in frames if f["type"] == "reply.start"] == [1, 2]
+    await chat.disconnect()
+
+
+async def test_a_worker_told_to_stop_hands_a_reply_it_cannot_finish_to_another_worker(
+    alice_conversation, fake_llm, celery_worker
+):
+    env = model_env(fake_llm, WORKER_SHUTDOWN_GRACE_S="3", WORKER_HANDOFF_MARGIN_S="1")
+    stopping = await asyncio.to_thread(celery_worker, **env)
+    fake_llm.set_fault("hang", times=1, hang_s=60)  # its reply would outlast any grace period
+    chat = await open_chat(alice_conversation.pk, alice_conversation.customer)
+    await chat.send_json_to({"type": "message", "client_id": "term-1", "text": "Still there?"})
+    frames = await receive_until(chat, lambda f: f["type"] == "reply.start", timeout=20)
+    await asyncio.to_thread(celery_worker, **env)  # the worker that stays
+
+    stopping.process.send_signal(signal.SIGTERM)
+    # Handed off two seconds after the SIGTERM: long before the hanging model would answer.
+    frames += await receive_until(chat, lambda f: f["type"] == "reply.done", timeout=20)
+    reply_id = next(f for f in frames if f["type"] == "ack")["reply_id"]
+    reply = await database_sync_to_async(Turn.objects.get)(pk=reply_id)
+    assert reply.status == "done" and reply.attempt == 2
+    assert reply_text(frames, reply_id) == reply.text
     await chat.disconnect()
 
 

@@ -25,6 +25,19 @@ def test_compose_runs_postgres_redis_two_web_processes_and_two_workers(compose):
     assert worker[worker.index("-P") + 1] == "threads"
 
 
+def test_compose_queues_replies_on_rabbitmq_and_gives_workers_the_grace_they_hand_off_by(
+    compose,
+):
+    services = compose["services"]
+    assert services["web"]["environment"]["CELERY_BROKER_URL"].startswith(
+        "amqp://"
+    )
+    assert "rabbitmq" in services["web"]["depends_on"]
+    worker = services["worker"]
+    grace = worker["stop_grace_period"]
+    assert grace.endswith("s") and worker["environment"]["WORKER_SHUTDOWN_GRACE_S"] == grace[:-1]
+
+
 def test_compose_configures_the_app_only_through_the_environment(compose):
     env = compose["x-app"]["environment"]
     for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ALLOWED_HOSTS", "OPENAI_API_KEY",

@@ -1,0 +1,242 @@
+"""Every queued or streaming reply has a live owner, or gets one within seconds.
+
+The database is the source of truth, not the broker or Redis. A worker process holds a short
+lease on each reply it writes and renews it every second (`LeaseKeeper`); a reply whose lease
+lapsed (its worker died) or that sat queued too long (its task was lost with the broker's data,
+or never sent) is put back in the queue by the sweeper that runs in every worker. On SIGTERM a
+worker lets its replies finish until shortly before the grace period ends, then hands the rest
+to another worker at once. Duplicate tasks are harmless: a reply is claimed atomically, and a
+worker may only store the attempt it claimed (Turn.claim_reply, Turn.finish_reply).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from celery import current_app
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection
+from django.db.models import Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from .models import Turn
+
+logger = logging.getLogger(__name__)
+
+# Sent by name: the task module imports the reply writer, which imports this module.
+REPLY_TASK = "conversations.tasks.generate_reply"
+
+
+def queue_reply(reply_id: int) -> None:
+    """Send the task that writes this reply (after the caller's commit, if in a transaction)."""
+    current_app.send_task(REPLY_TASK, args=[reply_id])
+
+
+@dataclass
+class HeldReply:
+    """A reply this process writes: the attempt it claimed, and whether it still owns it."""
+
+    reply_id: int
+    attempt: int
+    lost: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def is_lost(self) -> bool:
+        return self.lost.is_set()
+
+
+class LeaseKeeper:
+    """One per worker process: renews the leases of the replies its threads write, sweeps up
+    replies nobody owns, and hands its own replies off when the worker is told to stop."""
+
+    def __init__(self) -> None:
+        self._held: dict[int, HeldReply] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._handoff_at: float | None = None  # monotonic time the replies still held go
+        # The sweeper trusts that leases are current only after the database has answered
+        # this process for a whole lease: after an outage, other workers renew first.
+        self._database_ok_since: float | None = None
+
+    # --- The replies this process writes ---------------------------------------------------
+
+    @contextmanager
+    def hold(self, reply: Turn) -> Iterator[HeldReply]:
+        held = HeldReply(reply.pk, reply.attempt)
+        with self._lock:
+            self._held[reply.pk] = held
+        try:
+            yield held
+        finally:
+            with self._lock:
+                if self._held.get(reply.pk) is held:
+                    del self._held[reply.pk]
+
+    def held(self) -> list[HeldReply]:
+        with self._lock:
+            return list(self._held.values())
+
+    def renew(self) -> None:
+        """Extend the lease of every reply held here; one that another worker claimed since, or
+        that the sweeper put back, is marked lost, and its writer stops."""
+        held = self.held()
+        if not held:
+            return
+        owned = Q()
+        for reply in held:
+            owned |= Q(pk=reply.reply_id, attempt=reply.attempt)
+        streaming = Turn.objects.filter(owned, status=Turn.Status.STREAMING)
+        streaming.update(claimed_at=timezone.now())
+        still_mine = set(streaming.values_list("pk", flat=True))
+        for reply in held:
+            if reply.reply_id not in still_mine and not reply.is_lost:
+                # Finished replies leave hold() right after storing; this one was taken away.
+                reply.lost.set()
+                logger.warning("reply %s: lease lost; another worker writes it", reply.reply_id)
+
+    # --- Shutdown ----------------------------------------------------------------------------
+
+    def begin_shutdown(self, grace_s: float) -> None:
+        """The worker was asked to stop and has `grace_s` seconds before it is killed: replies
+        still streaming shortly before then go to another worker."""
+        margin = min(settings.WORKER_HANDOFF_MARGIN_S, grace_s / 2)
+        self._handoff_at = time.monotonic() + max(0.0, grace_s - margin)
+        logger.info("shutting down: replies still streaming in %.0fs go to another worker",
+                    grace_s - margin)  # fmt: skip
+
+    def hand_off_if_due(self) -> int:
+        if self._handoff_at is None or time.monotonic() < self._handoff_at:
+            return 0
+        handed = 0
+        for reply in self.held():
+            if reply.is_lost:
+                continue
+            reply.lost.set()  # before the database says so: the writer stops at its next frame
+            if requeue(reply.reply_id, attempt=reply.attempt, reason="shutdown"):
+                handed += 1
+        return handed
+
+    # --- The background thread -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start renewing and sweeping in this process (a worker, once it is ready)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="reply-leases", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._thread = None
+
+    def _loop(self) -> None:
+        while True:
+            self.tick()
+            if self._stop.wait(settings.REPLY_HEARTBEAT_S):
+                return
+
+    def tick(self) -> None:
+        """One heartbeat: renew, hand off when due, then sweep."""
+        try:
+            self.renew()
+            self.hand_off_if_due()
+            now = time.monotonic()
+            if self._database_ok_since is None:
+                self._database_ok_since = now
+            if self._handoff_at is None and now - self._database_ok_since >= self._trust_after:
+                sweep()
+        except DatabaseError as exc:
+            self._database_ok_since = None
+            logger.warning("reply leases: database unreachable (%s); trying again", exc)
+        except Exception:  # the heartbeat must outlive anything one tick runs into
+            logger.exception("reply leases: unexpected error")
+        finally:
+            close_old_connections()
+            if not connection.in_atomic_block:
+                connection.close()
+
+    @property
+    def _trust_after(self) -> float:
+        # At start, sweep at once: a restarted worker is what finds replies a lost Redis left.
+        return 0.0 if self._database_ok_since is None else settings.REPLY_LEASE_S
+
+
+def requeue(reply_id: int, *, attempt: int | None = None, reason: str) -> bool:
+    """Put a streaming reply back in the queue (if it is still in the attempt given) and send its
+    task. Only one caller wins: the status change fences the writer it is taken from."""
+    taken = Turn.objects.filter(pk=reply_id, status=Turn.Status.STREAMING)
+    if attempt is not None:
+        taken = taken.filter(attempt=attempt)
+    if not taken.update(status=Turn.Status.QUEUED, claimed_at=timezone.now()):
+        return False
+    queue_reply(reply_id)
+    logger.info("reply %s re-queued (%s)", reply_id, reason)
+    return True
+
+
+@dataclass(frozen=True)
+class Swept:
+    lapsed: int = 0
+    stuck: int = 0
+
+
+def sweep(limit: int = 200) -> Swept:
+    """Re-queue the replies nobody owns: streaming with a lapsed lease (their worker died), and
+    queued for longer than any healthy queue takes (their task was lost or never sent).
+    Workers sweep concurrently; each reply is re-queued by one of them."""
+    now = timezone.now()
+    lapsed_ids = list(
+        Turn.objects.filter(
+            status=Turn.Status.STREAMING,
+            claimed_at__lt=now - timedelta(seconds=settings.REPLY_LEASE_S),
+        ).values_list("pk", flat=True)[:limit]
+    )
+    lapsed = 0
+    for reply_id in lapsed_ids:
+        stale = Turn.objects.filter(
+            pk=reply_id,
+            status=Turn.Status.STREAMING,
+            claimed_at__lt=now - timedelta(seconds=settings.REPLY_LEASE_S),
+        )
+        if stale.update(status=Turn.Status.QUEUED, claimed_at=now):
+            queue_reply(reply_id)
+            lapsed += 1
+    stuck_before = now - timedelta(seconds=settings.REPLY_REQUEUE_AFTER_S)
+    # claimed_at of a queued reply is when it was last (re-)queued by a sweeper.
+    waiting = Turn.objects.filter(status=Turn.Status.QUEUED, author=Turn.Author.BOT).annotate(
+        queued_at=Coalesce("claimed_at", "created_at")
+    )
+    stuck_ids = list(
+        waiting.filter(queued_at__lt=stuck_before).values_list("pk", flat=True)[:limit]
+    )
+    stuck = 0
+    for reply_id in stuck_ids:
+        # Conditional, so that of the workers sweeping at once only one re-queues it.
+        not_requeued_since = Q(claimed_at__isnull=True) | Q(claimed_at__lt=stuck_before)
+        if Turn.objects.filter(
+            not_requeued_since, pk=reply_id, status=Turn.Status.QUEUED
+        ).update(claimed_at=now):
+            queue_reply(reply_id)
+            stuck += 1
+    if lapsed or stuck:
+        logger.warning(
+            "sweeper re-queued %d replies whose worker was lost and %d whose task was lost",
+            lapsed,
+            stuck,
+        )
+    return Swept(lapsed=lapsed, stuck=stuck)
+
+
+# The worker process's keeper (support_bot/celery.py starts it when the worker is ready).
+keeper = LeaseKeeper()

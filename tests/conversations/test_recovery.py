@@ -1,0 +1,221 @@
+"""Recovery without the broker's help (conversations/recovery.py): leases renewed while a reply
+streams, the sweeper that re-queues replies nobody owns, the hand-off on shutdown, and a reply
+that goes on through a Redis restart. Real processes and a real Redis server where the fault
+is the point (tests/conversations/test_end_to_end.py kills and stops real workers)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+import redis
+from django.utils import timezone
+
+from conversations import recovery, services
+from conversations.events import ReplyPublisher
+from conversations.models import Conversation, Customer, Turn
+from conversations.replies import write_reply
+from support_bot.redis_clients import key, sync_client
+from tests.conftest import free_port, reply_text
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def queued(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The reply tasks the code under test sends, recorded instead of reaching a broker."""
+    sent: list[int] = []
+    monkeypatch.setattr(recovery, "queue_reply", sent.append)
+    return sent
+
+
+def ask(text: str = "Where is my parcel?") -> Turn:
+    conversation = Conversation.objects.create(customer=Customer.objects.create())
+    posted = services.post_customer_message(conversation, f"c-{Turn.objects.count()}", text)
+    assert posted.reply is not None
+    return posted.reply
+
+
+def frames_of(reply: Turn) -> list[dict]:
+    return [json.loads(f["f"]) for _id, f in sync_client().xrange(key("reply", reply.pk))]
+
+
+def streaming_since(reply: Turn, seconds_ago: float, attempt: int = 1) -> None:
+    claimed_at = timezone.now() - timedelta(seconds=seconds_ago)
+    streaming = {"status": "streaming", "attempt": attempt, "claimed_at": claimed_at}
+    Turn.objects.filter(pk=reply.pk).update(**streaming)
+
+
+# --- The sweeper ------------------------------------------------------------------------------
+
+
+def test_the_sweeper_requeues_a_reply_whose_worker_stopped_renewing_its_lease(settings, queued):
+    reply = ask()
+    streaming_since(reply, settings.REPLY_LEASE_S + 1)
+    assert recovery.sweep() == recovery.Swept(lapsed=1, stuck=0)
+    reply.refresh_from_db()
+    assert reply.status == "queued" and queued == [reply.pk]
+
+
+def test_the_sweeper_leaves_a_reply_with_a_live_lease_alone(settings, queued):
+    reply = ask()
+    streaming_since(reply, settings.REPLY_LEASE_S - 2)
+    assert recovery.sweep() == recovery.Swept()
+    assert Turn.objects.get(pk=reply.pk).status == "streaming" and queued == []
+
+
+def test_the_sweeper_requeues_a_reply_whose_task_was_lost_once_per_period(settings, queued):
+    reply = ask()
+    fresh = ask()
+    lost_long_ago = timezone.now() - timedelta(seconds=settings.REPLY_REQUEUE_AFTER_S + 1)
+    Turn.objects.filter(pk=reply.pk).update(created_at=lost_long_ago)
+    assert recovery.sweep() == recovery.Swept(stuck=1)
+    assert recovery.sweep() == recovery.Swept()  # its new task has a period to arrive
+    assert queued == [reply.pk]
+    assert Turn.objects.get(pk=fresh.pk).status == "queued"
+
+
+def test_a_requeued_reply_is_written_once_by_the_next_worker(model, settings, queued):
+    reply = ask()
+    streaming_since(reply, settings.REPLY_LEASE_S + 1)
+    recovery.sweep()
+    write_reply(reply.pk)
+    write_reply(reply.pk)  # the original task, redelivered late
+    reply.refresh_from_db()
+    assert (reply.status, reply.attempt) == ("done", 2)
+    assert len(model.requests()) == 1
+
+
+def test_a_reply_every_worker_died_on_ends_with_the_apology(model, settings, queued):
+    reply = ask()
+    streaming_since(reply, settings.REPLY_LEASE_S + 1, attempt=settings.REPLY_MAX_CLAIMS)
+    write_reply(reply.pk)
+    reply.refresh_from_db()
+    assert (reply.status, reply.error_code) == ("failed", "gave_up")
+    assert model.requests() == []
+
+
+# --- Leases and hand-off ----------------------------------------------------------------------
+
+
+def start_writing(reply: Turn) -> threading.Thread:
+    writer = threading.Thread(target=write_reply, args=(reply.pk,), daemon=True)
+    writer.start()
+    deadline = time.monotonic() + 10
+    while not any(f["type"] == "reply.start" for f in frames_of(reply)):
+        assert time.monotonic() < deadline, "the reply never started"
+        time.sleep(0.05)
+    return writer
+
+
+def test_a_worker_renews_the_lease_of_the_reply_it_writes(model, settings):
+    model.set_fault("hang", hang_s=1.5)  # the model takes 1.5 s to its first token
+    reply = ask()
+    writer = start_writing(reply)
+    claimed_at = Turn.objects.get(pk=reply.pk).claimed_at
+    time.sleep(0.2)
+    recovery.keeper.renew()
+    assert Turn.objects.get(pk=reply.pk).claimed_at > claimed_at
+    writer.join(timeout=15)
+    assert Turn.objects.get(pk=reply.pk).status == "done"
+
+
+def test_a_writer_whose_reply_was_taken_away_stops_and_stores_nothing(model, queued):
+    model.set_fault("hang", hang_s=1.5)
+    reply = ask()
+    writer = start_writing(reply)
+    assert recovery.requeue(reply.pk, reason="test")  # as the sweeper does when a lease lapses
+    recovery.keeper.renew()  # the writer's process learns it at its next heartbeat
+    writer.join(timeout=15)
+    reply.refresh_from_db()
+    assert (reply.status, reply.text) == ("queued", "")
+    assert not any(f["type"] in ("reply.delta", "reply.done") for f in frames_of(reply))
+    assert queued == [reply.pk]
+
+
+def test_a_stopping_worker_hands_its_streaming_replies_to_another_worker(model, queued):
+    model.set_fault("hang", hang_s=1.5)
+    reply = ask()
+    writer = start_writing(reply)
+    recovery.keeper.begin_shutdown(grace_s=0)
+    try:
+        assert recovery.keeper.hand_off_if_due() == 1
+    finally:
+        recovery.keeper._handoff_at = None  # the keeper is this process's: leave it as found
+    writer.join(timeout=15)
+    assert Turn.objects.get(pk=reply.pk).status == "queued" and queued == [reply.pk]
+    write_reply(reply.pk)  # the worker it went to
+    reply.refresh_from_db()
+    frames = frames_of(reply)
+    assert (reply.status, reply.attempt) == ("done", 2)
+    assert [f["attempt"] for f in frames if f["type"] == "reply.start"] == [1, 2]
+    assert reply_text(frames, reply.pk) == reply.text
+
+
+def test_a_stopping_worker_keeps_its_replies_until_the_hand_off_is_due(model, queued):
+    model.set_fault("hang", hang_s=1.5)
+    reply = ask()
+    writer = start_writing(reply)
+    recovery.keeper.begin_shutdown(grace_s=60)
+    try:
+        assert recovery.keeper.hand_off_if_due() == 0
+    finally:
+        recovery.keeper._handoff_at = None
+    writer.join(timeout=15)
+    assert Turn.objects.get(pk=reply.pk).status == "done" and queued == []
+
+
+# --- Redis going away mid-reply ---------------------------------------------------------------
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A Redis server of this test's own, to kill and restart (never the shared one)."""
+    port = free_port()
+    command = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
+               "--dir", str(tmp_path)]  # fmt: skip
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start() -> redis.Redis:
+        processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
+        client = redis.Redis(port=port, socket_timeout=1)
+        for _ in range(100):
+            try:
+                client.ping()
+                return client
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def kill() -> None:
+        processes[-1].kill()
+        processes[-1].wait()
+
+    yield start, kill
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_a_reply_goes_on_through_a_redis_restart_and_sends_its_text_again(own_redis):
+    start, kill = own_redis
+    client = start()
+    reply = Turn.claim_reply(ask().pk, lease_s=5)
+    assert reply is not None
+    publisher = ReplyPublisher(reply)
+    publisher.redis = client
+    publisher.start()
+    publisher.delta("Your parcel ")
+    kill()
+    assert publisher.delta("left our ") is True  # no error: the reply goes on
+    start()  # empty: nothing persisted
+    publisher.delta("warehouse.")
+    log = [json.loads(f[b"f"]) for _id, f in client.xrange(key("reply", reply.pk))]
+    assert [f["type"] for f in log] == ["reply.start", "reply.delta"]
+    assert log[1]["text"] == "Your parcel left our warehouse."
+    assert log[0]["seq"] > 2  # past what the page had: the page applies it (a start jumps gaps)
