@@ -9,6 +9,8 @@ from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
+from support_bot import metrics
+
 from . import replies
 
 logger = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ def generate_reply(self: Task, reply_id: int) -> None:
         # The database or Redis is unreachable, so neither a reply nor an apology can be
         # stored or sent now. Try again; the reply's lease stops two workers writing it.
         logger.warning("reply %s: infrastructure error (%s); retrying", reply_id, outage)
+        metrics.infrastructure_retry(outage)
         raise self.retry(countdown=5, exc=outage) from None
     except Exception:
         logger.exception("reply %s crashed", reply_id)
