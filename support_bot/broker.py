@@ -1,6 +1,6 @@
 """The Celery broker seen from outside Celery, for the readiness check and the queue depths: a
 short-lived kombu connection with short timeouts. One code path for Redis (`redis://`,
-`redis+socket://`) and RabbitMQ (`amqp://`): kombu's passive queue_declare counts the waiting
+`redis+socket://`) and RabbitMQ (`amqp://`): kombu's queue_declare counts the waiting
 messages on both (on Redis it sums the queue's priority lists under the key prefix)."""
 
 from __future__ import annotations
@@ -40,11 +40,15 @@ def check(timeout: float) -> None:
 def queue_depths(queues: Iterable[str], conn: Connection) -> dict[str, int]:
     """How many messages wait in each queue; a queue the broker doesn't know (no worker has
     declared it yet, or Redis dropped the empty list) holds none."""
+    # Passive on RabbitMQ, which would create a missing queue with other arguments than
+    # Celery's. On Redis a declare creates nothing, and kombu's passive check there looks for
+    # the key without its global_keyprefix (so never finds it).
+    passive = conn.transport.driver_type == "amqp"
     depths: dict[str, int] = {}
     for queue in queues:
         channel = conn.channel()  # type: ignore[no-untyped-call]
         try:
-            depths[queue] = channel.queue_declare(queue=queue, passive=True).message_count
+            depths[queue] = channel.queue_declare(queue=queue, passive=passive).message_count
         except ChannelError:
             depths[queue] = 0
         finally:
