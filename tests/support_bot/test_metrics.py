@@ -57,6 +57,11 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
+def grown(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    """How much a sample grew between two scrapes (counters are per process, never reset)."""
+    return value(after, name, **labels) - value(before, name, **labels)
+
+
 def ask(text: str = "Where is my parcel?") -> Turn:
     conversation = Conversation.objects.create(customer=Customer.objects.create())
     posted = services.post_customer_message(conversation, f"c-{uuid.uuid4().hex[:8]}", text)
@@ -111,19 +116,14 @@ def test_it_counts_a_reply_by_outcome_and_times_its_first_token_and_duration(cli
     reply.refresh_from_db()
     assert reply.status == "done"
 
-    def delta(name: str, **labels: str) -> float:
-        return value(after, name, **labels) - value(before, name, **labels)
-
     done = {"status": "done", "error_code": "", "abstained": "false"}
-    assert delta("supportbot_replies_total", **done) == 1
-    assert delta("supportbot_reply_first_token_seconds_count") == 1
-    assert delta("supportbot_reply_first_token_seconds_sum") == pytest.approx(
-        reply.first_token_ms / 1000
-    )
-    assert delta("supportbot_reply_duration_seconds_count", status="done") == 1
-    assert delta("supportbot_reply_duration_seconds_sum", status="done") == pytest.approx(
-        reply.duration_ms / 1000
-    )
+    assert grown(before, after, "supportbot_replies_total", **done) == 1
+    assert grown(before, after, "supportbot_reply_first_token_seconds_count") == 1
+    first_token = grown(before, after, "supportbot_reply_first_token_seconds_sum")
+    assert first_token == pytest.approx(reply.first_token_ms / 1000)
+    assert grown(before, after, "supportbot_reply_duration_seconds_count", status="done") == 1
+    duration = grown(before, after, "supportbot_reply_duration_seconds_sum", status="done")
+    assert duration == pytest.approx(reply.duration_ms / 1000)
     assert value(after, "supportbot_replies_in_flight") == 0
 
 
@@ -138,16 +138,11 @@ def test_it_counts_a_failed_reply_with_its_error_code_and_each_retry_by_cause(
     after = scrape(client)
 
     failed = {"status": "failed", "error_code": "server_error", "abstained": "false"}
-    assert value(after, "supportbot_replies_total", **failed) - value(
-        before, "supportbot_replies_total", **failed
-    ) == 1
+    assert grown(before, after, "supportbot_replies_total", **failed) == 1
     retries = {"kind": "provider", "cause": "server_error"}
-    assert value(after, "supportbot_reply_retries_total", **retries) - value(
-        before, "supportbot_reply_retries_total", **retries
-    ) == 2  # three attempts
-    assert value(after, "supportbot_reply_first_token_seconds_count") == value(
-        before, "supportbot_reply_first_token_seconds_count"
-    )  # no text was ever shown
+    assert grown(before, after, "supportbot_reply_retries_total", **retries) == 2  # 3 attempts
+    # No text was ever shown.
+    assert grown(before, after, "supportbot_reply_first_token_seconds_count") == 0
 
 
 @pytest.mark.django_db
@@ -166,10 +161,8 @@ def test_it_counts_a_task_retried_because_the_database_is_down(client, model):
         with pytest.raises(Retry):
             tasks.generate_reply.apply(args=[reply.pk], throw=True)
     after = scrape(client)
-    labels = {"kind": "infrastructure", "cause": "database"}
-    assert value(after, "supportbot_reply_retries_total", **labels) - value(
-        before, "supportbot_reply_retries_total", **labels
-    ) == 1
+    infrastructure = {"kind": "infrastructure", "cause": "database"}
+    assert grown(before, after, "supportbot_reply_retries_total", **infrastructure) == 1
 
 
 def test_it_counts_the_replies_the_sweeper_queues_again(client):
@@ -178,9 +171,7 @@ def test_it_counts_the_replies_the_sweeper_queues_again(client):
     metrics.record_requeued("worker_start", 1)
     after = scrape(client)
     for reason, n in (("lease_expired", 3), ("worker_start", 1)):
-        assert value(after, "supportbot_replies_requeued_total", reason=reason) - value(
-            before, "supportbot_replies_requeued_total", reason=reason
-        ) == n
+        assert grown(before, after, "supportbot_replies_requeued_total", reason=reason) == n
 
 
 # --- Sockets ---------------------------------------------------------------------------------
@@ -299,12 +290,48 @@ def test_the_web_adds_up_its_processes_and_workers_sharing_a_multiprocess_dir(
     assert {reply.status for reply in finished} == {"done"}
 
     samples = http_scrape(f"{base}/metrics", token="web-token")
-    assert sum(
-        v for (name, labels), v in samples.items() if name == "supportbot_replies_total"
-    ) == 4
+    replies_total = [v for (name, _), v in samples.items() if name == "supportbot_replies_total"]
+    assert sum(replies_total) == 4
     assert value(samples, "supportbot_reply_duration_seconds_count", status="done") == 4
     assert value(samples, "supportbot_replies_in_flight") == 0
     assert value(samples, "supportbot_queue_messages", queue="replies") == 0
     with pytest.raises(urllib.error.HTTPError) as refused:
         http_scrape(f"{base}/metrics")
     assert refused.value.code == 401
+
+
+# --- docker-compose's Prometheus (no Docker engine here: the files' promises, statically) ----
+
+
+def test_compose_starts_prometheus_under_a_profile_scraping_the_web_and_every_worker():
+    import yaml
+
+    from tests.conftest import ROOT
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    config = yaml.safe_load((ROOT / "deploy/prometheus.yml").read_text())
+    services = compose["services"]
+    prometheus, web, worker = services["prometheus"], services["web"], services["worker"]
+    assert prometheus["profiles"] == ["metrics"]
+    assert "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+
+    # The web: both uvicorn processes through a multiprocess dir that starts empty, behind the
+    # token the Prometheus service writes to the file its config reads.
+    web_job = jobs["supportbot-web"]
+    assert web_job["metrics_path"] == "/metrics"
+    (target,) = web_job["static_configs"][0]["targets"]
+    host, port = target.split(":")
+    assert host in web["environment"]["ALLOWED_HOSTS"].split(",")
+    assert port == web["command"][web["command"].index("--port") + 1]
+    assert web["environment"]["PROMETHEUS_MULTIPROC_DIR"] in web["tmpfs"]
+    token_file = web_job["authorization"]["credentials_file"]
+    assert f"> {token_file}" in prometheus["command"][0]
+    assert "readyz" in web["healthcheck"]["test"][-1]
+
+    # Every worker replica on its own METRICS_PORT, reachable on the compose network.
+    (workers,) = jobs["supportbot-worker"]["dns_sd_configs"]
+    assert workers["names"] == ["worker"]
+    assert workers["port"] == int(worker["environment"]["METRICS_PORT"])
+    assert worker["environment"]["METRICS_HOST"] == "0.0.0.0"  # noqa: S104 (inside its container)
+    assert "ports" not in worker  # never published
