@@ -18,7 +18,7 @@ from conversations import services, tasks
 from conversations.models import Conversation, Customer, Turn
 from conversations.replies import write_reply
 from support_bot import metrics
-from tests.conftest import free_port, open_chat
+from tests.conftest import free_port, open_chat, visitor_cookie_header
 from tests.support_bot.test_readyz import rabbitmq_or_skip
 
 TOKEN = "scrape-token-for-tests"
@@ -143,6 +143,20 @@ def test_it_counts_a_failed_reply_with_its_error_code_and_each_retry_by_cause(
     assert grown(before, after, "supportbot_reply_retries_total", **retries) == 2  # 3 attempts
     # No text was ever shown.
     assert grown(before, after, "supportbot_reply_first_token_seconds_count") == 0
+
+
+@pytest.mark.django_db
+def test_it_counts_a_reply_withdrawn_because_a_person_has_the_conversation(client, model):
+    from conversations.escalation import escalate
+
+    reply = ask()
+    assert escalate(reply.conversation, "customer_request")
+    before = scrape(client)
+    write_reply(reply.pk)
+    after = scrape(client)
+    withdrawn = {"status": "withdrawn", "error_code": "", "abstained": "false"}
+    assert grown(before, after, "supportbot_replies_total", **withdrawn) == 1
+    assert model.requests() == []
 
 
 @pytest.mark.django_db
@@ -335,3 +349,27 @@ def test_compose_starts_prometheus_under_a_profile_scraping_the_web_and_every_wo
     assert workers["port"] == int(worker["environment"]["METRICS_PORT"])
     assert worker["environment"]["METRICS_HOST"] == "0.0.0.0"  # noqa: S104 (inside its container)
     assert "ports" not in worker  # never published
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_web_process_killed_with_sockets_open_stops_counting_them_once_another_starts(
+    asgi_server, alice_conversation, tmp_path
+):
+    from websockets.sync.client import connect
+
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "METRICS_TOKEN": "web-token"}
+    base = asgi_server(**env)
+    port = base.rsplit(":", 1)[1]
+    with connect(
+        f"ws://127.0.0.1:{port}/ws/chat/{alice_conversation.pk}/",
+        origin=f"http://127.0.0.1:{port}",
+        additional_headers={"Cookie": visitor_cookie_header(alice_conversation.customer).decode()},
+    ) as socket:
+        assert '"conversation"' in socket.recv(timeout=10)
+        samples = http_scrape(f"{base}/metrics", "web-token")
+        assert value(samples, "supportbot_open_sockets", kind="chat") == 1
+        (server,) = asgi_server.started
+        server.stop(sig=9)  # no chance to count its socket closed: its gauge file stays behind
+    base = asgi_server(port=int(port), **env)
+    samples = http_scrape(f"{base}/metrics", "web-token")
+    assert value(samples, "supportbot_open_sockets", kind="chat") == 0
