@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 class ChatConsumer(FrameConsumer):
+    socket_kind = "chat"
     conversation: Conversation | None = None
     close_on_too_large = True
 

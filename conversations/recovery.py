@@ -26,6 +26,8 @@ from django.db.models import Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from support_bot import metrics
+
 from .models import Turn
 
 logger = logging.getLogger(__name__)
@@ -122,6 +124,7 @@ class LeaseKeeper:
             reply.lost.set()  # before the database says so: the writer stops at its next frame
             if requeue(reply.reply_id, attempt=reply.attempt, reason="shutdown"):
                 handed += 1
+        metrics.record_requeued("shutdown", handed)
         return handed
 
     # --- The background thread -------------------------------------------------------------
@@ -229,6 +232,8 @@ def sweep(limit: int = 200) -> Swept:
         ).update(claimed_at=now):
             queue_reply(reply_id)
             stuck += 1
+    metrics.record_requeued("lease_lapsed", lapsed)
+    metrics.record_requeued("task_lost", stuck)
     if lapsed or stuck:
         logger.warning(
             "sweeper re-queued %d replies whose worker was lost and %d whose task was lost",

@@ -28,6 +28,7 @@ from bot.run import Answer, Stopped
 from bot.types import ChatMessage, ProviderError, ReplyRequest
 from bot.wording import customer_language, wording_for
 from knowledge import search as knowledge_search
+from support_bot import metrics
 
 from . import escalation, recovery, selectors
 from .events import ReplyPublisher
@@ -78,7 +79,8 @@ def write_reply(reply_id: int) -> None:
                     ProviderError("too many attempts", permanent=True, code="gave_up")
                 )
             else:
-                ReplyWriter(reply, held).run()
+                with metrics.reply_in_flight():
+                    ReplyWriter(reply, held).run()
     except (DatabaseError, RedisError):
         _release_claim(reply)
         raise
@@ -101,6 +103,7 @@ def _withdraw(reply: Turn) -> None:
     answer. Nothing is grounded and no provider is asked; the reply ends empty, as withdrawn,
     and the page is told so it stops waiting (it never got a reply.start)."""
     if reply.finish_reply(status=Turn.Status.WITHDRAWN, text=""):
+        metrics.reply_finished(reply)
         ReplyPublisher(reply).done(reply)
         logger.info(
             "reply %s withdrawn: conversation %s is no longer the bot's (%s)",
@@ -189,6 +192,7 @@ class ReplyWriter:
                     exc,
                     delay,
                 )
+                metrics.provider_retry(exc.code)
                 _release_database_connection()  # a failed knowledge read may have held it
                 time.sleep(delay)
                 if self.shown:
@@ -272,13 +276,16 @@ class ReplyWriter:
     def _finish(self, status: str, **fields: Any) -> bool:
         """Store the reply's outcome with what every outcome records: the provider, the prompt
         version and how long it took from the customer's message."""
-        return self.reply.finish_reply(
+        stored = self.reply.finish_reply(
             status=status,
             provider=self.provider_name,
             prompt_version_id=self.bot.version_id if self.bot else None,
             duration_ms=self._ms_since_asked(time.time()),
             **fields,
         )
+        if stored:
+            metrics.reply_finished(self.reply)
+        return stored
 
     def _ms_since_asked(self, at: float | None) -> int | None:
         return None if at is None else max(0, round((at - self.asked_at) * 1000))

@@ -13,6 +13,8 @@ from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from support_bot import metrics
+
 from . import events, protocol
 from .errors import Refused
 from .models import Turn
@@ -24,10 +26,26 @@ FrameHandler = Callable[[dict[str, Any]], Awaitable[None]]
 class FrameConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     # The customer chat closes the socket after an oversize frame (its documented protocol).
     close_on_too_large = False
+    # What supportbot_open_sockets counts this socket as.
+    socket_kind = "other"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.groups_joined: list[str] = []
+        self.counted_open = False
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # Counted from accept to the consumer's end, however it ends (closed, or cancelled).
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self.counted_open:
+                metrics.socket_closed(self.socket_kind)
+
+    async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
+        await super().accept(subprotocol, headers)
+        metrics.socket_opened(self.socket_kind)
+        self.counted_open = True
 
     def accepts_frames(self) -> bool:
         raise NotImplementedError

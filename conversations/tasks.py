@@ -10,6 +10,8 @@ from django.db import DatabaseError
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
+from support_bot import metrics
+
 from . import replies
 
 logger = logging.getLogger(__name__)
@@ -31,6 +33,7 @@ def generate_reply(self: Task, reply_id: int) -> None:
         # stored or sent now. Try again soon; should the broker be down too, the sweeper in
         # every worker re-queues the reply once the database answers (recovery.py).
         logger.warning("reply %s: infrastructure error (%s); retrying", reply_id, outage)
+        metrics.infrastructure_retry(outage)
         try:
             raise self.retry(countdown=2, exc=outage)
         except (OperationalError, OSError, RedisError) as broker_down:

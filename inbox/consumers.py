@@ -27,6 +27,7 @@ def _may_work_inbox(user: Any) -> bool:
 
 
 class InboxConsumer(FrameConsumer):
+    socket_kind = "inbox"
     user: Any = None
     watching: uuid.UUID | None = None
 

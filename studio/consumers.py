@@ -48,6 +48,7 @@ def _enqueue(request_id: str, args: tuple[Any, ...]) -> None:
 
 
 class StudioConsumer(FrameConsumer):
+    socket_kind = "studio"
     user: Any = None
     perms: set[str]
 

@@ -12,6 +12,10 @@ local.prepare()
 django_asgi_app = get_asgi_application()
 local.check_static_files()
 
+from support_bot import metrics  # noqa: E402
+
+metrics.forget_dead_processes()
+
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import OriginValidator, WebsocketDenier  # noqa: E402
 from django.conf import settings  # noqa: E402

@@ -25,9 +25,11 @@ def _prepare_worker(**_: object) -> None:
 
     django.setup()
     from knowledge import search
-    from support_bot import local
+    from support_bot import local, metrics
 
     local.prepare()
+    metrics.forget_dead_processes()
+    metrics.serve_worker_metrics()
     try:
         search.knowledge_index.get()
     except DatabaseError as exc:  # not migrated yet, or the database is down: the reply retries

@@ -223,6 +223,18 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
     else {}
 )
 
+# --- Readiness and metrics (docs/operations.md) ----------------------------------------------
+# /readyz's checks (database, Redis, broker) and the queue depths /metrics reads give up after
+# this long.
+PROBE_TIMEOUT_S = env_float("PROBE_TIMEOUT_S", 2)
+# /metrics answers only requests with "Authorization: Bearer <METRICS_TOKEN>"; unset, it is off.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+# A Celery worker serves its own metrics on this port (0: none); loopback unless METRICS_HOST.
+METRICS_PORT = env_int("METRICS_PORT", 0)
+METRICS_HOST = os.environ.get("METRICS_HOST", "127.0.0.1")
+# prometheus_client reads PROMETHEUS_MULTIPROC_DIR from the environment itself, when imported:
+# set, each process writes its values there and /metrics adds up every process's.
+
 # --- Chat -------------------------------------------------------------------------------------
 COMPANY_NAME = os.environ.get("COMPANY_NAME", "Brightwave")
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 4000)
@@ -361,7 +373,8 @@ CSRF_FAILURE_VIEW = "support_bot.views.csrf_failure"
 if not DEBUG:
     SECURE_SSL_REDIRECT = not SERVES_PLAIN_HTTP
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    # Probes and Prometheus ask over plain HTTP inside the deployment.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
     # Only for plain-HTTP test servers on loopback; production keeps cookies HTTPS-only.
     SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
