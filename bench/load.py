@@ -284,6 +284,9 @@ def app_env(opts: Options, fake_url: str, var_dir: Path | None) -> dict[str, str
         OPENAI_MODEL="fake-model",
         REDIS_KEY_PREFIX=f"sbbench{os.getpid()}:",
         LOG_LEVEL="WARNING",
+        # Every simulated customer comes from 127.0.0.1: the per-address budgets would be theirs.
+        CHAT_IP_RATE_LIMIT="off",
+        CHAT_NEW_CONVERSATIONS_PER_IP="off",
     )
     if var_dir is None:
         env.update(DATABASE_URL=PG_URL, REDIS_URL=PROD_REDIS_URL)

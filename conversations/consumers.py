@@ -38,7 +38,7 @@ class ChatConsumer(FrameConsumer):
             return
         conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
         try:
-            self.conversation = await database_sync_to_async(selectors.conversation_for_customer)(
+            self.conversation = await database_sync_to_async(services.open_conversation)(
                 customer_id, conversation_id
             )
         except selectors.ConversationNotFound:
@@ -73,10 +73,11 @@ class ChatConsumer(FrameConsumer):
         # Off asgiref's one shared thread: every socket of this process writes through it
         # otherwise, one message after another. The service is one self-contained transaction.
         # It rate limits only a message it has not stored yet: a re-send is acknowledged again.
+        conversation = await self._stored_conversation(message.client_id)
         posted = await database_sync_to_async(
             services.post_customer_message, thread_sensitive=False
         )(
-            self.conversation,
+            conversation,
             message.client_id,
             message.text,
             admit=async_to_sync(functools.partial(self._check_rate_limit, message.client_id)),
@@ -97,7 +98,8 @@ class ChatConsumer(FrameConsumer):
         """ "Talk to a person". The change reaches every socket as `conversation.state`; when
         nothing changed (already with the team), this socket still gets the state."""
         await self._check_rate_limit(None)
-        asked = await database_sync_to_async(escalation.ask_for_person)(self._conversation())
+        conversation = await self._stored_conversation(None)
+        asked = await database_sync_to_async(escalation.ask_for_person)(conversation)
         if not asked.escalated:
             await self._send(asked.state)
 
@@ -117,9 +119,33 @@ class ChatConsumer(FrameConsumer):
         assert self.conversation is not None
         return self.conversation
 
+    async def _stored_conversation(self, client_id: str | None) -> Conversation:
+        """The conversation, stored first if this visitor's first words start it: new
+        conversations are budgeted per address (CHAT_NEW_CONVERSATIONS_PER_IP), so a script
+        minting visitors cannot multiply rows and bot replies."""
+        conversation = self._conversation()
+        if services.is_pending(conversation):
+            await self._spend(
+                "new-conversation", settings.CHAT_NEW_CONVERSATIONS_PER_IP, client_id, per_ip=True
+            )
+            conversation = await database_sync_to_async(services.store_conversation)(conversation)
+            self.conversation = conversation
+        return conversation
+
     async def _check_rate_limit(self, client_id: str | None) -> None:
-        limit, _, window = settings.CHAT_RATE_LIMIT.partition("/")
-        bucket = key("rate", self.scope["customer_id"])
+        """Each visitor's budget (CHAT_RATE_LIMIT), and their address's (CHAT_IP_RATE_LIMIT),
+        which visitors minted by one script share."""
+        await self._spend("rate", settings.CHAT_RATE_LIMIT, client_id)
+        await self._spend("rate-ip", settings.CHAT_IP_RATE_LIMIT, client_id, per_ip=True)
+
+    async def _spend(
+        self, budget: str, limit_spec: str, client_id: str | None, *, per_ip: bool = False
+    ) -> None:
+        if limit_spec == "off":
+            return
+        limit, _, window = limit_spec.partition("/")
+        client = self.scope.get("client") or ("unknown", 0)
+        bucket = key(budget, client[0] if per_ip else self.scope["customer_id"])
         redis = async_client()
         async with redis.pipeline(transaction=True) as pipe:
             # SET NX EX starts the window with its expiry; INCR keeps that expiry.

@@ -49,11 +49,13 @@ def conversation_snapshot(
     turns, oldest first. The customer's page gets withdrawn replies too (a page that missed
     their reply.done still shows the "queued" placeholder it made from the ack, and hides it
     when the snapshot says withdrawn); `shown_only` leaves them out (the agent's view)."""
-    queryset = Turn.objects.filter(conversation=conversation).select_related("agent")
-    if shown_only:
-        queryset = queryset.shown()
-    turns = list(queryset.order_by("-id")[:limit])
-    turns.reverse()
+    turns: list[Turn] = []
+    if not conversation._state.adding:  # a visitor's next conversation has no turns yet
+        queryset = Turn.objects.filter(conversation=conversation).select_related("agent")
+        if shown_only:
+            queryset = queryset.shown()
+        turns = list(queryset.order_by("-id")[:limit])
+        turns.reverse()
     state = customer_state(conversation)
     del state["type"]
     return {
@@ -71,7 +73,7 @@ def reply_in_conversation(conversation_id: uuid.UUID, reply_id: int) -> Turn | N
     ).first()
 
 
-def previous_conversations(customer: Customer, limit: int = 50) -> list[dict[str, Any]]:
+def previous_conversations(customer_id: uuid.UUID, limit: int = 50) -> list[dict[str, Any]]:
     """The customer's conversations that have messages, most recent activity first, with the
     status, dates and the start of the last message (one query)."""
     last = (
@@ -81,7 +83,7 @@ def previous_conversations(customer: Customer, limit: int = 50) -> list[dict[str
         .order_by("-id")
     )
     conversations = (
-        Conversation.objects.filter(customer=customer)
+        Conversation.objects.filter(customer_id=customer_id)
         .annotate(
             last_text=Left(Subquery(last.values("text")[:1]), PREVIEW_CHARS),
             last_author=Subquery(last.values("author")[:1]),

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from support_bot import config_cache
 
-from . import escalation, state
+from . import escalation, selectors, state
 from .events import send_turn_on_commit
 from .models import Conversation, Customer, Turn
 from .tasks import generate_reply
@@ -28,41 +28,83 @@ Status = Conversation.Status
 # --- Customers and conversations -------------------------------------------------------------
 
 
-def customer_for_visitor(customer_id: uuid.UUID | None) -> tuple[Customer, bool]:
-    """The visitor's Customer, or a new one when the cookie is missing or unknown."""
-    if customer_id is not None:
-        customer = Customer.objects.filter(pk=customer_id).first()
-        if customer is not None:
-            return customer, False
-    return Customer.objects.create(), True
+# A visitor's next conversation has an id before it has a row: derived from the visitor's id
+# and how many conversations they have, so a page and its socket agree on it without storing
+# anything. Rows are written with the first frame that needs them (a message, "talk to a
+# person", an email address): opening the chat page stores nothing.
+_PENDING_NAMESPACE = uuid.UUID("6f1d2a8e-4b7c-4f0e-9a51-3c2d7e8b9f10")
 
 
-def known_customer(customer_id: uuid.UUID | None) -> Customer | None:
-    """The visitor's Customer, or None: for requests that must not create one."""
-    if customer_id is None:
-        return None
-    return Customer.objects.filter(pk=customer_id).first()
+def pending_conversation_id(customer_id: uuid.UUID, conversations_before: int) -> uuid.UUID:
+    return uuid.uuid5(_PENDING_NAMESPACE, f"{customer_id}:{conversations_before}")
 
 
-def current_conversation(customer: Customer) -> Conversation:
-    """The customer's latest conversation that is not resolved, or a new one."""
-    conversation = (
-        customer.conversations.exclude(status=Conversation.Status.RESOLVED)
+def new_visitor_id() -> uuid.UUID:
+    """The id a visitor's cookie carries from their first page; their row comes later."""
+    return uuid.uuid4()
+
+
+def page_conversation_id(customer_id: uuid.UUID) -> uuid.UUID:
+    """The conversation the chat page opens: the visitor's latest one that is not resolved, or
+    the next one, not stored yet."""
+    latest = (
+        Conversation.objects.filter(customer_id=customer_id)
+        .exclude(status=Conversation.Status.RESOLVED)
         .order_by("-created_at")
+        .values_list("pk", flat=True)
         .first()
     )
-    return conversation or Conversation.objects.create(customer=customer)
+    return latest or _next_conversation_id(customer_id)
 
 
-def start_new_conversation(customer: Customer) -> Conversation:
-    """A fresh conversation for the customer; their newest one is reused while it is still
-    empty, so pressing "New conversation" again and again makes no pile of empty tickets."""
+def _next_conversation_id(customer_id: uuid.UUID) -> uuid.UUID:
+    count = Conversation.objects.filter(customer_id=customer_id).count()
+    return pending_conversation_id(customer_id, count)
+
+
+def open_conversation(customer_id: uuid.UUID, conversation_id: str) -> Conversation:
+    """The customer's conversation with this id for their page or socket: stored, or their
+    next one, unsaved (`is_pending`). Raises selectors.ConversationNotFound or
+    selectors.NotYourConversation otherwise."""
+    try:
+        return selectors.conversation_for_customer(customer_id, conversation_id)
+    except selectors.ConversationNotFound:
+        if str(_next_conversation_id(customer_id)) != str(conversation_id):
+            raise
+    return Conversation(pk=uuid.UUID(str(conversation_id)), customer_id=customer_id)
+
+
+def is_pending(conversation: Conversation) -> bool:
+    return conversation._state.adding
+
+
+def store_conversation(conversation: Conversation) -> Conversation:
+    """The pending conversation's rows (the customer's too, the first time), once something
+    in it is worth storing. Two sockets doing it at once store it once."""
+    if not is_pending(conversation):
+        return conversation
+    with transaction.atomic():
+        customer, _ = Customer.objects.get_or_create(pk=conversation.customer_id)
+        stored, _ = Conversation.objects.get_or_create(
+            pk=conversation.pk, defaults={"customer": customer}
+        )
+    if stored.customer_id != conversation.customer_id:  # a uuid5 clash: never in practice
+        raise selectors.NotYourConversation(str(conversation.pk))
+    return stored
+
+
+def start_new_conversation(customer_id: uuid.UUID) -> uuid.UUID:
+    """The id of a fresh conversation for the customer: their newest empty one while there is
+    one (pressing "New conversation" again and again makes no pile of tickets), else the next
+    one, stored with its first message."""
     empty = (
-        customer.conversations.filter(status=Status.OPEN, turns__isnull=True)
+        Conversation.objects.filter(customer_id=customer_id, status=Status.OPEN)
+        .filter(turns__isnull=True)
         .order_by("-created_at")
+        .values_list("pk", flat=True)
         .first()
     )
-    return empty or Conversation.objects.create(customer=customer)
+    return empty or _next_conversation_id(customer_id)
 
 
 # --- A customer writes ------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 from support_bot.redis_clients import sync_client
 
 from . import selectors, services
-from .models import Conversation, Customer
+from .models import Conversation
 from .visitors import remember_visitor, visitor_id_from_request
 
 
@@ -26,22 +27,23 @@ def chat(request: HttpRequest) -> HttpResponse:
     """The chat page: the visitor's current conversation, or with ?conversation=<id> one of
     their earlier ones (anyone else's is a 404, as is an unknown id)."""
     requested = request.GET.get("conversation")
+    visitor_id = visitor_id_from_request(request)
+    is_new = visitor_id is None
     if requested:
-        customer = services.known_customer(visitor_id_from_request(request))
-        if customer is None:
+        if visitor_id is None:
             raise Http404("No such conversation.")
-        conversation = _own_conversation(customer, requested)
-        is_new = False
+        conversation_id = _own_conversation(visitor_id, requested).pk
     else:
-        customer, is_new = services.customer_for_visitor(visitor_id_from_request(request))
-        conversation = services.current_conversation(customer)
+        # Nothing is stored for a visitor until they write (services.store_conversation).
+        visitor_id = visitor_id or services.new_visitor_id()
+        conversation_id = services.page_conversation_id(visitor_id)
     embedded = request.GET.get("embed") == "1"
     response = render(
         request,
         "conversations/chat.html",
         {
-            "conversation_id": str(conversation.pk),
-            "ws_path": f"/ws/chat/{conversation.pk}/",
+            "conversation_id": str(conversation_id),
+            "ws_path": f"/ws/chat/{conversation_id}/",
             "company_name": settings.COMPANY_NAME,
             "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
             "embedded": embedded,
@@ -51,13 +53,13 @@ def chat(request: HttpRequest) -> HttpResponse:
         # The widget shows this page in an iframe on the customer's own site.
         response.xframe_options_exempt = True  # type: ignore[attr-defined]
     if is_new:
-        remember_visitor(response, customer.pk)
+        remember_visitor(response, visitor_id)
     return response
 
 
-def _own_conversation(customer: Customer, conversation_id: str) -> Conversation:
+def _own_conversation(visitor_id: uuid.UUID, conversation_id: str) -> Conversation:
     try:
-        return selectors.conversation_for_customer(customer.pk, conversation_id)
+        return services.open_conversation(visitor_id, conversation_id)
     except (selectors.ConversationNotFound, selectors.NotYourConversation):
         # Someone else's conversation looks exactly like one that doesn't exist.
         raise Http404("No such conversation.") from None
@@ -99,10 +101,10 @@ def _chat_url(request: HttpRequest, conversation_id: str) -> str:
 @never_cache
 def conversation_list(request: HttpRequest) -> HttpResponse:
     """GET /chat/conversations/: the visitor's own conversations, most recent first."""
-    customer = services.known_customer(visitor_id_from_request(request))
-    if customer is None:
+    visitor_id = visitor_id_from_request(request)
+    if visitor_id is None:
         return _unknown_visitor()
-    conversations = selectors.previous_conversations(customer)
+    conversations = selectors.previous_conversations(visitor_id)
     for item in conversations:
         item["url"] = _chat_url(request, item["id"])
     return JsonResponse({"conversations": conversations})
@@ -112,15 +114,15 @@ def conversation_list(request: HttpRequest) -> HttpResponse:
 @never_cache
 @_json_csrf_protect
 def new_conversation(request: HttpRequest) -> HttpResponse:
-    """POST /chat/conversations/new/: start a new conversation (CSRF-protected)."""
-    customer = services.known_customer(visitor_id_from_request(request))
-    if customer is None:
+    """POST /chat/conversations/new/: start a new conversation (CSRF-protected); it is stored
+    with its first message."""
+    visitor_id = visitor_id_from_request(request)
+    if visitor_id is None:
         return _unknown_visitor()
-    conversation = services.start_new_conversation(customer)
-    conversation_id = str(conversation.pk)
+    conversation_id = str(services.start_new_conversation(visitor_id))
     return JsonResponse(
         {
-            "conversation": {"id": conversation_id, "status": conversation.status},
+            "conversation": {"id": conversation_id, "status": Conversation.Status.OPEN},
             "url": _chat_url(request, conversation_id),
         },
         status=201,

@@ -241,6 +241,13 @@ CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 4000)
 CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 32 * 1024)
 # "<messages>/<seconds>" per customer.
 CHAT_RATE_LIMIT = os.environ.get("CHAT_RATE_LIMIT", "20/60")
+# Budgets per client address, shared by every visitor from it ("off" turns one off): messages,
+# and conversations started (a conversation is stored with its first message).
+CHAT_IP_RATE_LIMIT = os.environ.get("CHAT_IP_RATE_LIMIT", "300/60")
+CHAT_NEW_CONVERSATIONS_PER_IP = os.environ.get("CHAT_NEW_CONVERSATIONS_PER_IP", "30/60")
+for _name in ("CHAT_RATE_LIMIT", "CHAT_IP_RATE_LIMIT", "CHAT_NEW_CONVERSATIONS_PER_IP"):
+    if not re.fullmatch(r"off|[1-9][0-9]*/[1-9][0-9]*", globals()[_name]):
+        raise ImproperlyConfigured(f"{_name} must be <count>/<seconds> or off")
 CHAT_HISTORY_TURNS = env_int("CHAT_HISTORY_TURNS", 20)
 # Estimated tokens of history in a prompt when no prompt version is active (a version sets its
 # own); older turns become one short summary line.

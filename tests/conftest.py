@@ -77,6 +77,21 @@ def visitor_cookie_header(customer: Customer) -> bytes:
     return f"{settings.CHAT_VISITOR_COOKIE}={signed_visitor_cookie(customer.pk)}".encode()
 
 
+def store_page_conversation(page: Any) -> Any:
+    """Store the conversation a chat page opened (pages store nothing until the visitor
+    writes), for tests that play the worker or the team on it from the server side."""
+    from conversations import services
+    from conversations.visitors import visitor_id_from_cookie
+
+    cookie = next(
+        c for c in page.context.cookies() if c["name"] == settings.CHAT_VISITOR_COOKIE
+    )
+    visitor = visitor_id_from_cookie(cookie["value"])
+    assert visitor is not None
+    conversation_id = services.page_conversation_id(visitor)
+    return services.store_conversation(services.open_conversation(visitor, str(conversation_id)))
+
+
 async def open_chat(
     conversation_id: object,
     customer: Customer | None,

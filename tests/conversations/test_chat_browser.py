@@ -11,6 +11,7 @@ from conversations.events import ReplyPublisher
 from conversations.models import Turn
 from conversations.recovery import requeue
 from conversations.replies import write_reply
+from tests.conftest import store_page_conversation
 from tests.fixtures_kb import parcels_article
 from tests.markdown_replies import (
     MARKDOWN_REPLY,
@@ -138,6 +139,7 @@ def web_only_page(chromium, asgi_server):
     page.set_default_timeout(20_000)
     page.goto(f"{base}/chat/")
     page.wait_for_selector(".connection-status[data-state=connected]")
+    store_page_conversation(page)
     yield page
     context.close()
 
@@ -433,8 +435,8 @@ def test_a_reply_taken_over_after_redis_lost_its_log_replaces_the_half_reply_on_
     page.set_default_timeout(20_000)
     page.goto(f"{server}/chat/")
     send(page, "Where is my parcel?")
-    reply = Turn.objects.get(author="bot")
     page.wait_for_selector('[role=log] [data-author=bot][data-status="queued"]')
+    reply = Turn.objects.get(author="bot")
 
     first = Turn.claim_reply(reply.pk, lease_s=5)
     lost = ReplyPublisher(first)

@@ -223,6 +223,81 @@ async def test_it_rejects_sockets_from_foreign_or_missing_origins(alice_conversa
     assert not connected
 
 
+# --- A new visitor: nothing stored until they write -------------------------------------------
+
+
+def new_visitor() -> Customer:
+    """A visitor whose page set their cookie: no row yet (only its id is used)."""
+    return Customer(pk=services.new_visitor_id())
+
+
+async def open_next_chat(visitor: Customer):
+    conversation_id = await database_sync_to_async(services.page_conversation_id)(visitor.pk)
+    return conversation_id, await open_chat(conversation_id, visitor)
+
+
+async def test_a_new_visitors_socket_opens_their_next_conversation_without_storing_it():
+    visitor = new_visitor()
+    _conversation_id, chat = await open_next_chat(visitor)
+    assert chat.snapshot["turns"] == [] and chat.snapshot["status"] == "open"
+    assert not await Customer.objects.aexists() and not await Conversation.objects.aexists()
+    await chat.disconnect()
+
+
+async def test_a_new_visitors_first_message_stores_them_and_their_conversation():
+    visitor = new_visitor()
+    conversation_id, chat = await open_next_chat(visitor)
+    await chat.send_json_to({"type": "message", "client_id": "n-1", "text": "Hi there"})
+    ack = (await receive_until(chat, lambda f: f["type"] == "ack"))[-1]
+    conversation = await Conversation.objects.aget(pk=conversation_id)
+    assert conversation.customer_id == visitor.pk
+    turn = await Turn.objects.aget(pk=ack["turn_id"])
+    assert (turn.conversation_id, turn.text) == (conversation.pk, "Hi there")
+    # The page's socket after a reload finds it stored, with the message.
+    await chat.disconnect()
+    again = await open_chat(conversation_id, visitor)
+    assert [t["text"] for t in again.snapshot["turns"]][:1] == ["Hi there"]
+    await again.disconnect()
+
+
+async def test_a_visitor_cannot_open_a_made_up_conversation_or_someone_elses_next_one():
+    mine, theirs = new_visitor(), new_visitor()
+    their_next = await database_sync_to_async(services.page_conversation_id)(theirs.pk)
+    for conversation_id in (their_next, services.new_visitor_id()):
+        chat = await open_chat(conversation_id, mine, expect_snapshot=False)
+        refusal = await chat.receive_json_from(timeout=5)
+        assert refusal["code"] == "not_found"
+        await chat.disconnect()
+
+
+@override_settings(CHAT_NEW_CONVERSATIONS_PER_IP="2/60")
+async def test_visitors_from_one_address_share_a_budget_for_starting_conversations():
+    answers = []
+    for i in range(3):
+        _conversation_id, chat = await open_next_chat(new_visitor())
+        await chat.send_json_to({"type": "message", "client_id": f"v-{i}", "text": "Hello"})
+        answers.append((await receive_until(chat, lambda f: f["type"] in ("ack", "error")))[-1])
+        await chat.disconnect()
+    assert [a["type"] for a in answers] == ["ack", "ack", "error"]
+    assert answers[2]["code"] == "rate_limited" and answers[2]["client_id"] == "v-2"
+    assert await Conversation.objects.acount() == 2 and await Customer.objects.acount() == 2
+
+
+@override_settings(CHAT_IP_RATE_LIMIT="3/60")
+async def test_visitors_from_one_address_share_a_message_budget(alice_conversation, bob):
+    bobs = await Conversation.objects.acreate(customer=bob)
+    alices = await open_chat(alice_conversation.pk, alice_conversation.customer)
+    bobs_chat = await open_chat(bobs.pk, bob)
+    answers = []
+    for i, chat in enumerate((alices, bobs_chat, alices, bobs_chat)):
+        await chat.send_json_to({"type": "message", "client_id": f"ip-{i}", "text": f"hi {i}"})
+        answers.append((await receive_until(chat, lambda f: f["type"] in ("ack", "error")))[-1])
+    assert [a["type"] for a in answers] == ["ack", "ack", "ack", "error"]
+    assert answers[3]["code"] == "rate_limited"
+    await alices.disconnect()
+    await bobs_chat.disconnect()
+
+
 @override_settings(CHAT_RATE_LIMIT="3/60")
 async def test_it_rate_limits_a_flood_of_messages(alice_conversation):
     chat = await open_chat(alice_conversation.pk, alice_conversation.customer)

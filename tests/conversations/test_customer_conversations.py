@@ -112,12 +112,14 @@ def test_it_starts_a_new_conversation(alice):
     assert response.status_code == 201
     new_id = response.json()["conversation"]["id"]
     assert new_id != str(first.pk)
-    assert Conversation.objects.get(pk=new_id).customer_id == alice.pk
     assert response.json()["url"] == f"/chat/?conversation={new_id}"
-    # Still empty: pressing the button again doesn't pile up empty conversations.
+    # Stored with its first message: pressing the button again piles up nothing.
     again = client.post("/chat/conversations/new/", HTTP_X_CSRFTOKEN=token)
     assert again.json()["conversation"]["id"] == new_id
-    assert alice.conversations.count() == 2
+    assert alice.conversations.count() == 1
+    # Its page opens it; another visitor's page does not.
+    assert client.get(response.json()["url"]).context["conversation_id"] == new_id
+    assert client_of(Customer.objects.create()).get(response.json()["url"]).status_code == 404
 
 
 def test_it_needs_the_csrf_token_to_start_a_conversation(alice):
@@ -126,7 +128,7 @@ def test_it_needs_the_csrf_token_to_start_a_conversation(alice):
     response = client.post("/chat/conversations/new/")
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "csrf_failed"
-    assert alice.conversations.count() == 1  # the one the page opened
+    assert not alice.conversations.exists()  # opening the page stores nothing
 
 
 def test_it_lets_no_outsider_start_a_conversation():
@@ -145,7 +147,7 @@ def test_it_shows_how_an_old_conversation_ended(alice):
     Turn.objects.create(conversation=conversation, author="system", text="A person will join")
     Conversation.objects.filter(pk=conversation.pk).update(status="resolved")
     rate(conversation, 5)
-    (listed,) = previous_conversations(alice)
+    (listed,) = previous_conversations(alice.pk)
     # System notices are not "the last message"; the customer's is.
     assert listed["last_message"] == {"author": "customer", "text": "Help"}
     assert listed["rated"] is True

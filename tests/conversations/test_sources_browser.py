@@ -13,7 +13,8 @@ import re
 
 import pytest
 
-from conversations.models import Conversation, Turn
+from conversations.models import Turn
+from tests.conftest import store_page_conversation
 from tests.fixtures_kb import indexed_article
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.worker]
@@ -201,7 +202,7 @@ def test_it_links_only_absolute_http_and_https_source_urls(page):
         ("Protocol-relative", "//evil.example.com/x"),
         ("Junk", "not a url"),
     ]
-    conversation = Conversation.objects.get()
+    conversation = store_page_conversation(page)
     Turn.objects.create(
         conversation=conversation,
         author=Turn.Author.BOT,
