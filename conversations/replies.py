@@ -179,9 +179,7 @@ class ReplyWriter:
                 return
             except ProviderError as exc:
                 error = exc
-                delay = (
-                    exc.retry_after if exc.retry_after is not None else 2 ** (attempt_number - 1)
-                )
+                delay = retry_delay(exc, attempt_number)
                 out_of_time = time.monotonic() + delay > self.deadline
                 if exc.permanent or attempt_number == settings.REPLY_MAX_ATTEMPTS or out_of_time:
                     break
@@ -289,6 +287,16 @@ class ReplyWriter:
 
     def _ms_since_asked(self, at: float | None) -> int | None:
         return None if at is None else max(0, round((at - self.asked_at) * 1000))
+
+
+def retry_delay(error: ProviderError, attempt_number: int) -> float:
+    """Seconds before the next attempt: what the provider asked for, none after a stall (the
+    customer has already waited the read timeout), else 1, 2, 4… seconds."""
+    if error.retry_after is not None:
+        return error.retry_after
+    if error.code == "timeout":
+        return 0.0
+    return float(2 ** (attempt_number - 1))
 
 
 def _release_database_connection() -> None:

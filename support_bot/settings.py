@@ -295,7 +295,9 @@ OPENAI_MODEL = os.environ.get("OPENAI_MODEL", "gpt-4o-mini")
 OPENAI_TEMPERATURE = env_float("OPENAI_TEMPERATURE", 0.3)
 OPENAI_MAX_TOKENS = env_int("OPENAI_MAX_TOKENS", 512)
 OPENAI_CONNECT_TIMEOUT_S = env_float("OPENAI_CONNECT_TIMEOUT_S", 5)
-OPENAI_READ_TIMEOUT_S = env_float("OPENAI_READ_TIMEOUT_S", 20)
+# A model silent this long mid-stream has stalled: the reply starts over at once. Raise it for
+# models that think long before their first word.
+OPENAI_READ_TIMEOUT_S = env_float("OPENAI_READ_TIMEOUT_S", 8)
 # "auto": OpenAI when OPENAI_API_KEY is set, else the offline answerer.
 LLM_PROVIDER = os.environ.get("LLM_PROVIDER", "auto")
 OFFLINE_WORD_DELAY_MS = env_float("OFFLINE_WORD_DELAY_MS", 25)

@@ -154,6 +154,18 @@ def test_it_gives_up_on_a_hanging_model_and_apologises(model, settings):
     assert done["error"]["code"] == "timeout" and done["text"] == ENGLISH.apology
 
 
+def test_it_retries_a_stalled_model_at_once_and_others_after_a_growing_pause():
+    from bot.types import ProviderError
+    from conversations.replies import retry_delay
+
+    stalled = ProviderError("no chunk in time", code="timeout")
+    failing = ProviderError("server error", code="server_error")
+    limited = ProviderError("slow down", code="rate_limited", retry_after=7.5)
+    assert [retry_delay(stalled, n) for n in (1, 2)] == [0.0, 0.0]
+    assert [retry_delay(failing, n) for n in (1, 2, 3)] == [1.0, 2.0, 4.0]
+    assert retry_delay(limited, 1) == 7.5
+
+
 def test_it_apologises_when_every_attempt_fails(model, settings):
     settings.REPLY_MAX_ATTEMPTS = 3
     model.set_fault("500", times=-1)
