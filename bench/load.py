@@ -207,9 +207,12 @@ class Child:
             self.process.wait(timeout=5)
 
 
-def spawn(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> Child:
+def spawn(
+    name: str, args: list[str], env: dict[str, str], log_dir: Path, *, append: bool = False
+) -> Child:
+    """Start a child; `append` keeps the log of an earlier run under the same name (a restart)."""
     log_path = log_dir / f"{name}.log"
-    with open(log_path, "wb") as log:
+    with open(log_path, "ab" if append else "wb") as log:
         process = subprocess.Popen(
             args,
             cwd=ROOT,
@@ -269,7 +272,11 @@ def base_env() -> dict[str, str]:
     return env
 
 
-def app_env(opts: Options, fake_url: str, var_dir: Path | None) -> dict[str, str]:
+def app_env(
+    opts: Options, fake_url: str, var_dir: Path | None, services: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The app's environment. Production path (no var_dir): `services` names the database,
+    Redis and broker (DATABASE_URL, REDIS_URL, ...), by default the shared Postgres and Redis."""
     env = base_env()
     env.update(
         SECRET_KEY=secrets.token_urlsafe(50),
@@ -286,7 +293,7 @@ def app_env(opts: Options, fake_url: str, var_dir: Path | None) -> dict[str, str
         LOG_LEVEL="WARNING",
     )
     if var_dir is None:
-        env.update(DATABASE_URL=PG_URL, REDIS_URL=PROD_REDIS_URL)
+        env.update(services or {"DATABASE_URL": PG_URL, "REDIS_URL": PROD_REDIS_URL})
     else:
         env.update(SUPPORT_BOT_VAR_DIR=str(var_dir))
     env.update(opts.extra_env)
