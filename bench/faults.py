@@ -33,6 +33,7 @@ import threading
 import time
 import traceback
 import urllib.request
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -126,13 +127,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
     parser.add_argument(
         "--debug", action="store_true", help="print socket errors and customer states (stderr)"
     )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="extra environment for the app processes, e.g. --set REPLY_LEASE_S=10",
-    )
+    load.add_set_option(parser)
     args = parser.parse_args(argv)
     global DEBUG  # noqa: PLW0603 - a switch for diagnostics only
     DEBUG = args.debug
@@ -140,12 +135,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}")
-    extra: dict[str, str] = {}
-    for item in args.set:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            parser.error(f"--set needs NAME=VALUE, got {item!r}")
-        extra[name] = value
+    extra = load.set_option_values(parser, args.set)
     return Options(
         scenarios=names,
         customers=args.customers or (3 if args.quick else 20),
@@ -1081,6 +1071,7 @@ def run_round(suite: Suite, scenario: Scenario, index: int) -> dict[str, Any]:
         events=current.events,
         restarts={s.name: s.restarted_at for s in [current.web, *current.workers]},
         reconnects=sum(c.reconnects for c in current.clients),
+        model_requests=dict(Counter(str(r.get("outcome")) for r in requests)),
         messages_raw=[asdict(m) for m in messages],
         logs=str(suite.log_dir / f"{index:02d}-{scenario.name}"),
     )
@@ -1243,6 +1234,8 @@ def print_report(rows: list[dict[str, Any]], opts: Options) -> None:
         restarts = {k: len(v) for k, v in row["restarts"].items() if v}
         if restarts:
             details.append(f"process restarts {restarts}")
+        if row["scenario"] == "model-faults":
+            details.append(f"model requests by outcome {row['model_requests']}")
         if row["streamed_differs_from_final"]:
             details.append(f"streamed text ≠ final text: {row['streamed_differs_from_final']}")
         if row["unknown_expected"]:

@@ -104,13 +104,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
         help="one unreported round first, so every process has its connections open",
     )
     parser.add_argument("--max-run-s", type=float, default=1200, help="bound on the whole run")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="extra environment for the app processes, e.g. --set DATABASE_CONN_MAX_AGE=60",
-    )
+    add_set_option(parser)
     parser.add_argument(
         "--profile",
         action="store_true",
@@ -123,12 +117,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
         help="start the Celery workers under `nice -n N` (an experiment: web gets the CPU first)",
     )
     args = parser.parse_args(argv)
-    extra: dict[str, str] = {}
-    for item in args.set:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            parser.error(f"--set needs NAME=VALUE, got {item!r}")
-        extra[name] = value
+    extra = set_option_values(parser, args.set)
     return Options(
         n_values=[int(n) for n in args.n.split(",") if n.strip()],
         ttft_ms=args.ttft_ms,
@@ -145,6 +134,27 @@ def parse_options(argv: list[str] | None = None) -> Options:
         profile=args.profile,
         worker_nice=args.worker_nice,
     )
+
+
+def add_set_option(parser: argparse.ArgumentParser) -> None:
+    """--set NAME=VALUE (repeatable): extra environment for the app processes."""
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the app processes, e.g. --set DATABASE_CONN_MAX_AGE=60",
+    )
+
+
+def set_option_values(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, str]:
+    extra: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            parser.error(f"--set needs NAME=VALUE, got {item!r}")
+        extra[name] = value
+    return extra
 
 
 # --- Child processes --------------------------------------------------------------------------
