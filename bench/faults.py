@@ -582,10 +582,14 @@ class CustomerClient:
             raise
         return ws, snapshot
 
-    async def connect(self) -> None:
-        """(Re)connect as the page does: backoff with jitter until a snapshot arrives, then
-        apply it, resume unfinished replies and send what was not acknowledged."""
+    async def connect(self, *, after_close: bool = False) -> None:
+        """(Re)connect as the page does: after a close, wait (backoff with jitter) before each
+        attempt until a snapshot arrives; then apply it, resume unfinished replies and send
+        what was not acknowledged."""
         while self.ws is None:
+            if after_close:
+                await asyncio.sleep(self._reconnect_delay())
+            after_close = True
             try:
                 self.ws, snapshot = await self.open_socket()
             except Refusal as refusal:
@@ -602,12 +606,14 @@ class CustomerClient:
                     print(f"customer {self.index} connect: {exc!r}", file=sys.stderr)
                 if time.monotonic() > self.deadline.at:
                     return
-                base = min(RECONNECT_MAX_S, RECONNECT_MIN_S * 2**self.attempt)
-                self.attempt += 1
-                await asyncio.sleep(min(RECONNECT_MAX_S, base * (1 + random.random() * 0.5)))  # noqa: S311
                 continue
             self.attempt = 0
             await self.apply_snapshot(snapshot.get("turns") or [])
+
+    def _reconnect_delay(self) -> float:
+        base = min(RECONNECT_MAX_S, RECONNECT_MIN_S * 2**self.attempt)
+        self.attempt += 1
+        return min(RECONNECT_MAX_S, base * (1 + random.random() * 0.5))  # noqa: S311
 
     def drop(self) -> None:
         """The network drops: no close frame, the socket is just gone."""
@@ -641,7 +647,7 @@ class CustomerClient:
         while not self.finished and time.monotonic() < self.deadline.at:
             if self.ws is None:
                 self.reconnects += 1
-                await self.connect()
+                await self.connect(after_close=True)
                 continue
             timeout = min(1.0, *(d - self.round.clock() for d in self._timers()))
             try:
