@@ -493,6 +493,7 @@ class MessageResult:
     acked_at: float | None = None
     reply_id: int | None = None
     other_reply_ids: list[int] = field(default_factory=list)  # acks naming another reply
+    second_socket_acks: list[int] = field(default_factory=list)  # double-send: its reply ids
     progress: list[float] = field(default_factory=list)  # reply frames applied
     finished_at: float | None = None
     finished_by: str = ""  # "frame" (reply.done) or "snapshot" (a final stored turn)
@@ -838,7 +839,8 @@ class Scenario:
     at_send: bool = False  # the fault is there from the first frame (else mid-reply)
     keep_chatting: bool = False  # customers send another message after each reply
     redis_appendonly: bool = False
-    apologies_expected: bool = False
+    two_sockets: bool = False  # every message also sent on a second socket
+    model_faults: bool = False  # the model's fault mix armed before the messages go
 
 
 async def in_thread(fn: Callable[[], Any]) -> Any:
@@ -954,13 +956,13 @@ SCENARIOS: dict[str, Scenario] = {
                  redis_appendonly=True),
         Scenario("redis-lost", "Redis killed, back after 3 s, no persistence", kill_redis_lost),
         Scenario("model-faults", "model: 30% 429, 20% 500, 20% cut, 10% stalls", model_faults,
-                 at_send=True, apologies_expected=True),
+                 at_send=True, model_faults=True),
         Scenario("socket-drop", "every client drops its socket mid-reply", drop_sockets),
         Scenario("web-kill", "kill -9 of one web process", kill_web_process),
         Scenario("pg-terminate", "all Postgres connections terminated",
                  terminate_postgres_connections),
         Scenario("double-send", "the same message sent on two sockets", double_send,
-                 at_send=True),
+                 at_send=True, two_sockets=True),
         Scenario("deploy", "SIGTERM deploy: every worker restarted in turn", deploy,
                  keep_chatting=True),
         Scenario("pg-restart", "Postgres restart (pg_ctl restart -m fast)", restart_postgres),
@@ -983,7 +985,7 @@ async def run_customers(current: Round, seats: list[load.Seat]) -> dict[str, flo
     async def customer(client: CustomerClient) -> None:
         for number in range(MAX_MESSAGES_PER_CUSTOMER):
             text = load.question(f"{scenario.name}:{number}", client.index)
-            if scenario.name == "double-send":
+            if scenario.two_sockets:
                 await double_sent(client, text, number)
             else:
                 await client.chat(text, number)
@@ -1037,6 +1039,9 @@ async def double_sent(client: CustomerClient, text: str, number: int) -> None:
     message, reply_ids = await asyncio.gather(
         client.chat(text, number, client_id), second_socket_acks(second_socket, frame)
     )
+    message.second_socket_acks = reply_ids
+    if not reply_ids:
+        message.errors.append("no ack on the second socket")
     for reply_id in reply_ids:
         if message.reply_id is not None and reply_id != message.reply_id:
             message.other_reply_ids.append(reply_id)
@@ -1062,7 +1067,7 @@ def run_round(suite: Suite, scenario: Scenario, index: int) -> dict[str, Any]:
     current = start_round(suite, scenario, index)
     try:
         seats = load.create_seats(opts.customers)
-        if scenario.name == "model-faults":
+        if scenario.model_faults:
             arm_model_faults(suite.fake_url, opts.seed)
         print(" customers…", end="", flush=True)
         window = load.run_async(run_customers(current, seats))
@@ -1240,7 +1245,7 @@ def print_report(rows: list[dict[str, Any]], opts: Options) -> None:
         restarts = {k: len(v) for k, v in row["restarts"].items() if v}
         if restarts:
             details.append(f"process restarts {restarts}")
-        if row["scenario"] == "model-faults":
+        if SCENARIOS[row["scenario"]].model_faults:
             details.append(f"model requests by outcome {row['model_requests']}")
         if row["streamed_differs_from_final"]:
             details.append(f"streamed text ≠ final text: {row['streamed_differs_from_final']}")
