@@ -116,8 +116,10 @@ def parse_options(argv: list[str] | None = None) -> Options:
     )
     parser.add_argument("--quick", action="store_true", help="few customers, short replies")
     parser.add_argument("--ttft-ms", type=int, default=300, help="fake model: time to first token")
-    parser.add_argument("--tokens-per-s", type=float, default=30, help="fake model: token rate")
-    parser.add_argument("--reply-tokens", type=int, help="fake model: reply length (150; 60 quick)")
+    # Answers grounded in the demo articles are ~30 tokens (the fake model quotes the first
+    # sentence of two passages): 6 tokens a second makes a reply take ~5 s.
+    parser.add_argument("--tokens-per-s", type=float, help="fake model: token rate (6; 15 quick)")
+    parser.add_argument("--reply-tokens", type=int, default=150, help="fake model: reply length")
     parser.add_argument("--web-processes", type=int, default=2, help="uvicorn --workers")
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
     parser.add_argument("--worker-threads", type=int, default=32, help="threads per worker")
@@ -143,8 +145,8 @@ def parse_options(argv: list[str] | None = None) -> Options:
         grace_s=args.grace,
         hang_after_s=args.hang_after or (25 if args.quick else 60),
         ttft_ms=args.ttft_ms,
-        tokens_per_s=args.tokens_per_s,
-        reply_tokens=args.reply_tokens or (60 if args.quick else 150),
+        tokens_per_s=args.tokens_per_s or (15 if args.quick else 6),
+        reply_tokens=args.reply_tokens,
         web_processes=args.web_processes,
         workers=args.workers,
         worker_threads=args.worker_threads,
@@ -904,10 +906,20 @@ async def drop_sockets(current: Round) -> None:
 async def kill_web_process(current: Round) -> None:
     import psutil
 
+    port = int(current.web_url.rsplit(":", 1)[1])
+
+    def sockets(process: psutil.Process) -> int:
+        return sum(
+            1 for c in process.net_connections("tcp")
+            if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port
+        )  # fmt: skip
+
     parent = psutil.Process(current.web.child.process.pid)
     servers = [p for p in parent.children() if "spawn_main" in " ".join(p.cmdline())]
-    target = servers[0] if servers else parent
-    current.note(f"kill -9 web process {target.pid} (of {len(servers)})")
+    # The kernel may hand most connections to one process: kill the one serving the most.
+    held = {p.pid: sockets(p) for p in servers}
+    target = max(servers, key=lambda p: held[p.pid]) if servers else parent
+    current.note(f"kill -9 web process {target.pid}; customer sockets per process {held}")
     target.kill()
 
 
@@ -1204,13 +1216,28 @@ def analyse(
         "window": window,
         "resumes": sum(m.resumes for m in messages),
         "restarted_replies": sum(1 for m in messages if m.starts > 1),
+        # Only replies read to the end frame by frame (a snapshot gives the final text at once).
         "streamed_differs_from_final": sum(
-            1 for m in messages if m.status == "done" and m.streamed_text != m.final_text
+            1
+            for m in messages
+            if m.status == "done" and m.finished_by == "frame" and m.streamed_text != m.final_text
         ),
+        "reply_s_median": median_reply_seconds(messages),
         "unknown_expected": sum(1 for m in messages if m.status == "done" and not m.expected_known),
         "errors": sorted({e for m in messages for e in m.errors})[:8],
         "notes": notes,
     }
+
+
+def median_reply_seconds(messages: list[MessageResult]) -> float | None:
+    """From the first reply frame to the end, for the replies that ended by frame: how long
+    customers are mid-reply, so that a fault lands inside replies."""
+    durations = sorted(
+        m.finished_at - m.progress[0]
+        for m in messages
+        if m.finished_at is not None and m.finished_by == "frame" and m.progress
+    )
+    return round(durations[len(durations) // 2], 2) if durations else None
 
 
 # --- Report -----------------------------------------------------------------------------------
@@ -1239,6 +1266,7 @@ def print_report(rows: list[dict[str, Any]], opts: Options) -> None:
     for row in rows:
         details = [
             f"{row['title']}",
+            f"median reply {row['reply_s_median']} s",
             f"resumes {row['resumes']}, reconnects {row['reconnects']}, "
             f"replies restarted {row['restarted_replies']}",
         ]
