@@ -881,7 +881,7 @@ async def model_faults(current: Round) -> None:
 def arm_model_faults(fake_url: str, seed: int) -> None:
     body = {
         "fault": "mix", "mix": MODEL_FAULT_MIX, "seed": seed, "retry_after": "1",
-        "cut_after": 30, "hang_s": 60,
+        "cut_after": 15, "hang_s": 60,
     }  # fmt: skip
     control(fake_url, "faults", body)
 
