@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 PROD_REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: run test test-default test-production install install-test browser lint bench fake-llm clean
+.PHONY: run test test-default test-production install install-test browser lint bench faults fake-llm clean
 
 $(VENV)/.python-ok:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Support Bot needs Python 3.11 or newer")'
@@ -66,6 +66,11 @@ lint: install-test
 
 bench: install-test
 	$(PY) bench/load.py
+
+## Faults injected while customers are mid-reply (bench/faults.py); fails on anything lost,
+## doubled or hung, or a recovery over 10 s. Options: make faults FAULTS_ARGS="--quick".
+faults: install-test
+	$(PY) bench/faults.py $(FAULTS_ARGS)
 
 fake-llm: install
 	$(PY) -m tests.fake_llm --port 9100 --ttft-ms 300 --tokens-per-s 50

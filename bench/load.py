@@ -104,13 +104,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
         help="one unreported round first, so every process has its connections open",
     )
     parser.add_argument("--max-run-s", type=float, default=1200, help="bound on the whole run")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="extra environment for the app processes, e.g. --set DATABASE_CONN_MAX_AGE=60",
-    )
+    add_set_option(parser)
     parser.add_argument(
         "--profile",
         action="store_true",
@@ -123,12 +117,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
         help="start the Celery workers under `nice -n N` (an experiment: web gets the CPU first)",
     )
     args = parser.parse_args(argv)
-    extra: dict[str, str] = {}
-    for item in args.set:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            parser.error(f"--set needs NAME=VALUE, got {item!r}")
-        extra[name] = value
+    extra = set_option_values(parser, args.set)
     return Options(
         n_values=[int(n) for n in args.n.split(",") if n.strip()],
         ttft_ms=args.ttft_ms,
@@ -145,6 +134,27 @@ def parse_options(argv: list[str] | None = None) -> Options:
         profile=args.profile,
         worker_nice=args.worker_nice,
     )
+
+
+def add_set_option(parser: argparse.ArgumentParser) -> None:
+    """--set NAME=VALUE (repeatable): extra environment for the app processes."""
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the app processes, e.g. --set DATABASE_CONN_MAX_AGE=60",
+    )
+
+
+def set_option_values(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, str]:
+    extra: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            parser.error(f"--set needs NAME=VALUE, got {item!r}")
+        extra[name] = value
+    return extra
 
 
 # --- Child processes --------------------------------------------------------------------------
@@ -207,9 +217,12 @@ class Child:
             self.process.wait(timeout=5)
 
 
-def spawn(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> Child:
+def spawn(
+    name: str, args: list[str], env: dict[str, str], log_dir: Path, *, append: bool = False
+) -> Child:
+    """Start a child; `append` keeps the log of an earlier run under the same name (a restart)."""
     log_path = log_dir / f"{name}.log"
-    with open(log_path, "wb") as log:
+    with open(log_path, "ab" if append else "wb") as log:
         process = subprocess.Popen(
             args,
             cwd=ROOT,
@@ -269,7 +282,11 @@ def base_env() -> dict[str, str]:
     return env
 
 
-def app_env(opts: Options, fake_url: str, var_dir: Path | None) -> dict[str, str]:
+def app_env(
+    opts: Options, fake_url: str, var_dir: Path | None, services: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The app's environment. Production path (no var_dir): `services` names the database,
+    Redis and broker (DATABASE_URL, REDIS_URL, ...), by default the shared Postgres and Redis."""
     env = base_env()
     env.update(
         SECRET_KEY=secrets.token_urlsafe(50),
@@ -289,7 +306,7 @@ def app_env(opts: Options, fake_url: str, var_dir: Path | None) -> dict[str, str
         CHAT_NEW_CONVERSATIONS_PER_IP="off",
     )
     if var_dir is None:
-        env.update(DATABASE_URL=PG_URL, REDIS_URL=PROD_REDIS_URL)
+        env.update(services or {"DATABASE_URL": PG_URL, "REDIS_URL": PROD_REDIS_URL})
     else:
         env.update(SUPPORT_BOT_VAR_DIR=str(var_dir))
     env.update(opts.extra_env)

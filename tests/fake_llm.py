@@ -12,9 +12,11 @@ Endpoints:
     GET  /v1/models, GET /v1/models/{id}
     POST /v1/chat/completions          streaming (SSE) and not, like api.openai.com
     POST /_control/faults              {"fault": "429"|"500"|"401"|"hang"|"cut"|"content_filter"
-                                        |"none", "times": 1 (-1: every request), "retry_after",
-                                        "retry_after_ms", "error_code", "cut_after", "clean_eof",
-                                        "hang_s"}
+                                        |"mix"|"none", "times": 1 (-1: every request),
+                                        "retry_after", "retry_after_ms", "error_code", "cut_after",
+                                        "clean_eof", "hang_s"}; "mix" draws each request's fault
+                                        at random: "mix": {"429": 0.3, "cut": 0.2, ...}
+                                        (probabilities, the rest unfaulted), "seed": 7
     GET  /_control/faults              the fault now armed
     POST /_control/replies             {"replies": [["[[NO_", "ANSWER]]"], ...]}: the next chat
                                         requests, one each and in order, get these tokens (one
@@ -38,13 +40,14 @@ import functools
 import hashlib
 import json
 import logging
+import random
 import re
 import secrets
 import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 Scope = MutableMapping[str, Any]
@@ -54,7 +57,9 @@ Send = Callable[[Message], Awaitable[None]]
 
 MODELS = ("gpt-4o-mini", "fake-llm")
 BAD_API_KEY = "bad-key"
-FAULTS = ("none", "429", "500", "401", "hang", "cut", "content_filter")
+FAULTS = ("none", "429", "500", "401", "hang", "cut", "content_filter", "mix")
+# What "mix" may draw from: every fault but itself and "none" (the share left over).
+MIXABLE = FAULTS[1:-1]
 MAX_RECORDED_REQUESTS = 10_000
 
 # A small fixed vocabulary keeps replies readable in the demo UI and tokens one word each.
@@ -191,6 +196,9 @@ class Fault:
     cut_after: int = 0
     clean_eof: bool = False
     hang_s: float = 3600.0
+    # "mix" only: {fault: probability} drawn per request, and the seed of the draws.
+    mix: dict[str, float] = field(default_factory=dict)
+    seed: int | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Fault:
@@ -202,15 +210,29 @@ class Fault:
             value = data.get(name)
             return None if value is None else str(value)
 
+        mix: dict[str, float] = {}
+        if fault == "mix":
+            given = data.get("mix")
+            if not isinstance(given, dict) or not given:
+                raise ValueError('"mix" needs {"mix": {fault: probability, ...}}')
+            for name, share in given.items():
+                if name not in MIXABLE:
+                    raise ValueError(f"cannot mix {name!r}; one of {', '.join(MIXABLE)}")
+                mix[name] = float(share)
+            if any(share < 0 for share in mix.values()) or sum(mix.values()) > 1 + 1e-9:
+                raise ValueError("mix probabilities must be ≥ 0 and add up to at most 1")
         return cls(
             fault=fault,
-            times=0 if fault == "none" else int(data.get("times", 1)),
+            # A mix applies to every request unless told otherwise.
+            times=0 if fault == "none" else int(data.get("times", -1 if mix else 1)),
             retry_after=header("retry_after"),
             retry_after_ms=header("retry_after_ms"),
             error_code=header("error_code"),
             cut_after=int(data.get("cut_after", 0)),
             clean_eof=bool(data.get("clean_eof", False)),
             hang_s=float(data.get("hang_s", 3600.0)),
+            mix=mix,
+            seed=None if data.get("seed") is None else int(data["seed"]),
         )
 
 
@@ -231,9 +253,15 @@ class State:
         self.fault = fault or Fault()
         self.requests: deque[dict[str, Any]] = deque(maxlen=MAX_RECORDED_REQUESTS)
         self.count = 0
+        self.draws = random.Random()  # noqa: S311 - fault draws, not secrets
         # Replies a test scripted for the next requests, oldest first: what a real model may say
         # and the deterministic one never does.
         self.scripted: deque[list[str]] = deque()
+
+    def arm(self, fault: Fault) -> None:
+        self.fault = fault
+        if fault.seed is not None:
+            self.draws.seed(fault.seed)
 
     def reset(self) -> None:
         self.fault = Fault()
@@ -247,7 +275,18 @@ class State:
             return None
         if fault.times > 0:
             self.fault = replace(fault, times=fault.times - 1)
+        if fault.fault == "mix":
+            return self._draw(fault)
         return fault
+
+    def _draw(self, mix: Fault) -> Fault | None:
+        """One request's fault under a mix: each with its probability, else none."""
+        point, cumulative = self.draws.random(), 0.0
+        for name, share in mix.mix.items():
+            cumulative += share
+            if point < cumulative:
+                return replace(mix, fault=name, mix={})
+        return None
 
 
 # --- ASGI plumbing -------------------------------------------------------------------------------
@@ -370,7 +409,7 @@ class FakeLLM:
         body = await _read_body(receive)
         if action == "faults" and method == "POST":
             try:
-                state.fault = Fault.from_json(json.loads(body or b"{}"))
+                state.arm(Fault.from_json(json.loads(body or b"{}")))
             except (ValueError, TypeError) as exc:
                 await _send_json(send, 400, _error_body(str(exc), "invalid_request_error", None))
                 return
@@ -695,7 +734,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ttft-ms", type=float, default=300, help="time to first token")
     parser.add_argument("--tokens-per-s", type=float, default=50, help="0: no pacing")
     parser.add_argument("--reply-tokens", type=int, default=150, help="tokens a reply has")
-    parser.add_argument("--fault", choices=FAULTS, default="none", help="a fault armed at start")
+    parser.add_argument(
+        "--fault", choices=FAULTS[:-1], default="none", help="a fault armed at start"
+    )
     parser.add_argument("--fault-times", type=int, default=-1, help="requests it applies to")
     parser.add_argument("--log-level", default="warning")
 

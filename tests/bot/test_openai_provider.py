@@ -208,6 +208,42 @@ def test_it_rejects_an_unknown_fault(fake_llm: FakeLLMServer) -> None:
     assert "unknown fault" in response.json()["error"]["message"]
 
 
+def test_a_fault_mix_draws_each_requests_fault_with_its_probability() -> None:
+    from tests.fake_llm import Fault, State
+
+    state = State()
+    state.arm(Fault.from_json({"fault": "mix", "mix": {"429": 0.3, "cut": 0.2}, "seed": 7}))
+    drawn = [fault.fault if (fault := state.take_fault()) else None for _ in range(2000)]
+
+    shares = {name: drawn.count(name) / len(drawn) for name in ("429", "cut", None)}
+    assert abs(shares["429"] - 0.3) < 0.05
+    assert abs(shares["cut"] - 0.2) < 0.05
+    assert abs(shares[None] - 0.5) < 0.05
+    # The same seed draws the same faults again: a fault run can be repeated.
+    state.arm(Fault.from_json({"fault": "mix", "mix": {"429": 0.3, "cut": 0.2}, "seed": 7}))
+    again = [fault.fault if (fault := state.take_fault()) else None for _ in range(2000)]
+    assert again == drawn
+
+
+def test_a_fault_mix_over_http_applies_the_drawn_fault(fake_llm: FakeLLMServer) -> None:
+    fake_llm.set_fault("mix", mix={"500": 1.0}, retry_after_ms="10")
+    client = openai.OpenAI(api_key="test-key", base_url=fake_llm.base_url, max_retries=1)
+
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model=MODEL, messages=MESSAGES)  # type: ignore[arg-type]
+
+    assert [r["fault"] for r in fake_llm.requests()] == ["500", "500"]
+
+
+@pytest.mark.parametrize(
+    "mix", [{"explode": 0.5}, {"mix": 0.5}, {"429": 0.7, "500": 0.4}, {"429": -0.1}, {}]
+)
+def test_it_rejects_a_fault_mix_it_cannot_draw(fake_llm: FakeLLMServer, mix: dict) -> None:
+    response = httpx2.post(fake_llm.url + "/_control/faults", json={"fault": "mix", "mix": mix})
+
+    assert response.status_code == 400
+
+
 # --- The provider: a reply -------------------------------------------------------------------
 
 
