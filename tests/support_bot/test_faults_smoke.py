@@ -21,13 +21,6 @@ MISSING = missing_binaries("amqp")
 
 
 @pytest.mark.skipif(bool(MISSING), reason=f"the fault suite needs {', '.join(MISSING)}")
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 14: a reply whose worker was killed waits for its lease (REPLY_LEASE_S, "
-    "150 s) before another worker takes it over; the recovery work (short renewed leases, a "
-    "sweeper, SIGTERM hand-off) is being built on main",
-)
 def test_a_worker_killed_mid_reply_loses_doubles_and_hangs_nothing(tmp_path: Path) -> None:
     results = tmp_path / "faults.json"
     finished = subprocess.run(
