@@ -261,7 +261,9 @@ def test_it_reads_the_queue_depth_from_rabbitmq_too(settings):
     settings.CELERY_BROKER_URL = rabbitmq_or_skip()
     queue_name = f"metrics-test-{uuid.uuid4().hex[:8]}"
     queue = Queue(queue_name, Exchange(queue_name), routing_key=queue_name, auto_delete=False)
-    with Connection(settings.CELERY_BROKER_URL) as conn:
+    # Publisher confirms: each publish returns once RabbitMQ has queued the message.
+    confirmed = {"confirm_publish": True}
+    with Connection(settings.CELERY_BROKER_URL, transport_options=confirmed) as conn:
         producer = Producer(conn.default_channel)
         for n in range(3):
             producer.publish({"n": n}, exchange=queue.exchange, routing_key=queue_name,
