@@ -21,8 +21,8 @@ from datetime import timedelta
 
 from celery import current_app
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection
-from django.db.models import Q
+from django.db import DatabaseError, connection
+from django.db.models import Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -64,9 +64,10 @@ class LeaseKeeper:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._handoff_at: float | None = None  # monotonic time the replies still held go
-        # The sweeper trusts that leases are current only after the database has answered
-        # this process for a whole lease: after an outage, other workers renew first.
-        self._database_ok_since: float | None = None
+        # When the sweeper may next run: at once at start (a restarted worker is what finds
+        # replies a lost Redis left); a whole lease after a database outage (None meanwhile),
+        # so that the other workers renew their leases first.
+        self._sweep_from: float | None = 0.0
 
     # --- The replies this process writes ---------------------------------------------------
 
@@ -155,36 +156,38 @@ class LeaseKeeper:
             self.renew()
             self.hand_off_if_due()
             now = time.monotonic()
-            if self._database_ok_since is None:
-                self._database_ok_since = now
-            if self._handoff_at is None and now - self._database_ok_since >= self._trust_after:
+            if self._sweep_from is None:
+                self._sweep_from = now + settings.REPLY_LEASE_S
+            if self._handoff_at is None and now >= self._sweep_from:
                 sweep()
         except DatabaseError as exc:
-            self._database_ok_since = None
+            self._sweep_from = None
             logger.warning("reply leases: database unreachable (%s); trying again", exc)
         except Exception:  # the heartbeat must outlive anything one tick runs into
             logger.exception("reply leases: unexpected error")
         finally:
-            close_old_connections()
             if not connection.in_atomic_block:
                 connection.close()
-
-    @property
-    def _trust_after(self) -> float:
-        # At start, sweep at once: a restarted worker is what finds replies a lost Redis left.
-        return 0.0 if self._database_ok_since is None else settings.REPLY_LEASE_S
 
 
 def requeue(reply_id: int, *, attempt: int | None = None, reason: str) -> bool:
     """Put a streaming reply back in the queue (if it is still in the attempt given) and send its
     task. Only one caller wins: the status change fences the writer it is taken from."""
-    taken = Turn.objects.filter(pk=reply_id, status=Turn.Status.STREAMING)
+    taken = Turn.objects.filter(status=Turn.Status.STREAMING)
     if attempt is not None:
         taken = taken.filter(attempt=attempt)
-    if not taken.update(status=Turn.Status.QUEUED, claimed_at=timezone.now()):
+    if not _put_back(taken, reply_id):
+        return False
+    logger.info("reply %s re-queued (%s)", reply_id, reason)
+    return True
+
+
+def _put_back(streaming: QuerySet[Turn], reply_id: int) -> bool:
+    if not streaming.filter(pk=reply_id).update(
+        status=Turn.Status.QUEUED, claimed_at=timezone.now()
+    ):
         return False
     queue_reply(reply_id)
-    logger.info("reply %s re-queued (%s)", reply_id, reason)
     return True
 
 
@@ -199,37 +202,27 @@ def sweep(limit: int = 200) -> Swept:
     queued for longer than any healthy queue takes (their task was lost or never sent).
     Workers sweep concurrently; each reply is re-queued by one of them."""
     now = timezone.now()
-    lapsed_ids = list(
-        Turn.objects.filter(
-            status=Turn.Status.STREAMING,
-            claimed_at__lt=now - timedelta(seconds=settings.REPLY_LEASE_S),
-        ).values_list("pk", flat=True)[:limit]
+    lapsed_leases = Turn.objects.filter(
+        status=Turn.Status.STREAMING,
+        claimed_at__lt=now - timedelta(seconds=settings.REPLY_LEASE_S),
     )
-    lapsed = 0
-    for reply_id in lapsed_ids:
-        stale = Turn.objects.filter(
-            pk=reply_id,
-            status=Turn.Status.STREAMING,
-            claimed_at__lt=now - timedelta(seconds=settings.REPLY_LEASE_S),
-        )
-        if stale.update(status=Turn.Status.QUEUED, claimed_at=now):
-            queue_reply(reply_id)
-            lapsed += 1
+    lapsed_ids = list(lapsed_leases.values_list("pk", flat=True)[:limit])
+    # Conditional, so that of the workers sweeping at once only one re-queues each.
+    lapsed = sum(_put_back(lapsed_leases, reply_id) for reply_id in lapsed_ids)
     stuck_before = now - timedelta(seconds=settings.REPLY_REQUEUE_AFTER_S)
     # claimed_at of a queued reply is when it was last (re-)queued by a sweeper.
-    waiting = Turn.objects.filter(status=Turn.Status.QUEUED, author=Turn.Author.BOT).annotate(
-        queued_at=Coalesce("claimed_at", "created_at")
+    not_requeued_since = Q(claimed_at__isnull=True) | Q(claimed_at__lt=stuck_before)
+    stuck_replies = Turn.objects.filter(
+        not_requeued_since, status=Turn.Status.QUEUED, author=Turn.Author.BOT
     )
     stuck_ids = list(
-        waiting.filter(queued_at__lt=stuck_before).values_list("pk", flat=True)[:limit]
+        stuck_replies.annotate(queued_at=Coalesce("claimed_at", "created_at"))
+        .filter(queued_at__lt=stuck_before)
+        .values_list("pk", flat=True)[:limit]
     )
     stuck = 0
     for reply_id in stuck_ids:
-        # Conditional, so that of the workers sweeping at once only one re-queues it.
-        not_requeued_since = Q(claimed_at__isnull=True) | Q(claimed_at__lt=stuck_before)
-        if Turn.objects.filter(
-            not_requeued_since, pk=reply_id, status=Turn.Status.QUEUED
-        ).update(claimed_at=now):
+        if stuck_replies.filter(pk=reply_id).update(claimed_at=now):
             queue_reply(reply_id)
             stuck += 1
     metrics.record_requeued("lease_lapsed", lapsed)
