@@ -77,6 +77,10 @@ RETRIES = Counter(
     "(cause: database or redis, the task retried).",
     ["kind", "cause"],
 )
+HEDGES = Counter(
+    "supportbot_model_hedges",
+    "Requests sent to the model beside one that had not started answering (hedge.py).",
+)
 REQUEUED = Counter(
     "supportbot_replies_requeued",
     "Replies queued again because their worker was lost, by reason.",
@@ -116,6 +120,11 @@ def reply_in_flight() -> AbstractContextManager[object]:
 def provider_retry(code: str) -> None:
     """The model failed with `code` and the reply tries again."""
     RETRIES.labels(kind="provider", cause=code).inc()
+
+
+def provider_hedged() -> None:
+    """The model was asked again beside a request that had not started answering."""
+    HEDGES.inc()
 
 
 def infrastructure_retry(outage: Exception) -> None:

@@ -298,6 +298,9 @@ OPENAI_CONNECT_TIMEOUT_S = env_float("OPENAI_CONNECT_TIMEOUT_S", 5)
 # A model silent this long mid-stream has stalled: the reply starts over at once. Raise it for
 # models that think long before their first word.
 OPENAI_READ_TIMEOUT_S = env_float("OPENAI_READ_TIMEOUT_S", 8)
+# A model that has not started answering this long (and twice its recent p90 time to first
+# token) is asked again beside the first request; 0 turns hedging off (bot/providers/hedge.py).
+OPENAI_HEDGE_AFTER_S = env_float("OPENAI_HEDGE_AFTER_S", 3)
 # "auto": OpenAI when OPENAI_API_KEY is set, else the offline answerer.
 LLM_PROVIDER = os.environ.get("LLM_PROVIDER", "auto")
 OFFLINE_WORD_DELAY_MS = env_float("OFFLINE_WORD_DELAY_MS", 25)

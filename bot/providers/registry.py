@@ -10,6 +10,7 @@ from django.conf import settings
 from bot.config import BotConfig
 
 from .base import Provider
+from .hedge import HedgedProvider
 from .offline import OfflineProvider
 from .openai import OpenAIProvider
 
@@ -27,6 +28,7 @@ def _config() -> tuple[object, ...]:
         settings.OPENAI_MODEL,
         settings.OPENAI_CONNECT_TIMEOUT_S,
         settings.OPENAI_READ_TIMEOUT_S,
+        settings.OPENAI_HEDGE_AFTER_S,
     )
 
 
@@ -66,13 +68,14 @@ def for_config(config: BotConfig) -> Provider:
 
 def _build(name: str) -> Provider:
     if name == "openai":
-        return OpenAIProvider(
+        model = OpenAIProvider(
             api_key=settings.OPENAI_API_KEY or "not-needed",
             base_url=settings.OPENAI_BASE_URL,
             model=settings.OPENAI_MODEL,
             connect_timeout=settings.OPENAI_CONNECT_TIMEOUT_S,
             read_timeout=settings.OPENAI_READ_TIMEOUT_S,
         )
+        return HedgedProvider(model, after_s=settings.OPENAI_HEDGE_AFTER_S)
     if name == "offline":
         return OfflineProvider()
     raise ValueError(f"Unknown LLM_PROVIDER {name!r}: use auto, openai or offline.")

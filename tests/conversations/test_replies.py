@@ -8,6 +8,7 @@ tests/fixtures_fake_llm.py), so every reply is grounded and reaches the model
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 
 import pytest
@@ -152,6 +153,21 @@ def test_it_gives_up_on_a_hanging_model_and_apologises(model, settings):
     done = frames_of(reply)[-1]
     assert done["type"] == "reply.done" and done["status"] == "failed"
     assert done["error"]["code"] == "timeout" and done["text"] == ENGLISH.apology
+
+
+def test_it_answers_a_stall_before_the_first_token_from_a_hedged_request(model, settings):
+    settings.OPENAI_HEDGE_AFTER_S = 0.3
+    model.set_fault("hang", hang_s=30)
+    reply = ask()
+    started = time.monotonic()
+    write_reply(reply.pk)
+
+    reply.refresh_from_db()
+    assert reply.status == "done" and reply.text == full_reply(model)
+    assert time.monotonic() - started < 1.5, "not the 2 s read timeout and a retry"
+    starts = [f for f in frames_of(reply) if f["type"] == "reply.start"]
+    assert [s["attempt"] for s in starts] == [1], "one attempt: the customer saw no restart"
+    assert len(model.requests()) == 2
 
 
 def test_it_retries_a_stalled_model_at_once_and_others_after_a_growing_pause():

@@ -1,0 +1,159 @@
+"""Hedged requests: a model that has not started answering is asked again beside the first
+request, and the reply streams from whichever answers first. Over real HTTP to the fake server.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from bot.providers.hedge import HedgeBudget, HedgedProvider
+from bot.types import ProviderError
+from tests.bot.test_openai_provider import MESSAGES, REPLY, REQUEST, collect, provider
+from tests.fake_llm import expected_reply
+from tests.fixtures_fake_llm import FAKE_LLM_REPLY_TOKENS, FakeLLMServer
+
+
+def hedged(fake_llm: FakeLLMServer, after_s: float = 0.3, **options: object) -> HedgedProvider:
+    return HedgedProvider(provider(fake_llm, read_timeout=2), after_s=after_s, **options)  # type: ignore[arg-type]
+
+
+def outcomes(fake_llm: FakeLLMServer, expected: int, timeout: float = 5) -> list[str | None]:
+    """Each request's outcome, once the server has settled `expected` of them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [r["outcome"] for r in fake_llm.requests()]
+        if sum(o is not None for o in found) >= expected or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def test_it_answers_from_a_second_request_when_the_first_stalls(fake_llm: FakeLLMServer) -> None:
+    fake_llm.set_fault("hang", hang_s=30)
+
+    started = time.monotonic()
+    deltas, finished = collect(hedged(fake_llm).stream(REQUEST))
+    elapsed = time.monotonic() - started
+
+    assert "".join(deltas) == REPLY
+    assert len(finished) == 1
+    assert 0.3 <= elapsed < 1.5, "answered after the hedge delay, not the 2 s read timeout"
+    # The stalled request is closed once the other has answered, not left to its timeout.
+    assert outcomes(fake_llm, 2) == ["client_gone", "complete"]
+
+
+def test_it_answers_after_two_stalls_in_a_row(fake_llm: FakeLLMServer) -> None:
+    fake_llm.set_fault("hang", hang_s=30, times=2)
+
+    started = time.monotonic()
+    deltas, _ = collect(hedged(fake_llm).stream(REQUEST))
+    elapsed = time.monotonic() - started
+
+    assert "".join(deltas) == REPLY
+    assert 0.6 <= elapsed < 1.8
+    assert outcomes(fake_llm, 3) == ["client_gone", "client_gone", "complete"]
+
+
+def test_it_sends_one_request_to_a_model_that_answers_in_time(fake_llm: FakeLLMServer) -> None:
+    deltas, _ = collect(hedged(fake_llm).stream(REQUEST))
+
+    assert "".join(deltas) == REPLY
+    time.sleep(0.5)  # past the hedge delay: nothing more is sent
+    assert outcomes(fake_llm, 1) == ["complete"]
+
+
+def test_it_keeps_the_first_request_of_a_slow_model_that_does_answer(
+    fake_llm: FakeLLMServer,
+) -> None:
+    # Both requests are slow (0.6 s before the first token); the first one answers first.
+    fake_llm.set_fault("hang", hang_s=0.6, times=2)
+
+    deltas, _ = collect(hedged(fake_llm, max_requests=2).stream(REQUEST))
+
+    assert "".join(deltas) == REPLY
+    assert outcomes(fake_llm, 2) == ["complete", "client_gone"]
+
+
+def test_it_raises_a_timeout_when_every_request_stalls(fake_llm: FakeLLMServer) -> None:
+    fake_llm.set_fault("hang", hang_s=30, times=-1)
+
+    started = time.monotonic()
+    with pytest.raises(ProviderError) as caught:
+        collect(hedged(fake_llm, max_requests=2).stream(REQUEST))
+
+    assert caught.value.code == "timeout"
+    assert 1.9 <= time.monotonic() - started < 3, "the first request's 2 s read timeout"
+    assert len(fake_llm.requests()) == 2
+
+
+def test_it_ends_the_attempt_at_the_first_error_for_the_retry_policy_to_pace(
+    fake_llm: FakeLLMServer,
+) -> None:
+    # The first request stalls; the hedge sent at 0.3 s gets a 500.
+    fake_llm.set_fault("hang", hang_s=30)
+    events = hedged(fake_llm).stream(REQUEST)
+
+    def arm_500_once_the_first_request_arrived() -> None:
+        while not fake_llm.requests():
+            time.sleep(0.01)
+        fake_llm.set_fault("500")
+
+    arming = threading.Thread(target=arm_500_once_the_first_request_arrived)
+    arming.start()
+    started = time.monotonic()
+    with pytest.raises(ProviderError) as caught:
+        next(events)
+    arming.join()
+
+    assert caught.value.code == "server_error"
+    assert time.monotonic() - started < 1.5, "not the stalled request's 2 s read timeout"
+    assert len(fake_llm.requests()) == 2
+
+
+def test_it_stops_hedging_when_the_budget_is_spent(fake_llm: FakeLLMServer) -> None:
+    fake_llm.set_fault("hang", hang_s=30, times=-1)
+    model = HedgedProvider(
+        provider(fake_llm, read_timeout=0.5), after_s=0.2, budget=HedgeBudget(ratio=0.0, burst=1.0)
+    )
+
+    for _ in range(2):
+        with pytest.raises(ProviderError):
+            collect(model.stream(REQUEST))
+
+    # The first reply hedged once (the budget's one token); the second could not.
+    assert len(fake_llm.requests()) == 3
+
+
+def test_it_never_hedges_a_model_whose_usual_first_token_is_later_than_the_delay(
+    fake_llm: FakeLLMServer,
+) -> None:
+    model = hedged(fake_llm, after_s=0.1)
+    for _ in range(10):
+        model.first_token_times.add(0.4)
+
+    assert model.hedge_delay() == pytest.approx(0.8)
+
+
+def test_it_can_be_turned_off(fake_llm: FakeLLMServer) -> None:
+    fake_llm.set_fault("hang", hang_s=30)
+
+    with pytest.raises(ProviderError) as caught:
+        collect(hedged(fake_llm, after_s=0).stream(REQUEST))
+
+    assert caught.value.code == "timeout"
+    assert len(fake_llm.requests()) == 1
+
+
+def test_it_closes_every_request_when_the_reply_is_stopped_early(
+    fake_llm: FakeLLMServer,
+) -> None:
+    fake_llm.set_fault("hang", hang_s=30)
+    events = hedged(fake_llm).stream(REQUEST)
+
+    first = next(events)
+    events.close()  # a customer who left, a reply taken over
+
+    assert first.text == expected_reply(MESSAGES, FAKE_LLM_REPLY_TOKENS)[0]  # type: ignore[union-attr]
+    assert outcomes(fake_llm, 2) == ["client_gone", "client_gone"]
