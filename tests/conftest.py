@@ -27,6 +27,31 @@ pytest_plugins = ["tests.fixtures_fake_llm"]
 
 ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "http://127.0.0.1"
+LEFT_TO_THE_DEFAULT_PASS = pytest.StashKey[list[str]]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`make test` runs the suite twice, once per path (Makefile). A test marked
+    `default_pass_only(reason=...)` gives the same result on both, so it runs on the
+    embedded-default pass only, and the production pass lists what it left out."""
+    if not os.environ.get("DATABASE_URL"):
+        return
+    once = [item for item in items if item.get_closest_marker("default_pass_only")]
+    if once:
+        config.hook.pytest_deselected(items=once)
+        items[:] = [item for item in items if not item.get_closest_marker("default_pass_only")]
+        config.stash[LEFT_TO_THE_DEFAULT_PASS] = [
+            f"{item.nodeid}: {item.get_closest_marker('default_pass_only').kwargs['reason']}"
+            for item in once
+        ]
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    left = config.stash.get(LEFT_TO_THE_DEFAULT_PASS, [])
+    if left:
+        terminalreporter.write_sep("-", f"{len(left)} tests ran on the default pass only")
+        for line in left:
+            terminalreporter.write_line(line)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

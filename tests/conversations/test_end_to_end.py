@@ -121,9 +121,12 @@ async def test_a_reply_survives_its_worker_being_killed_mid_stream(
 async def test_a_worker_told_to_stop_hands_a_reply_it_cannot_finish_to_another_worker(
     alice_conversation, fake_llm, celery_worker
 ):
-    env = model_env(fake_llm, WORKER_SHUTDOWN_GRACE_S="3", WORKER_HANDOFF_MARGIN_S="1")
+    # No hedged request: the stalled one would outlast any grace period.
+    env = model_env(
+        fake_llm, WORKER_SHUTDOWN_GRACE_S="3", WORKER_HANDOFF_MARGIN_S="1", OPENAI_HEDGE_AFTER_S="0"
+    )
     stopping = await asyncio.to_thread(celery_worker, **env)
-    fake_llm.set_fault("hang", times=1, hang_s=60)  # its reply would outlast any grace period
+    fake_llm.set_fault("hang", times=1, hang_s=60)
     chat = await open_chat(alice_conversation.pk, alice_conversation.customer)
     await chat.send_json_to({"type": "message", "client_id": "term-1", "text": "Still there?"})
     frames = await receive_until(chat, lambda f: f["type"] == "reply.start", timeout=20)

@@ -163,6 +163,7 @@ def test_an_example_that_rewords_a_question_is_read_by_it(demo_kb):
 
 
 @pytest.mark.django_db
+@pytest.mark.default_pass_only(reason="answer quality, which the database engine does not change")
 def test_with_the_demo_examples_it_meets_the_quality_goal_on_held_out_questions(demo_kb, settings):
     """The issue's goal: hit@1 >= 0.9, abstention precision and recall >= 0.9. The 320
     held-out questions are neither the demo's examples nor the ranker's training, and were

@@ -15,7 +15,10 @@ import pytest
 from bench.faults import missing_binaries
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.worker
+pytestmark = [
+    pytest.mark.worker,
+    pytest.mark.default_pass_only(reason="starts its own services, whatever the path"),
+]
 
 MISSING = missing_binaries("amqp")
 

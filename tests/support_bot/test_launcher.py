@@ -22,7 +22,10 @@ from support_bot import embedded_redis
 from support_bot.processes import web_command
 from tests.conftest import ROOT, ChildProcess, free_port
 
-pytestmark = pytest.mark.worker
+pytestmark = [
+    pytest.mark.worker,
+    pytest.mark.default_pass_only(reason="starts its own services, whatever the path"),
+]
 
 
 def start_launcher(env: dict[str, str]) -> ChildProcess:
