@@ -64,8 +64,11 @@ lint: install-test
 	DEBUG=1 REDIS_URL=redis://unused:6379/0 $(VENV)/bin/mypy support_bot knowledge bot conversations inbox studio
 	$(VENV)/bin/lint-imports
 
+## TTFT against a direct call and CPU per reply: bursts 1, 50, 200, 1,000 connected at 20
+## messages/s, 5,000 idle sockets, the embedded default at 50 (bench/README.md). Options, e.g.
+## the commit before in the same run: make bench BENCH_ARGS="--compare HEAD~1".
 bench: install-test
-	$(PY) bench/load.py
+	$(PY) bench/load.py $(BENCH_ARGS)
 
 ## Faults injected while customers are mid-reply (bench/faults.py); fails on anything lost,
 ## doubled or hung, or a recovery over 10 s. Options: make faults FAULTS_ARGS="--quick".

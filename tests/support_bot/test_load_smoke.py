@@ -1,0 +1,45 @@
+"""The load benchmark's machinery (bench/load.py), end to end on the embedded default: a burst,
+an open-loop round and idle sockets, with one web process and one worker. No timing is asserted
+here: the benchmark measures; this test checks that it runs, that every round reports its
+floor, its TTFT and its CPU per reply, and that nothing was lost, doubled or failed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.worker
+
+
+def test_a_burst_an_open_loop_round_and_idle_sockets_are_measured(tmp_path: Path) -> None:
+    results = tmp_path / "load.json"
+    finished = subprocess.run(
+        [sys.executable, "bench/load.py", "--embedded", "--n", "2", "--open", "4:3:2",
+         "--idle", "5", "--no-warmup", "--web-processes", "1", "--workers", "1",
+         "--worker-threads", "4", "--timeout", "30", "--max-run-s", "150",
+         # BM25 alone: a fresh clone has no embedding cache, and embedding the demo knowledge
+         # base would take a minute.
+         "--set", "KB_EMBEDDINGS=off", "--json", str(results)],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    if finished.returncode != 0 or not results.exists():
+        pytest.fail(f"the benchmark did not run ({finished.returncode}):\n{finished.stderr}")
+    report = json.loads(results.read_text())
+    rows = {row["round"]: row for row in report["rounds"]}
+    assert set(rows) == {"N=2", "open 4@3/s×2s"}, finished.stdout
+    for row in rows.values():
+        assert (row["lost"], row["doubled"], row["failed"]) == (0, 0, 0), row["errors"]
+        assert row["direct_ttft"][1] is not None and row["bot_ttft"][1] is not None
+        assert row["ratio_p99"] is not None and row["cpu_ms_per_reply"]["ours"] is not None
+    assert rows["open 4@3/s×2s"]["messages"] == len(report["raw"]["open4-3-2"]["ours"])
+    idle = report["idle"]["ours"]
+    assert idle["connected"] == idle["sockets"] == 5
+    assert idle["kb_per_socket"] is not None
+    assert {t["target"] for t in report["targets"]} >= {"one", "fifty", "clean"}
+    assert "Targets (issue 15):" in finished.stdout
