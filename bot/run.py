@@ -8,8 +8,12 @@ provider named, or else the passages its text cites by number.
 
 `on_delta` gets the text as it streams, coalesced into pieces about every `flush_interval`
 (REPLY_FLUSH_INTERVAL_S) except the first, which goes out at once so the customer sees the
-answer start as early as possible. It returns False to stop the answer (a person took the
-conversation): the provider's stream is closed and Stopped says what was said so far.
+answer start as early as possible. When many answers stream in this process at once, the
+pieces get fuller instead of more frequent (at most REPLY_FRAMES_PER_S pieces a second between
+them all): each piece costs a frame through Redis and a web process, and a busy process would
+otherwise spend its CPU on frames while new questions wait. `on_delta` returns False to stop
+the answer (a person took the conversation): the provider's stream is closed and Stopped says
+what was said so far.
 
 Without on_delta nobody watches the answer stream, so the bot's own words (the offline
 answerer's, an abstention) come at once instead of at a reading pace.
@@ -21,6 +25,7 @@ writer retries; the playground and evaluations report it).
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +38,32 @@ from bot.types import Finished, ProviderError, ReplyRequest, Source, TextDelta
 
 # Gets a piece of the answer; returns False to stop it.
 OnDelta = Callable[[str], bool | None]
+
+
+class _Watched:
+    """How many answers stream to someone in this process right now."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def started(self) -> None:
+        with self._lock:
+            self.count += 1
+
+    def ended(self) -> None:
+        with self._lock:
+            self.count -= 1
+
+
+watched = _Watched()
+
+
+def paced_interval(base: float) -> float:
+    """Seconds between the pieces of one answer: `base`, or longer when the answers streaming
+    in this process would together send more than REPLY_FRAMES_PER_S pieces a second."""
+    rate = float(settings.REPLY_FRAMES_PER_S)
+    return max(base, watched.count / rate) if rate > 0 else base
 
 
 @dataclass(frozen=True)
@@ -70,7 +101,7 @@ def answer(
 ) -> Answer:
     """Stream one answer to `request` (see the module doc). `deadline`: a time.monotonic()
     after which the answer fails with a permanent ProviderError("timeout")."""
-    interval = settings.REPLY_FLUSH_INTERVAL_S if flush_interval is None else flush_interval
+    base = settings.REPLY_FLUSH_INTERVAL_S if flush_interval is None else flush_interval
     if on_delta is None and request.paced:
         request = dataclasses.replace(request, paced=False)
     started_at = time.time()
@@ -80,6 +111,9 @@ def answer(
     finished: Finished | None = None
     last_flush = 0.0
     events = guards.guarded(request, provider).stream(request)
+    if on_delta is not None:
+        watched.started()
+    interval = paced_interval(base)
     try:
         for event in events:
             now = time.monotonic()
@@ -96,9 +130,12 @@ def answer(
                 go_on = on_delta("".join(pending))
                 pending.clear()
                 last_flush = now
+                interval = paced_interval(base)
                 if go_on is False:
                     raise Stopped("".join(text), first_token_at)
     finally:
+        if on_delta is not None:
+            watched.ended()
         close_stream(events)  # a stop or an error
     if on_delta is not None and pending:
         on_delta("".join(pending))

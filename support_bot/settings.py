@@ -256,6 +256,9 @@ CHAT_VISITOR_COOKIE = "sb_visitor"
 CHAT_VISITOR_MAX_AGE = 365 * 24 * 3600
 REPLY_LOG_TTL_S = env_int("REPLY_LOG_TTL_S", 3600)
 REPLY_FLUSH_INTERVAL_S = env_float("REPLY_FLUSH_INTERVAL_S", 0.05)
+# Pieces a second a worker process sends between all the replies it streams: with more replies
+# at once each piece gets fuller rather than each reply's pieces more frequent (bot/run.py).
+REPLY_FRAMES_PER_S = env_float("REPLY_FRAMES_PER_S", 400)
 REPLY_MAX_ATTEMPTS = env_int("REPLY_MAX_ATTEMPTS", 3)
 REPLY_DEADLINE_S = env_float("REPLY_DEADLINE_S", 120)
 # Recovery (conversations/recovery.py): a worker renews the lease of each reply it writes every

@@ -14,7 +14,10 @@ import pytest
 
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.worker
+pytestmark = [
+    pytest.mark.worker,
+    pytest.mark.default_pass_only(reason="starts its own services, whatever the path"),
+]
 
 
 def test_a_burst_an_open_loop_round_and_idle_sockets_are_measured(tmp_path: Path) -> None:
