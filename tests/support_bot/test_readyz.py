@@ -89,3 +89,15 @@ def test_it_checks_a_rabbitmq_broker_as_well(client, settings):
 
 def test_healthz_stays_the_liveness_check(client):
     assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_healthz_answers_while_the_database_and_redis_are_away(
+    client, settings, django_assert_num_queries
+):
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # /readyz says 503 here
+
+    with django_assert_num_queries(0):
+        response = client.get("/healthz")
+
+    assert response.status_code == 200
+    assert client.get("/readyz").status_code == 503
