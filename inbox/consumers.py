@@ -8,6 +8,8 @@ only lists, watches and tells the customer the agent is typing.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from typing import Any
 
@@ -19,7 +21,7 @@ from conversations.models import display_name
 from conversations.protocol import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, FrameError
 from conversations.sockets import FrameConsumer, FrameHandler
 
-from . import events, services
+from . import events, presence, services
 
 
 def _may_work_inbox(user: Any) -> bool:
@@ -30,6 +32,7 @@ class InboxConsumer(FrameConsumer):
     socket_kind = "inbox"
     user: Any = None
     watching: uuid.UUID | None = None
+    renewing: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
         await self.accept()
@@ -45,7 +48,24 @@ class InboxConsumer(FrameConsumer):
         self.user = user
         await self._join(events.INBOX_GROUP)
         await self._join(events.user_group(user.pk))
+        # Present before the page asks for the list: no row falls between the two.
+        await presence.arrive(user.pk, self.channel_name)
+        self.renewing = asyncio.create_task(self._stay_present())
         await self._send({"type": "hello", "me": {"id": user.pk, "name": display_name(user)}})
+
+    async def _stay_present(self) -> None:
+        while True:
+            await asyncio.sleep(presence.RENEW_S)
+            with contextlib.suppress(Exception):  # Redis away: the next renewal tries again
+                await presence.renew(self.user.pk, self.channel_name)
+
+    async def disconnect(self, code: int) -> None:
+        if self.renewing is not None:
+            self.renewing.cancel()
+        if self.user is not None:
+            with contextlib.suppress(Exception):  # lapses by itself if Redis is away
+                await presence.leave(self.user.pk, self.channel_name)
+        await super().disconnect(code)
 
     def accepts_frames(self) -> bool:
         return self.user is not None

@@ -24,6 +24,7 @@ from django.db.models.functions import Coalesce, Left
 from conversations.events import group_message
 from conversations.models import Conversation, Turn, staff_name
 
+from . import presence
 from .models import Note
 
 INBOX_GROUP = "inbox"
@@ -122,10 +123,12 @@ def notify_inbox_on_commit(conversation_id: uuid.UUID | str) -> None:
     inbox row to every connected agent: `{"type":"inbox.row","row":Row}`. One query.
 
     Call it from anything that changes what a row shows: a customer message, an escalation,
-    a rating, any agent action.
+    a rating, any agent action. Nothing (no query) while no agent has the inbox open.
     """
 
     def publish() -> None:
+        if not presence.anyone_present():
+            return  # nobody to send it to; an agent who opens the inbox reads the list
         data = row_for(conversation_id)
         if data is not None:
             _send(INBOX_GROUP, {"type": "inbox.row", "row": data})
