@@ -22,4 +22,5 @@ USER supportbot
 
 EXPOSE 8000
 CMD ["uvicorn", "support_bot.asgi:application", "--host", "0.0.0.0", "--port", "8000", \
-     "--workers", "2", "--proxy-headers", "--forwarded-allow-ips", "*", "--no-access-log"]
+     "--workers", "2", "--proxy-headers", "--forwarded-allow-ips", "*", "--no-access-log", \
+     "--ws-max-size", "65536", "--ws-per-message-deflate", "false"]

@@ -3,6 +3,9 @@ compose file's promises statically), and the embedded default's SQLite mode."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+
 import pytest
 import yaml
 from django.db import connection
@@ -45,6 +48,28 @@ def test_compose_configures_the_app_only_through_the_environment(compose):
         assert name in env
     assert env["SECRET_KEY"].startswith("${SECRET_KEY:?"), "no default secret may ship"
     assert env["DATABASE_URL"].startswith("postgres://")
+
+
+def test_compose_and_the_image_serve_sockets_as_make_run_does(compose):
+    from support_bot.processes import WEB_SOCKET_OPTIONS
+
+    options = list(WEB_SOCKET_OPTIONS)
+    command = compose["services"]["web"]["command"]
+    assert any(command[i : i + len(options)] == options for i in range(len(command)))
+    dockerfile = " ".join((ROOT / "Dockerfile").read_text().replace("\\\n", " ").split())
+    assert ", ".join(f'"{o}"' for o in options) in dockerfile
+
+
+async def test_the_web_server_declines_per_message_deflate_to_keep_idle_sockets_small(
+    asgi_server,
+):
+    import websockets
+
+    url = await asyncio.to_thread(asgi_server)
+    async with websockets.connect(
+        url.replace("http", "ws") + f"/ws/chat/{uuid.uuid4()}/", origin=url, compression="deflate"
+    ) as socket:
+        assert socket.response.headers.get("Sec-WebSocket-Extensions") is None
 
 
 def test_the_image_collects_static_files_and_runs_as_a_normal_user():
