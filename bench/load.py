@@ -49,6 +49,10 @@ PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_URL = f"postgres://postgres@127.0.0.1:5432/{BENCH_DB}"
 PROD_REDIS_URL = "redis://127.0.0.1:6379/0"
 TARGET = "Target: overhead ≤ 25 ms p50 and ≤ 100 ms p99 at N = 200"
+# Under --budget-rpm a reply may wait its turn up to REPLY_DEADLINE_S (120 s by default).
+BUDGET_TIMEOUT_S = 130.0
+# A reply that starts this much later than one to a message stored after it is out of order.
+OVERTAKE_TOLERANCE_S = 1.0
 # Variables of the parent shell that would change which path the app takes: never inherited.
 APP_VARIABLES = (
     "DATABASE_URL", "DATABASE_NAME", "DATABASE_CONN_MAX_AGE", "REDIS_URL", "CELERY_BROKER_URL",
@@ -80,6 +84,10 @@ class Options:
     extra_env: dict[str, str]
     profile: bool
     worker_nice: int
+    # The model account's budget (requests, tokens a minute; 0: none): the fake server enforces
+    # it with 429s during the Support Bot rounds, and the app is given the same numbers.
+    budget_rpm: int = 0
+    budget_tpm: int = 0
 
 
 def parse_options(argv: list[str] | None = None) -> Options:
@@ -116,8 +124,24 @@ def parse_options(argv: list[str] | None = None) -> Options:
         default=0,
         help="start the Celery workers under `nice -n N` (an experiment: web gets the CPU first)",
     )
+    parser.add_argument(
+        "--budget-rpm",
+        type=int,
+        default=0,
+        help="the fake model enforces this many requests a minute with 429s during the Support "
+        "Bot rounds, and the app gets OPENAI_REQUESTS_PER_MIN set to the same (0: off)",
+    )
+    parser.add_argument(
+        "--budget-tpm", type=int, default=0, help="the same for tokens a minute (0: off)"
+    )
     args = parser.parse_args(argv)
+    if args.budget_rpm < 0 or args.budget_tpm < 0:
+        parser.error("--budget-rpm and --budget-tpm are counts a minute: 0 (off) or more")
     extra = set_option_values(parser, args.set)
+    timeout = args.timeout
+    if (args.budget_rpm or args.budget_tpm) and timeout < BUDGET_TIMEOUT_S:
+        # Under a budget the last of a burst waits its turn, up to the reply's deadline.
+        timeout = BUDGET_TIMEOUT_S
     return Options(
         n_values=[int(n) for n in args.n.split(",") if n.strip()],
         ttft_ms=args.ttft_ms,
@@ -127,12 +151,14 @@ def parse_options(argv: list[str] | None = None) -> Options:
         workers=args.workers,
         worker_threads=args.worker_threads,
         embedded=args.embedded,
-        timeout_s=args.timeout,
+        timeout_s=timeout,
         warmup=args.warmup,
         max_run_s=args.max_run_s,
         extra_env=extra,
         profile=args.profile,
         worker_nice=args.worker_nice,
+        budget_rpm=args.budget_rpm,
+        budget_tpm=args.budget_tpm,
     )
 
 
@@ -309,6 +335,10 @@ def app_env(
         env.update(services or {"DATABASE_URL": PG_URL, "REDIS_URL": PROD_REDIS_URL})
     else:
         env.update(SUPPORT_BOT_VAR_DIR=str(var_dir))
+    if opts.budget_rpm or opts.budget_tpm:
+        env.update(
+            OPENAI_REQUESTS_PER_MIN=str(opts.budget_rpm), OPENAI_TOKENS_PER_MIN=str(opts.budget_tpm)
+        )
     env.update(opts.extra_env)
     return env
 
@@ -547,6 +577,7 @@ class CallResult:
     restarts: int = 0  # reply.start frames after the first
     resumes: int = 0  # resume frames sent, as the browser does on a stall or a gap
     dup_frames: int = 0  # frames whose seq was seen before
+    waiting_lines: int = 0  # reply.waiting frames: "one moment" while it waited its turn
     missing_seqs: int = 0  # gaps in seq before reply.done
     lost_tokens: int = 0  # expected tokens not (fully) in the streamed text
     lost_chars: int = 0
@@ -734,7 +765,9 @@ async def customer_call(
                     result.dup_frames += 1
                     continue
                 seen.add(seq)
-                if kind == "reply.start":
+                if kind == "reply.waiting":
+                    result.waiting_lines += 1
+                elif kind == "reply.start":
                     starts += 1
                     if result.start_frame_ms is None:
                         result.start_frame_ms = (now - t0) * 1000
@@ -1047,6 +1080,14 @@ class RoundSummary:
     # Support Bot time, split by where it went (p50, p99 in ms).
     breakdown: dict[str, tuple[float | None, float | None]]
     resources: dict[str, Any]
+    # Under --budget-rpm/--budget-tpm: what the fake model answered during the round (its 429s
+    # are what the budget must prevent), and whether replies started in the order their
+    # messages were stored.
+    model_requests: int | None = None
+    model_429s: int | None = None
+    out_of_order: int = 0
+    worst_overtake_ms: float = 0.0
+    waiting_lines: int = 0
 
 
 def summarise(
@@ -1074,6 +1115,8 @@ def summarise(
         "first token in worker → client": stage(lambda r: _sub(r.ttft_ms, r.worker_first_token_ms)),
     }
     errors = sorted({r.error for r in [*direct, *bot] if r.error})
+    out_of_order, worst_overtake_ms = order_of_starts(bot)
+    model = resources.get("model") or {}
     return RoundSummary(
         n=n,
         direct_ttft=direct_ttft,
@@ -1095,7 +1138,27 @@ def summarise(
         errors=errors[:10],
         breakdown=breakdown,
         resources=resources,
+        model_requests=model.get("requests"),
+        model_429s=model.get("429s"),
+        out_of_order=out_of_order,
+        worst_overtake_ms=worst_overtake_ms,
+        waiting_lines=sum(r.waiting_lines for r in bot),
     )  # fmt: skip
+
+
+def order_of_starts(bot: list[CallResult]) -> tuple[int, float]:
+    """Replies whose text started more than OVERTAKE_TOLERANCE_S after that of a reply to a
+    message stored after theirs (reply ids follow the order messages were stored), and the
+    worst such lag in ms (0 when every reply started no later than those after it)."""
+    started = sorted((r.reply_id, r.first_delta_at) for r in bot if r.reply_id and r.first_delta_at)
+    out_of_order, worst, earliest_later = 0, 0.0, math.inf
+    for _reply_id, at in reversed(started):
+        lag = at - earliest_later
+        worst = max(worst, lag)
+        if lag > OVERTAKE_TOLERANCE_S:
+            out_of_order += 1
+        earliest_later = min(earliest_later, at)
+    return out_of_order, worst * 1000
 
 
 def fmt(value: float | None) -> str:
@@ -1139,6 +1202,7 @@ def environment(opts: Options, stack: Stack, load_at_start: tuple[float, ...]) -
         },
         "extra_env": opts.extra_env,
         "worker_nice": opts.worker_nice,
+        "budget": {"requests_per_min": opts.budget_rpm, "tokens_per_min": opts.budget_tpm},
         "logs": str(stack.log_dir),
     }
 
@@ -1189,6 +1253,22 @@ def print_report(env: dict[str, Any], rows: list[RoundSummary]) -> None:
             notes.append("errors: " + " | ".join(row.errors[:3]))
         if notes:
             print(f"  N={row.n}: " + "; ".join(notes))
+    budget = env.get("budget") or {}
+    for row in rows:
+        if row.model_429s is None:
+            continue
+        limits = ", ".join(
+            f"{budget[k]} {k.replace('_per_min', '')}/min"
+            for k in ("requests_per_min", "tokens_per_min")
+            if budget.get(k)
+        )
+        print(
+            f"  N={row.n} under a budget of {limits}: the model got {row.model_requests} "
+            f"requests and answered {row.model_429s} of them 429; replies started out of the "
+            f"order their messages came (by > {OVERTAKE_TOLERANCE_S:g} s): {row.out_of_order}, "
+            f"worst overtaking {row.worst_overtake_ms:.0f} ms; 'one moment' lines sent: "
+            f"{row.waiting_lines}; TTFT p50 / p99 {pair(row.bot_ttft)} ms"
+        )
     print()
     print("Where Support Bot's time goes, p50 / p99 (ms):")
     stages = list(rows[0].breakdown) if rows else []
@@ -1257,6 +1337,48 @@ def bounded(seconds: float) -> Iterator[None]:
             signal.signal(s, handler)
 
 
+def fake_control(stack: Stack, action: str, body: dict[str, Any] | None = None) -> Any:
+    """The fake model server's control API (tests/fake_llm.py): GET, or POST with a body."""
+    import httpx2
+
+    url = f"{stack.fake_url}/_control/{action}"
+    if body is None:
+        response = httpx2.get(url, timeout=10)
+    else:
+        response = httpx2.post(url, json=body, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def arm_budget(stack: Stack, opts: Options) -> None:
+    """Right before the customers send: the fake enforces the budget from a full bucket, its
+    record of requests starts empty, and the app's shared budget (in Redis) starts full too,
+    whatever the round before took from it."""
+    import redis
+
+    fake_control(stack, "reset", {})
+    fake_control(
+        stack,
+        "budget",
+        {"requests_per_min": opts.budget_rpm, "tokens_per_min": opts.budget_tpm},
+    )
+    client = redis.Redis.from_url(stack.redis_url)
+    pattern = f"{stack.env['REDIS_KEY_PREFIX']}model-budget:*"
+    for found in client.scan_iter(match=pattern, count=1000):
+        client.delete(found)
+
+
+def budget_outcome(stack: Stack) -> dict[str, int]:
+    """What the fake model answered during the round; then the budget is off again, so that
+    the next round's direct calls (the baseline) are not limited."""
+    requests = fake_control(stack, "requests")
+    fake_control(stack, "budget", {"requests_per_min": 0, "tokens_per_min": 0})
+    return {
+        "requests": len(requests),
+        "429s": sum(1 for r in requests if r.get("outcome") == "429"),
+    }
+
+
 def run_round(
     n: int, stack: Stack, seats: list[Seat], opts: Options, system_prompt: str, label: str,
     profile_dir: Path | None = None,
@@ -1272,7 +1394,11 @@ def run_round(
     profilers = Profilers()
     counters: list[Counters] = []
 
+    budgeted = bool(opts.budget_rpm or opts.budget_tpm)
+
     def before_send() -> None:
+        if budgeted:
+            arm_budget(stack, opts)
         if profile_dir is not None:
             profilers.start(stack, profile_dir)
         counters.append(read_counters(stack, opts.embedded))
@@ -1285,6 +1411,8 @@ def run_round(
     add_server_timings(bot)
     resources = counter_delta(counters[0], counters[1]) if len(counters) == 2 else {}
     resources["direct_round"] = direct_resources
+    if budgeted:
+        resources["model"] = budget_outcome(stack)
     if profiles:
         resources["profiles"] = [str(p) for p in profiles]
     ok = sum(r.ok for r in bot)
