@@ -37,6 +37,7 @@ from redis.commands.core import Script
 from redis.exceptions import RedisError
 
 from bot.types import (
+    Booking,
     BudgetWait,
     Finished,
     ModelLimits,
@@ -209,24 +210,32 @@ class ModelBudget:
             else started + float(settings.REPLY_DEADLINE_S)
         )
         budget = self.key_for(request)
-        try:
-            booked, seconds, shift = self._book(budget, limits, tokens, deadline - started)
-        except RedisError as exc:
-            logger.warning("the model's budget is not metered: Redis is unreachable (%s)", exc)
-            metrics.model_budget_event("unavailable")
-            return 0.0
-        if not booked:
-            raise self._refused(limits, seconds)
-        due = started + seconds
+        # (due, push-back total then) of each turn this request waits for: one booked ahead
+        # for its requests a minute (book_ahead), and what is left to book now.
+        turns: list[tuple[float, float]] = []
+        ahead = wait.booked if wait.booked is not None and wait.booked.budget == budget else None
+        if ahead is not None:
+            turns.append((ahead.due, ahead.shift))
+            limits = Limits(0, limits.tokens_per_min)
+        if limits.limited:
+            try:
+                booked, seconds, shift = self.book(budget, limits, tokens, deadline - started)
+            except RedisError as exc:
+                logger.warning("the model's budget is not metered: Redis is unreachable (%s)", exc)
+                metrics.model_budget_event("unavailable")
+                booked, seconds, shift = True, 0.0, 0.0
+            if not booked:
+                raise self._refused(limits, seconds)
+            turns.append((started + seconds, shift))
         on_notice = wait.on_notice
         notice_at = wait.notice_at if on_notice is not None else None
-        pushed, first = 0.0, True
+        shift_now, first = max(shift for _due, shift in turns), True
         while True:
-            if not first:  # the turn just booked is fresh: no push-back to read yet
-                pushed = self._pushed_since(budget, shift, pushed)
+            if not first:  # a turn just booked is fresh: no push-back to read yet
+                shift_now = self._shift(budget, shift_now)
             first = False
             now = time.monotonic()
-            turn = due + pushed
+            turn = max(due + max(0.0, shift_now - shift) for due, shift in turns)
             if now >= turn:
                 break
             if wait.cancelled is not None and wait.cancelled():
@@ -255,7 +264,7 @@ class ModelBudget:
         if not limits.limited:
             return True
         try:
-            booked, _seconds, _shift = self._book(
+            booked, _seconds, _shift = self.book(
                 self.key_for(request), limits, request_tokens(request), 0.0
             )
         except RedisError:
@@ -294,9 +303,9 @@ class ModelBudget:
 
     # --- Redis -----------------------------------------------------------------------------------
 
-    def _book(
+    def book(
         self, budget: str, limits: Limits, tokens: int, longest: float
-    ) -> tuple[bool, float, str]:
+    ) -> tuple[bool, float, float]:
         if limits.tokens_per_min and tokens > limits.tokens_per_min:
             # More than a minute's budget: the provider will refuse it, but it must not wait
             # for ever first.
@@ -317,17 +326,15 @@ class ModelBudget:
                 STATE_TTL_S,
             ],
         )
-        return bool(int(booked)), max(0.0, float(seconds)), str(shift)
+        return bool(int(booked)), max(0.0, float(seconds)), float(shift)
 
-    def _pushed_since(self, budget: str, shift: str, pushed: float) -> float:
-        """Seconds push-backs added to a turn booked when the budget's shift was `shift`."""
+    def _shift(self, budget: str, known: float) -> float:
+        """The budget's push-back total now (what it was last known to be, when unreadable)."""
         try:
             now = sync_client().hget(budget, "shift")
         except RedisError:
-            return pushed
-        if now is None:
-            return pushed
-        return max(pushed, float(now) - float(shift))
+            return known
+        return known if now is None else max(known, float(now))
 
     def _refused(self, limits: Limits, seconds: float) -> ProviderError:
         metrics.model_budget_event("refused")
@@ -349,6 +356,30 @@ def _script(source: str) -> Script:
         found = client.register_script(source)
         _registered[(id(client), source)] = found
     return found
+
+
+def book_ahead(
+    provider: Provider, limits: ModelLimits, model: str, deadline: float
+) -> Booking | None:
+    """Book the requests-a-minute turn of a request whose prompt is not built yet (a reply
+    just taken up), so that turns go in the order replies were taken up rather than the order
+    their prompts happened to be ready: retrieval takes a varying while, longer under a burst.
+    Its tokens are booked with the prompt. Hand the booking to the first request in
+    BudgetWait.booked. None: nothing booked (no such limit, no budgeted provider, Redis
+    unreachable, or no turn before `deadline`, a time.monotonic(): the request then books as
+    usual, and is refused)."""
+    resolved = resolve(limits)
+    if not isinstance(provider, BudgetedProvider) or not resolved.requests_per_min:
+        return None
+    budget = provider.budget.key_for(ReplyRequest(messages=[], model=model))
+    started = time.monotonic()
+    try:
+        booked, seconds, shift = provider.budget.book(
+            budget, Limits(resolved.requests_per_min, 0), 1, deadline - started
+        )
+    except RedisError:
+        return None
+    return Booking(budget, started + seconds, shift) if booked else None
 
 
 class BudgetedProvider(Provider):

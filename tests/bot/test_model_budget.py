@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from bot.providers.budget import BudgetedProvider, Limits, ModelBudget, resolve
+from bot.providers.budget import BudgetedProvider, Limits, ModelBudget, book_ahead, resolve
 from bot.providers.hedge import HedgedProvider
 from bot.types import BudgetWait, ChatMessage, ModelLimits, ProviderError, ReplyRequest
 from support_bot.redis_clients import sync_client
@@ -123,6 +123,30 @@ def test_turns_go_in_the_order_they_were_asked_for(fake_llm: FakeLLMServer, sett
     assert [q for q, _at, _o in seen] == [f"question {i}" for i in range(6)]
     gaps = [b[1] - a[1] for a, b in zip(seen, seen[1:], strict=False)]
     assert min(gaps) >= 0.07, gaps
+
+
+def test_a_turn_booked_ahead_keeps_its_place_however_late_its_prompt_is_ready(
+    fake_llm: FakeLLMServer, settings
+) -> None:
+    settings.OPENAI_REQUESTS_PER_MIN = 600
+    first = worker(fake_llm)
+    drain(first.budget)
+    # A reply taken up first books its turn before its prompt is built (retrieval is slow)...
+    booked = book_ahead(first, ModelLimits(), MODEL, deadline=time.monotonic() + 30)
+    assert booked is not None
+    # ...and a reply taken up after it, whose prompt is ready at once, still goes second.
+    jobs = [
+        lambda: collect(worker(fake_llm).stream(asking("taken up second"))),
+        lambda: collect(
+            first.stream(asking("taken up first", budget_wait=BudgetWait(booked=booked)))
+        ),
+    ]
+
+    results = run_in_threads(jobs, stagger_s=0.05)
+
+    assert not [r for r in results if isinstance(r, Exception)]
+    seen = sorted(arrivals(fake_llm), key=lambda a: a[1])
+    assert [q for q, _at, _o in seen] == ["taken up first", "taken up second"]
 
 
 def test_a_requests_tokens_count_up_front_with_its_max_tokens(
