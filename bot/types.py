@@ -101,16 +101,6 @@ class ModelLimits:
 
 
 @dataclass(frozen=True)
-class Booking:
-    """A turn booked ahead in the model's budget for a request's requests-a-minute, before its
-    prompt was built (bot/providers/budget.py, book_ahead)."""
-
-    budget: str  # the budget's Redis key
-    due: float  # time.monotonic()
-    shift: float  # the budget's push-back total when it was booked
-
-
-@dataclass(frozen=True)
 class BudgetWait:
     """How a caller waits when the model's budget is spent (bot/providers/budget.py). Without
     one, a request waits silently, up to REPLY_DEADLINE_S."""
@@ -122,8 +112,9 @@ class BudgetWait:
     on_notice: Callable[[float], object] | None = None
     # Read while waiting: True stops the wait (the reply was taken over).
     cancelled: Callable[[], bool] | None = None
-    # The request's turn for requests a minute, booked ahead (only its tokens are left to book).
-    booked: Booking | None = None
+    # When the customer asked (time.time()): the request's place in the queue for turns, so
+    # the first to ask goes first whenever its prompt is ready. None: when it books.
+    asked_at: float | None = None
 
 
 @dataclass(frozen=True)

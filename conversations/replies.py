@@ -23,10 +23,10 @@ from bot import config as bot_config
 from bot import run
 from bot.config import BotConfig
 from bot.prompt import build_request, uses_variable
-from bot.providers import budget, registry
+from bot.providers import registry
 from bot.providers.base import Provider
 from bot.run import Answer, Stopped
-from bot.types import Booking, BudgetWait, ChatMessage, ModelLimits, ProviderError, ReplyRequest
+from bot.types import BudgetWait, ChatMessage, ProviderError, ReplyRequest
 from bot.wording import customer_language, wording_for
 from knowledge import search as knowledge_search
 from support_bot import metrics
@@ -147,10 +147,6 @@ class ReplyWriter:
         self.bot = bot_config.for_conversation(self.reply.conversation_id)
         configured = registry.for_config(self.bot)
         self.provider_name = configured.name
-        # The model's turn is booked now, before the prompt is built (retrieval takes a varying
-        # while, longer under a burst), so that turns go in the order replies were taken up.
-        limits = ModelLimits(self.bot.requests_per_min, self.bot.tokens_per_min)
-        booked = budget.book_ahead(configured, limits, self.bot.request_model, self.deadline)
         if self.reply.reply_to is not None:
             _release_database_connection()
             knowledge_search.warm_question(self.reply.reply_to.text)
@@ -176,10 +172,7 @@ class ReplyWriter:
                     self.publisher.start()
                     started = True
                 answer = run.answer(
-                    self._with_booking(request, booked if attempt_number == 1 else None),
-                    configured,
-                    on_delta=self._send,
-                    deadline=self.deadline,
+                    request, configured, on_delta=self._send, deadline=self.deadline
                 )
             except Stopped as stopped:
                 if self.held.is_lost:
@@ -223,15 +216,8 @@ class ReplyWriter:
             notice_at=time.monotonic() + settings.REPLY_WAIT_NOTICE_S - since_asked,
             on_notice=self._tell_waiting,
             cancelled=lambda: self.held.is_lost,
+            asked_at=self.asked_at,
         )
-        return dataclasses.replace(request, budget_wait=wait)
-
-    @staticmethod
-    def _with_booking(request: ReplyRequest, booked: Booking | None) -> ReplyRequest:
-        """The first attempt uses the turn booked ahead; a retry books its own."""
-        if request.budget_wait is None or booked is None:
-            return request
-        wait = dataclasses.replace(request.budget_wait, booked=booked)
         return dataclasses.replace(request, budget_wait=wait)
 
     def _tell_waiting(self, seconds: float) -> None:

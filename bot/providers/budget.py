@@ -9,12 +9,15 @@ key itself never reaches Redis) and model, because that is what the provider cou
 
 How: the generic cell rate algorithm (GCRA, as in ATM networks and redis-cell) for each of the
 two limits, with bookings. One Lua script, atomic in Redis, gives a request the next moment both
-limits allow and books it, so requests get their turns in the order they asked (FIFO), and each
-sleeps until its turn. Polling instead ("may I go now?") lets whoever asks at the right moment
-go first and starves early arrivals. The bucket holds a minute's budget, as the provider's own
-does (its x-ratelimit-reset-* headers count the time until it is full again): a burst of up to
-a minute's requests goes at once, then one every 60/limit seconds. It keeps
-LATENCY_ALLOWANCE_S in hand, since a request reaches the provider a little after its turn.
+limits allow and books it, and each request sleeps until its turn. Polling instead ("may I go
+now?") lets whoever asks at the right moment go first and starves early arrivals. Requests
+waiting for a turn queue by when their customer asked (BudgetWait.asked_at), so the first to
+ask goes first even when their prompt was ready last.
+
+The bucket holds a minute's budget, as the provider's own does (its x-ratelimit-reset-* headers
+count the time until it is full again): a burst of up to a minute's requests goes at once, then
+one every 60/limit seconds. It keeps LATENCY_ALLOWANCE_S in hand, since a request reaches the
+provider a little after its turn.
 
 A 429 all the same (someone else uses the key, the provider counts differently) pushes the
 budget back for every process: nobody starts before its Retry-After, and requests already
@@ -29,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -37,7 +41,6 @@ from redis.commands.core import Script
 from redis.exceptions import RedisError
 
 from bot.types import (
-    Booking,
     BudgetWait,
     Finished,
     ModelLimits,
@@ -66,18 +69,39 @@ DEFAULT_PUSH_BACK_S = 1.0
 # A budget's state outlives its last booking by this long, then Redis forgets it (a full bucket).
 STATE_TTL_S = 3600
 
-# State of one budget (a Redis hash), times in Redis's clock (seconds): `req` and `tok` are the
-# theoretical arrival times of the two GCRAs, `last` the latest turn booked (turns never go
-# back: FIFO), `blocked` the end of the latest push-back, `shift` the seconds every push-back
-# added to the turns already booked (a waiting request reads it).
-_BOOK = """
+# State of one budget, times in Redis's clock (seconds). A hash: `req` and `tok` are the
+# theoretical arrival times of the two GCRAs, `last` the latest turn booked (new turns never
+# come before it), `blocked` the end of the latest push-back, `shift` the seconds push-backs
+# added to turns already booked (a request waiting for its token turn reads it). Two sorted
+# sets hold the request turns not yet come: `slots` (the turns, by time) and `queue` (their
+# bookings, by when their customer asked); the n-th booking in `queue` has the n-th slot, so a
+# customer who asked first goes first even if their prompt was ready last (retrieval under a
+# burst finishes in any order). A waiting request reads its turn again at every wait step.
+_TIME_AND_PURGE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+-- Turns that came leave both sets: the earliest slot goes with the earliest-asked booking.
+while true do
+  local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+  if #first == 0 or tonumber(first[2]) > now then break end
+  redis.call('ZPOPMIN', KEYS[3])
+  redis.call('ZPOPMIN', KEYS[2])
+end
+"""
+
+_BOOK = (
+    _TIME_AND_PURGE
+    + """
 local rpm, tpm, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local longest, tolerance, ttl = tonumber(ARGV[4]), 60 - tonumber(ARGV[5]), tonumber(ARGV[6])
+local asked, id = tonumber(ARGV[7]) or now, ARGV[8]
 local s = redis.call('HMGET', KEYS[1], 'req', 'tok', 'last', 'blocked', 'shift')
 local req, tok = tonumber(s[1]) or now, tonumber(s[2]) or now
+-- `turn`: the new end of the schedule. `tok_turn`: the turn of this request's tokens, never
+-- before a turn booked earlier (a request sent before one booked ahead of it would take
+-- tokens that one counted on).
 local turn = math.max(now, tonumber(s[3]) or now, tonumber(s[4]) or now)
+local tok_turn = now
 local req_step, tok_step = 0, 0
 if rpm > 0 then
   req_step = math.min(60 / rpm, tolerance)
@@ -85,19 +109,46 @@ if rpm > 0 then
 end
 if tpm > 0 then
   tok_step = math.min(60 * tokens / tpm, tolerance)
-  turn = math.max(turn, tok + tok_step - tolerance)
+  tok_turn = math.max(tonumber(s[3]) or now, tonumber(s[4]) or now, now, tok + tok_step - tolerance)
+  turn = math.max(turn, tok_turn)
 end
 local shift = s[5] or '0'
 if turn - now > longest then
-  return {0, string.format('%.6f', turn - now), shift}
+  return {0, string.format('%.6f', turn - now), shift, '0'}
 end
 if rpm > 0 then req = math.max(req, turn) + req_step end
 if tpm > 0 then tok = math.max(tok, turn) + tok_step end
 redis.call('HSET', KEYS[1], 'req', string.format('%.6f', req), 'tok', string.format('%.6f', tok),
   'last', string.format('%.6f', turn))
-redis.call('EXPIRE', KEYS[1], math.ceil(math.max(req, tok, turn) - now) + ttl)
-return {1, string.format('%.6f', turn - now), shift}
+local expiry = math.ceil(math.max(req, tok, turn) - now) + ttl
+redis.call('EXPIRE', KEYS[1], expiry)
+local wait = turn
+if rpm > 0 and turn > now then
+  -- The new turn joins the slots; the booking takes its place among those waiting by when its
+  -- customer asked, and the slot of that rank (those after it move one slot on). A turn that
+  -- is now goes at once: nobody is waiting then (every slot booked has come).
+  redis.call('ZADD', KEYS[3], turn, id)
+  redis.call('ZADD', KEYS[2], asked, id)
+  redis.call('EXPIRE', KEYS[2], expiry)
+  redis.call('EXPIRE', KEYS[3], expiry)
+  local rank = redis.call('ZRANK', KEYS[2], id)
+  local slot = redis.call('ZRANGE', KEYS[3], rank, rank, 'WITHSCORES')
+  wait = math.max(tonumber(slot[2]), tok_turn)
+end
+return {1, string.format('%.6f', wait - now), shift, string.format('%.6f', tok_turn - now)}
 """
+)
+
+# A booking's request turn now: seconds to wait, or -1 once it has come (it left the queue).
+_TURN = (
+    _TIME_AND_PURGE
+    + """
+local rank = redis.call('ZRANK', KEYS[2], ARGV[1])
+if not rank then return '-1' end
+local slot = redis.call('ZRANGE', KEYS[3], rank, rank, 'WITHSCORES')
+return string.format('%.6f', tonumber(slot[2]) - now)
+"""
+)
 
 _PUSH_BACK = """
 local t = redis.call('TIME')
@@ -118,6 +169,10 @@ if last > now then
   last = last + extra
   req = req + extra
   tok = tok + extra
+  local waiting = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. now, '+inf', 'WITHSCORES')
+  for i = 1, #waiting, 2 do
+    redis.call('ZADD', KEYS[3], tonumber(waiting[i + 1]) + extra, waiting[i])
+  end
 end
 if rpm > 0 then
   -- The provider says its bucket is empty: one request at until_, then one a step.
@@ -140,6 +195,15 @@ redis.call('HSET', KEYS[1], 'tok', string.format('%.6f', tok))
 redis.call('EXPIRE', KEYS[1], math.ceil(tok - now) + ttl)
 return string.format('%.6f', tok - now)
 """
+
+
+@dataclass(frozen=True)
+class _Booking:
+    id: str
+    booked: bool  # False: no turn before the longest wait allowed (nothing was booked)
+    wait: float  # seconds to the turn
+    shift: float  # the budget's push-back total then
+    token_wait: float  # seconds to the turn of its tokens alone
 
 
 @dataclass(frozen=True)
@@ -210,32 +274,30 @@ class ModelBudget:
             else started + float(settings.REPLY_DEADLINE_S)
         )
         budget = self.key_for(request)
-        # (due, push-back total then) of each turn this request waits for: one booked ahead
-        # for its requests a minute (book_ahead), and what is left to book now.
-        turns: list[tuple[float, float]] = []
-        ahead = wait.booked if wait.booked is not None and wait.booked.budget == budget else None
-        if ahead is not None:
-            turns.append((ahead.due, ahead.shift))
-            limits = Limits(0, limits.tokens_per_min)
-        if limits.limited:
-            try:
-                booked, seconds, shift = self.book(budget, limits, tokens, deadline - started)
-            except RedisError as exc:
-                logger.warning("the model's budget is not metered: Redis is unreachable (%s)", exc)
-                metrics.model_budget_event("unavailable")
-                booked, seconds, shift = True, 0.0, 0.0
-            if not booked:
-                raise self._refused(limits, seconds)
-            turns.append((started + seconds, shift))
+        try:
+            booking = self._book(request, limits, tokens, deadline - started, wait.asked_at)
+        except RedisError as exc:
+            logger.warning("the model's budget is not metered: Redis is unreachable (%s)", exc)
+            metrics.model_budget_event("unavailable")
+            return 0.0
+        if not booking.booked:
+            raise self._refused(limits, booking.wait)
+        # The request turn is read again at each step (an earlier-asked booking may take its
+        # slot, a push-back moves it); the token turn moves only with push-backs.
+        request_due = started + booking.wait
+        token_due = started + booking.token_wait
+        shift = booking.shift
         on_notice = wait.on_notice
         notice_at = wait.notice_at if on_notice is not None else None
-        shift_now, first = max(shift for _due, shift in turns), True
+        first = True
         while True:
-            if not first:  # a turn just booked is fresh: no push-back to read yet
-                shift_now = self._shift(budget, shift_now)
+            if not first:  # the turn just booked is fresh
+                if limits.requests_per_min:
+                    request_due = self._request_turn(budget, booking.id, request_due)
+                shift = self._shift(budget, shift)
             first = False
             now = time.monotonic()
-            turn = max(due + max(0.0, shift_now - shift) for due, shift in turns)
+            turn = max(request_due, token_due + max(0.0, shift - booking.shift))
             if now >= turn:
                 break
             if wait.cancelled is not None and wait.cancelled():
@@ -264,12 +326,9 @@ class ModelBudget:
         if not limits.limited:
             return True
         try:
-            booked, _seconds, _shift = self.book(
-                self.key_for(request), limits, request_tokens(request), 0.0
-            )
+            return self._book(request, limits, request_tokens(request), 0.0, None).booked
         except RedisError:
             return True  # unmetered, as in wait_for_turn
-        return booked
 
     def push_back(self, request: ReplyRequest, limits: Limits, seconds: float) -> None:
         """The provider answered 429: nobody starts before `seconds` from now, and requests
@@ -277,7 +336,7 @@ class ModelBudget:
         try:
             extra = float(
                 _script(_PUSH_BACK)(
-                    keys=[self.key_for(request)],
+                    keys=self._keys(self.key_for(request)),
                     args=[seconds, limits.requests_per_min, LATENCY_ALLOWANCE_S, STATE_TTL_S],
                 )
             )
@@ -303,9 +362,18 @@ class ModelBudget:
 
     # --- Redis -----------------------------------------------------------------------------------
 
-    def book(
-        self, budget: str, limits: Limits, tokens: int, longest: float
-    ) -> tuple[bool, float, float]:
+    @staticmethod
+    def _keys(budget: str) -> list[str]:
+        return [budget, f"{budget}:queue", f"{budget}:slots"]
+
+    def _book(
+        self,
+        request: ReplyRequest,
+        limits: Limits,
+        tokens: int,
+        longest: float,
+        asked_at: float | None,
+    ) -> _Booking:
         if limits.tokens_per_min and tokens > limits.tokens_per_min:
             # More than a minute's budget: the provider will refuse it, but it must not wait
             # for ever first.
@@ -315,8 +383,9 @@ class ModelBudget:
                 limits.tokens_per_min,
             )
             tokens = limits.tokens_per_min
-        booked, seconds, shift = _script(_BOOK)(
-            keys=[budget],
+        booking_id = uuid.uuid4().hex
+        booked, seconds, shift, token_seconds = _script(_BOOK)(
+            keys=self._keys(self.key_for(request)),
             args=[
                 limits.requests_per_min,
                 limits.tokens_per_min,
@@ -324,9 +393,25 @@ class ModelBudget:
                 max(0.0, longest),
                 LATENCY_ALLOWANCE_S,
                 STATE_TTL_S,
+                "" if asked_at is None else f"{asked_at:.6f}",
+                booking_id,
             ],
         )
-        return bool(int(booked)), max(0.0, float(seconds)), float(shift)
+        return _Booking(
+            id=booking_id,
+            booked=bool(int(booked)),
+            wait=max(0.0, float(seconds)),
+            shift=float(shift),
+            token_wait=max(0.0, float(token_seconds)),
+        )
+
+    def _request_turn(self, budget: str, booking_id: str, known: float) -> float:
+        """When a booking's request turn comes (time.monotonic()), as Redis has it now."""
+        try:
+            seconds = float(_script(_TURN)(keys=self._keys(budget), args=[booking_id]))
+        except RedisError:
+            return known
+        return 0.0 if seconds < 0 else time.monotonic() + seconds
 
     def _shift(self, budget: str, known: float) -> float:
         """The budget's push-back total now (what it was last known to be, when unreadable)."""
@@ -356,30 +441,6 @@ def _script(source: str) -> Script:
         found = client.register_script(source)
         _registered[(id(client), source)] = found
     return found
-
-
-def book_ahead(
-    provider: Provider, limits: ModelLimits, model: str, deadline: float
-) -> Booking | None:
-    """Book the requests-a-minute turn of a request whose prompt is not built yet (a reply
-    just taken up), so that turns go in the order replies were taken up rather than the order
-    their prompts happened to be ready: retrieval takes a varying while, longer under a burst.
-    Its tokens are booked with the prompt. Hand the booking to the first request in
-    BudgetWait.booked. None: nothing booked (no such limit, no budgeted provider, Redis
-    unreachable, or no turn before `deadline`, a time.monotonic(): the request then books as
-    usual, and is refused)."""
-    resolved = resolve(limits)
-    if not isinstance(provider, BudgetedProvider) or not resolved.requests_per_min:
-        return None
-    budget = provider.budget.key_for(ReplyRequest(messages=[], model=model))
-    started = time.monotonic()
-    try:
-        booked, seconds, shift = provider.budget.book(
-            budget, Limits(resolved.requests_per_min, 0), 1, deadline - started
-        )
-    except RedisError:
-        return None
-    return Booking(budget, started + seconds, shift) if booked else None
 
 
 class BudgetedProvider(Provider):

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from bot.providers.budget import BudgetedProvider, Limits, ModelBudget, book_ahead, resolve
+from bot.providers.budget import BudgetedProvider, Limits, ModelBudget, resolve
 from bot.providers.hedge import HedgedProvider
 from bot.types import BudgetWait, ChatMessage, ModelLimits, ProviderError, ReplyRequest
 from support_bot.redis_clients import sync_client
@@ -125,28 +125,26 @@ def test_turns_go_in_the_order_they_were_asked_for(fake_llm: FakeLLMServer, sett
     assert min(gaps) >= 0.07, gaps
 
 
-def test_a_turn_booked_ahead_keeps_its_place_however_late_its_prompt_is_ready(
+def test_the_customer_who_asked_first_goes_first_however_late_their_prompt_is_ready(
     fake_llm: FakeLLMServer, settings
 ) -> None:
-    settings.OPENAI_REQUESTS_PER_MIN = 600
-    first = worker(fake_llm)
-    drain(first.budget)
-    # A reply taken up first books its turn before its prompt is built (retrieval is slow)...
-    booked = book_ahead(first, ModelLimits(), MODEL, deadline=time.monotonic() + 30)
-    assert booked is not None
-    # ...and a reply taken up after it, whose prompt is ready at once, still goes second.
-    jobs = [
-        lambda: collect(worker(fake_llm).stream(asking("taken up second"))),
-        lambda: collect(
-            first.stream(asking("taken up first", budget_wait=BudgetWait(booked=booked)))
-        ),
-    ]
+    settings.OPENAI_REQUESTS_PER_MIN = 60  # the next turns are 1 s and 2 s away
+    drain(worker(fake_llm).budget)
+    asked = time.time()
 
-    results = run_in_threads(jobs, stagger_s=0.05)
+    def ask(text: str, asked_at: float) -> Callable[[], object]:
+        request = asking(text, budget_wait=BudgetWait(asked_at=asked_at))
+        return lambda: collect(worker(fake_llm).stream(request))
+
+    # The second customer's prompt is ready first (retrieval under a burst finishes in any
+    # order): the first customer's request, booked 50 ms later, still takes the earlier turn.
+    results = run_in_threads(
+        [ask("asked second", asked + 0.2), ask("asked first", asked + 0.1)], stagger_s=0.05
+    )
 
     assert not [r for r in results if isinstance(r, Exception)]
     seen = sorted(arrivals(fake_llm), key=lambda a: a[1])
-    assert [q for q, _at, _o in seen] == ["taken up first", "taken up second"]
+    assert [q for q, _at, _o in seen] == ["asked first", "asked second"]
 
 
 def test_a_requests_tokens_count_up_front_with_its_max_tokens(
@@ -200,7 +198,7 @@ def test_a_push_back_delays_the_requests_already_waiting_in_their_order(
     assert [q for q, _at, _o in seen] == ["question 0", "question 1"]
     # Their turns were at +1 s and +2 s: the 2 s pause moved both, in the same order.
     assert seen[0][1] - started >= 2.0
-    assert seen[1][1] - seen[0][1] >= 0.9
+    assert seen[1][1] - seen[0][1] >= 0.75  # a second apart, less a busy machine's wake-ups
 
 
 def test_a_request_waiting_for_its_turn_is_not_hedged(fake_llm: FakeLLMServer, settings) -> None:
@@ -245,7 +243,7 @@ def test_each_account_and_model_has_a_budget_of_its_own(fake_llm: FakeLLMServer,
     assert elsewhere.admit_now(REQUEST)
     # The key is in no Redis key, only a hash of it.
     keys = list(sync_client().scan_iter(match="*model-budget*"))
-    assert len(keys) == 4
+    assert len(keys) == 4  # nobody waits: no queue
     assert not [k for k in keys if "account" in k]
 
 
