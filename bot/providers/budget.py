@@ -71,12 +71,14 @@ STATE_TTL_S = 3600
 
 # State of one budget, times in Redis's clock (seconds). A hash: `req` and `tok` are the
 # theoretical arrival times of the two GCRAs, `last` the latest turn booked (new turns never
-# come before it), `blocked` the end of the latest push-back, `shift` the seconds push-backs
-# added to turns already booked (a request waiting for its token turn reads it). Two sorted
-# sets hold the request turns not yet come: `slots` (the turns, by time) and `queue` (their
-# bookings, by when their customer asked); the n-th booking in `queue` has the n-th slot, so a
-# customer who asked first goes first even if their prompt was ready last (retrieval under a
-# burst finishes in any order). A waiting request reads its turn again at every wait step.
+# come before it), `toklast` the latest turn of a request's tokens (token turns go in the
+# order they were booked), `blocked` the end of the latest push-back, `shift` the seconds
+# push-backs added to turns already booked (a request waiting for its token turn reads it).
+# Two sorted sets hold the request turns not yet come: `slots` (the turns, by time) and `queue`
+# (their bookings, by when their customer asked); the n-th booking in `queue` has the n-th
+# slot, so a customer who asked first goes first even if their prompt was ready last
+# (retrieval under a burst finishes in any order). A waiting request reads its turn again at
+# every wait step.
 _TIME_AND_PURGE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -95,13 +97,14 @@ _BOOK = (
 local rpm, tpm, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local longest, tolerance, ttl = tonumber(ARGV[4]), 60 - tonumber(ARGV[5]), tonumber(ARGV[6])
 local asked, id = tonumber(ARGV[7]) or now, ARGV[8]
-local s = redis.call('HMGET', KEYS[1], 'req', 'tok', 'last', 'blocked', 'shift')
+local s = redis.call('HMGET', KEYS[1], 'req', 'tok', 'last', 'blocked', 'shift', 'toklast')
 local req, tok = tonumber(s[1]) or now, tonumber(s[2]) or now
+local blocked = tonumber(s[4]) or now
 -- `turn`: the new end of the schedule. `tok_turn`: the turn of this request's tokens, never
--- before a turn booked earlier (a request sent before one booked ahead of it would take
+-- before the token turn of one booked earlier (sent before it, this request would take
 -- tokens that one counted on).
-local turn = math.max(now, tonumber(s[3]) or now, tonumber(s[4]) or now)
-local tok_turn = now
+local turn = math.max(now, tonumber(s[3]) or now, blocked)
+local tok_turn, tok_last = now, tonumber(s[6]) or now
 local req_step, tok_step = 0, 0
 if rpm > 0 then
   req_step = math.min(60 / rpm, tolerance)
@@ -109,7 +112,7 @@ if rpm > 0 then
 end
 if tpm > 0 then
   tok_step = math.min(60 * tokens / tpm, tolerance)
-  tok_turn = math.max(tonumber(s[3]) or now, tonumber(s[4]) or now, now, tok + tok_step - tolerance)
+  tok_turn = math.max(now, blocked, tok_last, tok + tok_step - tolerance)
   turn = math.max(turn, tok_turn)
 end
 local shift = s[5] or '0'
@@ -119,7 +122,8 @@ end
 if rpm > 0 then req = math.max(req, turn) + req_step end
 if tpm > 0 then tok = math.max(tok, turn) + tok_step end
 redis.call('HSET', KEYS[1], 'req', string.format('%.6f', req), 'tok', string.format('%.6f', tok),
-  'last', string.format('%.6f', turn))
+  'last', string.format('%.6f', turn),
+  'toklast', string.format('%.6f', math.max(tok_last, tok_turn)))
 local expiry = math.ceil(math.max(req, tok, turn) - now) + ttl
 redis.call('EXPIRE', KEYS[1], expiry)
 local wait = turn
@@ -169,6 +173,10 @@ if last > now then
   last = last + extra
   req = req + extra
   tok = tok + extra
+  local tok_last = tonumber(redis.call('HGET', KEYS[1], 'toklast'))
+  if tok_last and tok_last > now then
+    redis.call('HSET', KEYS[1], 'toklast', string.format('%.6f', tok_last + extra))
+  end
   local waiting = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. now, '+inf', 'WITHSCORES')
   for i = 1, #waiting, 2 do
     redis.call('ZADD', KEYS[3], tonumber(waiting[i + 1]) + extra, waiting[i])

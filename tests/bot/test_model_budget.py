@@ -125,9 +125,11 @@ def test_turns_go_in_the_order_they_were_asked_for(fake_llm: FakeLLMServer, sett
     assert min(gaps) >= 0.07, gaps
 
 
+@pytest.mark.parametrize("tokens_per_min", [0, 1_000_000])  # no token limit; one not binding
 def test_the_customer_who_asked_first_goes_first_however_late_their_prompt_is_ready(
-    fake_llm: FakeLLMServer, settings
+    fake_llm: FakeLLMServer, settings, tokens_per_min: int
 ) -> None:
+    settings.OPENAI_TOKENS_PER_MIN = tokens_per_min
     settings.OPENAI_REQUESTS_PER_MIN = 60  # the next turns are 1 s and 2 s away
     drain(worker(fake_llm).budget)
     asked = time.time()
