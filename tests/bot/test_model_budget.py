@@ -219,10 +219,13 @@ def test_a_request_waiting_for_its_turn_is_not_hedged(fake_llm: FakeLLMServer, s
 def test_a_hedge_goes_only_when_the_budget_has_a_turn_for_it_at_once(
     fake_llm: FakeLLMServer, settings
 ) -> None:
-    settings.OPENAI_REQUESTS_PER_MIN = 60
+    # A turn every 2 s: the one after the request's comes about a second after the last hedge
+    # check (0.9 s in), so a busy machine's late wake-ups cannot hand the hedge a turn (at 60 a
+    # minute it came 50 ms after that check).
+    settings.OPENAI_REQUESTS_PER_MIN = 30
     p = worker(fake_llm, hedge_after_s=0.3)
     drain(p.budget)
-    time.sleep(1.05)  # one turn has come free: the request's; none for a hedge
+    time.sleep(1.05)  # one turn has come free (the second in hand): the request's; none for a hedge
     fake_llm.set_fault("hang", hang_s=1.0)
 
     deltas, _ = collect(p.stream(REQUEST))
