@@ -73,6 +73,10 @@ APP_VARIABLES = (
     "OPENAI_BASE_URL", "OPENAI_MODEL", "DJANGO_SETTINGS_MODULE", "PYTHONPATH",
 )  # fmt: skip
 IDLE_HOLD_S = 10.0  # how long the idle sockets are held before the web processes are measured
+# Under --budget-rpm a reply may wait its turn up to REPLY_DEADLINE_S (120 s by default).
+BUDGET_TIMEOUT_S = 130.0
+# A reply that starts this much later than one to a message stored after it is out of order.
+OVERTAKE_TOLERANCE_S = 1.0
 
 
 class BenchError(Exception):
@@ -127,6 +131,14 @@ class Options:
     profile: bool
     worker_nice: int
     json_path: Path | None
+    # The model account's budget (requests, tokens a minute; 0: none): the fake server enforces
+    # it with 429s during every Support Bot round, and each stack's app is given the same.
+    budget_rpm: int = 0
+    budget_tpm: int = 0
+
+    @property
+    def budgeted(self) -> bool:
+        return bool(self.budget_rpm or self.budget_tpm)
 
 
 def parse_open(parser: argparse.ArgumentParser, values: list[str]) -> list[RoundSpec]:
@@ -215,9 +227,25 @@ def parse_options(argv: list[str] | None = None) -> Options:
         default=0,
         help="start the Celery workers under `nice -n N` (an experiment: web gets the CPU first)",
     )
+    parser.add_argument(
+        "--budget-rpm",
+        type=int,
+        default=0,
+        help="the fake model enforces this many requests a minute with 429s during the Support "
+        "Bot rounds, and the app gets OPENAI_REQUESTS_PER_MIN set to the same (0: off)",
+    )
+    parser.add_argument(
+        "--budget-tpm", type=int, default=0, help="the same for tokens a minute (0: off)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="where to write the results")
     args = parser.parse_args(argv)
+    if args.budget_rpm < 0 or args.budget_tpm < 0:
+        parser.error("--budget-rpm and --budget-tpm are counts a minute: 0 (off) or more")
     extra = set_option_values(parser, args.set)
+    timeout = args.timeout
+    if (args.budget_rpm or args.budget_tpm) and timeout < BUDGET_TIMEOUT_S:
+        # Under a budget the last of a burst waits its turn, up to the reply's deadline.
+        timeout = BUDGET_TIMEOUT_S
     open_rounds = parse_open(parser, ["1000:20:30"] if args.open is None else args.open)
     also_embedded = [] if args.embedded else int_list(args.also_embedded)
     max_run_s = args.max_run_s or (2100.0 if args.compare else 1200.0)
@@ -235,13 +263,15 @@ def parse_options(argv: list[str] | None = None) -> Options:
         workers=args.workers,
         worker_threads=args.worker_threads,
         embedded=args.embedded,
-        timeout_s=args.timeout,
+        timeout_s=timeout,
         warmup=args.warmup,
         max_run_s=max_run_s,
         extra_env=extra,
         profile=args.profile,
         worker_nice=args.worker_nice,
         json_path=args.json,
+        budget_rpm=args.budget_rpm,
+        budget_tpm=args.budget_tpm,
     )
 
 
@@ -467,6 +497,10 @@ def app_env(
         )
     else:
         env.update(SUPPORT_BOT_VAR_DIR=str(var_dir))
+    if opts.budgeted:
+        env.update(
+            OPENAI_REQUESTS_PER_MIN=str(opts.budget_rpm), OPENAI_TOKENS_PER_MIN=str(opts.budget_tpm)
+        )
     env.update(opts.extra_env)
     env["PYTHONPATH"] = os.pathsep.join(
         [str(root), *([opts.extra_env["PYTHONPATH"]] if opts.extra_env.get("PYTHONPATH") else [])]
@@ -871,6 +905,7 @@ class CallResult:
     restarts: int = 0  # reply.start frames after the first
     resumes: int = 0  # resume frames sent, as the browser does on a stall or a gap
     dup_frames: int = 0  # frames whose seq was seen before
+    waiting_lines: int = 0  # reply.waiting frames: "one moment" while it waited its turn
     missing_seqs: int = 0  # gaps in seq before reply.done
     lost_tokens: int = 0  # expected tokens not (fully) in the streamed text
     lost_chars: int = 0
@@ -1071,7 +1106,9 @@ async def customer_call(
                     result.dup_frames += 1
                     continue
                 seen.add(seq)
-                if kind == "reply.start":
+                if kind == "reply.waiting":
+                    result.waiting_lines += 1
+                elif kind == "reply.start":
                     starts += 1
                     if result.start_frame_ms is None:
                         result.start_frame_ms = (now - t0) * 1000
@@ -1666,6 +1703,15 @@ class RoundSummary:
     breakdown: dict[str, tuple[float | None, float | None]]
     resources: dict[str, Any]
     targets: list[str] = field(default_factory=list)  # "met"/"NOT met" of this row's targets
+    # Under --budget-rpm/--budget-tpm (None otherwise): what the fake model answered during the
+    # Support Bot round (its 429s are what the app's budget must prevent), the replies whose
+    # text started more than OVERTAKE_TOLERANCE_S after that of a reply to a later message and
+    # the worst such overtaking, and the "one moment" lines (reply.waiting) sent.
+    model_requests: int | None = None
+    model_429s: int | None = None
+    out_of_order: int | None = None
+    worst_overtake_ms: float | None = None
+    waiting_lines: int | None = None
 
 
 def cpu_per_reply(resources: dict[str, Any], replies: int) -> dict[str, float | None]:
@@ -1706,6 +1752,8 @@ def summarise(
     }
     skipped = [r for r in bot if r.error.startswith("skipped")]
     errors = sorted({r.error for r in [*direct, *bot] if r.error})
+    model = resources.get("model")
+    out_of_order, worst_overtake_ms = order_of_starts(bot) if model else (None, None)
     return RoundSummary(
         round=spec.label, kind=spec.kind, n=spec.n, code=stack.name, code_label=stack.label,
         messages=len(bot) - len(skipped),
@@ -1736,7 +1784,27 @@ def summarise(
         errors=errors[:10],
         breakdown=breakdown,
         resources=resources,
+        model_requests=model["requests"] if model else None,
+        model_429s=model["429s"] if model else None,
+        out_of_order=out_of_order,
+        worst_overtake_ms=worst_overtake_ms,
+        waiting_lines=sum(r.waiting_lines for r in bot) if model else None,
     )  # fmt: skip
+
+
+def order_of_starts(bot: list[CallResult]) -> tuple[int, float]:
+    """Replies whose text started more than OVERTAKE_TOLERANCE_S after that of a reply to a
+    message stored after theirs (reply ids follow the order messages were stored), and the
+    worst such lag in ms (0 when every reply started no later than those after it)."""
+    started = sorted((r.reply_id, r.first_delta_at) for r in bot if r.reply_id and r.first_delta_at)
+    out_of_order, worst, earliest_later = 0, 0.0, math.inf
+    for _reply_id, at in reversed(started):
+        lag = at - earliest_later
+        worst = max(worst, lag)
+        if lag > OVERTAKE_TOLERANCE_S:
+            out_of_order += 1
+        earliest_later = min(earliest_later, at)
+    return out_of_order, worst * 1000
 
 
 @dataclass
@@ -1875,8 +1943,18 @@ def environment(
         "seed": opts.seed,
         "extra_env": opts.extra_env,
         "worker_nice": opts.worker_nice,
+        "budget": {"requests_per_min": opts.budget_rpm, "tokens_per_min": opts.budget_tpm},
         "logs": str(stacks[0].log_dir),
     }
+
+
+def budget_text(budget: dict[str, int]) -> str:
+    """The run's --budget-rpm/--budget-tpm, e.g. "12 requests/min" ('' without a budget)."""
+    return ", ".join(
+        f"{budget[k]} {k.removesuffix('_per_min')}/min"
+        for k in ("requests_per_min", "tokens_per_min")
+        if budget.get(k)
+    )
 
 
 def print_report(
@@ -1897,27 +1975,48 @@ def print_report(
     )
     for name, stack in env["stacks"].items():
         print(f"  {name}: {stack['label']}, {stack['path']}; {stack['code_check']}")
+    limits = budget_text(env.get("budget") or {})
+    if limits:
+        print(
+            f"  the model's budget: {limits}, enforced by the fake model (429s) during every "
+            "Support Bot round and given to the app; the floor runs without it"
+        )
     print()
     cpu_kinds = [*KINDS, "ours"]
+    budgeted = any(row.model_requests is not None for row in rows)
     header = (
         f"{'round':<22}{'code':<10}{'floor p50/p99':<16}{'ours p50/p99':<16}{'p99 ×':<7}"
         f"{'p50 Δ':<8}{'lost/dbl/fail':<15}{'resumes':<9}"
+        + (f"{'429/req':<9}{'overtaken':<13}{'waiting':<8}" if budgeted else "")
         + "".join(f"{k:>9}" for k in cpu_kinds)
         + "   target"
     )
     print(
         "TTFT in ms; CPU in ms per reply by process kind (ours = web + worker + redis + postgres)"
     )
+    if budgeted:
+        print(
+            f"Under the budget: 429/req = the model's 429s / requests in the round (must be 0); "
+            f"overtaken = replies whose text started > {OVERTAKE_TOLERANCE_S:g} s after that of "
+            "a reply to a later message (worst, s); waiting = 'one moment' lines (reply.waiting)"
+        )
     print(header)
     print("-" * (len(header) + 12))
     for row in rows:
         ratio = "–" if row.ratio_p99 is None else f"{row.ratio_p99:.2f}"
         diff = "–" if row.overhead[0] is None else f"{row.overhead[0]:+.0f}"
         cpu = "".join(f"{fmt(row.cpu_ms_per_reply.get(k)):>9}" for k in cpu_kinds)
+        model = ""
+        if budgeted:
+            worst = None if row.worst_overtake_ms is None else row.worst_overtake_ms / 1000
+            model = (
+                f"{f'{fmt(row.model_429s)}/{fmt(row.model_requests)}':<9}"
+                f"{f'{fmt(row.out_of_order)} ({fmt(worst, 1)})':<13}{fmt(row.waiting_lines):<8}"
+            )
         print(
             f"{row.round:<22}{row.code:<10}{pair(row.direct_ttft):<16}{pair(row.bot_ttft):<16}"
             f"{ratio:<7}{diff:<8}{f'{row.lost}/{row.doubled}/{row.failed}':<15}"
-            f"{row.resumes:<9}{cpu}   {', '.join(row.targets)}"
+            f"{row.resumes:<9}{model}{cpu}   {', '.join(row.targets)}"
         )
     codes = list(dict.fromkeys(r.code for r in rows))
     if "base" in codes:
@@ -1973,6 +2072,15 @@ def print_report(
                 f"{row.messages} messages ({row.repeats} from a customer's second message), "
                 f"client late p99 {fmt(row.late_p99_ms)} ms"
                 + (f", {row.skipped} skipped (every customer busy)" if row.skipped else "")
+            )
+        if row.model_requests is not None:
+            notes.append(
+                f"under a budget of {limits}: the model got {row.model_requests} requests and "
+                f"answered {row.model_429s} of them 429"
+                + (" (must be 0)" if row.model_429s else "")
+                + f"; replies started out of the order their messages came (by > "
+                f"{OVERTAKE_TOLERANCE_S:g} s): {row.out_of_order}, worst overtaking "
+                f"{fmt(row.worst_overtake_ms)} ms; 'one moment' lines sent: {row.waiting_lines}"
             )
         if row.direct_failed:
             notes.append(f"floor failed {row.direct_failed}")
@@ -2111,6 +2219,58 @@ def run_floor(
     return direct, resources
 
 
+def fake_control(stack: Stack, action: str, body: dict[str, Any] | None = None) -> Any:
+    """The fake model server's control API (tests/fake_llm.py): GET, or POST with a body."""
+    import httpx2
+
+    url = f"{stack.fake_url}/_control/{action}"
+    try:
+        if body is None:
+            response = httpx2.get(url, timeout=10)
+        else:
+            response = httpx2.post(url, json=body, timeout=10)
+        response.raise_for_status()
+        return response.json()
+    except (httpx2.HTTPError, ValueError) as exc:
+        raise BenchError(f"the fake model's /_control/{action}: {exc}") from exc
+
+
+def arm_budget(stack: Stack, opts: Options) -> None:
+    """Right before the stack's customers send: the fake model (shared by every stack) enforces
+    the budget from a full bucket and its record of requests starts empty, and this stack's
+    shared budget in Redis (under its own key prefix) starts full too, whatever the round or
+    the stack before took from it."""
+    import redis
+
+    fake_control(stack, "reset", {})
+    fake_control(
+        stack, "budget", {"requests_per_min": opts.budget_rpm, "tokens_per_min": opts.budget_tpm}
+    )
+    client = redis.Redis.from_url(stack.redis_url)
+    try:
+        pattern = f"{stack.env['REDIS_KEY_PREFIX']}model-budget:*"
+        for found in client.scan_iter(match=pattern, count=1000):
+            client.delete(found)
+    finally:
+        client.close()
+
+
+def budget_outcome(stack: Stack) -> dict[str, int]:
+    """What the fake model answered during the stack's round."""
+    requests = fake_control(stack, "requests")
+    return {
+        "requests": len(requests),
+        "429s": sum(1 for r in requests if r.get("outcome") == "429"),
+    }
+
+
+def disarm_budget(stack: Stack) -> None:
+    """The budget off again: the next floor (direct calls) is not limited. Best effort: it runs
+    on the way out of a round that failed or was interrupted too."""
+    with contextlib.suppress(BenchError):
+        fake_control(stack, "budget", {"requests_per_min": 0, "tokens_per_min": 0})
+
+
 def run_stack(
     plan: RoundPlan, stack: Stack, opts: Options, profile_dir: Path | None = None
 ) -> tuple[list[CallResult], dict[str, Any]]:
@@ -2118,8 +2278,11 @@ def run_stack(
     seats = create_seats(spec.n, stack.db_alias)
     profilers = Profilers()
     counters: list[Counters] = []
+    model: dict[str, int] = {}
 
     def before_send() -> None:
+        if opts.budgeted:
+            arm_budget(stack, opts)
         if profile_dir is not None:
             profilers.start(stack, profile_dir)
         counters.append(read_counters(stack))
@@ -2133,10 +2296,16 @@ def run_stack(
                 bot_open_loop(stack.web_url, seats, plan.prompts, plan.due, opts, seed, before_send)
             )
         counters.append(read_counters(stack))
+        if opts.budgeted:
+            model = budget_outcome(stack)
     finally:
         profiles = profilers.stop()
+        if opts.budgeted:
+            disarm_budget(stack)
     add_server_timings(bot, stack.db_alias)
     resources = counter_delta(counters[0], counters[1]) if len(counters) == 2 else {}
+    if model:
+        resources["model"] = model
     if profiles:
         resources["profiles"] = [str(p) for p in profiles]
     ok = sum(r.ok for r in bot)

@@ -32,6 +32,9 @@ class BotConfig:
     stop: tuple[str, ...]
     history_tokens: int
     knowledge_tokens: int
+    # The model account's budget a minute (bot/providers/budget.py); None: the environment's.
+    requests_per_min: int | None = None
+    tokens_per_min: int | None = None
 
     @property
     def request_model(self) -> str:

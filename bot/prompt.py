@@ -36,7 +36,14 @@ from bot.grounding import passage_header
 from bot.guards import NO_ANSWER_MARKER
 from bot.providers import registry
 from bot.providers.base import Provider
-from bot.types import ChatMessage, Knowledge, KnowledgePassage, ReplyRequest, estimate_tokens
+from bot.types import (
+    ChatMessage,
+    Knowledge,
+    KnowledgePassage,
+    ModelLimits,
+    ReplyRequest,
+    estimate_tokens,
+)
 from knowledge.language import detect_language, language_name
 
 SUMMARY_MAX_TOKENS = 120
@@ -83,6 +90,7 @@ def build_request(
         max_tokens=config.max_tokens,
         stop=list(config.stop),
         knowledge=knowledge,
+        limits=ModelLimits(config.requests_per_min, config.tokens_per_min),
     )
 
 
@@ -102,6 +110,7 @@ def summary_request(config: BotConfig, transcript: str) -> ReplyRequest:
         model=config.request_model,
         temperature=SUMMARY_TEMPERATURE,
         max_tokens=config.max_tokens,
+        limits=ModelLimits(config.requests_per_min, config.tokens_per_min),
     )
 
 

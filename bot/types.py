@@ -17,6 +17,7 @@ empty gets the passages its text cites by number (grounding.cited_sources).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -91,6 +92,32 @@ class Knowledge:
 
 
 @dataclass(frozen=True)
+class ModelLimits:
+    """A model account's budget a minute (bot/providers/budget.py). None: the environment's
+    (OPENAI_REQUESTS_PER_MIN, OPENAI_TOKENS_PER_MIN); 0: no limit."""
+
+    requests_per_min: int | None = None
+    tokens_per_min: int | None = None
+
+
+@dataclass(frozen=True)
+class BudgetWait:
+    """How a caller waits when the model's budget is spent (bot/providers/budget.py). Without
+    one, a request waits silently, up to REPLY_DEADLINE_S."""
+
+    deadline: float | None = None  # time.monotonic(): a turn after it is refused at once
+    # From this time.monotonic() on, a wait still going is announced, once, to on_notice (with
+    # the seconds still to wait).
+    notice_at: float | None = None
+    on_notice: Callable[[float], object] | None = None
+    # Read while waiting: True stops the wait (the reply was taken over).
+    cancelled: Callable[[], bool] | None = None
+    # When the customer asked (time.time()): the request's place in the queue for turns, so
+    # the first to ask goes first whenever its prompt is ready. None: when it books.
+    asked_at: float | None = None
+
+
+@dataclass(frozen=True)
 class ReplyRequest:
     messages: list[ChatMessage]
     model: str = ""
@@ -105,6 +132,10 @@ class ReplyRequest:
     # Whether the bot's own words (the offline answerer's, an abstention) stream at a reading
     # pace like a model's; off when nobody watches the answer stream (bot/run.py).
     paced: bool = True
+    # The model account's budget for this request (a prompt version's, else the environment's)
+    # and how its caller waits for it.
+    limits: ModelLimits = field(default_factory=ModelLimits)
+    budget_wait: BudgetWait | None = None
 
 
 @dataclass(frozen=True)

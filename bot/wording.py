@@ -75,6 +75,9 @@ class Wording:
     weekdays: tuple[str, ...]  # Monday first
     email_saved: str  # {email}
     apology: str  # a reply that failed for a technical reason
+    # A reply waiting for its turn in the model's budget (a burst of customers): said once, in
+    # place of the answer until it starts.
+    one_moment: str
 
     def no_answer(self, *, out_of_domain: bool = False) -> str:
         """The refusal: "not something I can help with here" for a message that is not about
@@ -159,6 +162,10 @@ ENGLISH = Wording(
         "Sorry — I couldn't finish my answer because of a technical problem on our side. "
         "Please try again in a moment, or ask to talk to a person and our team will help."
     ),
+    one_moment=(
+        "One moment, please — a lot of people are asking right now. "
+        "I'll answer you as soon as I can."
+    ),
 )
 
 GERMAN = Wording(
@@ -225,6 +232,10 @@ GERMAN = Wording(
         "Entschuldigung – wegen eines technischen Problems bei uns konnte ich meine Antwort "
         "nicht fertigstellen. Bitte versuchen Sie es gleich noch einmal, oder bitten Sie "
         "darum, mit jemandem aus unserem Team zu sprechen – wir helfen Ihnen gern weiter."
+    ),
+    one_moment=(
+        "Einen Moment bitte – gerade schreiben uns sehr viele Menschen. "
+        "Ich antworte Ihnen so schnell wie möglich."
     ),
 )
 
@@ -293,6 +304,10 @@ FRENCH = Wording(
         "terminer ma réponse. Veuillez réessayer dans un instant, ou demandez à parler à un "
         "membre de notre équipe, qui vous aidera."
     ),
+    one_moment=(
+        "Un instant, s'il vous plaît\u00a0: beaucoup de personnes nous écrivent en ce moment. "
+        "Je vous réponds dès que possible."
+    ),
 )
 
 SPANISH = Wording(
@@ -357,6 +372,9 @@ SPANISH = Wording(
         "Lo siento, no he podido terminar mi respuesta por un problema técnico de nuestra "
         "parte. Vuelva a intentarlo en un momento, o pida hablar con una persona y nuestro "
         "equipo le ayudará."
+    ),
+    one_moment=(
+        "Un momento, por favor: ahora mismo nos escribe mucha gente. Le respondo en cuanto pueda."
     ),
 )
 
@@ -423,6 +441,10 @@ ITALIAN = Wording(
         "Mi scusi: per un problema tecnico da parte nostra non è stato possibile completare la "
         "risposta. Riprovi tra un momento, oppure chieda di parlare con una persona e il nostro "
         "team la aiuterà."
+    ),
+    one_moment=(
+        "Un momento, per favore: in questo momento ci scrivono molte persone. "
+        "Le rispondo appena possibile."
     ),
 )
 

@@ -25,6 +25,7 @@ from .models import Conversation, Turn
 
 logger = logging.getLogger(__name__)
 
+
 def conversation_group(conversation_id: UUID | str) -> str:
     return f"conversation.{conversation_id}"
 
@@ -176,6 +177,13 @@ class ReplyPublisher:
             self._catch_up()  # itself a start
         else:
             self._send({"type": "reply.start", "attempt": self.starts})
+
+    def waiting(self, text: str, seconds: float) -> bool:
+        """The reply waits for its turn in the model's budget: a short line (`text`, in the
+        customer's language) the page shows until the reply's text starts, with the expected
+        wait. A numbered frame like the others, so a page that resumes sees it too."""
+        frame = {"type": "reply.waiting", "text": text, "wait_s": max(1, round(seconds))}
+        return self._send(frame)
 
     def delta(self, text: str) -> bool:
         """Send a piece of the reply; False once a person has the conversation (stop)."""

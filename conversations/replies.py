@@ -8,6 +8,7 @@ Tasks stay thin and call write_reply.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -25,7 +26,7 @@ from bot.prompt import build_request, uses_variable
 from bot.providers import registry
 from bot.providers.base import Provider
 from bot.run import Answer, Stopped
-from bot.types import ChatMessage, ProviderError, ReplyRequest
+from bot.types import BudgetWait, ChatMessage, ProviderError, ReplyRequest
 from bot.wording import customer_language, wording_for
 from knowledge import search as knowledge_search
 from support_bot import metrics
@@ -161,7 +162,9 @@ class ReplyWriter:
                 if request is None:
                     # History and knowledge are read once a reply, not once an attempt (again
                     # only if the knowledge base could not be read).
-                    request = request_for_reply(self.reply, self.bot, configured)
+                    request = self._waiting_for_budget(
+                        request_for_reply(self.reply, self.bot, configured)
+                    )
                     if request.knowledge is not None:
                         self.language = request.knowledge.language
                     _release_database_connection()
@@ -178,6 +181,9 @@ class ReplyWriter:
                     self._stop_for_a_person(stopped)
                 return
             except ProviderError as exc:
+                if self.held.is_lost:  # e.g. while it waited for the model's budget
+                    logger.info("reply %s: handed over to another worker", self.reply.pk)
+                    return
                 error = exc
                 delay = retry_delay(exc, attempt_number)
                 out_of_time = time.monotonic() + delay > self.deadline
@@ -199,6 +205,27 @@ class ReplyWriter:
             self._succeed(answer, request)
             return
         self.fail(error)
+
+    def _waiting_for_budget(self, request: ReplyRequest) -> ReplyRequest:
+        """How this reply waits for its turn in the model's budget (bot/providers/budget.py):
+        within its deadline, told "one moment" once the customer has waited
+        REPLY_WAIT_NOTICE_S since their message, and no longer once another worker has it."""
+        since_asked = time.time() - self.asked_at
+        wait = BudgetWait(
+            deadline=self.deadline,
+            notice_at=time.monotonic() + settings.REPLY_WAIT_NOTICE_S - since_asked,
+            on_notice=self._tell_waiting,
+            cancelled=lambda: self.held.is_lost,
+            asked_at=self.asked_at,
+        )
+        return dataclasses.replace(request, budget_wait=wait)
+
+    def _tell_waiting(self, seconds: float) -> None:
+        language = self.language or (
+            customer_language([self.reply.reply_to.text]) if self.reply.reply_to else None
+        )
+        self.publisher.waiting(wording_for(language).one_moment, seconds)
+        logger.info("reply %s waits %.0fs for the model's budget", self.reply.pk, seconds)
 
     def _send(self, text: str) -> bool:
         """A piece of the reply to the customer; False once a person has the conversation, or

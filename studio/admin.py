@@ -97,6 +97,7 @@ class PromptVersionAdmin(admin.ModelAdmin[PromptVersion]):
         ("temperature", "top_p", "max_tokens"),
         "stop",
         ("history_tokens", "knowledge_tokens"),
+        ("requests_per_min", "tokens_per_min"),
         ("state", "is_active"),
         ("parent", "created_by", "created_at", "published_at"),
         "daily_costs",

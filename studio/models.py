@@ -59,6 +59,8 @@ class PromptVersion(models.Model):
         "stop",
         "history_tokens",
         "knowledge_tokens",
+        "requests_per_min",
+        "tokens_per_min",
     )
 
     name = models.CharField(max_length=200)
@@ -78,6 +80,20 @@ class PromptVersion(models.Model):
     # or dropped; passages beyond knowledge_tokens are cut.
     history_tokens = models.PositiveIntegerField(default=default_history_tokens)
     knowledge_tokens = models.PositiveIntegerField(default=default_knowledge_tokens)
+    # The budget of the account the named provider's model runs on, a minute (shared by every
+    # worker: bot/providers/budget.py). Empty: the environment's; 0: no limit.
+    requests_per_min = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Requests a minute the model's account allows. Empty: OPENAI_REQUESTS_PER_MIN; "
+        "0: no limit. Needs a named provider.",
+    )
+    tokens_per_min = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Tokens a minute (prompt plus max tokens, as the provider counts them). "
+        "Empty: OPENAI_TOKENS_PER_MIN; 0: no limit. Needs a named provider.",
+    )
 
     state = models.CharField(max_length=12, choices=State.choices, default=State.DRAFT)
     # The one version the bot uses (the control arm while an A/B experiment runs).
@@ -131,6 +147,13 @@ class PromptVersion(models.Model):
                         f"({', '.join(changed)}); edit it as a new draft."
                     )
         super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        super().clean()
+        budget = {"requests_per_min": self.requests_per_min, "tokens_per_min": self.tokens_per_min}
+        if self.provider != self.Provider.OPENAI and any(v is not None for v in budget.values()):
+            message = "A budget is the model account's: name the OpenAI-compatible provider."
+            raise ValidationError({name: message for name, v in budget.items() if v is not None})
 
     @property
     def is_published(self) -> bool:

@@ -36,6 +36,8 @@ def config_for(version: PromptVersion | None) -> BotConfig:
         stop=tuple(str(s) for s in (version.stop or []) if str(s)),
         history_tokens=max(1, version.history_tokens),
         knowledge_tokens=max(1, version.knowledge_tokens),
+        requests_per_min=version.requests_per_min,
+        tokens_per_min=version.tokens_per_min,
     )
 
 

@@ -81,6 +81,17 @@ HEDGES = Counter(
     "supportbot_model_hedges",
     "Requests sent to the model beside one that had not started answering (hedge.py).",
 )
+BUDGET_WAITS = Histogram(
+    "supportbot_model_budget_wait_seconds",
+    "How long a model request waited for its turn in the account's budget (0: none).",
+    buckets=(0, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120),
+)
+BUDGET_EVENTS = Counter(
+    "supportbot_model_budget_events",
+    "The model's budget: pushed_back (a 429 paused it for every process), refused (no turn "
+    "before the reply's deadline), unavailable (Redis unreachable: the request went unmetered).",
+    ["event"],
+)
 REQUEUED = Counter(
     "supportbot_replies_requeued",
     "Replies queued again because their worker was lost, by reason.",
@@ -125,6 +136,16 @@ def provider_retry(code: str) -> None:
 def provider_hedged() -> None:
     """The model was asked again beside a request that had not started answering."""
     HEDGES.inc()
+
+
+def model_budget_waited(seconds: float) -> None:
+    """A model request got its turn in the budget after `seconds`."""
+    BUDGET_WAITS.observe(max(0.0, seconds))
+
+
+def model_budget_event(event: str) -> None:
+    """pushed_back, refused or unavailable (bot/providers/budget.py)."""
+    BUDGET_EVENTS.labels(event=event).inc()
 
 
 def infrastructure_retry(outage: Exception) -> None:

@@ -261,6 +261,9 @@ REPLY_FLUSH_INTERVAL_S = env_float("REPLY_FLUSH_INTERVAL_S", 0.05)
 REPLY_FRAMES_PER_S = env_float("REPLY_FRAMES_PER_S", 400)
 REPLY_MAX_ATTEMPTS = env_int("REPLY_MAX_ATTEMPTS", 3)
 REPLY_DEADLINE_S = env_float("REPLY_DEADLINE_S", 120)
+# A customer whose reply waits for the model's budget this long after their message (and has
+# at least a second more to wait) is told "one moment" (a reply.waiting frame).
+REPLY_WAIT_NOTICE_S = env_float("REPLY_WAIT_NOTICE_S", 3)
 # Recovery (conversations/recovery.py): a worker renews the lease of each reply it writes every
 # REPLY_HEARTBEAT_S; a reply whose lease is older than REPLY_LEASE_S belongs to a lost worker
 # and is re-queued, as is a reply queued for REPLY_REQUEUE_AFTER_S (its task was lost). A reply
@@ -304,6 +307,15 @@ OPENAI_READ_TIMEOUT_S = env_float("OPENAI_READ_TIMEOUT_S", 8)
 # A model that has not started answering this long (and twice its recent p90 time to first
 # token) is asked again beside the first request; 0 turns hedging off (bot/providers/hedge.py).
 OPENAI_HEDGE_AFTER_S = env_float("OPENAI_HEDGE_AFTER_S", 3)
+# The account's budget for each model, a minute, shared by every process through Redis: a burst
+# waits for its turn instead of drawing 429s (bot/providers/budget.py). 0: no limit. A prompt
+# version that names its provider may set its own.
+OPENAI_REQUESTS_PER_MIN = env_int("OPENAI_REQUESTS_PER_MIN", 0)
+OPENAI_TOKENS_PER_MIN = env_int("OPENAI_TOKENS_PER_MIN", 0)
+if OPENAI_REQUESTS_PER_MIN < 0 or OPENAI_TOKENS_PER_MIN < 0:
+    raise ImproperlyConfigured(
+        "OPENAI_REQUESTS_PER_MIN and OPENAI_TOKENS_PER_MIN count a minute: 0 (no limit) or more"
+    )
 # "auto": OpenAI when OPENAI_API_KEY is set, else the offline answerer.
 LLM_PROVIDER = os.environ.get("LLM_PROVIDER", "auto")
 OFFLINE_WORD_DELAY_MS = env_float("OFFLINE_WORD_DELAY_MS", 25)

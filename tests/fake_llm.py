@@ -22,11 +22,20 @@ Endpoints:
                                         requests, one each and in order, get these tokens (one
                                         SSE chunk each) instead of the deterministic reply;
                                         queued after any still waiting
+    POST /_control/budget              {"requests_per_min": 100, "tokens_per_min": 0}: enforce
+                                        an account's rate limits as OpenAI does (token buckets
+                                        that hold a minute's budget and refill continuously;
+                                        a request's tokens are its prompt plus max_tokens,
+                                        counted up front); 0 = no limit, both 0 = off. Over it:
+                                        a real 429 with retry-after(-ms); every answer carries
+                                        x-ratelimit-{limit,remaining,reset}-{requests,tokens}
+    GET  /_control/budget              the budget and what is left of it
     GET  /_control/requests            the chat requests received, oldest first: [{index,
                                         arrived_at, client, body, headers, retry_count (from
-                                        x-stainless-retry-count), fault, outcome}]
-    POST /_control/reset               disarm the fault, forget the recorded requests and the
-                                        scripted replies
+                                        x-stainless-retry-count), fault, budget (the limit a
+                                        429 was for), outcome}]
+    POST /_control/reset               disarm the fault and the budget, forget the recorded
+                                        requests and the scripted replies
 
 The API key "bad-key" is always refused with a 401, like an invalid key on the real API.
 """
@@ -40,6 +49,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import random
 import re
 import secrets
@@ -246,6 +256,89 @@ def _scripted_replies(data: Any) -> list[list[str]]:
     return replies
 
 
+def _duration(seconds: float) -> str:
+    """A duration as OpenAI's x-ratelimit-reset-* headers write it: "20ms", "1.5s", "6m0s"."""
+    if seconds < 1:
+        return f"{max(0, math.ceil(seconds * 1000))}ms"
+    if seconds < 60:
+        return f"{round(seconds, 3):g}s"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}m{round(rest, 3):g}s"
+
+
+@dataclass
+class Budget:
+    """An account's rate limits as OpenAI enforces them: for requests and for tokens, a bucket
+    that holds a minute's budget and refills continuously (a GCRA per limit), so a burst of up
+    to the limit goes through, then one request every 60/limit seconds. 0: no limit."""
+
+    requests_per_min: int = 0
+    tokens_per_min: int = 0
+    # Theoretical arrival times (the event loop's clock): the bucket is full when <= now.
+    requests_tat: float = 0.0
+    tokens_tat: float = 0.0
+
+    @classmethod
+    def from_json(cls, data: Any) -> Budget:
+        if not isinstance(data, dict) or set(data) - {"requests_per_min", "tokens_per_min"}:
+            raise ValueError('expected {"requests_per_min": N, "tokens_per_min": N}')
+        limits = {name: data.get(name, 0) for name in ("requests_per_min", "tokens_per_min")}
+        for name, value in limits.items():
+            if type(value) is not int or value < 0:
+                raise ValueError(f"{name} must be a whole number ≥ 0 (0: no limit)")
+        return cls(**limits)
+
+    @property
+    def armed(self) -> bool:
+        return self.requests_per_min > 0 or self.tokens_per_min > 0
+
+    def _limits(self, tokens: int) -> list[tuple[str, int, float, float]]:
+        """(name, limit, this request's step, the bucket's tat) for each limit set."""
+        found = []
+        if self.requests_per_min:
+            found.append(("requests", self.requests_per_min, 60 / self.requests_per_min,
+                          self.requests_tat))  # fmt: skip
+        if self.tokens_per_min:
+            found.append(("tokens", self.tokens_per_min, 60 * tokens / self.tokens_per_min,
+                          self.tokens_tat))  # fmt: skip
+        return found
+
+    def take(self, now: float, tokens: int) -> tuple[str | None, float]:
+        """Charge a request of `tokens` arriving `now`: (None, 0) when it may go, else (the
+        limit it exceeds, seconds until it would fit)."""
+        for name, _limit, step, tat in self._limits(tokens):
+            over = max(tat, now) + step - 60 - now
+            if over > 0:
+                return name, over
+        if self.requests_per_min:
+            self.requests_tat = max(self.requests_tat, now) + 60 / self.requests_per_min
+        if self.tokens_per_min:
+            self.tokens_tat = max(self.tokens_tat, now) + 60 * tokens / self.tokens_per_min
+        return None, 0.0
+
+    def headers(self, now: float) -> list[tuple[bytes, bytes]]:
+        """x-ratelimit-limit/remaining/reset for each limit set, as OpenAI sends them."""
+        headers = []
+        for name, limit, _step, tat in self._limits(0):
+            debt = max(0.0, tat - now)  # seconds until the bucket is full again
+            remaining = max(0, math.floor(limit * (60 - debt) / 60))
+            headers += [
+                (f"x-ratelimit-limit-{name}".encode(), str(limit).encode()),
+                (f"x-ratelimit-remaining-{name}".encode(), str(remaining).encode()),
+                (f"x-ratelimit-reset-{name}".encode(), _duration(debt).encode()),
+            ]
+        return headers
+
+    def as_json(self, now: float) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "requests_per_min": self.requests_per_min,
+            "tokens_per_min": self.tokens_per_min,
+        }
+        for name, value in self.headers(now):
+            state[name.decode()] = value.decode()
+        return state
+
+
 class State:
     """What the control API changes. One event loop: no locks needed."""
 
@@ -257,6 +350,7 @@ class State:
         # Replies a test scripted for the next requests, oldest first: what a real model may say
         # and the deterministic one never does.
         self.scripted: deque[list[str]] = deque()
+        self.budget = Budget()
 
     def arm(self, fault: Fault) -> None:
         self.fault = fault
@@ -267,6 +361,7 @@ class State:
         self.fault = Fault()
         self.requests.clear()
         self.scripted.clear()
+        self.budget = Budget()
 
     def take_fault(self) -> Fault | None:
         """The fault for the request now arriving, counting it against `times`."""
@@ -422,6 +517,17 @@ class FakeLLM:
                 return
             state.scripted.extend(replies)
             await _send_json(send, 200, _dumps({"queued": len(state.scripted)}).encode())
+        elif action == "budget" and method == "POST":
+            try:
+                state.budget = Budget.from_json(json.loads(body or b"{}"))
+            except (ValueError, TypeError) as exc:
+                await _send_json(send, 400, _error_body(str(exc), "invalid_request_error", None))
+                return
+            now = asyncio.get_running_loop().time()
+            await _send_json(send, 200, _dumps(state.budget.as_json(now)).encode())
+        elif action == "budget" and method == "GET":
+            now = asyncio.get_running_loop().time()
+            await _send_json(send, 200, _dumps(state.budget.as_json(now)).encode())
         elif action == "faults" and method == "GET":
             await _send_json(send, 200, _dumps(asdict(state.fault)).encode())
         elif action == "requests" and method == "GET":
@@ -461,6 +567,17 @@ class FakeLLM:
                 send, 400, _error_body(problem[0], "invalid_request_error", None, problem[1])
             )
             return
+        budget = self.state.budget
+        limit_headers: list[tuple[bytes, bytes]] = []
+        if budget.armed:
+            limit = body.get("max_completion_tokens") or body.get("max_tokens")
+            tokens = estimate_prompt_tokens(body["messages"]) + (limit or self.reply_tokens)
+            exceeded, wait = budget.take(arrived, tokens)
+            limit_headers = budget.headers(arrived)
+            if exceeded is not None:
+                record["outcome"], record["budget"] = "429", exceeded
+                await self._over_budget(send, body, budget, exceeded, wait, limit_headers)
+                return
         fault = self.state.take_fault()
         record["fault"] = fault.fault if fault else None
         if fault and fault.fault in ("429", "500", "401"):
@@ -514,10 +631,11 @@ class FakeLLM:
                     usage if include_usage else None,
                     arrived,
                     fault,
+                    limit_headers,
                 )
             else:
                 record["outcome"] = await self._complete(
-                    send, watch, head, tokens, finish, usage, arrived, fault
+                    send, watch, head, tokens, finish, usage, arrived, fault, limit_headers
                 )
         finally:
             watch.cancel()
@@ -533,6 +651,7 @@ class FakeLLM:
             "retry_count": int(retry_count) if retry_count and retry_count.isdigit() else None,
             "headers": headers,
             "fault": None,  # the fault applied to it, if any
+            "budget": None,  # the limit (requests, tokens) it was refused for with a 429
             "scripted": False,  # whether it got a scripted reply
             "outcome": None,  # set when answered: "complete", "client_gone", "cut" or a status
         }
@@ -599,6 +718,34 @@ class FakeLLM:
                 send, 500, _error_body(message, "server_error", fault.error_code), headers
             )
 
+    async def _over_budget(
+        self,
+        send: Send,
+        body: dict[str, Any],
+        budget: Budget,
+        exceeded: str,
+        wait: float,
+        headers: Sequence[tuple[bytes, bytes]],
+    ) -> None:
+        """The 429 OpenAI answers a request over the account's limit: how long to wait in
+        retry-after (whole seconds) and retry-after-ms, and the limits' headers."""
+        short = {"requests": "RPM", "tokens": "TPM"}[exceeded]
+        limit = budget.requests_per_min if exceeded == "requests" else budget.tokens_per_min
+        message = (
+            f"Rate limit reached for {body['model']} in organization org-fake on {exceeded} "
+            f"per min ({short}): Limit {limit}. Please try again in {_duration(wait)}."
+        )
+        retry = [
+            (b"retry-after", str(max(1, math.ceil(wait))).encode()),
+            (b"retry-after-ms", str(max(1, math.ceil(wait * 1000))).encode()),
+        ]
+        await _send_json(
+            send,
+            429,
+            _error_body(message, exceeded, "rate_limit_exceeded"),
+            [*retry, *headers],
+        )
+
     async def _stream(
         self,
         send: Send,
@@ -609,6 +756,7 @@ class FakeLLM:
         usage: dict[str, Any] | None,
         arrived: float,
         fault: Fault | None,
+        limit_headers: Sequence[tuple[bytes, bytes]] = (),
     ) -> str:
         # Everything but the token text is the same on every chunk: serialise it once, so each
         # chunk costs a concatenation, a sleep and one send.
@@ -638,6 +786,7 @@ class FakeLLM:
                     (b"cache-control", b"no-cache"),
                     (b"x-request-id", ("req_" + secrets.token_hex(16)).encode()),
                     (b"openai-processing-ms", b"%d" % int(self.ttft * 1000)),
+                    *limit_headers,
                 ],
             }
         )
@@ -680,6 +829,7 @@ class FakeLLM:
         usage: dict[str, Any],
         arrived: float,
         fault: Fault | None,
+        limit_headers: Sequence[tuple[bytes, bytes]] = (),
     ) -> str:
         loop = asyncio.get_running_loop()
         wait = arrived + self.ttft + len(tokens) * self.interval - loop.time()
@@ -713,7 +863,7 @@ class FakeLLM:
                 {"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True}
             )
             return "cut"
-        await _send_json(send, 200, body)
+        await _send_json(send, 200, body, limit_headers)
         return "complete"
 
 
@@ -738,6 +888,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fault", choices=FAULTS[:-1], default="none", help="a fault armed at start"
     )
     parser.add_argument("--fault-times", type=int, default=-1, help="requests it applies to")
+    parser.add_argument(
+        "--requests-per-min", type=int, default=0, help="enforce a budget with 429s (0: none)"
+    )
+    parser.add_argument("--tokens-per-min", type=int, default=0, help="the same for tokens")
     parser.add_argument("--log-level", default="warning")
 
 
@@ -750,6 +904,8 @@ def serve(
     reply_tokens: int = 150,
     fault: str = "none",
     fault_times: int = -1,
+    requests_per_min: int = 0,
+    tokens_per_min: int = 0,
     log_level: str = "warning",
 ) -> None:
     """Serve until interrupted. Prints `fake_llm listening on http://HOST:PORT` once bound."""
@@ -758,6 +914,9 @@ def serve(
     armed = Fault.from_json({"fault": fault, "times": fault_times})
     app = FakeLLM(
         ttft_ms=ttft_ms, tokens_per_s=tokens_per_s, reply_tokens=reply_tokens, fault=armed
+    )
+    app.state.budget = Budget.from_json(
+        {"requests_per_min": requests_per_min, "tokens_per_min": tokens_per_min}
     )
     try:
         import uvloop

@@ -68,6 +68,16 @@ class FakeLLMServer:
         response = httpx2.post(f"{self.url}/_control/replies", json={"replies": list(replies)})
         response.raise_for_status()
 
+    def set_budget(self, requests_per_min: int = 0, tokens_per_min: int = 0) -> dict[str, Any]:
+        """Enforce an account's rate limits with real 429s, starting full (0: no limit)."""
+        response = httpx2.post(
+            f"{self.url}/_control/budget",
+            json={"requests_per_min": requests_per_min, "tokens_per_min": tokens_per_min},
+        )
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
     def requests(self) -> list[dict[str, Any]]:
         """The chat requests received since the last reset: body, headers, retry_count, ..."""
         response = httpx2.get(f"{self.url}/_control/requests")

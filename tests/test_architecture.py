@@ -20,11 +20,13 @@ def modules_matching(pattern: str) -> set[str]:
 
 
 def test_only_the_run_loop_and_its_guard_read_a_providers_stream():
-    # bot/guards.py relays a stream it wraps (the no-answer marker) and bot/providers/hedge.py
-    # races several requests' streams; bot/run.py reads it.
+    # bot/guards.py relays a stream it wraps (the no-answer marker), bot/providers/budget.py
+    # relays one once it has its turn in the model's budget and bot/providers/hedge.py races
+    # several requests' streams; bot/run.py reads it.
     assert modules_matching(r"\.stream\(") == {
         "bot/run.py",
         "bot/guards.py",
+        "bot/providers/budget.py",
         "bot/providers/hedge.py",
     }
 

@@ -9,6 +9,8 @@ slow but healthy model still answers. Duplicate requests cost tokens, so hedges 
 only after `after_s` and twice the recent p90 time to first token (a model that is always slow
 is never hedged), at most `max_requests` requests for one attempt at a reply, and a process-wide
 budget of one hedge per five requests plus a burst of 20 (as gRPC's retry throttling does).
+Under a model's budget (bot/providers/budget.py) the wait for a turn comes before the hedge's
+clock starts, and a hedge goes only if the budget has a turn for it at once (`admit_hedge`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from bot.types import ProviderError, ReplyRequest, StreamEvent
@@ -118,6 +120,7 @@ class HedgedProvider(Provider):
         after_s: float,
         max_requests: int = 3,
         budget: HedgeBudget | None = None,
+        admit_hedge: Callable[[ReplyRequest], bool] | None = None,
     ) -> None:
         self.provider = provider
         self.name = provider.name
@@ -125,6 +128,8 @@ class HedgedProvider(Provider):
         self.after_s = after_s
         self.max_requests = max_requests
         self.budget = budget or HedgeBudget()
+        # Whether the model's budget has a turn for a hedge now (bot/providers/budget.py).
+        self.admit_hedge = admit_hedge
         self.first_token_times = FirstTokenTimes()
 
     def hedge_delay(self) -> float:
@@ -170,12 +175,17 @@ class HedgedProvider(Provider):
             try:
                 outcome = race.outcomes.get(timeout=wait)
             except queue.Empty:
-                if self.budget.take():
+                if not self.budget.take():
+                    logger.warning("the model is silent after %.1fs; no hedge budget", delay)
+                elif self.admit_hedge is not None and not self.admit_hedge(request):
+                    logger.warning(
+                        "the model is silent after %.1fs; its budget has no turn for a hedge",
+                        delay,
+                    )
+                else:
                     metrics.provider_hedged()
                     logger.warning("the model is silent after %.1fs: asked again", delay)
                     start()
-                else:
-                    logger.warning("the model is silent after %.1fs; no hedge budget", delay)
                 next_hedge = time.monotonic() + delay
                 continue
             if outcome.error is not None:

@@ -10,6 +10,7 @@ from django.conf import settings
 from bot.config import BotConfig
 
 from .base import Provider
+from .budget import BudgetedProvider, ModelBudget
 from .hedge import HedgedProvider
 from .offline import OfflineProvider
 from .openai import OpenAIProvider
@@ -75,7 +76,17 @@ def _build(name: str) -> Provider:
             connect_timeout=settings.OPENAI_CONNECT_TIMEOUT_S,
             read_timeout=settings.OPENAI_READ_TIMEOUT_S,
         )
-        return HedgedProvider(model, after_s=settings.OPENAI_HEDGE_AFTER_S)
+        budget = ModelBudget(
+            name,
+            base_url=settings.OPENAI_BASE_URL,
+            api_key=settings.OPENAI_API_KEY,
+            model=settings.OPENAI_MODEL,
+        )
+        # The budget's wait comes before the hedge's clock; a hedge takes a turn of its own.
+        hedged = HedgedProvider(
+            model, after_s=settings.OPENAI_HEDGE_AFTER_S, admit_hedge=budget.admit_now
+        )
+        return BudgetedProvider(hedged, budget)
     if name == "offline":
         return OfflineProvider()
     raise ValueError(f"Unknown LLM_PROVIDER {name!r}: use auto, openai or offline.")

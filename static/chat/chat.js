@@ -152,6 +152,7 @@
       created: new Date().toISOString(),
       error: null, // a human-readable problem shown under the text
       attempt: 1,
+      waiting: null, // a bot reply's "one moment" line while it waits for its turn (reply.waiting)
       ...fields,
     };
   }
@@ -358,7 +359,7 @@
       return reply;
     }
 
-    /** Applies reply.start / reply.delta / reply.done strictly in seq order. */
+    /** Applies reply.start / reply.waiting / reply.delta / reply.done strictly in seq order. */
     applyReplyFrame(frame) {
       if (!isPositiveInt(frame.reply_id) || !isPositiveInt(frame.seq)) return;
       const reply = this.reply(frame.reply_id);
@@ -435,15 +436,23 @@
         message.status = "queued";
         message.error = null;
         message.sources = [];
+        message.waiting = null;
         message.attempt = isPositiveInt(frame.attempt) ? frame.attempt : message.attempt;
+      } else if (frame.type === "reply.waiting") {
+        // The reply waits for its turn with the model (a busy moment): a short line in its
+        // place until its text starts. Numbered like the rest, so a resume shows it again.
+        if (reply.finished || message.text !== "") return;
+        message.waiting = asText(frame.text) || null;
       } else if (frame.type === "reply.delta") {
         // A delta behind a done frame that jumped ahead (the server's fallback done on resume
         // can take a seq the live stream also uses) must not touch the final text.
         if (reply.finished) return;
         message.text += asText(frame.text);
         message.status = "streaming";
+        message.waiting = null;
       } else if (frame.type === "reply.done") {
         reply.finished = true;
+        message.waiting = null;
         message.text = asText(frame.text);
         message.status = FINAL_REPLY.has(frame.status) ? frame.status : "done";
         message.sources = cleanSources(frame.sources);
@@ -577,7 +586,7 @@
     build(message) {
       const root = el("div", `message message--${message.author}`);
       root.setAttribute("data-author", message.author);
-      const parts = { root, author: null, text: el("div", "text"), sources: null, error: null, retry: null, meta: null };
+      const parts = { root, author: null, text: el("div", "text"), sources: null, error: null, retry: null, meta: null, waiting: null };
       if (message.author !== "system") {
         parts.author = el("p", "message__author");
         root.append(parts.author);
@@ -606,9 +615,26 @@
       setAttr(root, "aria-busy", message.author === "bot" && ACTIVE_REPLY.has(message.status) ? "true" : null);
       if (parts.author) setText(parts.author, this.authorLabel(message));
       this.fillText(message, parts);
+      this.fillWaiting(message, parts);
       if (parts.meta) this.fillMeta(message, parts);
       this.fillSources(message, parts);
       this.fillError(message, parts);
+    }
+
+    /** A reply's "one moment" line while it waits for its turn with the model. */
+    fillWaiting(message, parts) {
+      const wanted = message.author === "bot" && ACTIVE_REPLY.has(message.status) && message.waiting
+        ? message.waiting
+        : "";
+      if (wanted && !parts.waiting) {
+        parts.waiting = el("p", "message__waiting");
+        parts.waiting.setAttribute("role", "status");
+        parts.text.after(parts.waiting);
+      }
+      if (parts.waiting) {
+        setText(parts.waiting, wanted);
+        parts.waiting.hidden = wanted === "";
+      }
     }
 
     authorLabel(message) {
@@ -1409,6 +1435,7 @@
           if (frame.author === "agent") setAgentTyping(frame);
           break;
         case "reply.start":
+        case "reply.waiting":
         case "reply.delta":
         case "reply.done":
           conversation.applyReplyFrame(frame);

@@ -226,9 +226,13 @@
     const parts = entry(`turn:${reply.id}`, "bot", null);
     parts.root.dataset.turnId = String(reply.id);
     if (parts.author) parts.author.textContent = authorLabel("bot");
+    if (frame.type !== "reply.waiting") delete parts.text.dataset.waiting;
     if (frame.type === "reply.start") {
       reply.finished = false;
       setText(parts, "", "queued");
+    } else if (frame.type === "reply.waiting") {
+      // The reply waits for its turn with the model: its "one moment" line, until text comes.
+      if (!reply.finished && parts.raw === "") parts.text.dataset.waiting = asText(frame.text);
     } else if (frame.type === "reply.delta") {
       if (reply.finished) return;
       setText(parts, parts.raw + asText(frame.text), "streaming");
@@ -541,6 +545,7 @@
           applyTurn(frame.turn);
           break;
         case "reply.start":
+        case "reply.waiting":
         case "reply.delta":
         case "reply.done":
           applyReplyFrame(frame);

@@ -179,6 +179,58 @@ def test_a_reply_whose_last_live_frame_was_lost_still_finishes_in_the_page(web_o
     assert page.locator(".typing-indicator").is_hidden()
 
 
+def test_a_reply_waiting_for_its_turn_says_one_moment_until_it_starts_also_after_a_reload(
+    web_only_page,
+):
+    """Many customers at once: the reply waits for its turn with the model (the model's
+    budget). The page shows the typing indicator and the "one moment" line in the reply's place;
+    a reload resumes the reply and shows the line again; the answer's first words replace it."""
+    import threading
+
+    from django.db import connection
+
+    from bot.wording import ENGLISH
+    from conversations import events, services
+    from conversations.models import Conversation
+
+    turn_comes = threading.Event()
+
+    def worker_waiting_for_its_turn() -> None:
+        try:
+            conversation = Conversation.objects.get()
+            posted = services.post_customer_message(conversation, "wait-1", "Where is my parcel?")
+            reply = Turn.claim_reply(posted.reply.pk, lease_s=60)
+            publisher = events.ReplyPublisher(reply)
+            publisher.start()
+            publisher.waiting(ENGLISH.one_moment, 12)
+            turn_comes.wait(timeout=60)
+            publisher.delta("Your parcel")
+            reply.finish_reply(status="done", text="Your parcel is on its way.")
+            publisher.done(reply)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=worker_waiting_for_its_turn)
+    worker.start()
+    page = web_only_page
+    line = page.locator("[role=log] [data-author=bot] .message__waiting")
+    try:
+        line.wait_for(state="visible")
+        assert line.inner_text() == ENGLISH.one_moment
+        assert page.locator(".typing-indicator").is_visible()
+
+        page.reload()
+        page.wait_for_selector(".connection-status[data-state=connected]")
+        line.wait_for(state="visible")  # the resume replays it
+    finally:
+        turn_comes.set()
+        worker.join(timeout=20)
+    page.wait_for_selector('[role=log] [data-author=bot][data-status="done"]')
+    assert bot_messages(page).last.locator(".text").inner_text() == "Your parcel is on its way."
+    assert line.is_hidden()
+    assert page.locator(".typing-indicator").is_hidden()
+
+
 def test_a_reply_withdrawn_because_the_customer_asked_for_a_person_is_never_shown(web_only_page):
     """The customer asks for a person before any worker claims the queued reply: the reply is
     withdrawn, the page drops its placeholder and the typing indicator, also after a reload."""

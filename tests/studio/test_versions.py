@@ -307,6 +307,36 @@ def test_it_answers_with_the_new_version_from_the_next_turn(model, lantern):
     assert Turn.objects.get(pk=before.pk).prompt_version is None
 
 
+def test_a_version_that_names_its_provider_sets_its_own_model_budget(model, lantern, settings):
+    settings.OPENAI_REQUESTS_PER_MIN = 0  # the environment's: no limit
+    settings.REPLY_DEADLINE_S = 5
+    version = published("metered", provider="openai", requests_per_min=1)
+    services.activate(version, by=None, reason="a small account")
+
+    first = answered(QUESTION)
+    # One request a minute: the next turn is a minute away, past the reply's deadline.
+    second = answered("How can I tell when the lantern is fully charged?")
+
+    assert first.status == "done"
+    assert (second.status, second.error_code) == ("failed", "over_budget")
+    assert len(model.requests()) == 1
+    assert runtime.config_for(version).requests_per_min == 1
+
+
+def test_a_budget_needs_the_provider_it_belongs_to():
+    with pytest.raises(ValidationError) as refused:
+        services.create_draft(by=None, name="v", system_prompt="x", requests_per_min=100)
+    assert "requests_per_min" in refused.value.message_dict
+    with pytest.raises(ValidationError):
+        services.create_draft(by=None, name="v", system_prompt="x", provider="offline",
+                              tokens_per_min=0)  # fmt: skip
+    named = services.create_draft(
+        by=None, name="v", system_prompt="x", provider="openai", tokens_per_min=90_000
+    )
+    # A draft made from it keeps it: a budget is part of what a version sends.
+    assert services.create_draft(named, by=None).tokens_per_min == 90_000
+
+
 def test_it_records_each_turns_tokens_and_cost_from_the_price_table(model, lantern):
     ModelPrice.objects.create(
         model="gpt-4o-mini", input_per_million=Decimal("0.15"), output_per_million=Decimal("0.60")

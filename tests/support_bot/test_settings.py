@@ -46,3 +46,16 @@ def test_manage_py_starts_the_embedded_redis_the_settings_name(tmp_path):
         assert embedded_redis._answers(var_dir / "redis" / "redis.sock")
     finally:
         embedded_redis.stop(var_dir / "redis")
+
+
+def test_a_model_budget_below_zero_stops_the_start_and_says_why(tmp_path):
+    env = {**plain_env(tmp_path / "var"), "OPENAI_REQUESTS_PER_MIN": "-100"}
+    started = subprocess.run(
+        [sys.executable, "-c", "from support_bot import settings"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert started.returncode != 0
+    assert "OPENAI_REQUESTS_PER_MIN" in started.stderr and "0 (no limit)" in started.stderr
