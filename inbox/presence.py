@@ -71,7 +71,7 @@ def anyone_present() -> bool:
 def agents_online() -> int:
     """How many agents (not sockets) have the inbox open."""
     members = sync_client().zrangebyscore(_key(), time.time(), "+inf")
-    return len({member.split(":", 1)[0] for member in members})
+    return len({str(member).split(":", 1)[0] for member in members})
 
 
 def forget_cached_presence() -> None:
