@@ -44,7 +44,7 @@
   const FINAL_REPLY = new Set(["done", "failed", "withdrawn"]);
   const FINAL_CLOSE_CODES = new Set([4401, 4403, 4404]);
   // Error codes the server sends just before a final close; the close explains them better.
-  const REFUSAL_CODES = new Set(["unauthenticated", "forbidden", "not_found"]);
+  const REFUSAL_CODES = new Set(["unauthenticated", "forbidden", "not_found", "site_not_allowed"]);
   const STATUSES = new Set(["open", "pending", "snoozed", "resolved"]);
   // Errors about the email and rating forms, shown in those forms rather than in the log.
   const CONTACT_ERRORS = new Set(["bad_email"]);
@@ -822,9 +822,9 @@
    * exponential backoff and jitter. Events from a replaced socket are ignored (generation).
    */
   class Socket {
-    constructor(url, { onFrame, onClose }) {
+    constructor(url, { onFrame, onClose, onOpen }) {
       this.url = url;
-      this.handlers = { onFrame, onClose };
+      this.handlers = { onFrame, onClose, onOpen };
       this.ws = null;
       this.generation = 0;
       this.attempt = 0;
@@ -848,7 +848,9 @@
       this.ws = ws;
       // "Connected" waits for the conversation frame, not for the socket to open.
       ws.onopen = () => {
-        if (generation === this.generation) this.startHeartbeat();
+        if (generation !== this.generation) return;
+        if (this.handlers.onOpen) this.handlers.onOpen();
+        this.startHeartbeat();
       };
       ws.onmessage = (event) => {
         if (generation !== this.generation) return;
@@ -1043,11 +1045,57 @@
       companyName: root.dataset.companyName || "Support",
       maxChars: Number.isInteger(maxChars) && maxChars > 0 ? maxChars : 4000,
       embedded: root.dataset.embedded === "true",
+      site: root.dataset.site || "",
       csrfToken: root.dataset.csrfToken || "",
       conversationsUrl: root.dataset.conversationsUrl || "",
       newConversationUrl: root.dataset.newConversationUrl || "",
     };
   }
+
+  /**
+   * The widget's visitor token. A third-party iframe keeps no cookie, so the widget keeps the
+   * signed token the server gives it (a `session` frame) in its own storage, which browsers
+   * partition by the host site, and presents it on every socket (the first frame, never a URL).
+   */
+  const visitorToken = (() => {
+    const KEY = "support-bot.visitor";
+    let memory = "";
+    function storage() {
+      try {
+        return window.localStorage;
+      } catch (_error) {
+        return null; // storage blocked: the token lives as long as the page
+      }
+    }
+    return {
+      get() {
+        try {
+          const store = storage();
+          return (store && store.getItem(KEY)) || memory;
+        } catch (_error) {
+          return memory;
+        }
+      },
+      set(token) {
+        memory = token;
+        try {
+          const store = storage();
+          if (store) store.setItem(KEY, token);
+        } catch (_error) {
+          // Kept in memory only.
+        }
+      },
+      clear() {
+        memory = "";
+        try {
+          const store = storage();
+          if (store) store.removeItem(KEY);
+        } catch (_error) {
+          // Nothing kept.
+        }
+      },
+    };
+  })();
 
   /** The conversation's state as the page shows it (a conversation.state frame, checked). */
   function cleanState(raw) {
@@ -1222,7 +1270,14 @@
 
     withEmbed(url) {
       if (!this.config.embedded) return url;
-      return url + (url.includes("?") ? "&" : "?") + "embed=1";
+      const query = new URLSearchParams({ embed: "1", site: this.config.site });
+      return url + (url.includes("?") ? "&" : "?") + query.toString();
+    }
+
+    headers(extra) {
+      // The widget names its visitor by its token: its iframe has no cookie.
+      if (!this.config.embedded) return extra;
+      return { ...extra, "X-Support-Bot-Visitor": visitorToken.get() };
     }
 
     setOpen(open) {
@@ -1236,7 +1291,7 @@
       try {
         const response = await fetch(this.withEmbed(this.config.conversationsUrl), {
           credentials: "same-origin",
-          headers: { Accept: "application/json" },
+          headers: this.headers({ Accept: "application/json" }),
         });
         const body = await response.json();
         if (!response.ok) throw new Error(asText(body && body.error && body.error.message));
@@ -1276,7 +1331,7 @@
         const response = await fetch(this.withEmbed(this.config.newConversationUrl), {
           method: "POST",
           credentials: "same-origin",
-          headers: { Accept: "application/json", "X-CSRFToken": this.config.csrfToken },
+          headers: this.headers({ Accept: "application/json", "X-CSRFToken": this.config.csrfToken }),
         });
         const body = await response.json();
         if (!response.ok) throw new Error(asText(body && body.error && body.error.message));
@@ -1337,6 +1392,16 @@
     const socket = new Socket(socketUrl(config.wsPath), {
       onFrame: handleFrame,
       onClose: handleClose,
+      // The widget's socket (/ws/widget/) first says who the visitor is and which site
+      // embeds it.
+      onOpen: config.embedded
+        ? () => socket.send({
+          type: "auth",
+          token: visitorToken.get(),
+          conversation: config.conversationId,
+          site: config.site,
+        })
+        : null,
     });
     const conversation = new Conversation({ view, send: (frame) => ready && socket.send(frame) });
     const handoff = new Handoff(root, {
@@ -1391,6 +1456,11 @@
 
     function handleFrame(frame) {
       switch (frame.type) {
+        case "session":
+          // The widget's visitor token to keep, and the conversation this socket opened.
+          if (config.embedded && typeof frame.token === "string") visitorToken.set(frame.token);
+          if (typeof frame.conversation_id === "string") config.conversationId = frame.conversation_id;
+          break;
         case "conversation":
           onConversation(frame);
           break;
@@ -1465,6 +1535,8 @@
       if (pending) clearTimeout(pending.timer);
       refusal = null;
       if (final) {
+        // A widget token refused (forged, expired): the next load starts a fresh visitor.
+        if (config.embedded && code === 4401) visitorToken.clear();
         setStatus("closed");
         const notice = finalCloseNotice(code, pending && pending.message);
         conversation.addNotice(notice, `close_${code}`);

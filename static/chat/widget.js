@@ -4,7 +4,8 @@
  *   <script src="https://SUPPORT_BOT_HOST/static/chat/widget.js" data-support-bot async></script>
  *
  * Adds a round "Open chat" button in the bottom-right corner that shows and hides the chat
- * page (https://SUPPORT_BOT_HOST/chat/?embed=1) in an iframe. No dependencies; the only
+ * page (https://SUPPORT_BOT_HOST/chat/?embed=1&site=<this page's origin>) in an iframe. The
+ * site must be allowed to embed the widget (admin, or WIDGET_ALLOWED_ORIGINS; docs/widget.md). No dependencies; the only
  * global is window.SupportBotWidget (open/close/toggle).
  *
  * The button and iframe live in a shadow root so that the host page's CSS cannot restyle
@@ -30,7 +31,10 @@
 
   function chatUrl(script) {
     const origin = new URL(script.src, window.location.href).origin;
-    return `${origin}/chat/?embed=1`;
+    // The host page's origin: Support Bot checks it against the sites allowed to embed the
+    // widget (the browser enforces the same list through frame-ancestors).
+    const query = new URLSearchParams({ embed: "1", site: window.location.origin });
+    return `${origin}/chat/?${query.toString()}`;
   }
 
   function style(node, rules) {
