@@ -1053,46 +1053,71 @@
   }
 
   /**
-   * The widget's visitor token. A third-party iframe keeps no cookie, so the widget keeps the
-   * signed token the server gives it (a `session` frame) in its own storage, which browsers
-   * partition by the host site, and presents it on every socket (the first frame, never a URL).
+   * The widget's visitor token. A third-party iframe keeps no cookie, and a browser that blocks
+   * third-party cookies denies it storage too, so the token the server gives (a `session`
+   * frame) is kept twice: in this frame's storage where the browser allows it (partitioned by
+   * the host site), and by the loader (widget.js) in the host page's storage, which hands it
+   * back in this page's URL fragment (never sent to a server, so never in a log). It is sent
+   * only in the socket's first frame and the widget's own requests.
    */
   const visitorToken = (() => {
     const KEY = "support-bot.visitor";
+    const MESSAGE = "support-bot:visitor-token";
     let memory = "";
+    const fragment = new URLSearchParams(window.location.hash.slice(1)).get("sb-token");
+    if (fragment) {
+      memory = fragment;
+      try {
+        window.history.replaceState(null, "", window.location.pathname + window.location.search);
+      } catch (_error) {
+        // The fragment stays; it is never sent anywhere.
+      }
+    }
     function storage() {
       try {
         return window.localStorage;
       } catch (_error) {
-        return null; // storage blocked: the token lives as long as the page
+        return null; // storage denied to a third-party frame
+      }
+    }
+    function tellLoader(token, site) {
+      if (!site || window.parent === window) return;
+      try {
+        // Only to the host page the server checked (and frame-ancestors let frame us).
+        window.parent.postMessage({ type: MESSAGE, token }, site);
+      } catch (_error) {
+        // No loader to keep it: the token lives as long as this page.
       }
     }
     return {
       get() {
+        if (memory) return memory;
         try {
           const store = storage();
-          return (store && store.getItem(KEY)) || memory;
+          return (store && store.getItem(KEY)) || "";
         } catch (_error) {
-          return memory;
+          return "";
         }
       },
-      set(token) {
+      set(token, site) {
         memory = token;
         try {
           const store = storage();
           if (store) store.setItem(KEY, token);
         } catch (_error) {
-          // Kept in memory only.
+          // Kept by the loader.
         }
+        tellLoader(token, site);
       },
-      clear() {
+      clear(site) {
         memory = "";
         try {
           const store = storage();
           if (store) store.removeItem(KEY);
         } catch (_error) {
-          // Nothing kept.
+          // Nothing kept here.
         }
+        tellLoader("", site);
       },
     };
   })();
@@ -1458,7 +1483,9 @@
       switch (frame.type) {
         case "session":
           // The widget's visitor token to keep, and the conversation this socket opened.
-          if (config.embedded && typeof frame.token === "string") visitorToken.set(frame.token);
+          if (config.embedded && typeof frame.token === "string") {
+            visitorToken.set(frame.token, config.site);
+          }
           if (typeof frame.conversation_id === "string") config.conversationId = frame.conversation_id;
           break;
         case "conversation":
@@ -1536,7 +1563,7 @@
       refusal = null;
       if (final) {
         // A widget token refused (forged, expired): the next load starts a fresh visitor.
-        if (config.embedded && code === 4401) visitorToken.clear();
+        if (config.embedded && code === 4401) visitorToken.clear(config.site);
         setStatus("closed");
         const notice = finalCloseNotice(code, pending && pending.message);
         conversation.addNotice(notice, `close_${code}`);

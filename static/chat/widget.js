@@ -29,12 +29,40 @@
     return document.querySelector("script[data-support-bot][src]");
   }
 
+  function appOrigin(script) {
+    return new URL(script.src, window.location.href).origin;
+  }
+
+  // The visitor's signed token, kept for the chat frame in this (first-party) page's storage:
+  // a browser that blocks third-party cookies gives the frame no storage of its own.
+  const TOKEN_KEY = "support-bot.visitor";
+  const TOKEN_MESSAGE = "support-bot:visitor-token";
+
+  function storedToken() {
+    try {
+      return window.localStorage.getItem(TOKEN_KEY) || "";
+    } catch (_error) {
+      return "";
+    }
+  }
+
+  function keepToken(token) {
+    try {
+      if (token) window.localStorage.setItem(TOKEN_KEY, token);
+      else window.localStorage.removeItem(TOKEN_KEY);
+    } catch (_error) {
+      // Storage blocked: the conversation lasts as long as the page.
+    }
+  }
+
   function chatUrl(script) {
-    const origin = new URL(script.src, window.location.href).origin;
     // The host page's origin: Support Bot checks it against the sites allowed to embed the
-    // widget (the browser enforces the same list through frame-ancestors).
+    // widget (the browser enforces the same list through frame-ancestors). The token goes in
+    // the fragment, which no request carries.
     const query = new URLSearchParams({ embed: "1", site: window.location.origin });
-    return `${origin}/chat/?${query.toString()}`;
+    const token = storedToken();
+    const fragment = token ? `#${new URLSearchParams({ "sb-token": token }).toString()}` : "";
+    return `${appOrigin(script)}/chat/?${query.toString()}${fragment}`;
   }
 
   function style(node, rules) {
@@ -117,7 +145,7 @@
   }
 
   function mount(script) {
-    const src = chatUrl(script);
+    const origin = appOrigin(script);
     const host = document.createElement("div");
     host.setAttribute("data-support-bot-widget", "");
     const root = host.attachShadow ? host.attachShadow({ mode: "open" }) : host;
@@ -137,7 +165,7 @@
 
     function open() {
       if (!frame) {
-        frame = buildFrame(src);
+        frame = buildFrame(chatUrl(script));
         fitToViewport(frame, narrowQuery.matches);
         root.append(frame);
       }
@@ -166,6 +194,15 @@
       if (isOpen()) close();
       else open();
     }
+
+    window.addEventListener("message", (event) => {
+      // Only the chat frame, from Support Bot's origin, hands over a token to keep.
+      if (!frame || event.source !== frame.contentWindow || event.origin !== origin) return;
+      const data = event.data;
+      if (data && data.type === TOKEN_MESSAGE && typeof data.token === "string") {
+        keepToken(data.token);
+      }
+    });
 
     button.addEventListener("click", toggle);
     button.addEventListener("keydown", (event) => {
