@@ -1299,6 +1299,14 @@
       return url + (url.includes("?") ? "&" : "?") + query.toString();
     }
 
+    /** A link to another conversation in the widget carries the token in its fragment:
+     * the next page, like this one, may have no storage to find it in. */
+    withToken(url) {
+      if (!this.config.embedded) return url;
+      const token = visitorToken.get();
+      return token ? `${url}#${new URLSearchParams({ "sb-token": token }).toString()}` : url;
+    }
+
     headers(extra) {
       // The widget names its visitor by its token: its iframe has no cookie.
       if (!this.config.embedded) return extra;
@@ -1332,7 +1340,7 @@
         if (!item || typeof item !== "object" || typeof item.url !== "string" || !item.url.startsWith("/")) continue;
         const li = el("li", "history__item");
         const link = el("a", "history__link");
-        link.href = item.url;
+        link.href = this.withToken(item.url);
         if (item.id === this.config.conversationId) link.setAttribute("aria-current", "page");
         const meta = el("span", "history__meta");
         const status = STATUSES.has(item.status) ? item.status : "open";
@@ -1362,7 +1370,7 @@
         if (!response.ok) throw new Error(asText(body && body.error && body.error.message));
         const url = asText(body.url);
         if (!url.startsWith("/")) throw new Error("");
-        window.location.assign(url);
+        window.location.assign(this.withToken(url));
       } catch (error) {
         this.newButton.disabled = false;
         this.setOpen(true);

@@ -5,7 +5,10 @@
  *
  * Adds a round "Open chat" button in the bottom-right corner that shows and hides the chat
  * page (https://SUPPORT_BOT_HOST/chat/?embed=1&site=<this page's origin>) in an iframe. The
- * site must be allowed to embed the widget (admin, or WIDGET_ALLOWED_ORIGINS; docs/widget.md). No dependencies; the only
+ * site must be allowed to embed the widget (admin, or WIDGET_ALLOWED_ORIGINS; docs/widget.md).
+ * The visitor's signed token is kept in this page's localStorage (the chat frame posts it here)
+ * and handed to the frame in its URL's fragment: a browser that blocks third-party cookies
+ * gives the frame neither cookies nor storage. No dependencies; the only
  * global is window.SupportBotWidget (open/close/toggle).
  *
  * The button and iframe live in a shadow root so that the host page's CSS cannot restyle

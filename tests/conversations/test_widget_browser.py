@@ -109,6 +109,11 @@ def test_the_widget_on_another_site_answers_and_keeps_the_conversation(chromium,
         frame.get_by_role("button", name="Your conversations").click()
         frame.locator(".history__link").first.wait_for()
         assert frame.locator(".history__error").is_hidden()
+        # Following it loads another iframe page, which finds the token in its fragment.
+        frame.locator(".history__link").first.click()
+        frame.locator(".connection-status[data-state=connected]").wait_for()
+        assert "How do I return an item?" in frame.get_by_role("log").inner_text()
+        assert Customer.objects.count() == 1
     finally:
         context.close()
 
