@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.db.models import Count, QuerySet
@@ -23,7 +24,7 @@ from knowledge.language import question_key
 from knowledge.models import Article, ExampleQuestion
 from knowledge.services import NONE_LABEL, import_example_questions
 
-from . import state, usage
+from . import embedding, state, usage
 from .models import (
     BusinessHours,
     Conversation,
@@ -31,6 +32,7 @@ from .models import (
     EscalationRule,
     Turn,
     UnresolvedQuestion,
+    WidgetSite,
 )
 
 # An admin action (modeladmin, request, queryset) -> response or None.
@@ -266,6 +268,32 @@ class EscalationRuleAdmin(admin.ModelAdmin[EscalationRule]):
 class BusinessHoursAdmin(admin.ModelAdmin[BusinessHours]):
     list_display = ["weekday", "opens", "closes"]
     list_filter = ["weekday"]
+
+
+def embed_snippet(request: HttpRequest) -> str:
+    """The line operators paste into their site's pages, with this install's address."""
+    src = request.build_absolute_uri(f"{settings.STATIC_URL}chat/widget.js")
+    return f'<script src="{src}" data-support-bot async></script>'
+
+
+@admin.register(WidgetSite)
+class WidgetSiteAdmin(admin.ModelAdmin[WidgetSite]):
+    """The sites allowed to embed the widget; the list page shows the snippet to paste."""
+
+    list_display = ["origin", "note", "created_at"]
+    search_fields = ["origin", "note"]
+    change_list_template = "admin/conversations/widgetsite/change_list.html"
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> Any:
+        context = {
+            **(extra_context or {}),
+            "embed_snippet": embed_snippet(request),
+            "environment_origins": settings.WIDGET_ALLOWED_ORIGINS,
+            "any_site_may_embed": embedding.any_site_may_embed(),
+        }
+        return super().changelist_view(request, context)
 
 
 class TeachArticleForm(forms.Form):

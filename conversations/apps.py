@@ -9,11 +9,11 @@ class ConversationsConfig(AppConfig):
         # Imported once the app registry is ready: these modules use the models.
         from support_bot import config_cache
 
-        from .models import BusinessHours, EscalationRule
+        from .models import BusinessHours, EscalationRule, WidgetSite
 
         post_migrate.connect(_ensure_roles, dispatch_uid="conversations.ensure_roles")
         # Read on every customer message through the configuration cache.
-        config_cache.watch(EscalationRule, BusinessHours)
+        config_cache.watch(EscalationRule, BusinessHours, WidgetSite)
 
 
 def _ensure_roles(sender: AppConfig, **kwargs: object) -> None:

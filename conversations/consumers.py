@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from typing import Any
@@ -12,7 +13,7 @@ from django.conf import settings
 
 from support_bot.redis_clients import async_client, key
 
-from . import contact, escalation, events, protocol, ratings, selectors, services
+from . import contact, embedding, escalation, events, protocol, ratings, selectors, services
 from .models import Conversation
 from .protocol import FrameError
 from .sockets import FrameConsumer, FrameHandler
@@ -30,13 +31,19 @@ class ChatConsumer(FrameConsumer):
         await self.accept()
         customer_id = self.scope.get("customer_id")
         if customer_id is None:
-            await self._refuse(
-                protocol.CLOSE_UNAUTHENTICATED,
-                "unauthenticated",
-                "Your chat session has expired. Please reload the page.",
-            )
+            await self._refuse_unauthenticated()
             return
-        conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
+        await self._open(customer_id, self.scope["url_route"]["kwargs"]["conversation_id"])
+
+    async def _refuse_unauthenticated(self) -> None:
+        await self._refuse(
+            protocol.CLOSE_UNAUTHENTICATED,
+            "unauthenticated",
+            "Your chat session has expired. Please reload the page.",
+        )
+
+    async def _open(self, customer_id: Any, conversation_id: str) -> bool:
+        """Open the visitor's conversation on this socket: join its group, send it."""
         try:
             self.conversation = await database_sync_to_async(services.open_conversation)(
                 customer_id, conversation_id
@@ -45,15 +52,16 @@ class ChatConsumer(FrameConsumer):
             await self._refuse(
                 protocol.CLOSE_NOT_FOUND, "not_found", "This conversation does not exist."
             )
-            return
+            return False
         except selectors.NotYourConversation:
             await self._refuse(
                 protocol.CLOSE_FORBIDDEN, "forbidden", "This conversation is not yours."
             )
-            return
+            return False
         await self._join(events.conversation_group(self.conversation.pk))
         snapshot = await database_sync_to_async(selectors.conversation_snapshot)(self.conversation)
         await self._send(snapshot)
+        return True
 
     def accepts_frames(self) -> bool:
         return self.conversation is not None
@@ -159,3 +167,87 @@ class ChatConsumer(FrameConsumer):
                 f"You're sending messages too quickly. Please wait {max(ttl, 1)} seconds.",
                 client_id,
             )
+
+
+class WidgetConsumer(ChatConsumer):
+    """The widget's socket (/ws/widget/), opened by the iframe page on another site. A
+    third-party iframe keeps no cookie, so the first frame names the visitor:
+
+        {"type": "auth", "token": "<the token a session frame gave, or empty for a new
+         visitor>", "conversation": "<id, or empty for the current one>", "site": "<the host
+         page's origin>"}
+
+    The host page's origin must be allowed to embed the widget (conversations/embedding.py),
+    checked on every socket; the socket's own Origin (the iframe's, Support Bot's) is checked by
+    the ASGI router as for every socket. A new visitor gets a token and nothing is stored until
+    their first message. Answer: a `session` frame (the token to keep, the conversation), then
+    the conversation as on /ws/chat/."""
+
+    AUTH_TIMEOUT_S = 10.0
+    authenticating = True
+    auth_timer: asyncio.TimerHandle | None = None
+
+    async def connect(self) -> None:
+        await self.accept()
+        loop = asyncio.get_running_loop()
+        self.auth_timer = loop.call_later(
+            self.AUTH_TIMEOUT_S, lambda: loop.create_task(self._auth_timed_out())
+        )
+
+    async def _auth_timed_out(self) -> None:
+        if self.authenticating:
+            self.authenticating = False
+            await self._refuse_unauthenticated()
+
+    async def disconnect(self, code: int) -> None:
+        if self.auth_timer is not None:
+            self.auth_timer.cancel()
+        await super().disconnect(code)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if not self.authenticating:
+            await super().receive(text_data, bytes_data)
+            return
+        self.authenticating = False
+        if self.auth_timer is not None:
+            self.auth_timer.cancel()
+        try:
+            frame = protocol.decode(text_data)
+        except FrameError:
+            frame = {}
+        if frame.get("type") != "auth":
+            await self._refuse_unauthenticated()
+            return
+        # Off the event loop: a configuration change makes the cached list reload.
+        if not await database_sync_to_async(embedding.may_embed)(_text(frame.get("site"))):
+            await self._refuse(
+                protocol.CLOSE_FORBIDDEN,
+                "site_not_allowed",
+                "This site may not embed the chat.",
+            )
+            return
+        token = frame.get("token") or ""
+        if token:
+            customer_id = embedding.visitor_from_token(token)
+            if customer_id is None:
+                await self._refuse_unauthenticated()
+                return
+        else:
+            customer_id = services.new_visitor_id()
+        # The per-visitor budgets (rate limits) read the visitor from the scope.
+        self.scope["customer_id"] = customer_id
+        conversation_id = _text(frame.get("conversation"))[:64] or str(
+            await database_sync_to_async(services.page_conversation_id)(customer_id)
+        )
+        await self._send(
+            {
+                "type": "session",
+                "token": embedding.visitor_token(customer_id),
+                "conversation_id": conversation_id,
+            }
+        )
+        await self._open(customer_id, conversation_id)
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""

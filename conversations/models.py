@@ -8,11 +8,14 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from support_bot.config_cache import ConfigQuerySet
+
+from .origins import normalise_origin
 
 
 def display_name(user: Any) -> str:
@@ -367,3 +370,34 @@ class BusinessHours(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_weekday_display()} {self.opens:%H:%M}-{self.closes:%H:%M}"
+
+
+class WidgetSite(models.Model):
+    """A site whose pages may embed the chat widget: one origin (scheme, host and port), as a
+    browser sends it. Read through support_bot.config_cache (conversations/embedding.py)."""
+
+    origin = models.CharField(
+        max_length=255,
+        unique=True,
+        help_text="scheme://host[:port] of the pages that embed the widget, e.g. "
+        "https://www.example.com (http://localhost:8102 for a local trial). Each port and "
+        "scheme is another site.",
+    )
+    note = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ConfigQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["origin"]
+        verbose_name = "site allowed to embed the widget"
+        verbose_name_plural = "sites allowed to embed the widget"
+
+    def __str__(self) -> str:
+        return self.origin
+
+    def clean(self) -> None:
+        try:
+            self.origin = normalise_origin(self.origin)
+        except ValueError as error:
+            raise ValidationError({"origin": str(error)}) from None

@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -13,16 +14,20 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from . import selectors, services
+from . import embedding, selectors, services
 from .models import Conversation
-from .visitors import remember_visitor, visitor_id_from_request
+from .visitors import remember_visitor
+from .visitors import visitor_id_from_request as _cookie_visitor
 
 
 @require_GET
 @never_cache
 def chat(request: HttpRequest) -> HttpResponse:
     """The chat page: the visitor's current conversation, or with ?conversation=<id> one of
-    their earlier ones (anyone else's is a 404, as is an unknown id)."""
+    their earlier ones (anyone else's is a 404, as is an unknown id). With ?embed=1 it is the
+    widget's iframe page (widget_page)."""
+    if request.GET.get("embed") == "1":
+        return widget_page(request)
     requested = request.GET.get("conversation")
     visitor_id = visitor_id_from_request(request)
     is_new = visitor_id is None
@@ -34,24 +39,63 @@ def chat(request: HttpRequest) -> HttpResponse:
         # Nothing is stored for a visitor until they write (services.store_conversation).
         visitor_id = visitor_id or services.new_visitor_id()
         conversation_id = services.page_conversation_id(visitor_id)
-    embedded = request.GET.get("embed") == "1"
-    response = render(
+    response = _chat_page(
         request,
-        "conversations/chat.html",
-        {
-            "conversation_id": str(conversation_id),
-            "ws_path": f"/ws/chat/{conversation_id}/",
-            "company_name": settings.COMPANY_NAME,
-            "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
-            "embedded": embedded,
-        },
+        conversation_id=str(conversation_id),
+        ws_path=f"/ws/chat/{conversation_id}/",
+        embedded=False,
     )
-    if embedded:
-        # The widget shows this page in an iframe on the customer's own site.
-        response.xframe_options_exempt = True  # type: ignore[attr-defined]
     if is_new:
         remember_visitor(response, visitor_id)
     return response
+
+
+def widget_page(request: HttpRequest) -> HttpResponse:
+    """The widget's iframe page, framed by another site. It knows no visitor: a third-party
+    iframe keeps no cookie, so the page's script presents the visitor token it keeps in its
+    own storage on the socket (/ws/widget/), which answers with the conversation. `site` is
+    the host page's origin as the loader saw it; the browser enforces the same list through
+    frame-ancestors, so a site not allowed gets this refusal or a blocked frame, never a chat."""
+    site = request.GET.get("site", "")
+    if not embedding.may_embed(site):
+        response = render(
+            request,
+            "conversations/widget_refused.html",
+            {"company_name": settings.COMPANY_NAME, "site": site[:200]},
+            status=403,
+        )
+    else:
+        response = _chat_page(
+            request,
+            conversation_id=request.GET.get("conversation", "")[:64],
+            ws_path="/ws/widget/",
+            embedded=True,
+            site=embedding.normalise_origin(site),
+        )
+    # Only this page may be framed: the chat only by the allowed sites; the refusal, which
+    # holds nothing, by any, so that the site's operator reads why instead of a blank frame.
+    response.xframe_options_exempt = True  # type: ignore[attr-defined]
+    response["Content-Security-Policy"] = (
+        embedding.frame_ancestors() if response.status_code == 200 else "frame-ancestors *"
+    )
+    return response
+
+
+def _chat_page(
+    request: HttpRequest, *, conversation_id: str, ws_path: str, embedded: bool, site: str = ""
+) -> HttpResponse:
+    return render(
+        request,
+        "conversations/chat.html",
+        {
+            "conversation_id": conversation_id,
+            "ws_path": ws_path,
+            "company_name": settings.COMPANY_NAME,
+            "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+            "embedded": embedded,
+            "site": site,
+        },
+    )
 
 
 def _own_conversation(visitor_id: uuid.UUID, conversation_id: str) -> Conversation:
@@ -65,6 +109,17 @@ def _own_conversation(visitor_id: uuid.UUID, conversation_id: str) -> Conversati
 # --- The returning customer's conversations (JSON) ---------------------------------------------
 
 
+VISITOR_HEADER = "X-Support-Bot-Visitor"
+
+
+def visitor_id_from_request(request: HttpRequest) -> uuid.UUID | None:
+    """The visitor: the widget's token header (a third-party iframe has no cookie), else the
+    first-party page's cookie."""
+    if VISITOR_HEADER in request.headers:
+        return embedding.visitor_from_token(request.headers[VISITOR_HEADER])
+    return _cookie_visitor(request)
+
+
 def _error(status: int, code: str, message: str) -> JsonResponse:
     return JsonResponse({"error": {"code": code, "message": message}}, status=status)
 
@@ -74,9 +129,13 @@ def _unknown_visitor() -> JsonResponse:
 
 
 def _json_csrf_protect(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Django's CSRF check, answered in JSON (the default failure page is HTML)."""
+    """Django's CSRF check, answered in JSON (the default failure page is HTML). A request
+    that names its visitor in the widget's token header carries no ambient credential, so
+    another site cannot forge it: it needs no CSRF token."""
 
     def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if VISITOR_HEADER in request.headers:
+            return view(request, *args, **kwargs)
         refused = CsrfViewMiddleware(lambda _: HttpResponse()).process_view(
             request, view, args, kwargs
         )
@@ -91,7 +150,9 @@ def _json_csrf_protect(view: Callable[..., HttpResponse]) -> Callable[..., HttpR
 
 def _chat_url(request: HttpRequest, conversation_id: str) -> str:
     url = f"{reverse('chat')}?conversation={conversation_id}"
-    return url + "&embed=1" if request.GET.get("embed") == "1" else url
+    if request.GET.get("embed") != "1":
+        return url
+    return url + "&" + urlencode({"embed": "1", "site": request.GET.get("site", "")})
 
 
 @require_GET

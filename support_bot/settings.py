@@ -86,6 +86,18 @@ for _origin in ALLOWED_ORIGINS:
             "e.g. https://support.example.com (the scheme and port are checked too)."
         )
 
+# Sites whose pages may embed the chat widget (scheme://host[:port], exactly), besides the ones
+# operators list in the admin (conversations.WidgetSite). Development (DEBUG, `make run`) lets
+# any site embed it unless WIDGET_ANY_SITE=0 (conversations/embedding.py).
+WIDGET_ALLOWED_ORIGINS = env_list("WIDGET_ALLOWED_ORIGINS")
+for _origin in WIDGET_ALLOWED_ORIGINS:
+    if not re.fullmatch(r"https?://[^/?#\s]+", _origin):
+        raise ImproperlyConfigured(
+            f"WIDGET_ALLOWED_ORIGINS: {_origin!r} is no origin; write scheme://host[:port], "
+            "e.g. https://www.example.com"
+        )
+WIDGET_ANY_SITE = env_bool("WIDGET_ANY_SITE", DEBUG)
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",

@@ -44,7 +44,7 @@
   const FINAL_REPLY = new Set(["done", "failed", "withdrawn"]);
   const FINAL_CLOSE_CODES = new Set([4401, 4403, 4404]);
   // Error codes the server sends just before a final close; the close explains them better.
-  const REFUSAL_CODES = new Set(["unauthenticated", "forbidden", "not_found"]);
+  const REFUSAL_CODES = new Set(["unauthenticated", "forbidden", "not_found", "site_not_allowed"]);
   const STATUSES = new Set(["open", "pending", "snoozed", "resolved"]);
   // Errors about the email and rating forms, shown in those forms rather than in the log.
   const CONTACT_ERRORS = new Set(["bad_email"]);
@@ -848,9 +848,9 @@
    * exponential backoff and jitter. Events from a replaced socket are ignored (generation).
    */
   class Socket {
-    constructor(url, { onFrame, onClose }) {
+    constructor(url, { onFrame, onClose, onOpen }) {
       this.url = url;
-      this.handlers = { onFrame, onClose };
+      this.handlers = { onFrame, onClose, onOpen };
       this.ws = null;
       this.generation = 0;
       this.attempt = 0;
@@ -874,7 +874,9 @@
       this.ws = ws;
       // "Connected" waits for the conversation frame, not for the socket to open.
       ws.onopen = () => {
-        if (generation === this.generation) this.startHeartbeat();
+        if (generation !== this.generation) return;
+        if (this.handlers.onOpen) this.handlers.onOpen();
+        this.startHeartbeat();
       };
       ws.onmessage = (event) => {
         if (generation !== this.generation) return;
@@ -1069,11 +1071,82 @@
       companyName: root.dataset.companyName || "Support",
       maxChars: Number.isInteger(maxChars) && maxChars > 0 ? maxChars : 4000,
       embedded: root.dataset.embedded === "true",
+      site: root.dataset.site || "",
       csrfToken: root.dataset.csrfToken || "",
       conversationsUrl: root.dataset.conversationsUrl || "",
       newConversationUrl: root.dataset.newConversationUrl || "",
     };
   }
+
+  /**
+   * The widget's visitor token. A third-party iframe keeps no cookie, and a browser that blocks
+   * third-party cookies denies it storage too, so the token the server gives (a `session`
+   * frame) is kept twice: in this frame's storage where the browser allows it (partitioned by
+   * the host site), and by the loader (widget.js) in the host page's storage, which hands it
+   * back in this page's URL fragment (never sent to a server, so never in a log). It is sent
+   * only in the socket's first frame and the widget's own requests.
+   */
+  const visitorToken = (() => {
+    const KEY = "support-bot.visitor";
+    const MESSAGE = "support-bot:visitor-token";
+    let memory = "";
+    const fragment = new URLSearchParams(window.location.hash.slice(1)).get("sb-token");
+    if (fragment) {
+      memory = fragment;
+      try {
+        window.history.replaceState(null, "", window.location.pathname + window.location.search);
+      } catch (_error) {
+        // The fragment stays; it is never sent anywhere.
+      }
+    }
+    function storage() {
+      try {
+        return window.localStorage;
+      } catch (_error) {
+        return null; // storage denied to a third-party frame
+      }
+    }
+    function tellLoader(token, site) {
+      if (!site || window.parent === window) return;
+      try {
+        // Only to the host page the server checked (and frame-ancestors let frame us).
+        window.parent.postMessage({ type: MESSAGE, token }, site);
+      } catch (_error) {
+        // No loader to keep it: the token lives as long as this page.
+      }
+    }
+    return {
+      get() {
+        if (memory) return memory;
+        try {
+          const store = storage();
+          return (store && store.getItem(KEY)) || "";
+        } catch (_error) {
+          return "";
+        }
+      },
+      set(token, site) {
+        memory = token;
+        try {
+          const store = storage();
+          if (store) store.setItem(KEY, token);
+        } catch (_error) {
+          // Kept by the loader.
+        }
+        tellLoader(token, site);
+      },
+      clear(site) {
+        memory = "";
+        try {
+          const store = storage();
+          if (store) store.removeItem(KEY);
+        } catch (_error) {
+          // Nothing kept here.
+        }
+        tellLoader("", site);
+      },
+    };
+  })();
 
   /** The conversation's state as the page shows it (a conversation.state frame, checked). */
   function cleanState(raw) {
@@ -1248,7 +1321,22 @@
 
     withEmbed(url) {
       if (!this.config.embedded) return url;
-      return url + (url.includes("?") ? "&" : "?") + "embed=1";
+      const query = new URLSearchParams({ embed: "1", site: this.config.site });
+      return url + (url.includes("?") ? "&" : "?") + query.toString();
+    }
+
+    /** A link to another conversation in the widget carries the token in its fragment:
+     * the next page, like this one, may have no storage to find it in. */
+    withToken(url) {
+      if (!this.config.embedded) return url;
+      const token = visitorToken.get();
+      return token ? `${url}#${new URLSearchParams({ "sb-token": token }).toString()}` : url;
+    }
+
+    headers(extra) {
+      // The widget names its visitor by its token: its iframe has no cookie.
+      if (!this.config.embedded) return extra;
+      return { ...extra, "X-Support-Bot-Visitor": visitorToken.get() };
     }
 
     setOpen(open) {
@@ -1262,7 +1350,7 @@
       try {
         const response = await fetch(this.withEmbed(this.config.conversationsUrl), {
           credentials: "same-origin",
-          headers: { Accept: "application/json" },
+          headers: this.headers({ Accept: "application/json" }),
         });
         const body = await response.json();
         if (!response.ok) throw new Error(asText(body && body.error && body.error.message));
@@ -1278,7 +1366,7 @@
         if (!item || typeof item !== "object" || typeof item.url !== "string" || !item.url.startsWith("/")) continue;
         const li = el("li", "history__item");
         const link = el("a", "history__link");
-        link.href = item.url;
+        link.href = this.withToken(item.url);
         if (item.id === this.config.conversationId) link.setAttribute("aria-current", "page");
         const meta = el("span", "history__meta");
         const status = STATUSES.has(item.status) ? item.status : "open";
@@ -1302,13 +1390,13 @@
         const response = await fetch(this.withEmbed(this.config.newConversationUrl), {
           method: "POST",
           credentials: "same-origin",
-          headers: { Accept: "application/json", "X-CSRFToken": this.config.csrfToken },
+          headers: this.headers({ Accept: "application/json", "X-CSRFToken": this.config.csrfToken }),
         });
         const body = await response.json();
         if (!response.ok) throw new Error(asText(body && body.error && body.error.message));
         const url = asText(body.url);
         if (!url.startsWith("/")) throw new Error("");
-        window.location.assign(url);
+        window.location.assign(this.withToken(url));
       } catch (error) {
         this.newButton.disabled = false;
         this.setOpen(true);
@@ -1363,6 +1451,16 @@
     const socket = new Socket(socketUrl(config.wsPath), {
       onFrame: handleFrame,
       onClose: handleClose,
+      // The widget's socket (/ws/widget/) first says who the visitor is and which site
+      // embeds it.
+      onOpen: config.embedded
+        ? () => socket.send({
+          type: "auth",
+          token: visitorToken.get(),
+          conversation: config.conversationId,
+          site: config.site,
+        })
+        : null,
     });
     const conversation = new Conversation({ view, send: (frame) => ready && socket.send(frame) });
     const handoff = new Handoff(root, {
@@ -1417,6 +1515,13 @@
 
     function handleFrame(frame) {
       switch (frame.type) {
+        case "session":
+          // The widget's visitor token to keep, and the conversation this socket opened.
+          if (config.embedded && typeof frame.token === "string") {
+            visitorToken.set(frame.token, config.site);
+          }
+          if (typeof frame.conversation_id === "string") config.conversationId = frame.conversation_id;
+          break;
         case "conversation":
           onConversation(frame);
           break;
@@ -1492,6 +1597,8 @@
       if (pending) clearTimeout(pending.timer);
       refusal = null;
       if (final) {
+        // A widget token refused (forged, expired): the next load starts a fresh visitor.
+        if (config.embedded && code === 4401) visitorToken.clear(config.site);
         setStatus("closed");
         const notice = finalCloseNotice(code, pending && pending.message);
         conversation.addNotice(notice, `close_${code}`);

@@ -4,7 +4,11 @@
  *   <script src="https://SUPPORT_BOT_HOST/static/chat/widget.js" data-support-bot async></script>
  *
  * Adds a round "Open chat" button in the bottom-right corner that shows and hides the chat
- * page (https://SUPPORT_BOT_HOST/chat/?embed=1) in an iframe. No dependencies; the only
+ * page (https://SUPPORT_BOT_HOST/chat/?embed=1&site=<this page's origin>) in an iframe. The
+ * site must be allowed to embed the widget (admin, or WIDGET_ALLOWED_ORIGINS; docs/widget.md).
+ * The visitor's signed token is kept in this page's localStorage (the chat frame posts it here)
+ * and handed to the frame in its URL's fragment: a browser that blocks third-party cookies
+ * gives the frame neither cookies nor storage. No dependencies; the only
  * global is window.SupportBotWidget (open/close/toggle).
  *
  * The button and iframe live in a shadow root so that the host page's CSS cannot restyle
@@ -28,9 +32,40 @@
     return document.querySelector("script[data-support-bot][src]");
   }
 
+  function appOrigin(script) {
+    return new URL(script.src, window.location.href).origin;
+  }
+
+  // The visitor's signed token, kept for the chat frame in this (first-party) page's storage:
+  // a browser that blocks third-party cookies gives the frame no storage of its own.
+  const TOKEN_KEY = "support-bot.visitor";
+  const TOKEN_MESSAGE = "support-bot:visitor-token";
+
+  function storedToken() {
+    try {
+      return window.localStorage.getItem(TOKEN_KEY) || "";
+    } catch (_error) {
+      return "";
+    }
+  }
+
+  function keepToken(token) {
+    try {
+      if (token) window.localStorage.setItem(TOKEN_KEY, token);
+      else window.localStorage.removeItem(TOKEN_KEY);
+    } catch (_error) {
+      // Storage blocked: the conversation lasts as long as the page.
+    }
+  }
+
   function chatUrl(script) {
-    const origin = new URL(script.src, window.location.href).origin;
-    return `${origin}/chat/?embed=1`;
+    // The host page's origin: Support Bot checks it against the sites allowed to embed the
+    // widget (the browser enforces the same list through frame-ancestors). The token goes in
+    // the fragment, which no request carries.
+    const query = new URLSearchParams({ embed: "1", site: window.location.origin });
+    const token = storedToken();
+    const fragment = token ? `#${new URLSearchParams({ "sb-token": token }).toString()}` : "";
+    return `${appOrigin(script)}/chat/?${query.toString()}${fragment}`;
   }
 
   function style(node, rules) {
@@ -113,7 +148,7 @@
   }
 
   function mount(script) {
-    const src = chatUrl(script);
+    const origin = appOrigin(script);
     const host = document.createElement("div");
     host.setAttribute("data-support-bot-widget", "");
     const root = host.attachShadow ? host.attachShadow({ mode: "open" }) : host;
@@ -133,7 +168,7 @@
 
     function open() {
       if (!frame) {
-        frame = buildFrame(src);
+        frame = buildFrame(chatUrl(script));
         fitToViewport(frame, narrowQuery.matches);
         root.append(frame);
       }
@@ -162,6 +197,15 @@
       if (isOpen()) close();
       else open();
     }
+
+    window.addEventListener("message", (event) => {
+      // Only the chat frame, from Support Bot's origin, hands over a token to keep.
+      if (!frame || event.source !== frame.contentWindow || event.origin !== origin) return;
+      const data = event.data;
+      if (data && data.type === TOKEN_MESSAGE && typeof data.token === "string") {
+        keepToken(data.token);
+      }
+    });
 
     button.addEventListener("click", toggle);
     button.addEventListener("keydown", (event) => {
