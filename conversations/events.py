@@ -25,6 +25,7 @@ from .models import Conversation, Turn
 
 logger = logging.getLogger(__name__)
 
+
 def conversation_group(conversation_id: UUID | str) -> str:
     return f"conversation.{conversation_id}"
 
@@ -198,6 +199,7 @@ def done_frame(turn: Turn, error: dict[str, str] | None = None) -> dict[str, Any
         "status": turn.status,
         "text": turn.text,
         "sources": turn.as_event()["sources"],
+        "offers_handoff": turn.offers_person,
     }
     if error:
         frame["error"] = error
