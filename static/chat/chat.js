@@ -1180,6 +1180,7 @@
       // A resolved conversation can be taken up again with a person, too.
       this.button.hidden = !state || !(status === "open" || status === "resolved");
       this.button.disabled = !this.online;
+      for (const connect of this.root.querySelectorAll(".offer-person")) connect.disabled = !this.online;
       const wasHidden = this.contact.hidden && this.rating.hidden && this.thanks.hidden;
       this.contact.hidden = !(state && state.needsEmail);
       this.rating.hidden = !(state && state.ratingRequested);

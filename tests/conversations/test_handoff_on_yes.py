@@ -341,3 +341,41 @@ def test_in_the_page_a_new_question_after_the_offer_hides_connect_me_and_is_answ
     assert offers.count() == 1 and offers.is_hidden()  # under the old offer, no longer shown
     assert page.get_by_role("button", name="Connect me").count() == 0
     assert Conversation.objects.get().status == "open"
+
+
+@pytest.mark.browser
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_in_the_widget_on_a_phone_connect_me_under_the_offer_brings_a_person(chromium, stack):
+    """The widget on a shop's page, 390 px wide: its iframe is the chat page, with the same
+    button under the offer, inside the frame."""
+    context = chromium.new_context(viewport={"width": 390, "height": 844})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        shop = f"{stack}/shop/"
+        snippet = f'<script src="{stack}/static/chat/widget.js" data-support-bot async></script>'
+        page.route(
+            shop,
+            lambda route: route.fulfill(
+                content_type="text/html", body=f"<!doctype html><title>Shop</title>{snippet}"
+            ),
+        )
+        page.goto(shop)
+        page.get_by_role("button", name="Open chat").click()
+        frame = page.frame_locator("#support-bot-frame")
+        frame.locator(".connection-status[data-state=connected]").wait_for()
+        connect = ask_what_the_help_articles_do_not_cover(frame)
+        box, frame_box = connect.bounding_box(), page.locator("#support-bot-frame").bounding_box()
+        assert (
+            frame_box["x"] <= box["x"]
+            and box["x"] + box["width"] <= frame_box["x"] + frame_box["width"]
+        )
+        connect.click()
+        notice = frame.get_by_role("log").locator('[data-author="system"]').last
+        notice.wait_for()
+        assert notice.inner_text() == ENGLISH.person_will_join
+        frame.get_by_role("button", name="Connect me").wait_for(state="hidden")
+        assert Conversation.objects.get().escalation_reason == "customer_request"
+    finally:
+        context.close()
