@@ -9,8 +9,9 @@ something new, and "no thanks" or "non merci" is not a yes.
 A message is a yes when its words, in order, are all phrases of AFFIRMATIVES or COURTESIES
 (thanks, "a person"), at least one of them affirmative, in at most MAX_WORDS words. Words are
 compared without case, accents, apostrophes and punctuation; a thumbs-up emoji says yes;
-letters typed twice or more count once ("yesss", "pleeease"); and a word of four letters or
-more may have one typo ("pleas", "okey", "gerene"), a word of three two letters swapped ("yse").
+letters typed twice or more count once ("yesss", "pleeease"); a word of five letters or more
+may have one typo but its first letter ("pleas", "gerene"), a shorter one two letters swapped
+("yse", "yaeh"), so that "food", "sale" or "lease" is not taken for "good", "vale" or "please".
 
 The languages are those of the bot's words (bot/wording.py) and of the default handoff
 phrases (conversations' migration 0003): English, German, French, Spanish, Italian and Dutch.
@@ -31,9 +32,9 @@ MAX_CHARS = 100
 AFFIRMATIVES: dict[str, tuple[str, ...]] = {
     "en": (
         "yes", "yes please", "yeah", "yea", "yep", "yup", "ya", "yah", "ye", "sure",
-        "sure thing", "ok", "okay", "okie", "alright", "all right", "please", "please do",
-        "pls", "plz", "go ahead", "go for it", "do it", "do that", "do so", "of course",
-        "certainly", "definitely", "absolutely", "yes i would", "yes i do", "i would",
+        "sure thing", "ok", "okay", "okey", "okie", "shure", "alright", "all right", "please",
+        "please do", "pls", "plz", "go ahead", "go for it", "do it", "do that", "do so",
+        "of course", "certainly", "definitely", "absolutely", "yes i would", "yes i do", "i would",
         "i would like that", "id like that", "i would love that", "id love that",
         "that would be great", "that would be good", "that would be nice",
         "that would help", "that would be helpful", "thatd be great", "that'd be great",
@@ -131,9 +132,11 @@ def _one_typo_apart(typed: str, word: str) -> bool:
 def _same_word(typed: str, word: str) -> bool:
     if typed == word or _squeezed(typed) == _squeezed(word):
         return True
-    if min(len(typed), len(word)) >= 4:
+    if typed[0] != word[0]:  # typos seldom hit the first letter: "lease" is not "please"
+        return False
+    if min(len(typed), len(word)) >= 5:
         return _one_typo_apart(typed, word)
-    if len(typed) == len(word) == 3:  # only two letters swapped: "yse"
+    if len(typed) == len(word) >= 3:  # short words: only two letters swapped ("yse", "yaeh")
         return sorted(typed) == sorted(word) and _one_typo_apart(typed, word)
     return False
 
