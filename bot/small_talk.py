@@ -36,6 +36,12 @@ _ACK = (
     r"|understood|alles klar|verstanden|super|d'accord|parfait|compris|vale|perfecto"
     r"|entendido|va bene|perfetto|capito)"
 )
+# "No" and "no thanks" (to the bot's offer of a person, or anything else); not "no problem".
+_DECLINE = (
+    r"(?:not now|not needed|no need|i'm good|im good|i'm fine|im fine|nicht nötig|nicht jetzt"
+    r"|pas besoin|pas maintenant|no hace falta|no es necesario|ahora no|non serve|non ora"
+    r"|nope|nah|nein|nee|non|no(?! problem))"
+)
 _WHO = r"(?:who are you|what are you|are you (?:a )?(?:bot|robot|human|real|ai|person))"
 _FILL = r"(?:there|team|all|everyone|again|so much|very much|a lot|a bunch|for (?:the|your) help)"
 
@@ -45,6 +51,7 @@ _SMALL_TALK_PARTS = {
     "bye": _BYE,
     "how": _HOW_ARE_YOU,
     "ack": _ACK,
+    "decline": _DECLINE,
     "who": _WHO,
 }
 _PART = re.compile(
@@ -58,19 +65,19 @@ _PART = re.compile(
 _LANGUAGE_OF_SMALL_TALK = {
     "de": re.compile(
         r"\b(?:hallo|guten|servus|moin|grüß|danke|dank|tschüss|tschüs|wiedersehen|bis bald"
-        r"|wie geht|alles klar|verstanden)\b"
+        r"|wie geht|alles klar|verstanden|nein|nicht nötig|nicht jetzt)\b"
     ),
     "fr": re.compile(
         r"\b(?:bonjour|bonsoir|salut|coucou|merci|au revoir|bientôt|bientot|comment|ça va"
-        r"|d'accord|parfait|compris)\b"
+        r"|d'accord|parfait|compris|pas besoin|pas maintenant)\b"
     ),
     "es": re.compile(
         r"\b(?:hola|buenos|buenas|gracias|adiós|adios|hasta luego|cómo|vale|perfecto"
-        r"|entendido)\b"
+        r"|entendido|no hace falta|no es necesario|ahora no)\b"
     ),
     "it": re.compile(
         r"\b(?:ciao|salve|buongiorno|buonasera|grazie|arrivederci|a presto|come sta|va bene"
-        r"|perfetto|capito)\b"
+        r"|perfetto|capito|non serve|non ora)\b"
     ),
 }
 
@@ -105,6 +112,8 @@ def small_talk_reply(kinds: set[str], wording: Wording = ENGLISH) -> str:
     company = str(settings.COMPANY_NAME)
     if "bye" in kinds:
         return wording.welcome_and_bye if "thanks" in kinds else wording.bye
+    if "decline" in kinds:
+        return wording.declined
     if "thanks" in kinds:
         return wording.welcome
     if "who" in kinds:

@@ -63,6 +63,8 @@ class Wording:
     how_are_you: str
     greeting: str
     acknowledged: str
+    # "No", "no thanks" (to the offer of a person, or anything else): no question back.
+    declined: str
     # The conversation's notices.
     person_will_join: str
     team_away: str  # {when}: one of the opening_* below, or opening_soon
@@ -143,6 +145,7 @@ ENGLISH = Wording(
     how_are_you="I'm doing well, thank you for asking! How can I help you today?",
     greeting="Hi! I'm the {company} assistant. How can I help you today?",
     acknowledged="Great! Let me know if there's anything else I can help you with.",
+    declined="No problem. I'm here if you need anything else.",
     person_will_join=(
         "I've asked a person from our team to join. They'll reply here as soon as they can."
     ),
@@ -211,6 +214,7 @@ GERMAN = Wording(
     how_are_you="Danke der Nachfrage, mir geht es gut! Wie kann ich Ihnen heute helfen?",
     greeting="Hallo! Ich bin der Assistent von {company}. Wie kann ich Ihnen heute helfen?",
     acknowledged="Prima! Sagen Sie gern Bescheid, wenn ich Ihnen noch bei etwas helfen kann.",
+    declined="Kein Problem. Ich bin hier, falls Sie noch etwas brauchen.",
     person_will_join=(
         "Ich habe jemanden aus unserem Team dazugebeten. Sie bekommen hier so bald wie "
         "möglich eine Antwort."
@@ -283,6 +287,7 @@ FRENCH = Wording(
     how_are_you="Je vais bien, merci de demander ! Comment puis-je vous aider aujourd'hui ?",
     greeting="Bonjour ! Je suis l'assistant de {company}. Comment puis-je vous aider aujourd'hui ?",
     acknowledged="Parfait ! N'hésitez pas si je peux vous aider pour autre chose.",
+    declined="Pas de problème. Je reste à votre disposition si vous avez besoin d'autre chose.",
     person_will_join=(
         "J'ai demandé à un membre de notre équipe de nous rejoindre. Il vous répondra ici dès "
         "que possible."
@@ -352,6 +357,7 @@ SPANISH = Wording(
     how_are_you="Muy bien, ¡gracias por preguntar! ¿En qué puedo ayudarle hoy?",
     greeting="¡Hola! Soy el asistente de {company}. ¿En qué puedo ayudarle hoy?",
     acknowledged="¡Perfecto! Dígame si puedo ayudarle en algo más.",
+    declined="No hay problema. Aquí estoy si necesita algo más.",
     person_will_join=(
         "He pedido a una persona de nuestro equipo que se una a la conversación. Le responderá "
         "aquí en cuanto pueda."
@@ -421,6 +427,7 @@ ITALIAN = Wording(
     how_are_you="Bene, grazie per averlo chiesto! Come posso aiutarla oggi?",
     greeting="Salve! Sono l'assistente di {company}. Come posso aiutarla oggi?",
     acknowledged="Perfetto! Mi faccia sapere se posso aiutarla in qualcos'altro.",
+    declined="Nessun problema. Sono qui se le serve altro.",
     person_will_join=(
         "Ho chiesto a una persona del nostro team di unirsi alla conversazione. Le risponderà "
         "qui appena possibile."

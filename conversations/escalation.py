@@ -2,6 +2,8 @@
 
 - Escalation rules (EscalationRule rows, edited by operators) matched against each customer
   message, and the abstain streak checked after each finished bot reply.
+- The customer's yes to the bot's offer of a person (accepts_offered_person): the same
+  handover as "Talk to a person".
 - escalate(): OPEN → PENDING in one conditional UPDATE, plus a notice telling the customer a
   person will join (or, outside business hours, asking for an email address), in the
   customer's language (bot/wording.py).
@@ -18,6 +20,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from bot.affirmation import Affirmative, affirmative
 from bot.wording import wording_for
 from support_bot import config_cache
 
@@ -31,7 +34,6 @@ Reason = Conversation.Escalation
 
 # "*" in a rule stands for up to this many words ("connect me * person").
 WILDCARD_MAX_WORDS = 8
-
 
 
 # Checked in this order: a customer who angrily asks for a person asked for a person.
@@ -121,6 +123,29 @@ def escalation_for_message(conversation: Conversation, text: str) -> str | None:
         if rule is not None and rule.search(normal):
             return str(reason)
     return None
+
+
+def accepts_offered_person(conversation: Conversation, turn: Turn) -> Affirmative | None:
+    """Whether this customer message is a yes to the bot's offer of a person: the latest turn
+    before it that is not the customer's is a bot reply that offered one (Turn.offers_person),
+    and the message says yes and nothing else (bot/affirmation.py: "yes please", "ja gerne",
+    "oui merci"). It hands over like "Talk to a person"; a yes to anything else, or one with a
+    new question ("yes but where is my order?"), is answered as usual. Only asked while the
+    bot answers; reads the database only for a message that says yes."""
+    if not conversation.bot_answers:
+        return None
+    yes = affirmative(turn.text)
+    if yes is None:
+        return None
+    before = (
+        Turn.objects.filter(conversation_id=conversation.pk, id__lt=turn.pk)
+        .shown()
+        .exclude(author=Turn.Author.CUSTOMER)
+        .only("author", "status", "abstained")
+        .order_by("-id")
+        .first()
+    )
+    return yes if before is not None and before.offers_person else None
 
 
 def after_bot_reply(reply: Turn, language: str | None = None) -> bool:

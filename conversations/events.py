@@ -206,6 +206,7 @@ def done_frame(turn: Turn, error: dict[str, str] | None = None) -> dict[str, Any
         "status": turn.status,
         "text": turn.text,
         "sources": turn.as_event()["sources"],
+        "offers_handoff": turn.offers_person,
     }
     if error:
         frame["error"] = error

@@ -252,6 +252,16 @@ class Turn(models.Model):
                 setattr(self, name, value)
         return bool(updated)
 
+    @property
+    def offers_person(self) -> bool:
+        """Whether this is a bot reply that ends by offering the customer a person ("Would you
+        like me to connect you with a person from our team?"): every abstention does, in the
+        customer's language (bot/wording.py: `abstain`, `out_of_domain`), whoever abstained
+        (retrieval, or a model's no-answer marker). The customer's yes to it hands the
+        conversation over (escalation.accepts_offered_person), and the page shows a "Connect
+        me" button under it (`offers_handoff`)."""
+        return self.author == self.Author.BOT and self.status == self.Status.DONE and self.abstained
+
     def as_event(self) -> dict[str, Any]:
         """The turn as the websocket protocol shows it."""
         return {
@@ -273,6 +283,7 @@ class Turn(models.Model):
                 for s in self.sources
             ],
             "author_name": staff_name(self.agent) if self.agent_id else None,
+            "offers_handoff": self.offers_person,
         }
 
 

@@ -141,7 +141,8 @@ def post_customer_message(
     so the page's re-sends are never refused.
 
     The bot replies only while it answers the conversation (no person asked for). A message
-    that matches an escalation rule (escalation.escalation_for_message) is stored as always, then
+    that matches an escalation rule (escalation.escalation_for_message), or says yes to the
+    bot's offer of a person (escalation.accepts_offered_person), is stored as always, then
     hands the conversation to a person instead of queueing a reply. Writing to a resolved
     conversation reopens it; writing to a snoozed one brings it back to the team.
 
@@ -170,7 +171,15 @@ def post_customer_message(
             status_changed = _customer_wrote(conversation)
             reply = None
             reason = escalation.escalation_for_message(conversation, text)
-            escalated = reason is not None and escalation.escalate(conversation, reason)
+            language = None
+            if reason is None:
+                # A yes to the bot's offer of a person: handed over as "Talk to a person" is.
+                yes = escalation.accepts_offered_person(conversation, turn)
+                if yes is not None:
+                    reason, language = Conversation.Escalation.CUSTOMER_REQUEST, yes.language
+            escalated = reason is not None and escalation.escalate(
+                conversation, reason, language=language
+            )
             if conversation.bot_answers:
                 reply = Turn.objects.create(
                     conversation=conversation,

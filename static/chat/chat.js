@@ -153,6 +153,7 @@
       error: null, // a human-readable problem shown under the text
       attempt: 1,
       waiting: null, // a bot reply's "one moment" line while it waits for its turn (reply.waiting)
+      offersHandoff: false, // a bot reply that offers a person: "Connect me" under it
       ...fields,
     };
   }
@@ -298,6 +299,7 @@
       if (typeof turn.created === "string" && turn.created) message.created = turn.created;
       message.authorName = typeof turn.author_name === "string" ? turn.author_name : null;
       message.sources = cleanSources(turn.sources);
+      message.offersHandoff = turn.author === "bot" && turn.offers_handoff === true;
       if (turn.author === "customer") {
         // The server has it, so it is stored; its text is what the server kept (trimmed).
         message.text = asText(turn.text);
@@ -437,6 +439,7 @@
         message.error = null;
         message.sources = [];
         message.waiting = null;
+        message.offersHandoff = false;
         message.attempt = isPositiveInt(frame.attempt) ? frame.attempt : message.attempt;
       } else if (frame.type === "reply.waiting") {
         // The reply waits for its turn with the model (a busy moment): a short line in its
@@ -456,6 +459,7 @@
         message.text = asText(frame.text);
         message.status = FINAL_REPLY.has(frame.status) ? frame.status : "done";
         message.sources = cleanSources(frame.sources);
+        message.offersHandoff = frame.offers_handoff === true;
         const problem = frame.error && asText(frame.error.message);
         // The failed text is usually the apology itself; only add the error when it says more.
         message.error = message.status === "failed" && problem && problem !== message.text ? problem : null;
@@ -520,10 +524,11 @@
    * (unacknowledged messages, local notices) stay where they were added.
    */
   class LogView {
-    constructor(log, { companyName, onRetry, onNewContent }) {
+    constructor(log, { companyName, onRetry, onConnect, onNewContent }) {
       this.log = log;
       this.companyName = companyName;
       this.onRetry = onRetry;
+      this.onConnect = onConnect;
       this.onNewContent = onNewContent;
       this.parts = new Map(); // message.key -> { root, author, text, ... }
       this.messagesByNode = new WeakMap();
@@ -618,6 +623,7 @@
       this.fillWaiting(message, parts);
       if (parts.meta) this.fillMeta(message, parts);
       this.fillSources(message, parts);
+      this.fillOffer(message, parts);
       this.fillError(message, parts);
     }
 
@@ -635,6 +641,23 @@
         setText(parts.waiting, wanted);
         parts.waiting.hidden = wanted === "";
       }
+    }
+
+    /**
+     * "Connect me" under a bot reply that offers a person: it asks for one as "Talk to a
+     * person" does. chat.css shows it only while the assistant answers (the conversation is
+     * open) and nothing but the customer's own messages came after the offer.
+     */
+    fillOffer(message, parts) {
+      const offers = message.author === "bot" && message.status === "done" && message.offersHandoff;
+      setAttr(parts.root, "data-offers-handoff", offers ? "true" : null);
+      if (offers && !parts.offer) {
+        parts.offer = el("button", "offer-person", "Connect me");
+        parts.offer.type = "button";
+        parts.offer.setAttribute("aria-label", "Connect me with a person from our team");
+        parts.root.insertBefore(parts.offer, parts.meta);
+      }
+      if (parts.offer) parts.offer.hidden = !offers;
     }
 
     authorLabel(message) {
@@ -784,6 +807,11 @@
       const marker = event.target.closest("a.citation");
       if (marker && this.log.contains(marker)) {
         this.showSource(event, marker);
+        return;
+      }
+      const connect = event.target.closest("button.offer-person");
+      if (connect && this.log.contains(connect)) {
+        if (this.onConnect()) connect.disabled = true;
         return;
       }
       const button = event.target.closest("button.retry");
@@ -1200,9 +1228,8 @@
       this.ratingError = this.rating.querySelector(".form-error");
       this.thanks = root.querySelector(".rating-thanks");
 
-      this.button.addEventListener("click", () => {
-        if (this.send({ type: "handoff" })) this.button.disabled = true;
-      });
+      this.root = root;
+      this.button.addEventListener("click", () => this.askForPerson());
       this.contact.addEventListener("submit", (event) => {
         event.preventDefault();
         this.submitEmail();
@@ -1217,6 +1244,13 @@
         this.submitRating();
       });
       this.render();
+    }
+
+    /** "Talk to a person", or "Connect me" under the assistant's offer. Returns whether it was sent. */
+    askForPerson() {
+      if (!this.send({ type: "handoff" })) return false;
+      this.button.disabled = true;
+      return true;
     }
 
     setOnline(online) {
@@ -1238,11 +1272,14 @@
       const state = this.state;
       const status = state ? state.status : null;
       setAttr(this.bar, "data-status", status);
+      // "Connect me" under the assistant's offer shows only while the conversation is open.
+      setAttr(this.root, "data-conversation-status", status);
       setText(this.status, state ? handoffText(state) : "");
       this.status.hidden = this.status.textContent === "";
       // A resolved conversation can be taken up again with a person, too.
       this.button.hidden = !state || !(status === "open" || status === "resolved");
       this.button.disabled = !this.online;
+      for (const connect of this.root.querySelectorAll(".offer-person")) connect.disabled = !this.online;
       const wasHidden = this.contact.hidden && this.rating.hidden && this.thanks.hidden;
       this.contact.hidden = !(state && state.needsEmail);
       this.rating.hidden = !(state && state.ratingRequested);
@@ -1446,6 +1483,7 @@
         conversation.retry(message);
         if (ready) sendMessage(message);
       },
+      onConnect: () => handoff.askForPerson(),
       onNewContent: () => scroll.toBottom(),
     });
     const socket = new Socket(socketUrl(config.wsPath), {

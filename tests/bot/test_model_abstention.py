@@ -97,6 +97,7 @@ def test_it_abstains_like_retrieval_does_when_the_model_replies_the_marker(model
         ENGLISH.abstain,
         [],
     )
+    assert by_model["offers_handoff"] is True  # "Connect me" under it; a yes hands over
 
 
 @pytest.mark.parametrize(
