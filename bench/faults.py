@@ -91,11 +91,12 @@ class Options:
     def stack_options(self) -> load.Options:
         """The load benchmark's options for the helpers shared with it."""
         return load.Options(
-            n_values=[], ttft_ms=self.ttft_ms, tokens_per_s=self.tokens_per_s,
+            n_values=[], open_rounds=[], idle=0, compare=None, also_embedded=[], seed=self.seed,
+            ttft_ms=self.ttft_ms, tokens_per_s=self.tokens_per_s,
             reply_tokens=self.reply_tokens, web_processes=self.web_processes,
             workers=self.workers, worker_threads=self.worker_threads, embedded=False,
             timeout_s=60, warmup=False, max_run_s=self.max_run_s, extra_env=self.extra_env,
-            profile=False, worker_nice=0,
+            profile=False, worker_nice=0, json_path=None,
         )  # fmt: skip
 
 
@@ -354,6 +355,7 @@ class Suite:
 
     opts: Options
     log_dir: Path
+    fake: load.Child
     fake_url: str
     postgres: ThrowawayPostgres
     redis: OwnRedis
@@ -435,8 +437,9 @@ def _start_app(
         names.append(f"{name}@{host}")
     current = Round(suite, scenario, env, f"http://127.0.0.1:{port}", supervisor, web, workers,
                     names, vhost, t0=clock_start)  # fmt: skip
-    stack = load.Stack(env=env, path="", fake_url=suite.fake_url, web_url=current.web_url,
-                       log_dir=log_dir, web=web.child)  # fmt: skip
+    stack = load.Stack(name="faults", label="faults", root=load.ROOT, embedded=False, env=env,
+                       path="", fake=suite.fake, fake_url=suite.fake_url, log_dir=log_dir,
+                       db_alias="default", web_url=current.web_url, web=web.child)  # fmt: skip
     load.wait_for_web(stack, opts.stack_options())
     ping_workers(current, names, timeout=90)
     return current
@@ -1343,7 +1346,7 @@ def suite_running(opts: Options, log_dir: Path) -> Iterator[Suite]:
         redis = OwnRedis(root, log_dir)
         cleanup.callback(redis.stop)
         redis.start(appendonly=False)
-        suite = Suite(opts, log_dir, fake_url, postgres, redis)
+        suite = Suite(opts, log_dir, fake, fake_url, postgres, redis)
         vhost = RabbitVhost(f"sb-faults-{os.getpid()}-setup") if opts.broker == "amqp" else None
         if vhost:
             cleanup.callback(vhost.delete)
