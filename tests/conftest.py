@@ -27,6 +27,7 @@ pytest_plugins = ["tests.fixtures_fake_llm"]
 
 ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "http://127.0.0.1"
+TEST_PROCESS_POOL_SIZE = 70
 LEFT_TO_THE_DEFAULT_PASS = pytest.StashKey[list[str]]()
 
 
@@ -67,6 +68,13 @@ def django_db_modify_db_settings() -> None:
     # threads would still hold sessions when the test database is dropped. Child processes
     # (workers, servers) keep the production setting.
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+    pool = settings.DATABASES["default"].get("OPTIONS", {}).get("pool")
+    if isinstance(pool, dict):
+        # Each async test runs on an event loop of its own, and the executor threads that
+        # loop's sockets stored messages on end with it still holding the pooled connection
+        # they borrowed (a server's threads live on and give theirs back): about one a test. A
+        # larger pool in this process only; workers and servers keep DATABASE_POOL_SIZE.
+        pool["max_size"] = TEST_PROCESS_POOL_SIZE
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from django.db import connection
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TEST_PROCESS_POOL_SIZE
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,9 @@ def test_threads_share_a_bounded_pool_of_postgres_connections_and_wait_for_one()
     from django.conf import settings
     from django.db import connections
 
-    pool_size = settings.DATABASE_POOL_SIZE or 20
+    # The pool this process was given (tests/conftest.py enlarges the test process's).
+    pool_size = connections["default"].settings_dict["OPTIONS"]["pool"]["max_size"]
+    assert pool_size == settings.DATABASE_POOL_SIZE or pool_size == TEST_PROCESS_POOL_SIZE
     threads = pool_size + 15
 
     def hold_a_connection(_: int) -> int:
