@@ -293,6 +293,19 @@ def asgi_server(transactional_db: None) -> Iterator[Callable[..., str]]:
         server.stop()
 
 
+def start_offline_app(
+    asgi_server: Callable[..., str], celery_worker: Callable[..., Any], word_delay_ms: int
+) -> str:
+    """The whole app (a worker and the ASGI server) with the offline answerer and the demo
+    help articles; returns its base URL."""
+    from django.core.management import call_command
+
+    call_command("load_demo_kb", verbosity=0)
+    env = {"LLM_PROVIDER": "offline", "OFFLINE_WORD_DELAY_MS": str(word_delay_ms)}
+    celery_worker(**env)
+    return asgi_server(**env)
+
+
 # --- Browser ---------------------------------------------------------------------------------
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

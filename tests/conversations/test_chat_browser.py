@@ -4,14 +4,13 @@ a Celery worker process, Redis and the database."""
 from __future__ import annotations
 
 import pytest
-from django.core.management import call_command
 
 from conversations.escalation import escalate
 from conversations.events import ReplyPublisher
 from conversations.models import Turn
 from conversations.recovery import requeue
 from conversations.replies import write_reply
-from tests.conftest import store_page_conversation
+from tests.conftest import start_offline_app, store_page_conversation
 from tests.fixtures_kb import parcels_article
 from tests.markdown_replies import (
     MARKDOWN_REPLY,
@@ -30,10 +29,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pyte
 @pytest.fixture
 def stack(asgi_server, celery_worker):
     """The whole app with the offline answerer, slowed so streaming can be watched."""
-    call_command("load_demo_kb", verbosity=0)
-    env = {"LLM_PROVIDER": "offline", "OFFLINE_WORD_DELAY_MS": "60"}
-    celery_worker(**env)
-    return asgi_server(**env)
+    return start_offline_app(asgi_server, celery_worker, word_delay_ms=60)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ Personas: alice is the customer."""
 from __future__ import annotations
 
 import pytest
-from django.core.management import call_command
 
 from bot.wording import ENGLISH, FRENCH, GERMAN, ITALIAN, SPANISH
 from conversations import services
@@ -14,7 +13,7 @@ from conversations.escalation import ask_for_person
 from conversations.events import done_frame
 from conversations.models import Conversation, Turn
 from conversations.replies import write_reply
-from tests.conftest import open_chat, receive_until
+from tests.conftest import open_chat, receive_until, start_offline_app
 from tests.conversations.test_handoff import default_rules, on_the_server  # noqa: F401
 
 Status = Conversation.Status
@@ -255,10 +254,7 @@ async def test_a_yes_over_the_socket_is_acknowledged_without_a_reply_and_hands_o
 @pytest.fixture
 def stack(asgi_server, celery_worker):
     """The whole app with the offline answerer and the demo help articles."""
-    call_command("load_demo_kb", verbosity=0)
-    env = {"LLM_PROVIDER": "offline", "OFFLINE_WORD_DELAY_MS": "0"}
-    celery_worker(**env)
-    return asgi_server(**env)
+    return start_offline_app(asgi_server, celery_worker, word_delay_ms=0)
 
 
 @pytest.fixture
