@@ -20,10 +20,18 @@
 "use strict";
 
 (() => {
-  const PING_INTERVAL_MS = 25000;
-  // A socket that has not said anything this long after a ping is presumed dead: mobile
-  // networks drop connections without a close frame, and the browser may not notice for minutes.
-  const PONG_TIMEOUT_MS = 10000;
+  // Connection truth (docs/protocol.md#heartbeat): a ping every PING_INTERVAL_MS, and a socket
+  // that has not said anything PONG_TIMEOUT_MS after one is presumed dead: mobile networks drop
+  // packets without a close, and the browser may not notice for minutes. A silent network shows
+  // as offline within 4 + 3 s; the server answers a ping without Redis or the database.
+  const PING_INTERVAL_MS = 4000;
+  const PONG_TIMEOUT_MS = 3000;
+  // A handshake that has not brought the conversation frame this long is given up and retried.
+  const CONNECT_TIMEOUT_MS = 10000;
+  // The close code of a socket the page gave up on (no pong, no handshake, the browser offline).
+  const CLOSE_ABANDONED = 4000;
+  // An ordinary close (a server restart) shows the offline banner only if it outlasts this.
+  const OFFLINE_GRACE_MS = 1500;
   const GAP_WAIT_MS = 1000;
   const GAP_WAIT_MAX_MS = 8000;
   // Live frames travel over Redis pub/sub, which may drop one. A gap shows only when a later
@@ -184,8 +192,9 @@
 
     // Customer messages ------------------------------------------------------------------------
 
-    addOutgoing(text) {
-      const message = newMessage("customer", { clientId: newClientId(), text, status: "sending" });
+    /** status: "sending", or "queued" while the page is offline (sent once it is back). */
+    addOutgoing(text, status = "sending") {
+      const message = newMessage("customer", { clientId: newClientId(), text, status });
       this.byClientId.set(message.clientId, message);
       this.outbox.add(message);
       this.view.add(message);
@@ -193,9 +202,9 @@
     }
 
     /** Put a failed message back in the outbox; the same client_id keeps the server's de-duplication. */
-    retry(message) {
+    retry(message, status = "sending") {
       if (message.status !== "failed") return;
-      message.status = "sending";
+      message.status = status;
       message.error = null;
       this.outbox.add(message);
       this.view.update(message);
@@ -203,6 +212,17 @@
 
     unsent() {
       return Array.from(this.outbox);
+    }
+
+    /** The connection is lost: what was sending waits for it ("Will send when you're back"). */
+    queueUnsent() {
+      for (const message of this.outbox) this.setDelivery(message, "queued");
+    }
+
+    setDelivery(message, status) {
+      if (message.status === status || (message.status !== "sending" && message.status !== "queued")) return;
+      message.status = status;
+      this.view.update(message);
     }
 
     applyAck(frame) {
@@ -671,7 +691,7 @@
       setText(parts.time, formatTime(message.created));
       let delivery = "";
       if (message.author === "customer") {
-        delivery = { sending: "Sending…", failed: "Not sent" }[message.status] || "";
+        delivery = { queued: "Will send when you're back", sending: "Sending…", failed: "Not sent" }[message.status] || "";
       } else if (message.author === "bot" && message.status === "failed") {
         delivery = "Could not answer";
       }
@@ -874,6 +894,7 @@
   /**
    * One websocket at a time. Reconnects after any close except the final ones, with
    * exponential backoff and jitter. Events from a replaced socket are ignored (generation).
+   * While the browser says it is offline it does not try at all; back online, it tries at once.
    */
   class Socket {
     constructor(url, { onFrame, onClose, onOpen }) {
@@ -885,13 +906,17 @@
       this.reconnectTimer = null;
       this.pingTimer = null;
       this.pongTimer = null;
+      this.connectTimer = null;
       this.stopped = false;
+      this.offline = navigator.onLine === false;
     }
 
     connect() {
       this.clearReconnect();
-      if (this.stopped) return;
+      if (this.stopped || this.offline) return;
       const generation = ++this.generation;
+      // A handshake through a network that drops packets hangs: give it up and try again.
+      this.connectTimer = setTimeout(() => this.abandon(), CONNECT_TIMEOUT_MS);
       let ws;
       try {
         ws = new WebSocket(this.url);
@@ -933,11 +958,28 @@
     /** The connection proved useful (the server sent the conversation): reset the backoff. */
     markHealthy() {
       this.attempt = 0;
+      this.clearConnectTimer();
     }
 
-    /** Skip the backoff wait, e.g. when the browser says the network is back. */
+    /** Skip the backoff wait, e.g. when the page becomes visible again. */
     reconnectNow() {
       if (this.reconnectTimer !== null) {
+        this.attempt = 0;
+        this.connect();
+      }
+    }
+
+    /**
+     * The browser's `offline` and `online` events. Offline: drop the socket (it is no use) and
+     * stop trying. Online: connect at once, skipping the backoff.
+     */
+    setOffline(offline) {
+      if (this.offline === offline) return;
+      this.offline = offline;
+      if (offline) {
+        this.clearReconnect();
+        if (this.ws) this.abandon();
+      } else if (!this.ws && !this.stopped) {
         this.attempt = 0;
         this.connect();
       }
@@ -947,6 +989,7 @@
       if (generation !== this.generation) return;
       this.generation += 1; // whatever the old socket still says is stale now
       this.stopHeartbeat();
+      this.clearConnectTimer();
       this.ws = null;
       const final = FINAL_CLOSE_CODES.has(code);
       if (final) this.stopped = true;
@@ -955,7 +998,7 @@
     }
 
     scheduleReconnect() {
-      if (this.stopped || this.reconnectTimer !== null) return;
+      if (this.stopped || this.offline || this.reconnectTimer !== null) return;
       const delay = reconnectDelay(this.attempt);
       this.attempt += 1;
       this.reconnectTimer = setTimeout(() => {
@@ -967,6 +1010,11 @@
     clearReconnect() {
       if (this.reconnectTimer !== null) clearTimeout(this.reconnectTimer);
       this.reconnectTimer = null;
+    }
+
+    clearConnectTimer() {
+      if (this.connectTimer !== null) clearTimeout(this.connectTimer);
+      this.connectTimer = null;
     }
 
     startHeartbeat() {
@@ -996,11 +1044,11 @@
       const ws = this.ws;
       const generation = this.generation;
       try {
-        if (ws) ws.close(4000, "no answer to ping");
+        if (ws) ws.close(CLOSE_ABANDONED, "no answer");
       } catch (_error) {
         // Closing a broken socket may throw; we are leaving it anyway.
       }
-      this.closed(generation, 4000);
+      this.closed(generation, CLOSE_ABANDONED);
     }
   }
 
@@ -1455,8 +1503,24 @@
     connecting: "Connecting…",
     connected: "Connected",
     reconnecting: "Reconnecting…",
+    offline: "Offline",
     closed: "Chat unavailable",
   };
+  const OFFLINE_TEXT = "You're offline — we'll send it when you're back";
+
+  /**
+   * Messages to the loader (widget.js) in the host page, only to the host's origin the server
+   * checked: "support-bot:close" (Esc) and "support-bot:new-message" (for its unread badge).
+   * docs/widget.md#the-frame-and-the-host-page.
+   */
+  function tellHost(site, message) {
+    if (!site || window.parent === window) return;
+    try {
+      window.parent.postMessage(message, site);
+    } catch (_error) {
+      // No loader listening: nothing to tell.
+    }
+  }
 
   function finalCloseNotice(code, serverMessage) {
     if (code === 4401) return "Your session expired — reload the page";
@@ -1467,6 +1531,7 @@
   function start(root) {
     const config = readConfig(root);
     const statusBox = root.querySelector(".connection-status");
+    const offlineBanner = root.querySelector(".offline-banner");
     const typing = root.querySelector(".typing-indicator");
     const log = root.querySelector(".log");
     setText(typing.querySelector(".typing-indicator__text"), `${config.companyName} assistant is typing…`);
@@ -1475,12 +1540,16 @@
     let typingSuppressed = false;
     let agentTyping = null; // { name, timer } while an agent types
     let refusal = null; // { code, message, timer } of an error that announces a final close
+    let offline = false; // the offline banner shows: new messages wait ("queued")
+    let offlineTimer = null;
+    let snapshots = 0; // conversation frames so far: the first one is history, not news
+    const announced = new Set(); // team and bot messages the host page was told about (or saw)
 
     const scroll = new ScrollKeeper(log, root.querySelector(".jump-latest"));
     const view = new LogView(log, {
       companyName: config.companyName,
       onRetry: (message) => {
-        conversation.retry(message);
+        conversation.retry(message, offline ? "queued" : "sending");
         if (ready) sendMessage(message);
       },
       onConnect: () => handoff.askForPerson(),
@@ -1509,7 +1578,7 @@
     const composer = new Composer(root.querySelector(".composer"), {
       maxChars: config.maxChars,
       onSend: (text) => {
-        const message = conversation.addOutgoing(text);
+        const message = conversation.addOutgoing(text, offline ? "queued" : "sending");
         scroll.toBottom({ force: true });
         // Offline, it waits in the outbox and goes out after the next conversation frame.
         if (ready) sendMessage(message);
@@ -1517,7 +1586,29 @@
     });
 
     function sendMessage(message) {
-      socket.send({ type: "message", client_id: message.clientId, text: message.text });
+      if (socket.send({ type: "message", client_id: message.clientId, text: message.text })) {
+        conversation.setDelivery(message, "sending");
+      }
+    }
+
+    /** The offline banner and the status "Offline"; messages typed meanwhile wait. */
+    function setOffline(shown) {
+      if (offlineTimer !== null) clearTimeout(offlineTimer);
+      offlineTimer = null;
+      offline = shown;
+      setText(offlineBanner, shown ? OFFLINE_TEXT : "");
+      if (!shown) return;
+      setStatus("offline");
+      conversation.queueUnsent();
+    }
+
+    /** A team or bot message the host page's launcher may count as unread (widget only). */
+    function announce(turnId, author) {
+      if (!config.embedded || announced.has(turnId)) return;
+      announced.add(turnId);
+      if (ready || snapshots > 1) {
+        tellHost(config.site, { type: "support-bot:new-message", author });
+      }
     }
 
     function setStatus(state) {
@@ -1569,6 +1660,7 @@
           break;
         case "turn":
           conversation.applyTurn(frame.turn);
+          if (isValidTurn(frame.turn) && frame.turn.author === "agent") announce(frame.turn.id, "agent");
           if (frame.turn && frame.turn.author === "agent") setAgentTyping(null);
           break;
         case "conversation.state":
@@ -1583,6 +1675,7 @@
         case "reply.done":
           conversation.applyReplyFrame(frame);
           if (frame.type !== "reply.done") typingSuppressed = false;
+          else if (frame.status === "done" && isPositiveInt(frame.reply_id)) announce(frame.reply_id, "bot");
           break;
         case "error":
           onError(frame);
@@ -1594,9 +1687,16 @@
     }
 
     function onConversation(frame) {
+      // What came while the page was away (a reconnect's snapshot) is news for the launcher.
+      snapshots += 1;
+      for (const turn of Array.isArray(frame.turns) ? frame.turns : []) {
+        const finished = turn && (turn.author === "agent" || (turn.author === "bot" && turn.status === "done"));
+        if (finished && isPositiveInt(turn.id)) announce(turn.id, turn.author);
+      }
       ready = true;
       typingSuppressed = false;
       socket.markHealthy();
+      setOffline(false);
       setStatus("connected");
       handoff.setOnline(true);
       if (frame.state && typeof frame.state === "object") handoff.apply(frame.state);
@@ -1637,6 +1737,7 @@
       if (final) {
         // A widget token refused (forged, expired): the next load starts a fresh visitor.
         if (config.embedded && code === 4401) visitorToken.clear(config.site);
+        setOffline(false);
         setStatus("closed");
         const notice = finalCloseNotice(code, pending && pending.message);
         conversation.addNotice(notice, `close_${code}`);
@@ -1645,16 +1746,35 @@
       } else {
         if (pending) conversation.addNotice(pending.message, pending.code);
         setStatus("reconnecting");
+        // Given up on (no pong, the browser offline): offline now. Otherwise (a server
+        // restart) only if reconnecting takes a while.
+        if (code === CLOSE_ABANDONED || socket.offline) setOffline(true);
+        else if (!offline && offlineTimer === null) {
+          offlineTimer = setTimeout(() => setOffline(true), OFFLINE_GRACE_MS);
+        }
       }
+      if (offline) setStatus("offline");
       updateTyping();
     }
 
-    window.addEventListener("online", () => socket.reconnectNow());
+    window.addEventListener("offline", () => {
+      socket.setOffline(true);
+      setOffline(true);
+    });
+    window.addEventListener("online", () => socket.setOffline(false));
+    if (config.embedded) {
+      // Esc anywhere in the widget closes it (the loader returns focus to its button).
+      document.addEventListener("keydown", (event) => {
+        if (event.key !== "Escape" || event.defaultPrevented || event.isComposing) return;
+        tellHost(config.site, { type: "support-bot:close" });
+      });
+    }
     document.addEventListener("visibilitychange", () => {
       if (document.visibilityState === "visible") socket.reconnectNow();
     });
 
     setStatus("connecting");
+    if (socket.offline) setOffline(true);
     socket.connect();
     return { conversation, socket, composer, handoff };
   }

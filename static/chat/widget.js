@@ -11,6 +11,9 @@
  * gives the frame neither cookies nor storage. No dependencies; the only
  * global is window.SupportBotWidget (open/close/toggle).
  *
+ * The frame also asks this page to close the widget (Esc) and says when a team or bot message
+ * arrives, which the button counts as unread while the widget is closed (docs/widget.md).
+ *
  * The button and iframe live in a shadow root so that the host page's CSS cannot restyle
  * them, and they are styled through the CSSOM (element.style), which a host page's
  * Content-Security-Policy does not block the way it blocks <style> elements.
@@ -40,6 +43,8 @@
   // a browser that blocks third-party cookies gives the frame no storage of its own.
   const TOKEN_KEY = "support-bot.visitor";
   const TOKEN_MESSAGE = "support-bot:visitor-token";
+  const CLOSE_MESSAGE = "support-bot:close";
+  const NEW_MESSAGE = "support-bot:new-message";
 
   function storedToken() {
     try {
@@ -120,6 +125,31 @@
     return button;
   }
 
+  /** The unread count on the button; the button's name says it (aria-label), so it is hidden. */
+  function buildBadge() {
+    const badge = document.createElement("span");
+    badge.setAttribute("aria-hidden", "true");
+    badge.setAttribute("data-unread", "");
+    badge.hidden = true;
+    style(badge, {
+      position: "absolute",
+      top: "-4px",
+      right: "-4px",
+      minWidth: "20px",
+      height: "20px",
+      padding: "0 5px",
+      boxSizing: "border-box",
+      borderRadius: "10px",
+      background: "#c62828",
+      color: "#ffffff",
+      border: "2px solid #ffffff",
+      font: "bold 11px/16px system-ui, sans-serif",
+      textAlign: "center",
+      display: "none",
+    });
+    return badge;
+  }
+
   function buildFrame(src) {
     const frame = document.createElement("iframe");
     frame.id = "support-bot-frame";
@@ -155,15 +185,26 @@
     const button = buildButton();
     const chatIcon = icon(ICON_CHAT, { filled: true });
     const closeIcon = icon(ICON_CLOSE, { filled: false });
-    button.append(chatIcon);
+    const badge = buildBadge();
+    button.append(chatIcon, badge);
     root.append(button);
     document.body.append(host);
 
     let frame = null; // created on first open: no chat traffic until someone asks for it
+    let unread = 0; // team and bot messages that arrived while the widget was closed
     const narrowQuery = window.matchMedia("(max-width: 480px)");
 
     function isOpen() {
       return button.getAttribute("aria-expanded") === "true";
+    }
+
+    function setUnread(count) {
+      unread = count;
+      const plural = count === 1 ? "message" : "messages";
+      button.setAttribute("aria-label", count > 0 ? `Open chat, ${count} unread ${plural}` : "Open chat");
+      badge.textContent = count > 99 ? "99+" : String(count);
+      badge.hidden = count === 0;
+      style(badge, { display: count > 0 ? "block" : "none" });
     }
 
     function open() {
@@ -175,7 +216,8 @@
       frame.hidden = false;
       style(frame, { display: "block" });
       button.setAttribute("aria-expanded", "true");
-      button.replaceChildren(closeIcon);
+      button.replaceChildren(closeIcon, badge);
+      setUnread(0);
       try {
         frame.focus();
       } catch (_error) {
@@ -190,7 +232,14 @@
         style(frame, { display: "none" });
       }
       button.setAttribute("aria-expanded", "false");
-      button.replaceChildren(chatIcon);
+      button.replaceChildren(chatIcon, badge);
+    }
+
+    /** Esc: close, and give focus back to the button (it may have been inside the frame). */
+    function dismiss() {
+      if (!isOpen()) return;
+      close();
+      button.focus();
     }
 
     function toggle() {
@@ -199,17 +248,22 @@
     }
 
     window.addEventListener("message", (event) => {
-      // Only the chat frame, from Support Bot's origin, hands over a token to keep.
+      // Only the chat frame, from Support Bot's origin, talks to this page.
       if (!frame || event.source !== frame.contentWindow || event.origin !== origin) return;
       const data = event.data;
-      if (data && data.type === TOKEN_MESSAGE && typeof data.token === "string") {
+      if (!data || typeof data !== "object") return;
+      if (data.type === TOKEN_MESSAGE && typeof data.token === "string") {
         keepToken(data.token);
+      } else if (data.type === CLOSE_MESSAGE) {
+        dismiss();
+      } else if (data.type === NEW_MESSAGE && !isOpen()) {
+        setUnread(unread + 1);
       }
     });
 
     button.addEventListener("click", toggle);
     button.addEventListener("keydown", (event) => {
-      if (event.key === "Escape" && isOpen()) close();
+      if (event.key === "Escape") dismiss();
     });
     const onViewportChange = (event) => { if (frame) fitToViewport(frame, event.matches); };
     if (narrowQuery.addEventListener) narrowQuery.addEventListener("change", onViewportChange);
