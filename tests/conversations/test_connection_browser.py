@@ -6,6 +6,7 @@ and everything is delivered exactly once when the connection is back."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -76,10 +77,8 @@ class PausableProxy:
             pass
         finally:
             for sock in (source, target):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 @pytest.fixture
