@@ -22,6 +22,11 @@ from .protocol import FrameError
 
 FrameHandler = Callable[[dict[str, Any]], Awaitable[None]]
 
+# The pages' heartbeat, exactly as they send it: every open page sends one every few seconds
+# (docs/protocol.md#heartbeat), so it is answered before any parsing.
+PING_FRAME = '{"type":"ping"}'
+PONG_FRAME = '{"type":"pong"}'
+
 
 class FrameConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     # The customer chat closes the socket after an oversize frame (its documented protocol).
@@ -55,6 +60,9 @@ class FrameConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if not self.accepts_frames():
+            return
+        if text_data == PING_FRAME:
+            await self.send(text_data=PONG_FRAME)
             return
         try:
             frame = protocol.decode(text_data)

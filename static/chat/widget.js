@@ -45,6 +45,7 @@
   const TOKEN_MESSAGE = "support-bot:visitor-token";
   const CLOSE_MESSAGE = "support-bot:close";
   const NEW_MESSAGE = "support-bot:new-message";
+  const WIDGET_MESSAGE = "support-bot:widget";
 
   function storedToken() {
     try {
@@ -198,6 +199,11 @@
       return button.getAttribute("aria-expanded") === "true";
     }
 
+    /** Tell the frame whether anyone sees it: a closed widget checks its connection less often. */
+    function tellFrame(open) {
+      if (frame && frame.contentWindow) frame.contentWindow.postMessage({ type: WIDGET_MESSAGE, open }, origin);
+    }
+
     function setUnread(count) {
       unread = count;
       const plural = count === 1 ? "message" : "messages";
@@ -218,6 +224,7 @@
       button.setAttribute("aria-expanded", "true");
       button.replaceChildren(closeIcon, badge);
       setUnread(0);
+      tellFrame(true);
       try {
         frame.focus();
       } catch (_error) {
@@ -233,6 +240,7 @@
       }
       button.setAttribute("aria-expanded", "false");
       button.replaceChildren(chatIcon, badge);
+      tellFrame(false);
     }
 
     /** Esc: close, and give focus back to the button (it may have been inside the frame). */
