@@ -240,10 +240,7 @@ class WidgetConsumer(ChatConsumer):
         session: dict[str, Any] = {}
         if "identity" in frame:  # the host page's signed-in user (identity.py)
             identified = await database_sync_to_async(identify)(customer_id, frame["identity"])
-            if identified.customer_id != customer_id and requested not in map(
-                str, identified.merged
-            ):
-                requested = ""  # the previous visitor's, unless it came along
+            requested = identified.conversation_to_open(customer_id, requested)
             customer_id = identified.customer_id
             session = identified.session_fields()
         # The per-visitor budgets (rate limits) read the visitor from the scope.

@@ -60,6 +60,13 @@ class Identified:
     merged: tuple[uuid.UUID, ...] = ()
     error: IdentityRefused | None = None
 
+    def conversation_to_open(self, visitor_id: uuid.UUID, requested: str) -> str:
+        """The conversation the socket asked for, if the visitor may still open it ("" for
+        their current one): a previous visitor's only when it was merged in."""
+        if self.customer_id == visitor_id or requested in {str(pk) for pk in self.merged}:
+            return requested
+        return ""
+
     def session_fields(self) -> dict[str, Any]:
         """What the socket's session frame says about the claim."""
         if self.error is None:
@@ -184,5 +191,8 @@ def _merge(anonymous_id: uuid.UUID, customer: Customer) -> tuple[uuid.UUID, ...]
     )
     if moved:
         Conversation.objects.filter(pk__in=moved).update(customer=customer)
-    Customer.objects.filter(pk=anonymous_id, external_id__isnull=True).delete()
+    # Never a row that still has a conversation: deleting it would delete that too.
+    Customer.objects.filter(
+        pk=anonymous_id, external_id__isnull=True, conversations__isnull=True
+    ).delete()
     return moved

@@ -13,7 +13,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.test import override_settings
 
-from conversations import embedding, selectors
+from conversations import embedding, identity, selectors
 from conversations.identity import identify, user_hash
 from conversations.models import Conversation, Customer, Turn
 from conversations.protocol import is_utf8
@@ -151,6 +151,21 @@ def test_it_merges_the_anonymous_visitors_conversations_into_the_user_once(alice
 
 
 @pytest.mark.django_db
+def test_a_merge_that_fails_halfway_changes_nothing(alice, monkeypatch):
+    conversation_with_turn(alice, "First question")
+    conversation_with_turn(alice, "Second question")
+
+    def broken(conversation_id: object) -> None:
+        raise RuntimeError("the inbox is down")
+
+    monkeypatch.setattr(identity.state, "notify_team", broken)
+    with pytest.raises(RuntimeError):
+        identify(alice.pk, claim())
+    assert list(Customer.objects.all()) == [alice]
+    assert set(Conversation.objects.values_list("customer_id", flat=True)) == {alice.pk}
+
+
+@pytest.mark.django_db
 def test_a_visitor_with_nothing_stored_is_identified_without_a_merge():
     result = identify(uuid.uuid4(), claim())
     assert result.error is None and result.merged == ()
@@ -269,6 +284,15 @@ async def test_it_identifies_over_the_widget_socket_and_keeps_the_open_conversat
     user = await database_sync_to_async(Customer.objects.get)(external_id="user-42")
     assert await database_sync_to_async(Customer.objects.count)() == 1
     assert embedding.visitor_from_token(other["token"]) == user.pk
+
+    # That browser, now signed in as someone else, asks for the same conversation: not theirs.
+    as_bob = await widget_socket(
+        identify_auth(other["token"], claim("user-bob"), first["conversation_id"])
+    )
+    bobs, snapshot = await session_and_snapshot(as_bob)
+    assert bobs["identified"] is True and bobs["conversation_id"] != first["conversation_id"]
+    assert snapshot["turns"] == []
+    await as_bob.disconnect()
 
 
 @pytest.mark.django_db(transaction=True)
