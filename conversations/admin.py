@@ -245,9 +245,10 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
 
 @admin.register(Customer)
 class CustomerAdmin(admin.ModelAdmin[Customer]):
-    list_display = ["id", "display_name", "email", "created_at"]
-    search_fields = ["display_name", "email"]
-    readonly_fields = ["id", "created_at"]
+    list_display = ["id", "display_name", "email", "external_id", "created_at"]
+    search_fields = ["display_name", "email", "=external_id"]
+    # Set only by the widget's verified identify (conversations/identity.py).
+    readonly_fields = ["id", "external_id", "created_at"]
 
 
 def selected(queryset: QuerySet[Conversation]) -> QuerySet[Conversation]:

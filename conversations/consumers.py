@@ -14,6 +14,7 @@ from django.conf import settings
 from support_bot.redis_clients import async_client, key
 
 from . import contact, embedding, escalation, events, protocol, ratings, selectors, services
+from .identity import identify
 from .models import Conversation
 from .protocol import FrameError
 from .sockets import FrameConsumer, FrameHandler
@@ -175,7 +176,8 @@ class WidgetConsumer(ChatConsumer):
 
         {"type": "auth", "token": "<the token a session frame gave, or empty for a new
          visitor>", "conversation": "<id, or empty for the current one>", "site": "<the host
-         page's origin>"}
+         page's origin>", "identity": <optional: the host page's signed-in user,
+         {"id", "name", "email", "user_hash"} (identity.py)>}
 
     The host page's origin must be allowed to embed the widget (conversations/embedding.py),
     checked on every socket; the socket's own Origin (the iframe's, Support Bot's) is checked by
@@ -234,9 +236,16 @@ class WidgetConsumer(ChatConsumer):
                 return
         else:
             customer_id = services.new_visitor_id()
+        requested = _text(frame.get("conversation"))[:64]
+        session: dict[str, Any] = {}
+        if "identity" in frame:  # the host page's signed-in user (identity.py)
+            identified = await database_sync_to_async(identify)(customer_id, frame["identity"])
+            requested = identified.conversation_to_open(customer_id, requested)
+            customer_id = identified.customer_id
+            session = identified.session_fields()
         # The per-visitor budgets (rate limits) read the visitor from the scope.
         self.scope["customer_id"] = customer_id
-        conversation_id = _text(frame.get("conversation"))[:64] or str(
+        conversation_id = requested or str(
             await database_sync_to_async(services.page_conversation_id)(customer_id)
         )
         await self._send(
@@ -244,6 +253,7 @@ class WidgetConsumer(ChatConsumer):
                 "type": "session",
                 "token": embedding.visitor_token(customer_id),
                 "conversation_id": conversation_id,
+                **session,
             }
         )
         await self._open(customer_id, conversation_id)

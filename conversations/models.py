@@ -29,11 +29,17 @@ def staff_name(user: Any) -> str | None:
 
 
 class Customer(models.Model):
-    """An anonymous visitor, recognised by a signed cookie that carries this id."""
+    """A visitor, recognised by a signed cookie or widget token that carries this id: anonymous,
+    or a signed-in user of the host site identified by its `external_id` (identity.py)."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     display_name = models.CharField(max_length=200, blank=True)
     email = models.EmailField(blank=True)
+    # The host site's user id, verified by its user_hash; NULL for anonymous visitors (unique
+    # ignores NULLs).
+    external_id = models.CharField(  # noqa: DJ001
+        max_length=255, unique=True, null=True, blank=True, editable=False
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

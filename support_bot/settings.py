@@ -97,6 +97,9 @@ for _origin in WIDGET_ALLOWED_ORIGINS:
             "e.g. https://www.example.com"
         )
 WIDGET_ANY_SITE = env_bool("WIDGET_ANY_SITE", DEBUG)
+# Identity verification of signed-in users (docs/widget.md): the host site's server signs each
+# user id with this secret (user_hash). Unset, the widget identifies nobody.
+WIDGET_IDENTITY_SECRET = os.environ.get("WIDGET_IDENTITY_SECRET", "")
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -1188,9 +1188,26 @@
     const KEY = "support-bot.visitor";
     const MESSAGE = "support-bot:visitor-token";
     let memory = "";
-    const fragment = new URLSearchParams(window.location.hash.slice(1)).get("sb-token");
-    if (fragment) {
-      memory = fragment;
+    const params = new URLSearchParams(window.location.hash.slice(1));
+    const fragment = params.get("sb-token");
+    // Identify: the host page's signed-in user, handed over by the loader (widget.js).
+    let identity = null;
+    try {
+      identity = params.has("sb-identity") ? JSON.parse(params.get("sb-identity")) : null;
+    } catch (_error) {
+      identity = null;
+    }
+    // The loader always names the token, empty for none (a new or signed-out visitor): its
+    // word wins over a token this frame's own storage may still hold.
+    if (params.has("sb-token") && !fragment) {
+      try {
+        window.localStorage.removeItem(KEY);
+      } catch (_error) {
+        // No storage of its own to clear.
+      }
+    }
+    if (params.has("sb-token") || identity) {
+      memory = fragment || "";
       try {
         window.history.replaceState(null, "", window.location.pathname + window.location.search);
       } catch (_error) {
@@ -1214,6 +1231,12 @@
       }
     }
     return {
+      /** The identity to present once, in the next auth frame. */
+      takeIdentity() {
+        const taken = identity;
+        identity = null;
+        return taken;
+      },
       get() {
         if (memory) return memory;
         try {
@@ -1245,6 +1268,10 @@
       },
     };
   })();
+
+  function identityField(identity) {
+    return identity ? { identity } : {};
+  }
 
   /** The conversation's state as the page shows it (a conversation.state frame, checked). */
   function cleanState(raw) {
@@ -1588,6 +1615,7 @@
           token: visitorToken.get(),
           conversation: config.conversationId,
           site: config.site,
+          ...identityField(visitorToken.takeIdentity()),
         })
         : null,
     });
@@ -1672,6 +1700,10 @@
             visitorToken.set(frame.token, config.site);
           }
           if (typeof frame.conversation_id === "string") config.conversationId = frame.conversation_id;
+          if (frame.identity_error) {
+            // For the site's developer, not the customer (docs/widget.md, "Identify").
+            console.warn("Support Bot: identify refused:", asText(frame.identity_error.code));
+          }
           break;
         case "conversation":
           onConversation(frame);
