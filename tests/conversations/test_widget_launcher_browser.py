@@ -135,3 +135,36 @@ def test_a_page_that_is_not_the_chat_frame_cannot_close_the_widget_or_add_unread
         assert launcher(page).get_attribute("aria-label") == "Open chat"
     finally:
         context.close()
+
+
+def test_a_closed_widget_pings_at_the_relaxed_pace_and_checks_at_once_when_opened(
+    chromium, two_sites
+):
+    """Nobody watches a closed widget: it does not ping every 4 s (docs/protocol.md#heartbeat),
+    and opening it checks the connection at once."""
+    _, shop, _ = two_sites
+    context = chromium.new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        open_widget(page, shop).locator(".connection-status[data-state=connected]").wait_for()
+        chat = page.locator("#support-bot-frame").element_handle().content_frame()
+        chat.evaluate(
+            """() => { window.__pings = 0; const send = WebSocket.prototype.send;
+                       WebSocket.prototype.send = function (data) {
+                         if (JSON.parse(data).type === "ping") window.__pings += 1;
+                         return send.call(this, data); }; }"""
+        )
+        page.wait_for_timeout(4_500)
+        assert chat.evaluate("window.__pings") >= 1  # open: every 4 s
+
+        launcher(page).click()
+        chat.evaluate("() => { window.__pings = 0; }")
+        page.wait_for_timeout(6_000)
+        assert chat.evaluate("window.__pings") == 0
+
+        launcher(page).click()
+        page.wait_for_timeout(1_000)
+        assert chat.evaluate("window.__pings") == 1
+    finally:
+        context.close()
