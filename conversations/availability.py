@@ -68,7 +68,8 @@ def team_answers_now() -> bool:
 
 def first_reply_delays(now: datetime | None = None) -> list[float]:
     """Seconds from handover to the first agent reply after it, for the conversations handed
-    over within REPLY_TIME_WINDOW and answered (the newest REPLY_TIME_MAX_SAMPLES)."""
+    over within REPLY_TIME_WINDOW (by the customer or the bot, not taken over by an agent) and
+    answered (the newest REPLY_TIME_MAX_SAMPLES)."""
     now = now or timezone.now()
     first_reply = (
         Turn.objects.filter(
@@ -81,6 +82,8 @@ def first_reply_delays(now: datetime | None = None) -> list[float]:
     )
     rows = (
         Conversation.objects.filter(escalated_at__gte=now - REPLY_TIME_WINDOW)
+        # An agent who took a conversation over from the bot kept nobody waiting.
+        .exclude(escalation_reason=Conversation.Escalation.AGENT)
         .annotate(first_reply_at=Subquery(first_reply))
         .filter(first_reply_at__isnull=False)
         .order_by("-escalated_at")

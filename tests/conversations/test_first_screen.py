@@ -213,10 +213,18 @@ def test_an_agent_leaving_the_inbox_is_seen_at_once(alice_agent, after_hours):
     assert availability.customer_availability()["away"] is True
 
 
-def handed_over(ago: timedelta, replied_after: timedelta | None, customer: Customer):
+def handed_over(
+    ago: timedelta,
+    replied_after: timedelta | None,
+    customer: Customer,
+    reason: str = Conversation.Escalation.CUSTOMER_REQUEST,
+):
     now = timezone.now()
     conversation = Conversation.objects.create(
-        customer=customer, status=Conversation.Status.PENDING, escalated_at=now - ago
+        customer=customer,
+        status=Conversation.Status.PENDING,
+        escalated_at=now - ago,
+        escalation_reason=reason,
     )
     if replied_after is not None:
         for after in (replied_after, replied_after + timedelta(minutes=30)):
@@ -232,6 +240,9 @@ def test_the_typical_reply_time_is_the_median_from_handover_to_first_agent_reply
         handed_over(timedelta(days=1), timedelta(minutes=minutes, seconds=20), alice)
     handed_over(timedelta(hours=2), None, alice)  # not answered yet: not measured
     handed_over(timedelta(days=8), timedelta(hours=5), alice)  # older than the week
+    # An agent who took over from the bot and wrote at once kept nobody waiting.
+    for _ in range(3):
+        handed_over(timedelta(hours=1), timedelta(seconds=5), alice, Conversation.Escalation.AGENT)
     # An agent's message before the handover is no reply to it.
     early = handed_over(timedelta(hours=3), timedelta(minutes=1), alice)
     Turn.objects.filter(conversation=early).update(created_at=timezone.now() - timedelta(days=2))
