@@ -1716,6 +1716,7 @@
         conversation.addNotice(notice, `close_${code}`);
         // The notice in the log explains why; repeating it here would only say it twice.
         composer.disable();
+        firstScreen.dismiss(); // nothing can be sent any more
       } else {
         if (pending) conversation.addNotice(pending.message, pending.code);
         setStatus("reconnecting");

@@ -11,14 +11,18 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from bot.wording import ENGLISH
+from bot.wording import ENGLISH, GERMAN
 from conversations.business_hours import support_zone
 from conversations.models import BusinessHours, Conversation, Customer, SuggestedQuestion, Turn
 from tests import personas
 from tests.conftest import start_offline_app
+from tests.conversations.test_widget_browser import host_pages, open_widget, two_sites
 from tests.inbox.test_inbox_browser import agent_context
 
 alice_agent = personas.alice_agent
+# The widget on another site (test_widget_browser.py).
+host_pages = host_pages
+two_sites = two_sites
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.worker]
 
@@ -167,5 +171,33 @@ def test_the_first_screen_fits_a_phone(chromium, stack):
             assert box["x"] >= 0 and box["x"] + box["width"] <= 390
             assert box["y"] + box["height"] <= 844  # all on the first screen, composer too
         assert page.locator(".first-screen__availability").is_visible()
+    finally:
+        context.close()
+
+
+def test_the_widget_opens_on_the_first_screen_and_a_suggestion_starts_the_conversation(
+    chromium, two_sites
+):
+    _, shop, _ = two_sites
+    for position, text in enumerate(SUGGESTIONS):
+        SuggestedQuestion.objects.create(text=text, position=position)
+    context = chromium.new_context(locale="de-DE")
+    try:
+        page = new_page(context)
+        frame = open_widget(page, shop)
+        frame.locator(".first-screen").wait_for(state="visible")
+        # A German browser: the bot's German greeting; these suggestions are for any language.
+        greeting = frame.locator(".first-screen__greeting").inner_text()
+        assert greeting == GERMAN.greeting.format(company=settings.COMPANY_NAME)
+        assert frame.locator(".first-screen__availability").inner_text() == (
+            "Unser Team antwortet meist in 5 Minuten"  # no business hours: always open
+        )
+        assert Customer.objects.count() == 0 and Conversation.objects.count() == 0
+
+        frame.get_by_role("button", name="Where is my order?").click()
+        frame.locator('[role=log] [data-author=bot][data-status="done"]').wait_for()
+        assert frame.locator(".first-screen").is_hidden()
+        assert Customer.objects.count() == 1
+        assert Turn.objects.get(author=Turn.Author.CUSTOMER).text == "Where is my order?"
     finally:
         context.close()
