@@ -14,7 +14,11 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from bot.wording import wording_for
+
 from . import embedding, selectors, services
+from .availability import customer_availability
+from .first_screen import first_screen, visitor_language
 from .models import Conversation
 from .visitors import remember_visitor
 from .visitors import visitor_id_from_request as _cookie_visitor
@@ -94,6 +98,10 @@ def _chat_page(
             "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
             "embedded": embedded,
             "site": site,
+            # Shown until the first message (chat.js); viewing it stores nothing.
+            "first_screen": first_screen(
+                visitor_language(request.headers.get("Accept-Language", ""))
+            ),
         },
     )
 
@@ -185,6 +193,14 @@ def new_conversation(request: HttpRequest) -> HttpResponse:
         },
         status=201,
     )
+
+
+@require_GET
+@never_cache
+def team_availability(request: HttpRequest) -> HttpResponse:
+    """GET /chat/availability/?lang=de: whether the team answers now, for the chat page to
+    refresh its header (docs/widget.md). Anyone may ask: it says nothing about a visitor."""
+    return JsonResponse(customer_availability(wording_for(request.GET.get("lang", "")[:12])))
 
 
 @require_GET
