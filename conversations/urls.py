@@ -7,5 +7,6 @@ urlpatterns = [
     path("chat/", views.chat, name="chat"),
     path("chat/conversations/", views.conversation_list, name="conversation-list"),
     path("chat/conversations/new/", views.new_conversation, name="conversation-new"),
+    path("chat/continue/<str:token>/", views.continue_conversation, name="chat-continue"),
     path("healthz", views.healthz, name="healthz"),
 ]
