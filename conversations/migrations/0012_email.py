@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('conversations', '0011_widget_sites'),
+        ("conversations", "0011_widget_sites"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='turn',
-            name='emailed_at',
+            model_name="turn",
+            name="emailed_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]
