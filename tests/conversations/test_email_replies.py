@@ -56,6 +56,7 @@ def emailed(conversation: Conversation) -> list[str]:
 # --- End to end: the agent replies, a real worker emails it after the delay ------------------
 
 
+@pytest.mark.worker
 def test_it_emails_an_agent_reply_to_a_customer_who_is_away_after_the_delay(
     away, alice_agent, celery_worker, smtp_server, settings
 ):
@@ -84,6 +85,7 @@ def test_it_emails_an_agent_reply_to_a_customer_who_is_away_after_the_delay(
     assert len(smtp_server.messages) == 1
 
 
+@pytest.mark.worker
 def test_it_retries_while_the_smtp_server_is_down_and_sends_once_it_is_back(
     away, alice_agent, celery_worker, smtp_server_down, settings
 ):
