@@ -79,9 +79,12 @@ def test_the_emailed_link_opens_the_conversation_in_a_fresh_browser_and_continue
     reply.wait_for()
     assert "E42 means the sensor is loose" in reply.inner_text()
     send(page, "Reseated it, works now. Thanks!")
-    page.locator("[role=log] [data-author=customer]").filter(has_text="Reseated it").wait_for()
+    deadline = time.monotonic() + 10
+    while not (turns := Turn.objects.filter(text="Reseated it, works now. Thanks!")):
+        assert time.monotonic() < deadline, "the customer's answer was not stored"
+        time.sleep(0.05)
     fresh.close()
 
-    turn = Turn.objects.get(text="Reseated it, works now. Thanks!")
+    [turn] = turns
     assert turn.conversation_id == conversation.pk
     assert Conversation.objects.count() == 1
