@@ -47,7 +47,7 @@ def email_later_on_commit(turn: Turn) -> None:
     """After the caller's commit: plan the email of an agent's reply, should the customer
     not see it within EMAIL_REPLY_DELAY_S. A broker that is down only logs: the next reply's
     email carries this one too."""
-    if turn.author != Turn.Author.AGENT or settings.EMAIL_REPLY_DELAY_S <= 0:
+    if turn.author != Turn.Author.AGENT or not emails_on():
         return
     conversation_id = str(turn.conversation_id)
     transaction.on_commit(
@@ -56,6 +56,13 @@ def email_later_on_commit(turn: Turn) -> None:
         ),
         robust=True,
     )
+
+
+def emails_on() -> bool:
+    """Whether agents' replies are emailed: a delay is set, and there is a way to send (an SMTP
+    server, or another backend such as `make run`'s console)."""
+    smtp = settings.EMAIL_BACKEND == "django.core.mail.backends.smtp.EmailBackend"
+    return settings.EMAIL_REPLY_DELAY_S > 0 and bool(settings.EMAIL_HOST or not smtp)
 
 
 def recipient(conversation: Conversation) -> str:

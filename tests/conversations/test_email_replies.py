@@ -5,6 +5,8 @@ the conversation (conversations/links.py). Customers: alice and bob; agent: alic
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
 from urllib.parse import urlsplit
 
@@ -20,7 +22,7 @@ from conversations.models import Conversation, Turn
 from conversations.visitors import visitor_id_from_cookie
 from inbox import services
 from tests import personas, smtp
-from tests.conftest import ORIGIN, open_chat, receive_until
+from tests.conftest import ORIGIN, ROOT, open_chat, receive_until
 
 alice_agent = personas.alice_agent
 pending = personas.pending
@@ -251,3 +253,94 @@ def test_a_tampered_or_expired_link_is_refused_with_a_page_and_not_logged(
     assert "This link has expired" in response.content.decode()
     assert django_settings.CHAT_VISITOR_COOKIE not in response.cookies
     assert token not in caplog.text and old.split("/")[-2] not in caplog.text
+
+
+@pytest.mark.django_db
+def test_a_link_to_a_deleted_conversation_says_so(away, client):
+    path = link_path(away)
+    away.delete()
+    response = client.get(path)
+    assert response.status_code == 404
+    assert "This conversation no longer exists" in response.content.decode()
+
+
+# --- Planning the email, and where it goes ---------------------------------------------------
+
+
+@pytest.fixture
+def planned(monkeypatch) -> list[dict]:
+    sent: list[dict] = []
+    monkeypatch.setattr(
+        email_replies.current_app, "send_task", lambda name, **kw: sent.append({"name": name, **kw})
+    )
+    return sent
+
+
+@pytest.mark.django_db
+def test_an_agent_reply_plans_one_email_task_after_the_delay_and_a_note_none(
+    away, alice_agent, planned, settings, django_capture_on_commit_callbacks
+):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = "smtp.example.com"
+    with django_capture_on_commit_callbacks(execute=True):
+        services.add_note(away.pk, alice_agent, "internal")
+        services.agent_reply(away.pk, alice_agent, "Hello")
+    assert planned == [{"name": email_replies.EMAIL_TASK, "args": [str(away.pk)], "countdown": 60}]
+
+
+@pytest.mark.django_db
+def test_no_email_is_planned_without_an_smtp_server_or_with_no_delay(
+    away, alice_agent, planned, settings, django_capture_on_commit_callbacks
+):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = ""
+    with django_capture_on_commit_callbacks(execute=True):
+        services.agent_reply(away.pk, alice_agent, "Hello")
+    settings.EMAIL_HOST = "smtp.example.com"
+    settings.EMAIL_REPLY_DELAY_S = 0
+    with django_capture_on_commit_callbacks(execute=True):
+        services.agent_reply(away.pk, alice_agent, "Hello again")
+    assert planned == []
+
+
+@pytest.mark.django_db
+def test_make_run_prints_the_email_on_the_console(away, alice_agent, settings, capsys):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+    services.agent_reply(away.pk, alice_agent, "Printed, not sent")
+    assert email_replies.email_unseen_replies(away.pk) == 1
+    printed = capsys.readouterr().out
+    assert "Subject: New reply from Anna at Brightwave" in printed
+    assert "Printed, not sent" in printed
+
+
+def settings_printed(tmp_path, **env: str) -> list[str]:
+    from tests.support_bot.test_settings import plain_env
+
+    names = ("EMAIL_BACKEND", "PUBLIC_BASE_URL")
+    code = f"from support_bot import settings as s; print(*[getattr(s, n) for n in {names}])"
+    environment = {**plain_env(tmp_path / "var"), **env}
+    for name in {"EMAIL_HOST", "EMAIL_BACKEND", "PUBLIC_BASE_URL", "PORT"} - env.keys():
+        environment.pop(name, None)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+
+
+def test_the_settings_print_emails_in_development_and_send_them_in_production(tmp_path):
+    assert settings_printed(tmp_path) == [
+        "django.core.mail.backends.console.EmailBackend",
+        "http://127.0.0.1:8000",
+    ]
+    assert settings_printed(tmp_path, EMAIL_HOST="smtp.example.com")[0] == (
+        "django.core.mail.backends.smtp.EmailBackend"
+    )
+    production = {"DEBUG": "0", "ALLOWED_HOSTS": "support.example.com", "SECRET_KEY": "x" * 50}
+    assert settings_printed(tmp_path, **production) == [
+        "django.core.mail.backends.smtp.EmailBackend",
+        "https://support.example.com",
+    ]
