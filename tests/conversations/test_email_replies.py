@@ -4,6 +4,7 @@ the conversation (conversations/links.py). Customers: alice and bob; agent: alic
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from django.conf import settings as django_settings
 from django.core import signing
 from django.test import Client
 
-from conversations import email_replies, links
+from conversations import email_replies, links, presence
 from conversations.models import Conversation, Turn
 from conversations.visitors import visitor_id_from_cookie
 from inbox import services
@@ -120,6 +121,20 @@ async def test_it_does_not_email_a_reply_the_customer_saw_live(away, alice_agent
     await chat.disconnect()  # seen, then gone before the delay ended: still seen
     assert await send(away.pk) == 0
     assert mailbox.messages == []
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_open_page_stays_present_through_its_pings(
+    away, alice_agent, mailbox, monkeypatch
+):
+    monkeypatch.setattr(presence, "LAPSE_S", 0.3)
+    chat = await open_chat(away.pk, away.customer)
+    await asyncio.sleep(0.5)  # lapsed, as a page without pings would
+    await chat.send_json_to({"type": "ping"})
+    assert (await chat.receive_json_from(timeout=5))["type"] == "pong"
+    await database_sync_to_async(services.agent_reply)(away.pk, alice_agent, "Still there?")
+    assert await database_sync_to_async(email_replies.email_unseen_replies)(away.pk) == 0
+    await chat.disconnect()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -331,6 +346,7 @@ def settings_printed(tmp_path, **env: str) -> list[str]:
     ).stdout.split()
 
 
+@pytest.mark.default_pass_only(reason="reads the settings alone, in a child process")
 def test_the_settings_print_emails_in_development_and_send_them_in_production(tmp_path):
     assert settings_printed(tmp_path) == [
         "django.core.mail.backends.console.EmailBackend",
