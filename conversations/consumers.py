@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -145,7 +147,7 @@ class ChatConsumer(FrameConsumer):
         await self._present(presence.leave)
         await super().disconnect(code)
 
-    async def _present(self, mark: Any) -> None:
+    async def _present(self, mark: Callable[[uuid.UUID, str], Awaitable[None]]) -> None:
         if self.conversation is None:
             return
         try:

@@ -328,9 +328,7 @@ EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND") or (
     if DEBUG and not EMAIL_HOST
     else "django.core.mail.backends.smtp.EmailBackend"
 )
-DEFAULT_FROM_EMAIL = os.environ.get(
-    "DEFAULT_FROM_EMAIL", f"{os.environ.get('COMPANY_NAME', 'Brightwave')} <support@localhost>"
-)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", f"{COMPANY_NAME} <support@localhost>")
 # The address customers reach Support Bot at, for links in emails: scheme://host[:port].
 PUBLIC_BASE_URL = (
     os.environ.get("PUBLIC_BASE_URL")
