@@ -16,18 +16,10 @@ from redis.exceptions import RedisError
 
 from support_bot.redis_clients import async_client, key
 
-from . import (
-    contact,
-    embedding,
-    escalation,
-    events,
-    presence,
-    protocol,
-    ratings,
-    selectors,
-    services,
-)
+from . import contact, embedding, escalation, events, protocol, ratings, selectors, services
 from .models import Conversation
+from .presence import leave as mark_left
+from .presence import renew as mark_present
 from .protocol import FrameError
 from .sockets import FrameConsumer, FrameHandler
 
@@ -72,7 +64,7 @@ class ChatConsumer(FrameConsumer):
             )
             return False
         await self._join(events.conversation_group(self.conversation.pk))
-        await self._present(presence.renew)
+        await self._present(mark_present)
         snapshot = await database_sync_to_async(selectors.conversation_snapshot)(self.conversation)
         await self._send(snapshot)
         return True
@@ -141,10 +133,10 @@ class ChatConsumer(FrameConsumer):
 
     async def _on_ping(self, frame: dict[str, Any]) -> None:
         await super()._on_ping(frame)
-        await self._present(presence.renew)
+        await self._present(mark_present)
 
     async def disconnect(self, code: int) -> None:
-        await self._present(presence.leave)
+        await self._present(mark_left)
         await super().disconnect(code)
 
     async def _present(self, mark: Callable[[uuid.UUID, str], Awaitable[None]]) -> None:
