@@ -72,6 +72,8 @@ def recipient(conversation: Conversation) -> str:
 def email_unseen_replies(conversation_id: uuid.UUID | str) -> int:
     """Email the agent replies the customer has not seen, not emailed yet, in one message.
     Returns how many were emailed (0: none to send, no address, or all seen)."""
+    if not emails_on():  # planned before this process's settings turned them off
+        return 0
     conversation = (
         Conversation.objects.select_related("customer").filter(pk=conversation_id).first()
     )
