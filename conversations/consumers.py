@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from support_bot.redis_clients import async_client, key
 
 from . import contact, embedding, escalation, events, protocol, ratings, selectors, services
 from .identity import identify
 from .models import Conversation
+from .customer_presence import leave as mark_left
+from .customer_presence import renew as mark_present
 from .protocol import FrameError
 from .sockets import FrameConsumer, FrameHandler
 
@@ -60,6 +65,7 @@ class ChatConsumer(FrameConsumer):
             )
             return False
         await self._join(events.conversation_group(self.conversation.pk))
+        await self._present(mark_present)
         snapshot = await database_sync_to_async(selectors.conversation_snapshot)(self.conversation)
         await self._send(snapshot)
         return True
@@ -123,6 +129,25 @@ class ChatConsumer(FrameConsumer):
         await database_sync_to_async(ratings.rate)(
             self._conversation(), rating.score, rating.comment
         )
+
+    # --- Email: what this socket shows, the customer has seen (presence.py, docs/email.md) ----
+
+    async def _on_ping(self, frame: dict[str, Any]) -> None:
+        await super()._on_ping(frame)
+        await self._present(mark_present)
+
+    async def disconnect(self, code: int) -> None:
+        await self._present(mark_left)
+        await super().disconnect(code)
+
+    async def _present(self, mark: Callable[[uuid.UUID, str], Awaitable[None]]) -> None:
+        if self.conversation is None:
+            return
+        try:
+            await mark(self.conversation.pk, self.channel_name)
+        except RedisError as error:
+            # Unknown presence only means an email the customer may not need.
+            logger.warning("customer presence not recorded: %s", error)
 
     def _conversation(self) -> Conversation:
         assert self.conversation is not None

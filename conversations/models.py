@@ -170,6 +170,9 @@ class Turn(models.Model):
     agent = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Agent turns only: when the email carrying it to a customer who had not seen it was sent
+    # (claimed just before; conversations/email_replies.py). Set at most once.
+    emailed_at = models.DateTimeField(null=True, blank=True)
 
     # Bot turns only.
     reply_to = models.OneToOneField(

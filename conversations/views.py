@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from bot.wording import wording_for
 
-from . import embedding, selectors, services
+from . import embedding, links, selectors, services
 from .availability import customer_availability
 from .first_screen import first_screen, visitor_language
 from .models import Conversation
@@ -112,6 +112,34 @@ def _own_conversation(visitor_id: uuid.UUID, conversation_id: str) -> Conversati
     except (selectors.ConversationNotFound, selectors.NotYourConversation):
         # Someone else's conversation looks exactly like one that doesn't exist.
         raise Http404("No such conversation.") from None
+
+
+@require_GET
+@never_cache
+def continue_conversation(request: HttpRequest, token: str) -> HttpResponse:
+    """/chat/continue/<token>/, the link in an email (links.py): this browser becomes the
+    conversation's customer (their visitor cookie) and opens that conversation. The redirect
+    drops the token from the address bar and history."""
+    try:
+        conversation = links.conversation_from_token(token)
+    except links.LinkRefused as refused:
+        response = render(
+            request,
+            "conversations/link_refused.html",
+            {
+                "title": refused.title,
+                "message": refused.message,
+                "company_name": settings.COMPANY_NAME,
+            },
+            status=refused.status,
+        )
+        # django.request logs every 4xx with its path, which holds the token.
+        response._has_been_logged = True  # type: ignore[attr-defined]
+        return response
+    response = redirect(f"{reverse('chat')}?conversation={conversation.pk}")
+    remember_visitor(response, conversation.customer_id)
+    response["Referrer-Policy"] = "no-referrer"
+    return response
 
 
 # --- The returning customer's conversations (JSON) ---------------------------------------------
