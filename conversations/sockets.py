@@ -62,7 +62,7 @@ class FrameConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if not self.accepts_frames():
             return
         if text_data == PING_FRAME:
-            await self.send(text_data=PONG_FRAME)
+            await self._on_ping({"type": "ping"})
             return
         try:
             frame = protocol.decode(text_data)
@@ -101,7 +101,7 @@ class FrameConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self._send({**events.done_frame(reply), "seq": after + 1})
 
     async def _on_ping(self, frame: dict[str, Any]) -> None:
-        await self._send({"type": "pong"})
+        await self.send(text_data=PONG_FRAME)
 
     async def frame_forward(self, event: dict[str, Any]) -> None:
         """A frame for every socket in a group, already serialised by its sender."""

@@ -1173,6 +1173,7 @@
       csrfToken: root.dataset.csrfToken || "",
       conversationsUrl: root.dataset.conversationsUrl || "",
       newConversationUrl: root.dataset.newConversationUrl || "",
+      availabilityUrl: root.dataset.availabilityUrl || "",
     };
   }
 
@@ -1544,6 +1545,72 @@
     }
   }
 
+  // --- First screen (issue 16.3) ---------------------------------------------------------------
+
+  // How often the page asks whether the team is online: the first agent to open the inbox shows
+  // within this (docs/widget.md).
+  const AVAILABILITY_POLL_MS = 20000;
+
+  /**
+   * The greeting and suggested questions the server rendered, shown only while the conversation
+   * has no message. A suggestion goes out as the customer's own message (`onPick`), after which
+   * the first screen stays gone.
+   */
+  class FirstScreen {
+    constructor(root, { onPick }) {
+      this.section = root.querySelector(".first-screen");
+      this.dismissed = false;
+      if (!this.section) return;
+      this.section.addEventListener("click", (event) => {
+        const button = event.target.closest(".first-screen__suggestion");
+        if (!button || button.disabled) return;
+        this.dismiss();
+        onPick(button.textContent.trim());
+      });
+    }
+
+    update(empty) {
+      if (this.section) this.section.hidden = this.dismissed || !empty;
+    }
+
+    dismiss() {
+      this.dismissed = true;
+      this.update(false);
+    }
+  }
+
+  /** Keeps "Our team is online / away" fresh: GET the availability URL while the page is visible. */
+  class Availability {
+    constructor(root, url) {
+      this.url = url;
+      this.lines = Array.from(root.querySelectorAll("[data-team-availability]"));
+      if (!url || this.lines.length === 0) return;
+      setInterval(() => this.refresh(), AVAILABILITY_POLL_MS);
+      document.addEventListener("visibilitychange", () => this.refresh());
+    }
+
+    async refresh() {
+      if (document.visibilityState !== "visible") return;
+      try {
+        const response = await fetch(this.url, { headers: { Accept: "application/json" } });
+        if (!response.ok) return;
+        this.apply(await response.json());
+      } catch (_error) {
+        // Offline: the line keeps its last known state until the next poll.
+      }
+    }
+
+    apply(data) {
+      const text = asText(data && data.text).trim();
+      if (!text) return;
+      for (const line of this.lines) {
+        setText(line, text);
+        line.dataset.online = String(data.online === true);
+        line.dataset.away = String(data.away === true);
+      }
+    }
+  }
+
   function socketUrl(path) {
     return (window.location.protocol === "https:" ? "wss://" : "ws://") + window.location.host + path;
   }
@@ -1625,15 +1692,20 @@
       onNewContent: () => scroll.toBottom(),
     });
     new History(root, config);
+    new Availability(root, config.availabilityUrl);
+    const firstScreen = new FirstScreen(root, { onPick: sendText });
     const composer = new Composer(root.querySelector(".composer"), {
       maxChars: config.maxChars,
-      onSend: (text) => {
-        const message = conversation.addOutgoing(text, offline ? "queued" : "sending");
-        scroll.toBottom({ force: true });
-        // Offline, it waits in the outbox and goes out after the next conversation frame.
-        if (ready) sendMessage(message);
-      },
+      onSend: sendText,
     });
+
+    function sendText(text) {
+      const message = conversation.addOutgoing(text, offline ? "queued" : "sending");
+      firstScreen.dismiss();
+      scroll.toBottom({ force: true });
+      // Offline, it waits in the outbox and goes out after the next conversation frame.
+      if (ready) sendMessage(message);
+    }
 
     function sendMessage(message) {
       if (socket.send({ type: "message", client_id: message.clientId, text: message.text })) {
@@ -1738,6 +1810,8 @@
           break; // pong, and frame types newer than this page
       }
       updateTyping();
+      // The first screen shows once the server said the conversation is empty, until it isn't.
+      if (ready) firstScreen.update(log.childElementCount === 0);
     }
 
     function onConversation(frame) {
@@ -1797,6 +1871,7 @@
         conversation.addNotice(notice, `close_${code}`);
         // The notice in the log explains why; repeating it here would only say it twice.
         composer.disable();
+        firstScreen.dismiss(); // nothing can be sent any more
       } else {
         if (pending) conversation.addNotice(pending.message, pending.code);
         setStatus("reconnecting");
