@@ -1,11 +1,13 @@
 from django.urls import path
 
-from . import views
+from . import attachment_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("chat/", views.chat, name="chat"),
     path("chat/conversations/", views.conversation_list, name="conversation-list"),
     path("chat/conversations/new/", views.new_conversation, name="conversation-new"),
+    path("chat/attachments/", attachment_views.upload, name="attachment-upload"),
+    path("chat/attachments/<uuid:attachment_id>/", attachment_views.download, name="attachment"),
     path("healthz", views.healthz, name="healthz"),
 ]
