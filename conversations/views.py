@@ -94,6 +94,8 @@ def _chat_page(
             "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
             "embedded": embedded,
             "site": site,
+            "attachment_max_bytes": settings.ATTACHMENT_MAX_BYTES,
+            "attachment_max_files": settings.ATTACHMENT_MAX_FILES,
         },
     )
 

@@ -112,6 +112,8 @@ def _page_context(request: HttpRequest) -> dict[str, Any]:
         "ws_path": "/ws/inbox/",
         "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
         "company_name": settings.COMPANY_NAME,
+        "attachment_max_bytes": settings.ATTACHMENT_MAX_BYTES,
+        "attachment_max_files": settings.ATTACHMENT_MAX_FILES,
     }
 
 
