@@ -430,3 +430,22 @@ def test_staff_without_the_inbox_permission_cannot_attach(
 )
 def test_it_makes_file_names_safe_to_show_and_to_download(given, content_type, kept):
     assert attachments.safe_name(given, content_type) == kept
+
+
+def test_the_transcripts_list_a_messages_files(alice_conversation, alices_png, admin_client):
+    from inbox.exports import conversation_record
+
+    record = conversation_record(Conversation.objects.get(pk=alice_conversation.pk))
+    page = admin_client.get(f"/admin/conversations/conversation/{alice_conversation.pk}/change/")
+
+    url = f"/chat/attachments/{alices_png.pk}/"
+    assert record["messages"][0]["attachments"] == [
+        {
+            "name": "photo of _me_.png",
+            "content_type": "image/png",
+            "size": alices_png.size,
+            "url": url,
+        }
+    ]
+    assert page.status_code == 200
+    assert f'href="{url}"' in page.content.decode()
