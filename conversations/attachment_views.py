@@ -3,6 +3,10 @@ served only to the conversation's customer and the team. Thin: check, call one s
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
@@ -20,7 +24,30 @@ from .views import _error, _json_csrf_protect, _unknown_visitor, visitor_id_from
 _FORM_SLACK_BYTES = 64 * 1024
 
 
+def _refuse_large_bodies(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """413 for a body larger than the most files a message may carry, before anything reads
+    it (the CSRF check reads the form, and Django spools uploaded files to disk)."""
+
+    @wraps(view)
+    def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        limit = settings.ATTACHMENT_MAX_FILES * settings.ATTACHMENT_MAX_BYTES + _FORM_SLACK_BYTES
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > limit:
+            return _error(
+                413,
+                "file_too_large",
+                f"Files may be at most {settings.ATTACHMENT_MAX_BYTES // (1024 * 1024)} MB each.",
+            )
+        return view(request, *args, **kwargs)
+
+    return checked
+
+
 @require_POST
+@_refuse_large_bodies
 @_json_csrf_protect
 def upload(request: HttpRequest) -> HttpResponse:
     """POST /chat/attachments/ (multipart): `conversation`, `client_id`, `text` (optional) and
@@ -29,14 +56,6 @@ def upload(request: HttpRequest) -> HttpResponse:
     visitor_id = visitor_id_from_request(request)
     if visitor_id is None:
         return _unknown_visitor()
-    limit = settings.ATTACHMENT_MAX_FILES * settings.ATTACHMENT_MAX_BYTES + _FORM_SLACK_BYTES
-    if int(request.META.get("CONTENT_LENGTH") or 0) > limit:
-        # Refused before Django reads (and spools to disk) the body.
-        return _error(
-            413,
-            "file_too_large",
-            f"Files may be at most {settings.ATTACHMENT_MAX_BYTES // (1024 * 1024)} MB each.",
-        )
     try:
         conversation = services.open_conversation(visitor_id, request.POST.get("conversation", ""))
     except (selectors.ConversationNotFound, selectors.NotYourConversation):

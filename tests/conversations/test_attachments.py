@@ -449,3 +449,20 @@ def test_the_transcripts_list_a_messages_files(alice_conversation, alices_png, a
     ]
     assert page.status_code == 200
     assert f'href="{url}"' in page.content.decode()
+
+
+def test_a_body_larger_than_any_message_is_refused_before_it_is_read(
+    alice, alice_conversation, media, settings
+):
+    settings.ATTACHMENT_MAX_BYTES = 1024
+    settings.ATTACHMENT_MAX_FILES = 1
+    client = client_of(alice)
+    client.handler.enforce_csrf_checks = True  # the CSRF check would read the form first
+
+    response = client.post(
+        "/chat/attachments/",
+        {"conversation": str(alice_conversation.pk), "file": upload("a.pdf", PDF * 2000)},
+    )
+
+    assert (response.status_code, error_code(response)) == (413, "file_too_large")
+    assert stored_files(media) == []
