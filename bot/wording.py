@@ -80,6 +80,8 @@ class Wording:
     # A reply waiting for its turn in the model's budget (a burst of customers): said once, in
     # place of the answer until it starts.
     one_moment: str
+    # A customer's message of files alone (conversations/attachments.py): the bot can't read them.
+    files_received: str
 
     def no_answer(self, *, out_of_domain: bool = False) -> str:
         """The refusal: "not something I can help with here" for a message that is not about
@@ -169,6 +171,10 @@ ENGLISH = Wording(
         "One moment, please — a lot of people are asking right now. "
         "I'll answer you as soon as I can."
     ),
+    files_received=(
+        "Thanks, I've received your file. I can't open attachments myself: please tell me in a "
+        "message what you need, or ask for a person from our team to look at it."
+    ),
 )
 
 GERMAN = Wording(
@@ -240,6 +246,10 @@ GERMAN = Wording(
     one_moment=(
         "Einen Moment bitte – gerade schreiben uns sehr viele Menschen. "
         "Ich antworte Ihnen so schnell wie möglich."
+    ),
+    files_received=(
+        "Danke, Ihre Datei ist angekommen. Anhänge kann ich selbst nicht öffnen: Schreiben Sie "
+        "mir bitte, worum es geht, oder bitten Sie um eine Person aus unserem Team."
     ),
 )
 
@@ -313,6 +323,11 @@ FRENCH = Wording(
         "Un instant, s'il vous plaît\u00a0: beaucoup de personnes nous écrivent en ce moment. "
         "Je vous réponds dès que possible."
     ),
+    files_received=(
+        "Merci, j'ai bien reçu votre fichier. Je ne peux pas ouvrir les pièces jointes "
+        "moi-même\u00a0: dites-moi dans un message ce dont vous avez besoin, ou demandez "
+        "une personne de notre équipe."
+    ),
 )
 
 SPANISH = Wording(
@@ -381,6 +396,10 @@ SPANISH = Wording(
     ),
     one_moment=(
         "Un momento, por favor: ahora mismo nos escribe mucha gente. Le respondo en cuanto pueda."
+    ),
+    files_received=(
+        "Gracias, he recibido su archivo. No puedo abrir archivos adjuntos: dígame en un mensaje "
+        "qué necesita, o pida que una persona de nuestro equipo lo revise."
     ),
 )
 
@@ -452,6 +471,10 @@ ITALIAN = Wording(
     one_moment=(
         "Un momento, per favore: in questo momento ci scrivono molte persone. "
         "Le rispondo appena possibile."
+    ),
+    files_received=(
+        "Grazie, ho ricevuto il suo file. Non posso aprire gli allegati: mi scriva in un messaggio "
+        "di cosa ha bisogno, oppure chieda che una persona del nostro team lo guardi."
     ),
 )
 

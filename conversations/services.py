@@ -15,6 +15,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from bot.wording import wording_for
 from support_bot import config_cache
 
 from . import attachments, escalation, selectors, state
@@ -149,7 +150,8 @@ def post_customer_message(
 
     `files` (checked by attachments.validate) are stored with the turn, or not at all. A
     message of files alone gets no bot reply: the bot can't read them, so while it answers a
-    notice asks the customer what they need (FILES_ONLY_NOTICE; docs/attachments.md).
+    notice in the customer's language asks what they need (bot.wording's `files_received`;
+    docs/attachments.md).
 
     Returns only after the commit, so an acknowledgement built from the result never
     acknowledges a message that could still be lost. One unit of work for the configuration
@@ -189,9 +191,10 @@ def post_customer_message(
             )
             send_turn_on_commit(turn)
             if conversation.bot_answers and not text:  # files alone: nothing to answer
+                notice = wording_for(selectors.customer_language(conversation.pk)).files_received
                 send_turn_on_commit(
                     Turn.objects.create(
-                        conversation=conversation, author=Turn.Author.SYSTEM, text=FILES_ONLY_NOTICE
+                        conversation=conversation, author=Turn.Author.SYSTEM, text=notice
                     )
                 )
             elif conversation.bot_answers:
@@ -220,12 +223,6 @@ def post_customer_message(
         attachments.discard(saved_files)  # no file without its committed turn
         raise
     return PostedMessage(turn=turn, reply=reply, duplicate=False)
-
-
-FILES_ONLY_NOTICE = (
-    "Thanks, we've received your file. Our assistant can't open attachments: tell us in a "
-    "message what you need, or ask for a person to look at it."
-)
 
 
 _STATUS_WHEN_CUSTOMER_WRITES: dict[str, str] = {

@@ -18,6 +18,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from PIL import Image
 
+from bot.wording import wording_for
 from conversations import attachments, services
 from conversations.models import Attachment, Conversation, Customer, Turn
 from conversations.selectors import conversation_snapshot
@@ -242,7 +243,7 @@ def test_files_alone_get_a_notice_instead_of_a_bot_reply(alice, alice_conversati
     assert response.status_code == 201
     assert response.json()["ack"]["reply_id"] is None
     authors = list(alice_conversation.turns.values_list("author", "text"))
-    assert authors == [("customer", ""), ("system", services.FILES_ONLY_NOTICE)]
+    assert authors == [("customer", ""), ("system", wording_for(None).files_received)]
 
 
 def test_a_pdf_keeps_its_name_and_gets_no_thumbnail(alice, alice_conversation, media):
@@ -466,3 +467,13 @@ def test_a_body_larger_than_any_message_is_refused_before_it_is_read(
 
     assert (response.status_code, error_code(response)) == (413, "file_too_large")
     assert stored_files(media) == []
+
+
+def test_the_notice_for_files_alone_speaks_the_customers_language(alice, alice_conversation, media):
+    services.post_customer_message(alice_conversation, "c-0", "Meine Lampe blinkt ständig rot")
+    Turn.objects.filter(author="bot").delete()  # no worker here: the reply stays queued
+
+    send_files(alice, alice_conversation, upload("lampe.png", png_bytes()))
+
+    notice = alice_conversation.turns.filter(author="system").get()
+    assert notice.text == wording_for("de").files_received
