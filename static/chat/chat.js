@@ -1133,6 +1133,7 @@
     disable() {
       this.input.disabled = true;
       this.button.disabled = true;
+      if (this.picker.button) this.picker.button.disabled = true;
       this.input.placeholder = "This chat is no longer available";
       this.problem = "";
       this.refresh();
