@@ -142,6 +142,10 @@
   /** The files under a customer's or an agent's message (static/common/attachments.js). */
   function showAttachments(parts, attachments) {
     if (!Array.isArray(attachments) || attachments.length === 0) return;
+    // A turn comes again (snapshot, live frame): keep the images already loaded.
+    const key = JSON.stringify(attachments.map((item) => item && item.id));
+    if (parts.attachmentsKey === key) return;
+    parts.attachmentsKey = key;
     if (!parts.attachments) {
       parts.attachments = el("ul", "attachments");
       parts.attachments.setAttribute("aria-label", "Attachments");
