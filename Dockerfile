@@ -17,7 +17,7 @@ COPY . .
 RUN SECRET_KEY=build-only REDIS_URL=redis://unused:6379/0 DATABASE_URL=sqlite:////tmp/build.db \
     python manage.py collectstatic --noinput \
  && useradd --create-home --uid 10001 supportbot \
- && mkdir -p /app/var && chown supportbot /app/var
+ && mkdir -p /app/var/media && chown -R supportbot /app/var
 USER supportbot
 
 EXPOSE 8000

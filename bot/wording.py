@@ -87,6 +87,8 @@ class Wording:
     team_away_until: str
     minutes_one: str
     minutes_many: str  # {n}
+    # A customer's message of files alone (conversations/attachments.py): the bot can't read them.
+    files_received: str
 
     def no_answer(self, *, out_of_domain: bool = False) -> str:
         """The refusal: "not something I can help with here" for a message that is not about
@@ -181,6 +183,10 @@ ENGLISH = Wording(
     team_away_until="Our team is away · back {when}",
     minutes_one="1 minute",
     minutes_many="{n} minutes",
+    files_received=(
+        "Thanks, I've received your file. I can't open attachments myself: please tell me in a "
+        "message what you need, or ask for a person from our team to look at it."
+    ),
 )
 
 GERMAN = Wording(
@@ -258,6 +264,10 @@ GERMAN = Wording(
     team_away_until="Unser Team ist gerade nicht da · zurück {when}",
     minutes_one="1 Minute",
     minutes_many="{n} Minuten",
+    files_received=(
+        "Danke, Ihre Datei ist angekommen. Anhänge kann ich selbst nicht öffnen: Schreiben Sie "
+        "mir bitte, worum es geht, oder bitten Sie um eine Person aus unserem Team."
+    ),
 )
 
 FRENCH = Wording(
@@ -335,6 +345,11 @@ FRENCH = Wording(
     team_away_until="Notre équipe est absente · de retour {when}",
     minutes_one="une minute",
     minutes_many="{n} minutes environ",
+    files_received=(
+        "Merci, j'ai bien reçu votre fichier. Je ne peux pas ouvrir les pièces jointes "
+        "moi-même\u00a0: dites-moi dans un message ce dont vous avez besoin, ou demandez "
+        "une personne de notre équipe."
+    ),
 )
 
 SPANISH = Wording(
@@ -409,6 +424,10 @@ SPANISH = Wording(
     team_away_until="Nuestro equipo no está disponible · vuelve {when}",
     minutes_one="1 minuto",
     minutes_many="{n} minutos",
+    files_received=(
+        "Gracias, he recibido su archivo. No puedo abrir archivos adjuntos: dígame en un mensaje "
+        "qué necesita, o pida que una persona de nuestro equipo lo revise."
+    ),
 )
 
 ITALIAN = Wording(
@@ -485,6 +504,10 @@ ITALIAN = Wording(
     team_away_until="Il nostro team è assente · di ritorno {when}",
     minutes_one="1 minuto",
     minutes_many="{n} minuti",
+    files_received=(
+        "Grazie, ho ricevuto il suo file. Non posso aprire gli allegati: mi scriva in un messaggio "
+        "di cosa ha bisogno, oppure chieda che una persona del nostro team lo guardi."
+    ),
 )
 
 

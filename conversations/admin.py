@@ -18,7 +18,8 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from knowledge.language import question_key
 from knowledge.models import Article, ExampleQuestion
@@ -59,13 +60,24 @@ class TurnInline(admin.TabularInline[Turn, Conversation]):
         "completion_tokens",
         "cost",
         "sources",
+        "files",
         "first_token_ms",
     )
     show_change_link = False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Turn]:
         # Withdrawn replies were never written: no empty bot rows in the transcript.
-        return super().get_queryset(request).exclude(status=Turn.Status.WITHDRAWN)
+        queryset = super().get_queryset(request).exclude(status=Turn.Status.WITHDRAWN)
+        return queryset.prefetch_related("attachments")
+
+    @admin.display(description="Attachments")
+    def files(self, turn: Turn) -> str:
+        """Links to the turn's files (served to staff who may view conversations)."""
+        return format_html_join(
+            mark_safe("<br>"),  # noqa: S308 - a constant
+            '<a href="{}" target="_blank" rel="noopener">{}</a>',
+            ((a.as_event()["url"], a.name) for a in turn.attachments.all()),
+        )
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False

@@ -9,6 +9,7 @@ class ConversationsConfig(AppConfig):
         # Imported once the app registry is ready: these modules use the models.
         from support_bot import config_cache
 
+        from . import attachments  # noqa: F401 - its receiver deletes a deleted row's files
         from .models import BusinessHours, EscalationRule, Greeting, SuggestedQuestion, WidgetSite
 
         post_migrate.connect(_ensure_roles, dispatch_uid="conversations.ensure_roles")

@@ -6,12 +6,14 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Exists, F, OuterRef, Q
+from django.urls import reverse
 from django.utils import timezone
 
 from support_bot.config_cache import ConfigQuerySet
@@ -294,6 +296,59 @@ class Turn(models.Model):
             ],
             "author_name": staff_name(self.agent) if self.agent_id else None,
             "offers_handoff": self.offers_person,
+            # Only customers and agents attach files: other turns cost no query.
+            "attachments": [a.as_event() for a in self.attachments.all()]
+            if self.author in (self.Author.CUSTOMER, self.Author.AGENT)
+            else [],
+        }
+
+
+# --- Attachments (docs/attachments.md; checked and stored by attachments.py) ------------------
+
+
+def _attachment_path(instance: Attachment, filename: str) -> str:
+    # Random, not the customer's name: nothing about the file can be guessed from its path.
+    return f"attachments/{uuid.uuid4().hex}{Path(filename).suffix}"
+
+
+class Attachment(models.Model):
+    """A file a customer or an agent attached to a turn: an image or a PDF, served only to the
+    conversation's customer and the team (views at /chat/attachments/<id>/)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="attachments")
+    file = models.FileField(upload_to=_attachment_path, max_length=200)
+    # Images only: a small copy for the transcript.
+    thumbnail = models.FileField(upload_to=_attachment_path, max_length=200, blank=True)
+    name = models.CharField(max_length=160, help_text="The file's name, made safe.")
+    content_type = models.CharField(max_length=40)
+    size = models.PositiveBigIntegerField()
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_image(self) -> bool:
+        return self.content_type.startswith("image/")
+
+    def as_event(self) -> dict[str, Any]:
+        url = reverse("attachment", args=[self.pk])
+        return {
+            "id": str(self.pk),
+            "name": self.name,
+            "content_type": self.content_type,
+            "size": self.size,
+            "width": self.width,
+            "height": self.height,
+            "url": url,
+            "thumbnail_url": f"{url}?thumbnail=1" if self.thumbnail else None,
+            "download_url": f"{url}?download=1",
         }
 
 

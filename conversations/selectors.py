@@ -51,7 +51,11 @@ def conversation_snapshot(
     when the snapshot says withdrawn); `shown_only` leaves them out (the agent's view)."""
     turns: list[Turn] = []
     if not conversation._state.adding:  # a visitor's next conversation has no turns yet
-        queryset = Turn.objects.filter(conversation=conversation).select_related("agent")
+        queryset = (
+            Turn.objects.filter(conversation=conversation)
+            .select_related("agent")
+            .prefetch_related("attachments")
+        )
         if shown_only:
             queryset = queryset.shown()
         turns = list(queryset.order_by("-id")[:limit])

@@ -8,16 +8,17 @@ selectors.py; the bot's reply is written by replies.py).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from bot.wording import wording_for
 from support_bot import config_cache
 
-from . import escalation, selectors, state
+from . import attachments, escalation, selectors, state
 from .events import send_turn_on_commit
 from .models import Conversation, Customer, Turn
 from .tasks import generate_reply
@@ -133,6 +134,7 @@ def post_customer_message(
     text: str,
     *,
     admit: Callable[[], None] | None = None,
+    files: Sequence[attachments.CheckedFile] = (),
 ) -> PostedMessage:
     """Store a customer's message and queue the bot's reply, once per client message id.
 
@@ -145,6 +147,11 @@ def post_customer_message(
     bot's offer of a person (escalation.accepts_offered_person), is stored as always, then
     hands the conversation to a person instead of queueing a reply. Writing to a resolved
     conversation reopens it; writing to a snoozed one brings it back to the team.
+
+    `files` (checked by attachments.validate) are stored with the turn, or not at all. A
+    message of files alone gets no bot reply: the bot can't read them, so while it answers a
+    notice in the customer's language asks what they need (bot.wording's `files_received`;
+    docs/attachments.md).
 
     Returns only after the commit, so an acknowledgement built from the result never
     acknowledges a message that could still be lost. One unit of work for the configuration
@@ -160,6 +167,7 @@ def post_customer_message(
         return existing
     if admit is not None:
         admit()
+    saved_files: list[str] = []
     try:
         with transaction.atomic():
             turn = Turn.objects.create(
@@ -168,6 +176,7 @@ def post_customer_message(
                 text=text,
                 client_message_id=client_id,
             )
+            attachments.store(turn, files, saved_files)
             status_changed = _customer_wrote(conversation)
             reply = None
             reason = escalation.escalation_for_message(conversation, text)
@@ -180,14 +189,21 @@ def post_customer_message(
             escalated = reason is not None and escalation.escalate(
                 conversation, reason, language=language
             )
-            if conversation.bot_answers:
+            send_turn_on_commit(turn)
+            if conversation.bot_answers and not text:  # files alone: nothing to answer
+                notice = wording_for(selectors.customer_language(conversation.pk)).files_received
+                send_turn_on_commit(
+                    Turn.objects.create(
+                        conversation=conversation, author=Turn.Author.SYSTEM, text=notice
+                    )
+                )
+            elif conversation.bot_answers:
                 reply = Turn.objects.create(
                     conversation=conversation,
                     author=Turn.Author.BOT,
                     status=Turn.Status.QUEUED,
                     reply_to=turn,
                 )
-            send_turn_on_commit(turn)
             if reply is not None:
                 _queue_reply_on_commit(reply.pk)
             if escalated:
@@ -197,11 +213,15 @@ def post_customer_message(
             else:
                 state.notify_team(conversation.pk)
     except IntegrityError:
+        attachments.discard(saved_files)
         # The same client id raced in on another socket; that one won.
         existing = _already_posted(conversation, client_id)
         if existing is None:
             raise
         return existing
+    except BaseException:
+        attachments.discard(saved_files)  # no file without its committed turn
+        raise
     return PostedMessage(turn=turn, reply=reply, duplicate=False)
 
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import attachment_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -9,5 +9,7 @@ urlpatterns = [
     path("chat/conversations/new/", views.new_conversation, name="conversation-new"),
     path("chat/availability/", views.team_availability, name="team-availability"),
     path("chat/continue/<str:token>/", views.continue_conversation, name="chat-continue"),
+    path("chat/attachments/", attachment_views.upload, name="attachment-upload"),
+    path("chat/attachments/<uuid:attachment_id>/", attachment_views.download, name="attachment"),
     path("healthz", views.healthz, name="healthz"),
 ]

@@ -102,6 +102,8 @@ def _chat_page(
             "first_screen": first_screen(
                 visitor_language(request.headers.get("Accept-Language", ""))
             ),
+            "attachment_max_bytes": settings.ATTACHMENT_MAX_BYTES,
+            "attachment_max_files": settings.ATTACHMENT_MAX_FILES,
         },
     )
 

@@ -44,7 +44,13 @@ def _prefetched(conversations: QuerySet[Conversation]) -> Iterator[Conversation]
     queryset = (
         conversations.select_related("customer", "assignee")
         .prefetch_related(
-            Prefetch("turns", queryset=Turn.objects.shown().select_related("agent").order_by("id")),
+            Prefetch(
+                "turns",
+                queryset=Turn.objects.shown()
+                .select_related("agent")
+                .prefetch_related("attachments")
+                .order_by("id"),
+            ),
             Prefetch("notes", queryset=Note.objects.select_related("author").order_by("id")),
         )
         .order_by("created_at", "id")
@@ -124,6 +130,10 @@ def conversation_record(conversation: Conversation) -> dict[str, Any]:
                 "status": turn.status or None,
                 "sources": turn.sources,
                 "abstained": turn.abstained,
+                "attachments": [
+                    {k: a[k] for k in ("name", "content_type", "size", "url")}
+                    for a in (attachment.as_event() for attachment in turn.attachments.all())
+                ],
             }
             for turn in conversation.turns.all()
         ],

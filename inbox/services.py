@@ -23,6 +23,7 @@ A transition on a conversation another agent owns raises TakenBy(name).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,6 +35,7 @@ from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from conversations import attachments
 from conversations.email_replies import email_later_on_commit
 from conversations.errors import Refused
 from conversations.events import send_turn_on_commit
@@ -242,11 +244,34 @@ def _clean_text(text: object, what: str) -> str:
     return text
 
 
+def agent_reply(
+    conversation_id: uuid.UUID | str,
+    agent: User,
+    text: object,
+    files: Sequence[attachments.CheckedFile] = (),
+) -> Turn:
+    """A message from the agent to the customer, live on the customer's sockets: text, files
+    (checked by conversations.attachments.validate) or both. Replying to a conversation nobody
+    owns takes it over first; someone else's raises TakenBy. Files are stored with the turn or,
+    should anything fail, not at all."""
+    saved_files: list[str] = []
+    try:
+        return _agent_reply(conversation_id, agent, text, files, saved_files)
+    except BaseException:
+        attachments.discard(saved_files)
+        raise
+
+
 @transaction.atomic
-def agent_reply(conversation_id: uuid.UUID | str, agent: User, text: object) -> Turn:
-    """A message from the agent to the customer, live on the customer's sockets. Replying to
-    a conversation nobody owns takes it over first; someone else's raises TakenBy."""
-    body = _clean_text(text, "reply")
+def _agent_reply(
+    conversation_id: uuid.UUID | str,
+    agent: User,
+    text: object,
+    files: Sequence[attachments.CheckedFile],
+    saved_files: list[str],
+) -> Turn:
+    has_text = isinstance(text, str) and bool(text.strip())
+    body = _clean_text(text, "reply") if has_text or not files else ""
     conversation = _get(conversation_id)
     if conversation.status == Status.RESOLVED:
         raise WrongState("This conversation is resolved: reopen it to reply.")
@@ -255,6 +280,7 @@ def agent_reply(conversation_id: uuid.UUID | str, agent: User, text: object) -> 
     turn = Turn.objects.create(
         conversation=conversation, author=Turn.Author.AGENT, text=body, agent=agent
     )
+    attachments.store(turn, files, saved_files)
     now = _now()
     Conversation.objects.filter(pk=conversation.pk).update(
         last_message_at=now, agent_read_at=now, updated_at=now

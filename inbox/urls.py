@@ -15,6 +15,7 @@ urlpatterns = [
     path(f"{api}/assign/", views.assign, name="assign"),
     path(f"{api}/hand-back/", views.hand_back, name="hand-back"),
     path(f"{api}/reply/", views.reply, name="reply"),
+    path(f"{api}/attachments/", views.attach, name="attach"),
     path(f"{api}/notes/", views.note, name="note"),
     path(f"{api}/snooze/", views.snooze, name="snooze"),
     path(f"{api}/resolve/", views.resolve, name="resolve"),

@@ -20,6 +20,7 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from conversations import attachments
 from conversations.models import Conversation, display_name
 
 from . import events, services
@@ -111,6 +112,8 @@ def _page_context(request: HttpRequest) -> dict[str, Any]:
         "ws_path": "/ws/inbox/",
         "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
         "company_name": settings.COMPANY_NAME,
+        "attachment_max_bytes": settings.ATTACHMENT_MAX_BYTES,
+        "attachment_max_files": settings.ATTACHMENT_MAX_FILES,
     }
 
 
@@ -194,6 +197,21 @@ def hand_back(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
 @agent_api(services.WORK_INBOX)
 def reply(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
     turn = services.agent_reply(conversation_id, request.user, _body(request).get("text"))
+    return JsonResponse({"ok": True, "turn": turn.as_event()}, status=201)
+
+
+@require_POST
+@agent_api(services.WORK_INBOX)
+def attach(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    """Multipart: one or more `file`s and an optional `text`, sent as one reply."""
+    try:
+        files = attachments.validate(request.FILES.getlist("file"))
+    except attachments.AttachmentRefused as refused:
+        return JsonResponse({"error": refused.message, "code": refused.code}, status=refused.status)
+    if not files:
+        raise services.Invalid("Please choose a file to attach.")
+    text = request.POST.get("text", "")
+    turn = services.agent_reply(conversation_id, request.user, text, files)
     return JsonResponse({"ok": True, "turn": turn.as_event()}, status=201)
 
 

@@ -444,6 +444,16 @@ STORAGES = {
     },
 }
 
+# --- Attachments (docs/attachments.md) --------------------------------------------------------
+# Uploaded files go through the default storage, under MEDIA_ROOT for the file system one. There
+# is no public MEDIA_URL: every file is served by a view that checks who asks.
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT") or VAR_DIR / "media")
+ATTACHMENT_MAX_BYTES = env_int("ATTACHMENT_MAX_BYTES", 10 * 1024 * 1024)
+ATTACHMENT_MAX_FILES = env_int("ATTACHMENT_MAX_FILES", 5)
+# Decoded images larger than this (width x height) are refused: a small file can decode to
+# gigabytes (a decompression bomb).
+ATTACHMENT_MAX_PIXELS = env_int("ATTACHMENT_MAX_PIXELS", 40_000_000)
+
 # --- Agent inbox ----------------------------------------------------------------------------
 # Agents log in with the admin's login page; the inbox is at /agent/.
 LOGIN_URL = "admin:login"

@@ -165,6 +165,7 @@
       attempt: 1,
       waiting: null, // a bot reply's "one moment" line while it waits for its turn (reply.waiting)
       offersHandoff: false, // a bot reply that offers a person: "Connect me" under it
+      attachments: [], // files under the message (static/common/attachments.js)
       ...fields,
     };
   }
@@ -320,6 +321,7 @@
 
     mergeTurn(message, turn) {
       if (typeof turn.created === "string" && turn.created) message.created = turn.created;
+      message.attachments = Array.isArray(turn.attachments) ? turn.attachments : [];
       message.authorName = typeof turn.author_name === "string" ? turn.author_name : null;
       message.sources = cleanSources(turn.sources);
       message.offersHandoff = turn.author === "bot" && turn.offers_handoff === true;
@@ -547,8 +549,9 @@
    * (unacknowledged messages, local notices) stay where they were added.
    */
   class LogView {
-    constructor(log, { companyName, onRetry, onConnect, onNewContent }) {
+    constructor(log, { companyName, onRetry, onConnect, onNewContent, fileHeaders }) {
       this.log = log;
+      this.fileHeaders = fileHeaders;
       this.companyName = companyName;
       this.onRetry = onRetry;
       this.onConnect = onConnect;
@@ -643,11 +646,25 @@
       setAttr(root, "aria-busy", message.author === "bot" && ACTIVE_REPLY.has(message.status) ? "true" : null);
       if (parts.author) setText(parts.author, this.authorLabel(message));
       this.fillText(message, parts);
+      this.fillAttachments(message, parts);
       this.fillWaiting(message, parts);
       if (parts.meta) this.fillMeta(message, parts);
       this.fillSources(message, parts);
       this.fillOffer(message, parts);
       this.fillError(message, parts);
+    }
+
+    /** The message's files: thumbnails and links (static/common/attachments.js). */
+    fillAttachments(message, parts) {
+      const key = JSON.stringify(message.attachments.map((item) => item && item.id));
+      if (parts.attachmentsKey === key) return;
+      parts.attachmentsKey = key;
+      if (!parts.attachments) {
+        parts.attachments = el("ul", "attachments");
+        parts.attachments.setAttribute("aria-label", "Attachments");
+        parts.text.after(parts.attachments);
+      }
+      window.SupportBotAttachments.render(parts.attachments, message.attachments, { headers: this.fileHeaders });
     }
 
     /** A reply's "one moment" line while it waits for its turn with the model. */
@@ -1077,8 +1094,18 @@
   // --- Composer -------------------------------------------------------------------------------
 
   class Composer {
-    constructor(form, { maxChars, onSend }) {
+    constructor(form, { maxChars, onSend, onAttach, maxFiles, maxBytes }) {
       this.form = form;
+      this.onAttach = onAttach;
+      this.sending = false; // files are uploading
+      this.picker = new window.SupportBotAttachments.Picker(form, {
+        maxFiles,
+        maxBytes,
+        onProblem: (problem) => {
+          this.problem = problem;
+          this.refresh();
+        },
+      });
       this.input = form.querySelector(".composer__input");
       this.button = form.querySelector(".composer__send");
       this.counter = form.querySelector(".char-counter");
@@ -1106,9 +1133,10 @@
     }
 
     submit() {
-      if (this.input.disabled) return;
+      if (this.input.disabled || this.sending) return;
       const text = this.input.value.trim();
-      if (text === "") {
+      const files = this.picker.files();
+      if (text === "" && files.length === 0) {
         this.input.focus();
         return;
       }
@@ -1119,9 +1147,31 @@
         this.input.focus();
         return;
       }
+      if (files.length > 0) {
+        this.sendFiles(text, files);
+        return;
+      }
       this.onSend(text);
       this.input.value = "";
       this.problem = "";
+      this.refresh();
+      this.input.focus();
+    }
+
+    /** Text with files goes over HTTP (onAttach resolves to "" or the problem to show). */
+    async sendFiles(text, files) {
+      this.sending = true;
+      this.button.disabled = true;
+      this.picker.setProgress(0);
+      const problem = await this.onAttach(text, files, (fraction) => this.picker.setProgress(fraction));
+      this.picker.setProgress(null);
+      this.sending = false;
+      this.button.disabled = this.input.disabled;
+      this.problem = problem;
+      if (!problem) {
+        this.picker.clear();
+        this.input.value = "";
+      }
       this.refresh();
       this.input.focus();
     }
@@ -1153,6 +1203,7 @@
     disable() {
       this.input.disabled = true;
       this.button.disabled = true;
+      if (this.picker.button) this.picker.button.disabled = true;
       this.input.placeholder = "This chat is no longer available";
       this.problem = "";
       this.refresh();
@@ -1174,6 +1225,9 @@
       conversationsUrl: root.dataset.conversationsUrl || "",
       newConversationUrl: root.dataset.newConversationUrl || "",
       availabilityUrl: root.dataset.availabilityUrl || "",
+      attachmentUploadUrl: root.dataset.attachmentUploadUrl || "",
+      attachmentMaxBytes: Number.parseInt(root.dataset.attachmentMaxBytes, 10) || 10 * 1024 * 1024,
+      attachmentMaxFiles: Number.parseInt(root.dataset.attachmentMaxFiles, 10) || 5,
     };
   }
 
@@ -1670,6 +1724,7 @@
       },
       onConnect: () => handoff.askForPerson(),
       onNewContent: () => scroll.toBottom(),
+      fileHeaders: config.embedded ? visitorHeaders : null,
     });
     const socket = new Socket(socketUrl(config.wsPath), {
       onFrame: handleFrame,
@@ -1696,6 +1751,9 @@
     const firstScreen = new FirstScreen(root, { onPick: sendText });
     const composer = new Composer(root.querySelector(".composer"), {
       maxChars: config.maxChars,
+      maxFiles: config.attachmentMaxFiles,
+      maxBytes: config.attachmentMaxBytes,
+      onAttach: sendFiles,
       onSend: sendText,
     });
 
@@ -1731,6 +1789,39 @@
       if (ready || snapshots > 1) {
         tellHost(config.site, { type: "support-bot:new-message", author });
       }
+    }
+
+    // --- Attachments (docs/attachments.md): uploaded over HTTP, then shown like any turn. ---
+    let uploadClientId = null; // kept while an upload's fate is unknown: a retry is stored once
+
+    /** The widget fetches files with its visitor token (its iframe has no cookie). */
+    function visitorHeaders() {
+      return config.embedded ? { "X-Support-Bot-Visitor": visitorToken.get() } : {};
+    }
+
+    async function sendFiles(text, files, onProgress) {
+      uploadClientId = uploadClientId || newClientId();
+      const form = new FormData();
+      form.append("conversation", config.conversationId);
+      form.append("client_id", uploadClientId);
+      form.append("text", text);
+      for (const file of files) form.append("file", file, file.name);
+      const result = await window.SupportBotAttachments.upload(config.attachmentUploadUrl, form, {
+        headers: { "X-CSRFToken": config.csrfToken, ...visitorHeaders() },
+        onProgress,
+      });
+      if (result.status !== 0) uploadClientId = null; // the server answered: stored or refused
+      if (!result.ok) {
+        const error = result.data && result.data.error;
+        return asText(error && error.message) || "Your file could not be sent. Please try again.";
+      }
+      conversation.applyTurn(result.data.turn);
+      firstScreen.dismiss();
+      if (result.data.ack && typeof result.data.ack === "object") conversation.applyAck(result.data.ack);
+      typingSuppressed = false;
+      updateTyping();
+      scroll.toBottom({ force: true });
+      return "";
     }
 
     function setStatus(state) {

@@ -135,7 +135,23 @@
     } else {
       setText(parts, asText(turn.text), null);
     }
+    showAttachments(parts, turn.attachments);
     if (author === "customer") markReadSoon();
+  }
+
+  /** The files under a customer's or an agent's message (static/common/attachments.js). */
+  function showAttachments(parts, attachments) {
+    if (!Array.isArray(attachments) || attachments.length === 0) return;
+    // A turn comes again (snapshot, live frame): keep the images already loaded.
+    const key = JSON.stringify(attachments.map((item) => item && item.id));
+    if (parts.attachmentsKey === key) return;
+    parts.attachmentsKey = key;
+    if (!parts.attachments) {
+      parts.attachments = el("ul", "attachments");
+      parts.attachments.setAttribute("aria-label", "Attachments");
+      parts.text.after(parts.attachments);
+    }
+    window.SupportBotAttachments.render(parts.attachments, attachments);
   }
 
   /** A message's text: Markdown, rendered safely (static/common/markdown.js), for the bot, the
@@ -451,18 +467,46 @@
     }
   });
 
+  // Attachments: chosen files go with the reply, as one multipart POST (docs/attachments.md).
+  const files = new window.SupportBotAttachments.Picker(composer, {
+    maxFiles: Number(root.dataset.attachmentMaxFiles) || 5,
+    maxBytes: Number(root.dataset.attachmentMaxBytes) || 10 * 1024 * 1024,
+    onProblem: (problem) => {
+      composerError.textContent = problem;
+      composerError.hidden = false;
+    },
+  });
+
+  async function sendWithFiles(text) {
+    const form = new FormData();
+    form.append("text", text);
+    for (const file of files.files()) form.append("file", file, file.name);
+    files.setProgress(0);
+    const result = await window.SupportBotAttachments.upload(api("attachments"), form, {
+      headers: { "X-CSRFToken": csrf },
+      onProgress: (fraction) => files.setProgress(fraction),
+    });
+    files.setProgress(null);
+    if (result.status === 0) result.data = { error: "The server can't be reached. Try again." };
+    if (result.ok) files.clear();
+    return result;
+  }
+
   composer.addEventListener("submit", async (event) => {
     event.preventDefault();
     const text = input.value.trim();
-    if (!text) return;
+    const withFiles = files.files().length > 0;
+    if (!text && !withFiles) return;
     if (Array.from(text).length > maxChars) {
       composerError.textContent = `That reply is too long (the limit is ${maxChars} characters).`;
       composerError.hidden = false;
       return;
     }
     const button = composer.querySelector(".composer__send");
+    if (button.disabled) return;
     button.disabled = true;
-    const result = await post(api("reply"), { text }, csrf);
+    composerError.hidden = true;
+    const result = withFiles ? await sendWithFiles(text) : await post(api("reply"), { text }, csrf);
     button.disabled = false;
     if (!result.ok) {
       composerError.textContent = asText(result.data.error) || "The reply was not sent.";
