@@ -68,6 +68,7 @@ def test_the_inbox_list_and_a_conversation_have_no_serious_axe_violations(
             else:
                 overflow = "document.scrollingElement.scrollWidth - window.innerWidth"
                 assert page.evaluate(overflow) <= 0
+                shot(page, "inbox-conversation-phone")
         finally:
             context.close()
 
