@@ -80,6 +80,13 @@ class Wording:
     # A reply waiting for its turn in the model's budget (a burst of customers): said once, in
     # place of the answer until it starts.
     one_moment: str
+    # The chat's header ({minutes}: minutes_one or minutes_many; {when}: as in team_away):
+    # an agent has the inbox open / nobody has but it is within business hours / neither.
+    team_online: str
+    team_replies_in: str
+    team_away_until: str
+    minutes_one: str
+    minutes_many: str  # {n}
 
     def no_answer(self, *, out_of_domain: bool = False) -> str:
         """The refusal: "not something I can help with here" for a message that is not about
@@ -169,6 +176,11 @@ ENGLISH = Wording(
         "One moment, please — a lot of people are asking right now. "
         "I'll answer you as soon as I can."
     ),
+    team_online="Our team is online · typically replies in {minutes}",
+    team_replies_in="Our team typically replies in {minutes}",
+    team_away_until="Our team is away · back {when}",
+    minutes_one="1 minute",
+    minutes_many="{n} minutes",
 )
 
 GERMAN = Wording(
@@ -241,6 +253,11 @@ GERMAN = Wording(
         "Einen Moment bitte – gerade schreiben uns sehr viele Menschen. "
         "Ich antworte Ihnen so schnell wie möglich."
     ),
+    team_online="Unser Team ist online · antwortet meist in {minutes}",
+    team_replies_in="Unser Team antwortet meist in {minutes}",
+    team_away_until="Unser Team ist gerade nicht da · zurück {when}",
+    minutes_one="1 Minute",
+    minutes_many="{n} Minuten",
 )
 
 FRENCH = Wording(
@@ -313,6 +330,11 @@ FRENCH = Wording(
         "Un instant, s'il vous plaît\u00a0: beaucoup de personnes nous écrivent en ce moment. "
         "Je vous réponds dès que possible."
     ),
+    team_online="Notre équipe est en ligne · répond généralement en {minutes}",
+    team_replies_in="Notre équipe répond généralement en {minutes}",
+    team_away_until="Notre équipe est absente · de retour {when}",
+    minutes_one="une minute",
+    minutes_many="{n} minutes environ",
 )
 
 SPANISH = Wording(
@@ -382,6 +404,11 @@ SPANISH = Wording(
     one_moment=(
         "Un momento, por favor: ahora mismo nos escribe mucha gente. Le respondo en cuanto pueda."
     ),
+    team_online="Nuestro equipo está en línea · suele responder en {minutes}",
+    team_replies_in="Nuestro equipo suele responder en {minutes}",
+    team_away_until="Nuestro equipo no está disponible · vuelve {when}",
+    minutes_one="1 minuto",
+    minutes_many="{n} minutos",
 )
 
 ITALIAN = Wording(
@@ -453,6 +480,11 @@ ITALIAN = Wording(
         "Un momento, per favore: in questo momento ci scrivono molte persone. "
         "Le rispondo appena possibile."
     ),
+    team_online="Il nostro team è online · di solito risponde in {minutes}",
+    team_replies_in="Il nostro team di solito risponde in {minutes}",
+    team_away_until="Il nostro team è assente · di ritorno {when}",
+    minutes_one="1 minuto",
+    minutes_many="{n} minuti",
 )
 
 

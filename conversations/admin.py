@@ -30,6 +30,8 @@ from .models import (
     Conversation,
     Customer,
     EscalationRule,
+    Greeting,
+    SuggestedQuestion,
     Turn,
     UnresolvedQuestion,
     WidgetSite,
@@ -245,9 +247,10 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
 
 @admin.register(Customer)
 class CustomerAdmin(admin.ModelAdmin[Customer]):
-    list_display = ["id", "display_name", "email", "created_at"]
-    search_fields = ["display_name", "email"]
-    readonly_fields = ["id", "created_at"]
+    list_display = ["id", "display_name", "email", "external_id", "created_at"]
+    search_fields = ["display_name", "email", "=external_id"]
+    # Set only by the widget's verified identify (conversations/identity.py).
+    readonly_fields = ["id", "external_id", "created_at"]
 
 
 def selected(queryset: QuerySet[Conversation]) -> QuerySet[Conversation]:
@@ -268,6 +271,26 @@ class EscalationRuleAdmin(admin.ModelAdmin[EscalationRule]):
 class BusinessHoursAdmin(admin.ModelAdmin[BusinessHours]):
     list_display = ["weekday", "opens", "closes"]
     list_filter = ["weekday"]
+
+
+@admin.register(Greeting)
+class GreetingAdmin(admin.ModelAdmin[Greeting]):
+    """The chat's first words (first_screen.py); without one, the bot's own in the visitor's
+    language."""
+
+    list_display = ["language", "text"]
+
+
+@admin.register(SuggestedQuestion)
+class SuggestedQuestionAdmin(admin.ModelAdmin[SuggestedQuestion]):
+    """The questions offered on the chat's first screen: the first four enabled ones of the
+    visitor's language (else of any language), lowest position first."""
+
+    list_display = ["text", "language", "position", "enabled"]
+    list_editable = ["position", "enabled"]
+    list_filter = ["language", "enabled"]
+    ordering = ["language", "position", "id"]
+    search_fields = ["text"]
 
 
 def embed_snippet(request: HttpRequest) -> str:

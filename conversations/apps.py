@@ -9,11 +9,12 @@ class ConversationsConfig(AppConfig):
         # Imported once the app registry is ready: these modules use the models.
         from support_bot import config_cache
 
-        from .models import BusinessHours, EscalationRule, WidgetSite
+        from .models import BusinessHours, EscalationRule, Greeting, SuggestedQuestion, WidgetSite
 
         post_migrate.connect(_ensure_roles, dispatch_uid="conversations.ensure_roles")
         # Read on every customer message through the configuration cache.
         config_cache.watch(EscalationRule, BusinessHours, WidgetSite)
+        config_cache.watch(Greeting, SuggestedQuestion)  # the first screen
 
 
 def _ensure_roles(sender: AppConfig, **kwargs: object) -> None:

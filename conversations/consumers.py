@@ -5,16 +5,22 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from support_bot.redis_clients import async_client, key
 
 from . import contact, embedding, escalation, events, protocol, ratings, selectors, services
+from .identity import identify
 from .models import Conversation
+from .customer_presence import leave as mark_left
+from .customer_presence import renew as mark_present
 from .protocol import FrameError
 from .sockets import FrameConsumer, FrameHandler
 
@@ -59,6 +65,7 @@ class ChatConsumer(FrameConsumer):
             )
             return False
         await self._join(events.conversation_group(self.conversation.pk))
+        await self._present(mark_present)
         snapshot = await database_sync_to_async(selectors.conversation_snapshot)(self.conversation)
         await self._send(snapshot)
         return True
@@ -123,6 +130,25 @@ class ChatConsumer(FrameConsumer):
             self._conversation(), rating.score, rating.comment
         )
 
+    # --- Email: what this socket shows, the customer has seen (presence.py, docs/email.md) ----
+
+    async def _on_ping(self, frame: dict[str, Any]) -> None:
+        await super()._on_ping(frame)
+        await self._present(mark_present)
+
+    async def disconnect(self, code: int) -> None:
+        await self._present(mark_left)
+        await super().disconnect(code)
+
+    async def _present(self, mark: Callable[[uuid.UUID, str], Awaitable[None]]) -> None:
+        if self.conversation is None:
+            return
+        try:
+            await mark(self.conversation.pk, self.channel_name)
+        except RedisError as error:
+            # Unknown presence only means an email the customer may not need.
+            logger.warning("customer presence not recorded: %s", error)
+
     def _conversation(self) -> Conversation:
         assert self.conversation is not None
         return self.conversation
@@ -175,7 +201,8 @@ class WidgetConsumer(ChatConsumer):
 
         {"type": "auth", "token": "<the token a session frame gave, or empty for a new
          visitor>", "conversation": "<id, or empty for the current one>", "site": "<the host
-         page's origin>"}
+         page's origin>", "identity": <optional: the host page's signed-in user,
+         {"id", "name", "email", "user_hash"} (identity.py)>}
 
     The host page's origin must be allowed to embed the widget (conversations/embedding.py),
     checked on every socket; the socket's own Origin (the iframe's, Support Bot's) is checked by
@@ -234,9 +261,16 @@ class WidgetConsumer(ChatConsumer):
                 return
         else:
             customer_id = services.new_visitor_id()
+        requested = _text(frame.get("conversation"))[:64]
+        session: dict[str, Any] = {}
+        if "identity" in frame:  # the host page's signed-in user (identity.py)
+            identified = await database_sync_to_async(identify)(customer_id, frame["identity"])
+            requested = identified.conversation_to_open(customer_id, requested)
+            customer_id = identified.customer_id
+            session = identified.session_fields()
         # The per-visitor budgets (rate limits) read the visitor from the scope.
         self.scope["customer_id"] = customer_id
-        conversation_id = _text(frame.get("conversation"))[:64] or str(
+        conversation_id = requested or str(
             await database_sync_to_async(services.page_conversation_id)(customer_id)
         )
         await self._send(
@@ -244,6 +278,7 @@ class WidgetConsumer(ChatConsumer):
                 "type": "session",
                 "token": embedding.visitor_token(customer_id),
                 "conversation_id": conversation_id,
+                **session,
             }
         )
         await self._open(customer_id, conversation_id)

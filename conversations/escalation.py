@@ -5,8 +5,8 @@
 - The customer's yes to the bot's offer of a person (accepts_offered_person): the same
   handover as "Talk to a person".
 - escalate(): OPEN → PENDING in one conditional UPDATE, plus a notice telling the customer a
-  person will join (or, outside business hours, asking for an email address), in the
-  customer's language (bot/wording.py).
+  person will join (or, outside business hours with no agent at the inbox, asking for an email
+  address), in the customer's language (bot/wording.py).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from bot.affirmation import Affirmative, affirmative
 from bot.wording import wording_for
 from support_bot import config_cache
 
-from . import events, selectors
+from . import events, presence, selectors
 from .business_hours import availability, describe_opening
 from .models import Conversation, EscalationRule, Turn
 from .state import conversation_changed, state_frame
@@ -199,7 +199,8 @@ def escalate(conversation: Conversation, reason: str, *, language: str | None = 
     conversation.escalation_reason = reason
     hours = availability(now)
     wording = wording_for(language or selectors.customer_language(conversation.pk))
-    if hours.open_now:
+    # An agent at the inbox answers whatever the hours say (issue 16: "away" while one was).
+    if hours.open_now or presence.team_online():
         text = wording.person_will_join
     else:
         when = (

@@ -3,6 +3,7 @@ rows live in services.py."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -29,11 +30,17 @@ def staff_name(user: Any) -> str | None:
 
 
 class Customer(models.Model):
-    """An anonymous visitor, recognised by a signed cookie that carries this id."""
+    """A visitor, recognised by a signed cookie or widget token that carries this id: anonymous,
+    or a signed-in user of the host site identified by its `external_id` (identity.py)."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     display_name = models.CharField(max_length=200, blank=True)
     email = models.EmailField(blank=True)
+    # The host site's user id, verified by its user_hash; NULL for anonymous visitors (unique
+    # ignores NULLs).
+    external_id = models.CharField(  # noqa: DJ001
+        max_length=255, unique=True, null=True, blank=True, editable=False
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -163,6 +170,9 @@ class Turn(models.Model):
     agent = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Agent turns only: when the email carrying it to a customer who had not seen it was sent
+    # (claimed just before; conversations/email_replies.py). Set at most once.
+    emailed_at = models.DateTimeField(null=True, blank=True)
 
     # Bot turns only.
     reply_to = models.OneToOneField(
@@ -412,3 +422,67 @@ class WidgetSite(models.Model):
             self.origin = normalise_origin(self.origin)
         except ValueError as error:
             raise ValidationError({"origin": str(error)}) from None
+
+
+# --- The first screen (issue 16.3): what a visitor sees before their first message ---------------
+
+
+class Greeting(models.Model):
+    """The chat's first words to a visitor, in a language (empty: any other). No row for a
+    language: the bot's own greeting in it (bot/wording.py). Read through
+    support_bot.config_cache (conversations/first_screen.py)."""
+
+    language = models.CharField(
+        max_length=12,
+        blank=True,
+        unique=True,
+        help_text="ISO 639-1 code (en, de, fr…) of the visitors it greets; empty: any language "
+        "without a greeting of its own.",
+    )
+    text = models.CharField(max_length=500)
+
+    objects = ConfigQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["language"]
+
+    def __str__(self) -> str:
+        return f"{self.language or 'any language'}: {self.text[:60]}"
+
+    def clean(self) -> None:
+        self.language = clean_language(self.language)
+
+
+class SuggestedQuestion(models.Model):
+    """A question offered on the first screen; a click sends it as the visitor's message.
+    Visitors see the enabled ones in their language, else those for any language, in order."""
+
+    text = models.CharField(max_length=120)
+    language = models.CharField(
+        max_length=12,
+        blank=True,
+        help_text="ISO 639-1 code (en, de, fr…); empty: shown in any language that has no "
+        "suggestions of its own.",
+    )
+    position = models.PositiveSmallIntegerField(default=0, help_text="Lower shows first.")
+    enabled = models.BooleanField(default=True)
+
+    objects = ConfigQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["language", "position", "id"]
+
+    def __str__(self) -> str:
+        return self.text
+
+    def clean(self) -> None:
+        self.language = clean_language(self.language)
+        self.text = self.text.strip()
+
+
+def clean_language(language: str) -> str:
+    """ "DE", " de-CH " → "de": visitors are matched by their language's primary code."""
+    code = language.strip().lower().replace("_", "-").split("-", 1)[0]
+    if code and not re.fullmatch(r"[a-z]{2,3}", code):
+        raise ValidationError({"language": "Use a language code such as en, de or fr."})
+    return code

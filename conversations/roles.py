@@ -4,8 +4,9 @@ new permission reaches its role without a hand-made data migration.
 - Agents work the inbox: view conversations, take over, reply, write notes, snooze, resolve,
   reopen; they read canned responses and articles.
 - Operators do all that, and tune the bot: articles, escalation rules, canned responses,
-  business hours, exports, and the prompt studio (versions, activation, playground,
-  evaluations, experiments, prices, fine-tuning exports).
+  business hours, the chat's first screen (greeting, suggested questions), exports, and the
+  prompt studio (versions, activation, playground, evaluations, experiments, prices,
+  fine-tuning exports).
 - Admins are superusers.
 """
 
@@ -40,6 +41,8 @@ OPERATOR_PERMISSIONS = AGENT_PERMISSIONS + (
             ("conversations", "escalationrule"),
             ("inbox", "cannedresponse"),
             ("conversations", "businesshours"),
+            ("conversations", "greeting"),
+            ("conversations", "suggestedquestion"),
             ("studio", "promptversion"),
             ("studio", "testset"),
             ("studio", "testcase"),

@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 from . import events, signals
-from .business_hours import availability
+from .availability import team_answers_now
 from .models import Conversation, staff_name
 
 Status = Conversation.Status
@@ -30,7 +30,8 @@ def customer_state(conversation: Conversation) -> dict[str, Any]:
         "status": status,
         "assignee_name": staff_name(assignee),
         "escalation_reason": conversation.escalation_reason or None,
-        "needs_email": waiting and not conversation.contact_email and not availability().open_now,
+        # Asked only when nobody answers soon: outside the hours and no agent at the inbox.
+        "needs_email": waiting and not conversation.contact_email and not team_answers_now(),
         "rating_requested": status == Status.RESOLVED and conversation.rated_at is None,
         "rated": conversation.rated_at is not None,
     }

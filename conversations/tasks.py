@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 
 from support_bot import metrics
 
-from . import replies
+from . import email_replies, replies
 
 logger = logging.getLogger(__name__)
 
@@ -42,3 +42,22 @@ def generate_reply(self: Task, reply_id: int) -> None:
     except Exception:
         logger.exception("reply %s crashed", reply_id)
         replies.fail_reply_after_crash(reply_id)
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    max_retries=settings.EMAIL_MAX_RETRIES,
+)
+def email_agent_replies(self: Task, conversation_id: str) -> None:
+    try:
+        email_replies.email_unseen_replies(conversation_id)
+    except (email_replies.EmailNotSent, DatabaseError, RedisError) as error:
+        # Nothing was marked sent: try again later, backing off up to an hour. After the last
+        # try the replies stay unsent; the next agent reply's email carries them.
+        countdown = min(settings.EMAIL_RETRY_S * 2**self.request.retries, 3600)
+        logger.warning("email of conversation %s not sent (%s); retrying in %ss",
+                       conversation_id, error, countdown)  # fmt: skip
+        raise self.retry(countdown=countdown, exc=error) from None

@@ -14,7 +14,11 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from . import embedding, selectors, services
+from bot.wording import wording_for
+
+from . import embedding, links, selectors, services
+from .availability import customer_availability
+from .first_screen import first_screen, visitor_language
 from .models import Conversation
 from .visitors import remember_visitor
 from .visitors import visitor_id_from_request as _cookie_visitor
@@ -94,6 +98,10 @@ def _chat_page(
             "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
             "embedded": embedded,
             "site": site,
+            # Shown until the first message (chat.js); viewing it stores nothing.
+            "first_screen": first_screen(
+                visitor_language(request.headers.get("Accept-Language", ""))
+            ),
         },
     )
 
@@ -104,6 +112,34 @@ def _own_conversation(visitor_id: uuid.UUID, conversation_id: str) -> Conversati
     except (selectors.ConversationNotFound, selectors.NotYourConversation):
         # Someone else's conversation looks exactly like one that doesn't exist.
         raise Http404("No such conversation.") from None
+
+
+@require_GET
+@never_cache
+def continue_conversation(request: HttpRequest, token: str) -> HttpResponse:
+    """/chat/continue/<token>/, the link in an email (links.py): this browser becomes the
+    conversation's customer (their visitor cookie) and opens that conversation. The redirect
+    drops the token from the address bar and history."""
+    try:
+        conversation = links.conversation_from_token(token)
+    except links.LinkRefused as refused:
+        response = render(
+            request,
+            "conversations/link_refused.html",
+            {
+                "title": refused.title,
+                "message": refused.message,
+                "company_name": settings.COMPANY_NAME,
+            },
+            status=refused.status,
+        )
+        # django.request logs every 4xx with its path, which holds the token.
+        response._has_been_logged = True  # type: ignore[attr-defined]
+        return response
+    response = redirect(f"{reverse('chat')}?conversation={conversation.pk}")
+    remember_visitor(response, conversation.customer_id)
+    response["Referrer-Policy"] = "no-referrer"
+    return response
 
 
 # --- The returning customer's conversations (JSON) ---------------------------------------------
@@ -185,6 +221,14 @@ def new_conversation(request: HttpRequest) -> HttpResponse:
         },
         status=201,
     )
+
+
+@require_GET
+@never_cache
+def team_availability(request: HttpRequest) -> HttpResponse:
+    """GET /chat/availability/?lang=de: whether the team answers now, for the chat page to
+    refresh its header (docs/widget.md). Anyone may ask: it says nothing about a visitor."""
+    return JsonResponse(customer_availability(wording_for(request.GET.get("lang", "")[:12])))
 
 
 @require_GET

@@ -34,6 +34,7 @@ from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from conversations.email_replies import email_later_on_commit
 from conversations.errors import Refused
 from conversations.events import send_turn_on_commit
 from conversations.models import Conversation, Turn, display_name
@@ -260,6 +261,8 @@ def agent_reply(conversation_id: uuid.UUID | str, agent: User, text: object) -> 
     )
     send_turn_on_commit(turn)
     events.notify_inbox_on_commit(conversation.pk)
+    # Emailed if the customer hasn't seen it after a while (docs/email.md).
+    email_later_on_commit(turn)
     return turn
 
 

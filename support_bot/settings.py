@@ -97,6 +97,9 @@ for _origin in WIDGET_ALLOWED_ORIGINS:
             "e.g. https://www.example.com"
         )
 WIDGET_ANY_SITE = env_bool("WIDGET_ANY_SITE", DEBUG)
+# Identity verification of signed-in users (docs/widget.md): the host site's server signs each
+# user id with this secret (user_hash). Unset, the widget identifies nobody.
+WIDGET_IDENTITY_SECRET = os.environ.get("WIDGET_IDENTITY_SECRET", "")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -219,7 +222,11 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {"conversations.tasks.*": {"queue": "replies"}}
+CELERY_TASK_ROUTES = {
+    # Sending an email is no reply a customer watches stream.
+    "conversations.tasks.email_agent_replies": {"queue": "default"},
+    "conversations.tasks.*": {"queue": "replies"},
+}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # The reply task of a worker that died is redelivered once it has been unacknowledged for
 # visibility_timeout (longer than any reply can take). Kombu looks for such tasks every
@@ -305,6 +312,46 @@ try:
     ZoneInfo(SUPPORT_TIME_ZONE)
 except (ValueError, KeyError, OSError) as exc:
     raise ImproperlyConfigured(f"SUPPORT_TIME_ZONE={SUPPORT_TIME_ZONE!r} is no time zone") from exc
+
+# --- Email: agents' replies to customers who are away (docs/email.md) -------------------------
+# Django's SMTP settings, from the environment. Without EMAIL_HOST, development (DEBUG, `make
+# run`) prints emails on the console instead of sending them.
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+EMAIL_PORT = env_int("EMAIL_PORT", 587 if env_bool("EMAIL_USE_TLS", False) else 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("Set EMAIL_USE_TLS (STARTTLS) or EMAIL_USE_SSL, not both.")
+# A stalled SMTP server fails the send (and it is retried) instead of holding a worker thread.
+EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT_S", 20)
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND") or (
+    "django.core.mail.backends.console.EmailBackend"
+    if DEBUG and not EMAIL_HOST
+    else "django.core.mail.backends.smtp.EmailBackend"
+)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", f"{COMPANY_NAME} <support@localhost>")
+# The address customers reach Support Bot at, for links in emails: scheme://host[:port].
+PUBLIC_BASE_URL = (
+    os.environ.get("PUBLIC_BASE_URL")
+    or (f"http://127.0.0.1:{os.environ.get('PORT') or '8000'}" if DEBUG else "")
+    or next((f"https://{host}" for host in ALLOWED_HOSTS if host != "*"), "")
+).rstrip("/")
+if PUBLIC_BASE_URL and not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", PUBLIC_BASE_URL):
+    raise ImproperlyConfigured(
+        f"PUBLIC_BASE_URL: {PUBLIC_BASE_URL!r} is no address; write e.g. https://support.example.com"
+    )
+# An agent's reply the customer has not seen this long after it was sent is emailed to them
+# (with the replies after it that they have not seen either); 0 turns the emails off. Keep it
+# below CELERY_VISIBILITY_TIMEOUT (the Redis broker holds the delayed task unacknowledged).
+EMAIL_REPLY_DELAY_S = env_float("EMAIL_REPLY_DELAY_S", 60)
+# A failed send (SMTP server down or refusing) is tried again after this long, doubling each
+# time up to an hour, EMAIL_MAX_RETRIES times.
+EMAIL_RETRY_S = env_float("EMAIL_RETRY_S", 60)
+EMAIL_MAX_RETRIES = env_int("EMAIL_MAX_RETRIES", 12)
+# How long the link in an email ("continue the conversation") opens it.
+EMAIL_LINK_MAX_AGE_DAYS = env_int("EMAIL_LINK_MAX_AGE_DAYS", 30)
 
 # --- Model provider ---------------------------------------------------------------------------
 OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")

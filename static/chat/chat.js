@@ -1103,6 +1103,7 @@
       csrfToken: root.dataset.csrfToken || "",
       conversationsUrl: root.dataset.conversationsUrl || "",
       newConversationUrl: root.dataset.newConversationUrl || "",
+      availabilityUrl: root.dataset.availabilityUrl || "",
     };
   }
 
@@ -1118,9 +1119,26 @@
     const KEY = "support-bot.visitor";
     const MESSAGE = "support-bot:visitor-token";
     let memory = "";
-    const fragment = new URLSearchParams(window.location.hash.slice(1)).get("sb-token");
-    if (fragment) {
-      memory = fragment;
+    const params = new URLSearchParams(window.location.hash.slice(1));
+    const fragment = params.get("sb-token");
+    // Identify: the host page's signed-in user, handed over by the loader (widget.js).
+    let identity = null;
+    try {
+      identity = params.has("sb-identity") ? JSON.parse(params.get("sb-identity")) : null;
+    } catch (_error) {
+      identity = null;
+    }
+    // The loader always names the token, empty for none (a new or signed-out visitor): its
+    // word wins over a token this frame's own storage may still hold.
+    if (params.has("sb-token") && !fragment) {
+      try {
+        window.localStorage.removeItem(KEY);
+      } catch (_error) {
+        // No storage of its own to clear.
+      }
+    }
+    if (params.has("sb-token") || identity) {
+      memory = fragment || "";
       try {
         window.history.replaceState(null, "", window.location.pathname + window.location.search);
       } catch (_error) {
@@ -1144,6 +1162,12 @@
       }
     }
     return {
+      /** The identity to present once, in the next auth frame. */
+      takeIdentity() {
+        const taken = identity;
+        identity = null;
+        return taken;
+      },
       get() {
         if (memory) return memory;
         try {
@@ -1175,6 +1199,10 @@
       },
     };
   })();
+
+  function identityField(identity) {
+    return identity ? { identity } : {};
+  }
 
   /** The conversation's state as the page shows it (a conversation.state frame, checked). */
   function cleanState(raw) {
@@ -1445,6 +1473,72 @@
     }
   }
 
+  // --- First screen (issue 16.3) ---------------------------------------------------------------
+
+  // How often the page asks whether the team is online: the first agent to open the inbox shows
+  // within this (docs/widget.md).
+  const AVAILABILITY_POLL_MS = 20000;
+
+  /**
+   * The greeting and suggested questions the server rendered, shown only while the conversation
+   * has no message. A suggestion goes out as the customer's own message (`onPick`), after which
+   * the first screen stays gone.
+   */
+  class FirstScreen {
+    constructor(root, { onPick }) {
+      this.section = root.querySelector(".first-screen");
+      this.dismissed = false;
+      if (!this.section) return;
+      this.section.addEventListener("click", (event) => {
+        const button = event.target.closest(".first-screen__suggestion");
+        if (!button || button.disabled) return;
+        this.dismiss();
+        onPick(button.textContent.trim());
+      });
+    }
+
+    update(empty) {
+      if (this.section) this.section.hidden = this.dismissed || !empty;
+    }
+
+    dismiss() {
+      this.dismissed = true;
+      this.update(false);
+    }
+  }
+
+  /** Keeps "Our team is online / away" fresh: GET the availability URL while the page is visible. */
+  class Availability {
+    constructor(root, url) {
+      this.url = url;
+      this.lines = Array.from(root.querySelectorAll("[data-team-availability]"));
+      if (!url || this.lines.length === 0) return;
+      setInterval(() => this.refresh(), AVAILABILITY_POLL_MS);
+      document.addEventListener("visibilitychange", () => this.refresh());
+    }
+
+    async refresh() {
+      if (document.visibilityState !== "visible") return;
+      try {
+        const response = await fetch(this.url, { headers: { Accept: "application/json" } });
+        if (!response.ok) return;
+        this.apply(await response.json());
+      } catch (_error) {
+        // Offline: the line keeps its last known state until the next poll.
+      }
+    }
+
+    apply(data) {
+      const text = asText(data && data.text).trim();
+      if (!text) return;
+      for (const line of this.lines) {
+        setText(line, text);
+        line.dataset.online = String(data.online === true);
+        line.dataset.away = String(data.away === true);
+      }
+    }
+  }
+
   function socketUrl(path) {
     return (window.location.protocol === "https:" ? "wss://" : "ws://") + window.location.host + path;
   }
@@ -1495,6 +1589,7 @@
           token: visitorToken.get(),
           conversation: config.conversationId,
           site: config.site,
+          ...identityField(visitorToken.takeIdentity()),
         })
         : null,
     });
@@ -1504,15 +1599,20 @@
       onNewContent: () => scroll.toBottom(),
     });
     new History(root, config);
+    new Availability(root, config.availabilityUrl);
+    const firstScreen = new FirstScreen(root, { onPick: sendText });
     const composer = new Composer(root.querySelector(".composer"), {
       maxChars: config.maxChars,
-      onSend: (text) => {
-        const message = conversation.addOutgoing(text);
-        scroll.toBottom({ force: true });
-        // Offline, it waits in the outbox and goes out after the next conversation frame.
-        if (ready) sendMessage(message);
-      },
+      onSend: sendText,
     });
+
+    function sendText(text) {
+      const message = conversation.addOutgoing(text);
+      firstScreen.dismiss();
+      scroll.toBottom({ force: true });
+      // Offline, it waits in the outbox and goes out after the next conversation frame.
+      if (ready) sendMessage(message);
+    }
 
     function sendMessage(message) {
       socket.send({ type: "message", client_id: message.clientId, text: message.text });
@@ -1557,6 +1657,10 @@
             visitorToken.set(frame.token, config.site);
           }
           if (typeof frame.conversation_id === "string") config.conversationId = frame.conversation_id;
+          if (frame.identity_error) {
+            // For the site's developer, not the customer (docs/widget.md, "Identify").
+            console.warn("Support Bot: identify refused:", asText(frame.identity_error.code));
+          }
           break;
         case "conversation":
           onConversation(frame);
@@ -1589,6 +1693,8 @@
           break; // pong, and frame types newer than this page
       }
       updateTyping();
+      // The first screen shows once the server said the conversation is empty, until it isn't.
+      if (ready) firstScreen.update(log.childElementCount === 0);
     }
 
     function onConversation(frame) {
@@ -1640,6 +1746,7 @@
         conversation.addNotice(notice, `close_${code}`);
         // The notice in the log explains why; repeating it here would only say it twice.
         composer.disable();
+        firstScreen.dismiss(); // nothing can be sent any more
       } else {
         if (pending) conversation.addNotice(pending.message, pending.code);
         setStatus("reconnecting");

@@ -8,8 +8,14 @@
  * site must be allowed to embed the widget (admin, or WIDGET_ALLOWED_ORIGINS; docs/widget.md).
  * The visitor's signed token is kept in this page's localStorage (the chat frame posts it here)
  * and handed to the frame in its URL's fragment: a browser that blocks third-party cookies
- * gives the frame neither cookies nor storage. No dependencies; the only
- * global is window.SupportBotWidget (open/close/toggle).
+ * gives the frame neither cookies nor storage. No dependencies; its globals are
+ * window.SupportBotWidget (open/close/toggle) and window.SupportBot, Intercom-style commands
+ * queued before this file loads (docs/widget.md):
+ *
+ *   window.SupportBot = window.SupportBot || function () {
+ *     (window.SupportBot.q = window.SupportBot.q || []).push(arguments); };
+ *   SupportBot("identify", { id, name, email, user_hash });  // a signed-in user
+ *   SupportBot("shutdown");                                  // on logout
  *
  * The button and iframe live in a shadow root so that the host page's CSS cannot restyle
  * them, and they are styled through the CSSOM (element.style), which a host page's
@@ -58,14 +64,63 @@
     }
   }
 
+  // --- Identify (SupportBot("identify" | "shutdown")) -----------------------------------------
+  // The signed-in user the host page named, for the frame's socket to present (docs/widget.md).
+  // Kept in memory only: the page names its user on every load. The user id last identified on
+  // this browser is kept so that someone else signing in never gets the previous user's token.
+  const USER_KEY = "support-bot.user";
+  let identity = null;
+
+  function storedUser() {
+    try {
+      return window.localStorage.getItem(USER_KEY);
+    } catch (_error) {
+      return null;
+    }
+  }
+
+  function keepUser(id) {
+    try {
+      if (id === null) window.localStorage.removeItem(USER_KEY);
+      else window.localStorage.setItem(USER_KEY, id);
+    } catch (_error) {
+      // Storage blocked: the token is not kept either.
+    }
+  }
+
+  /** Returns whether the frame must start over with this identity. */
+  function identify(user) {
+    if (!user || typeof user !== "object") {
+      console.warn("SupportBot('identify'): give an object { id, name, email, user_hash }.");
+      return false;
+    }
+    // Types are checked by the server, which explains a refusal; an id that is not a string
+    // is sent as it is and refused there.
+    const next = { id: user.id, name: user.name, email: user.email, user_hash: user.user_hash };
+    const id = JSON.stringify(next.id === undefined ? null : next.id);
+    if (storedUser() !== null && storedUser() !== id) keepToken(""); // another user: start over
+    keepUser(id);
+    const same = identity && JSON.stringify(identity) === JSON.stringify(next);
+    identity = next;
+    return !same;
+  }
+
+  function shutdown() {
+    // Logout: the next person on this browser starts as a new anonymous visitor.
+    identity = null;
+    keepToken("");
+    keepUser(null);
+  }
+
   function chatUrl(script) {
     // The host page's origin: Support Bot checks it against the sites allowed to embed the
-    // widget (the browser enforces the same list through frame-ancestors). The token goes in
-    // the fragment, which no request carries.
+    // widget (the browser enforces the same list through frame-ancestors). The token and the
+    // identity go in the fragment, which no request carries; `sb-token` is always there (empty
+    // for none), so that the frame does not fall back on a token of its own storage.
     const query = new URLSearchParams({ embed: "1", site: window.location.origin });
-    const token = storedToken();
-    const fragment = token ? `#${new URLSearchParams({ "sb-token": token }).toString()}` : "";
-    return `${appOrigin(script)}/chat/?${query.toString()}${fragment}`;
+    const fragment = new URLSearchParams({ "sb-token": storedToken() });
+    if (identity) fragment.set("sb-identity", JSON.stringify(identity));
+    return `${appOrigin(script)}/chat/?${query.toString()}#${fragment.toString()}`;
   }
 
   function style(node, rules) {
@@ -209,6 +264,15 @@
       else open();
     }
 
+    /** Identify or shutdown: the frame, if any, starts over as the new visitor. */
+    function restart() {
+      if (!frame) return;
+      const wasOpen = isOpen();
+      frame.remove();
+      frame = null;
+      if (wasOpen) open();
+    }
+
     window.addEventListener("message", (event) => {
       // Only the chat frame, from Support Bot's origin, hands over a token to keep.
       if (!frame || event.source !== frame.contentWindow || event.origin !== origin) return;
@@ -225,21 +289,52 @@
     const onViewportChange = (event) => fitToViewport(frame, button, event.matches, isOpen());
     if (narrowQuery.addEventListener) narrowQuery.addEventListener("change", onViewportChange);
 
-    return { open, close, toggle, isOpen };
+    return { open, close, toggle, isOpen, restart };
+  }
+
+  let api = null; // mounted once the DOM is ready
+  const pending = [];
+
+  function run(command, options) {
+    if (!api) {
+      pending.push([command, options]);
+      return;
+    }
+    if (command === "identify") {
+      if (identify(options)) api.restart();
+    } else if (command === "shutdown") {
+      shutdown();
+      api.close();
+      api.restart();
+    } else if (command === "open" || command === "close" || command === "toggle") {
+      api[command]();
+    } else {
+      console.warn(`SupportBot: unknown command ${JSON.stringify(String(command))}.`);
+    }
+  }
+
+  function installCommands() {
+    // Commands the page queued before this file loaded (the snippet's stub), then live ones.
+    const stub = window.SupportBot;
+    const queued = stub && Array.isArray(stub.q) ? stub.q : [];
+    window.SupportBot = (command, options) => run(command, options);
+    for (const args of queued) run(args[0], args[1]);
   }
 
   function init(script) {
-    const api = mount(script);
+    api = mount(script);
     window[NAMESPACE].open = api.open;
     window[NAMESPACE].close = api.close;
     window[NAMESPACE].toggle = api.toggle;
     window[NAMESPACE].isOpen = api.isOpen;
+    for (const [command, options] of pending.splice(0)) run(command, options);
   }
 
   // Claim the namespace synchronously so a second copy stops above, even before the DOM is ready.
   const script = findOwnScript();
   window[NAMESPACE] = { version: 1, open() {}, close() {}, toggle() {}, isOpen: () => false };
   if (!script) return;
+  installCommands();
   // Found now: currentScript is only set while this file runs.
   if (document.body) {
     init(script);

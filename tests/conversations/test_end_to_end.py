@@ -121,9 +121,15 @@ async def test_a_reply_survives_its_worker_being_killed_mid_stream(
 async def test_a_worker_told_to_stop_hands_a_reply_it_cannot_finish_to_another_worker(
     alice_conversation, fake_llm, celery_worker
 ):
-    # No hedged request: the stalled one would outlast any grace period.
+    # No hedged request: the stalled one would outlast any grace period. A read timeout longer
+    # than the test: on a busy machine the second worker may take longer to start than the
+    # default 8 s, and the first worker's own retry would then answer before any SIGTERM.
     env = model_env(
-        fake_llm, WORKER_SHUTDOWN_GRACE_S="3", WORKER_HANDOFF_MARGIN_S="1", OPENAI_HEDGE_AFTER_S="0"
+        fake_llm,
+        WORKER_SHUTDOWN_GRACE_S="3",
+        WORKER_HANDOFF_MARGIN_S="1",
+        OPENAI_HEDGE_AFTER_S="0",
+        OPENAI_READ_TIMEOUT_S="90",
     )
     stopping = await asyncio.to_thread(celery_worker, **env)
     fake_llm.set_fault("hang", times=1, hang_s=60)
