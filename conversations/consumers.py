@@ -17,10 +17,10 @@ from redis.exceptions import RedisError
 from support_bot.redis_clients import async_client, key
 
 from . import contact, embedding, escalation, events, protocol, ratings, selectors, services
-from .identity import identify
-from .models import Conversation
 from .customer_presence import leave as mark_left
 from .customer_presence import renew as mark_present
+from .identity import identify
+from .models import Conversation
 from .protocol import FrameError
 from .sockets import FrameConsumer, FrameHandler
 

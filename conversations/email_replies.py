@@ -2,9 +2,9 @@
 
 An agent's reply plans a task EMAIL_REPLY_DELAY_S later (email_later_on_commit). The task
 emails, in one message, every agent reply of the conversation that has not been emailed and
-that the customer has not seen (customer_presence.py: no socket of theirs was open on the conversation
-since it was sent), to the conversation's contact email, else the customer's. Notes are another
-model and bot replies another author: neither is ever emailed.
+that the customer has not seen (customer_presence.py: no socket of theirs was open on the
+conversation since it was sent), to the conversation's contact email, else the customer's.
+Notes are another model and bot replies another author: neither is ever emailed.
 
 Each reply is emailed at most once: the turns are claimed (emailed_at set by a conditional
 UPDATE) before the send. A send that fails (SMTP server down, refusing) gives the claims back
