@@ -1375,7 +1375,7 @@
       this.email = this.contact.querySelector(".contact-form__input");
       this.contactError = this.contact.querySelector(".form-error");
       this.rating = root.querySelector(".rating-form");
-      this.scores = Array.from(this.rating.querySelectorAll(".rating-form__score"));
+      this.scores = Array.from(this.rating.querySelectorAll(".rating-star__input"));
       this.comment = this.rating.querySelector(".rating-form__comment");
       this.ratingError = this.rating.querySelector(".form-error");
       this.thanks = root.querySelector(".rating-thanks");
@@ -1387,9 +1387,9 @@
         this.submitEmail();
       });
       this.email.addEventListener("input", () => this.showError(this.contactError, ""));
-      this.rating.addEventListener("click", (event) => {
-        const button = event.target.closest(".rating-form__score");
-        if (button) this.choose(Number(button.dataset.score));
+      // The stars are native radios: clicks and arrow keys both end in a change.
+      this.rating.addEventListener("change", (event) => {
+        if (event.target.classList.contains("rating-star__input")) this.choose(Number(event.target.value));
       });
       this.rating.addEventListener("submit", (event) => {
         event.preventDefault();
@@ -1455,15 +1455,13 @@
     choose(score) {
       if (!Number.isInteger(score) || score < 1 || score > 5) return;
       this.score = score;
-      for (const button of this.scores) {
-        setAttr(button, "aria-pressed", Number(button.dataset.score) === score ? "true" : "false");
-      }
       this.showError(this.ratingError, "");
     }
 
     submitRating() {
       if (this.score === null) {
-        this.showError(this.ratingError, "Please choose a rating from 1 to 5.");
+        this.showError(this.ratingError, "Please choose a rating from 1 to 5 stars.");
+        this.scores[0].focus();
         return;
       }
       const frame = { type: "rate", score: this.score, comment: this.comment.value.trim() };

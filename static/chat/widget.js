@@ -154,7 +154,8 @@
   function buildButton() {
     const button = document.createElement("button");
     button.type = "button";
-    // The name stays "Open chat"; aria-expanded says whether it is open (disclosure pattern).
+    // "Open chat", or "Close chat" while open (on a phone it is the full-screen chat's close
+    // button); aria-expanded says the same to screen readers.
     button.setAttribute("aria-label", "Open chat");
     button.setAttribute("aria-expanded", "false");
     button.setAttribute("aria-controls", "support-bot-frame");
@@ -175,7 +176,7 @@
       display: "flex",
       alignItems: "center",
       justifyContent: "center",
-      zIndex: "2147483000",
+      zIndex: "2147483001",
       outlineOffset: "3px",
     });
     return button;
@@ -213,12 +214,8 @@
     frame.src = src;
     style(frame, {
       position: "fixed",
-      right: "20px",
-      bottom: "88px",
-      width: "min(380px, calc(100vw - 24px))",
-      height: "min(600px, calc(100vh - 112px))",
+      ...PANEL,
       border: "0",
-      borderRadius: "14px",
       background: "#ffffff",
       boxShadow: "0 10px 40px rgba(0, 0, 0, 0.25)",
       zIndex: "2147483000",
@@ -226,11 +223,22 @@
     return frame;
   }
 
-  /** On narrow screens the chat takes almost the whole viewport. */
-  function fitToViewport(frame, narrow) {
-    style(frame, narrow
-      ? { right: "8px", width: "calc(100vw - 16px)" }
-      : { right: "20px", width: "min(380px, calc(100vw - 24px))" });
+  const PANEL = {
+    top: "auto", left: "auto", right: "20px", bottom: "88px", borderRadius: "14px",
+    width: "min(380px, calc(100vw - 24px))", height: "min(600px, calc(100vh - 112px))",
+  };
+  // Phones (a11y, issue 16 point 9): the chat covers the whole viewport, like a native app.
+  const FULL_SCREEN = {
+    top: "0", left: "0", right: "0", bottom: "0", borderRadius: "0", width: "100%", height: "100%",
+  };
+  const LAUNCHER = { top: "auto", right: "20px", bottom: "20px", width: "56px", height: "56px" };
+  // Open on a phone, the button becomes a close button in the top-right corner of the chat's
+  // header (the chat page leaves room for it there).
+  const CORNER = { top: "6px", right: "8px", bottom: "auto", width: "44px", height: "44px" };
+
+  function fitToViewport(frame, button, narrow, open) {
+    if (frame) style(frame, narrow ? FULL_SCREEN : PANEL);
+    style(button, narrow && open ? CORNER : LAUNCHER);
   }
 
   function mount(script) {
@@ -262,7 +270,9 @@
     function setUnread(count) {
       unread = count;
       const plural = count === 1 ? "message" : "messages";
-      button.setAttribute("aria-label", count > 0 ? `Open chat, ${count} unread ${plural}` : "Open chat");
+      let label = count > 0 ? `Open chat, ${count} unread ${plural}` : "Open chat";
+      if (isOpen()) label = "Close chat";
+      button.setAttribute("aria-label", label);
       badge.textContent = count > 99 ? "99+" : String(count);
       badge.hidden = count === 0;
       style(badge, { display: count > 0 ? "block" : "none" });
@@ -271,14 +281,14 @@
     function open() {
       if (!frame) {
         frame = buildFrame(chatUrl(script));
-        fitToViewport(frame, narrowQuery.matches);
         root.append(frame);
       }
       frame.hidden = false;
       style(frame, { display: "block" });
       button.setAttribute("aria-expanded", "true");
       button.replaceChildren(closeIcon, badge);
-      setUnread(0);
+      setUnread(0); // names the button "Close chat"
+      fitToViewport(frame, button, narrowQuery.matches, true);
       tellFrame(true);
       try {
         frame.focus();
@@ -295,6 +305,8 @@
       }
       button.setAttribute("aria-expanded", "false");
       button.replaceChildren(chatIcon, badge);
+      setUnread(unread); // names the button "Open chat", with the unread count
+      fitToViewport(frame, button, narrowQuery.matches, false);
       tellFrame(false);
     }
 
@@ -338,7 +350,7 @@
     button.addEventListener("keydown", (event) => {
       if (event.key === "Escape") dismiss();
     });
-    const onViewportChange = (event) => { if (frame) fitToViewport(frame, event.matches); };
+    const onViewportChange = (event) => fitToViewport(frame, button, event.matches, isOpen());
     if (narrowQuery.addEventListener) narrowQuery.addEventListener("change", onViewportChange);
 
     return { open, close, toggle, isOpen, restart };

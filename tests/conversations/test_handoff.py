@@ -618,7 +618,7 @@ def test_it_lets_a_customer_in_the_page_get_a_person_rate_and_start_again(chromi
         conversation_changed(conversation.pk)
 
     on_the_server(agent_resolves)
-    page.get_by_role("button", name="Rate 4 of 5").click()
+    page.get_by_role("radio", name="4 stars — Good").check()
     page.get_by_role("textbox", name="Comment (optional)").fill("Anna was great")
     page.get_by_role("button", name="Submit rating").click()
     page.get_by_text("Thank you for your feedback!").wait_for()

@@ -82,7 +82,7 @@ def test_the_launcher_counts_replies_that_arrive_while_the_widget_is_closed(chro
         page.set_default_timeout(20_000)
         frame = start_chatting(page, shop)
         # Seen while open: nothing unread.
-        assert launcher(page).get_attribute("aria-label") == "Open chat"
+        assert launcher(page).get_attribute("aria-label") == "Close chat"
         launcher(page).click()
         page.locator("#support-bot-frame").wait_for(state="hidden")
         conversation = Conversation.objects.get()
@@ -97,7 +97,7 @@ def test_the_launcher_counts_replies_that_arrive_while_the_widget_is_closed(chro
         # Opening shows them and clears the count.
         page.get_by_role("button", name="Open chat, 2 unread messages").click()
         assert frame.get_by_role("log").locator("[data-author=agent]").count() == 2
-        assert launcher(page).get_attribute("aria-label") == "Open chat"
+        assert launcher(page).get_attribute("aria-label") == "Close chat"
         assert badge.is_hidden()
 
         # A reply that arrives while the widget is open is read, not counted.

@@ -30,11 +30,12 @@ def stack(asgi_server, celery_worker):
     return asgi_server(**env)
 
 
-def agent_context(chromium, base: str, user):
-    """A browser context logged in as this staff user (the session cookie of force_login)."""
+def agent_context(chromium, base: str, user, **options):
+    """A browser context (new_context's `options`) logged in as this staff user (the session
+    cookie of force_login)."""
     client = Client()
     client.force_login(user)
-    context = chromium.new_context()
+    context = chromium.new_context(**options)
     context.add_cookies(
         [
             {
@@ -104,9 +105,9 @@ def test_it_hands_a_customer_to_an_agent_and_back_to_a_rating(chromium, stack, a
         conversation.refresh_from_db()
         assert conversation.status == "resolved" and conversation.assignee == alice_agent
 
-        # The customer rates (the customer side's rating form: a "5" choice, then submit).
-        rating = customer.get_by_role("group", name=re.compile("rate", re.IGNORECASE))
-        rating.get_by_role("button", name="Rate 5 of 5").click()
+        # The customer rates (the customer side's rating form: five stars, then submit).
+        rating = customer.get_by_role("radiogroup", name=re.compile("rate", re.IGNORECASE))
+        rating.get_by_role("radio", name="5 stars — Excellent").check()
         customer.get_by_role("button", name=re.compile("send rating|submit", re.I)).click()
         agent.wait_for_function(
             "() => document.querySelector('.conversation-state').textContent.includes('5/5')"
