@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from conversations.models import Turn
+from tests.a11y import assert_no_serious_violations
 from tests.conftest import free_port, start_offline_app
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.worker]
@@ -131,6 +132,7 @@ def test_it_shows_offline_at_once_queues_messages_and_sends_them_once_back_onlin
         bubble = customer_bubble(page, "Where is my parcel?")
         assert bubble.get_attribute("data-status") == "queued"
         assert bubble.locator(".message__delivery").inner_text() == QUEUED
+        assert_no_serious_violations(page, "offline, a message queued")
         page.wait_for_timeout(1_500)  # offline, the page does not spin reconnects
         assert Turn.objects.count() == 0
 

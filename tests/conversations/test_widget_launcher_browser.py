@@ -10,6 +10,7 @@ import pytest
 
 from conversations.models import Conversation, Turn
 from inbox import services as inbox_services
+from tests.a11y import assert_no_serious_violations
 from tests.conversations.test_chat_browser import in_thread
 from tests.conversations.test_widget_browser import host_pages, open_widget, two_sites
 from tests.personas import make_user
@@ -93,6 +94,9 @@ def test_the_launcher_counts_replies_that_arrive_while_the_widget_is_closed(chro
         page.get_by_role("button", name="Open chat, 2 unread messages").wait_for()
         badge = page.locator("[data-support-bot-widget] [data-unread]")
         assert badge.inner_text() == "2" and badge.get_attribute("aria-hidden") == "true"
+        assert_no_serious_violations(
+            page, "the launcher with unread messages", include="[data-support-bot-widget]"
+        )
 
         # Opening shows them and clears the count.
         page.get_by_role("button", name="Open chat, 2 unread messages").click()
