@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,7 +17,17 @@ from redis.exceptions import RedisError
 
 from support_bot.redis_clients import async_client, key
 
-from . import contact, embedding, escalation, events, protocol, ratings, selectors, services
+from . import (
+    contact,
+    customer_presence,
+    embedding,
+    escalation,
+    events,
+    protocol,
+    ratings,
+    selectors,
+    services,
+)
 from .customer_presence import leave as mark_left
 from .customer_presence import renew as mark_present
 from .identity import identify
@@ -31,6 +42,7 @@ class ChatConsumer(FrameConsumer):
     socket_kind = "chat"
     conversation: Conversation | None = None
     close_on_too_large = True
+    presence_renewed_at = 0.0  # time.monotonic() of the last presence renewal
 
     async def connect(self) -> None:
         # Accept first so that a refusal can explain itself before the close code.
@@ -65,7 +77,7 @@ class ChatConsumer(FrameConsumer):
             )
             return False
         await self._join(events.conversation_group(self.conversation.pk))
-        await self._present(mark_present)
+        await self._renew_presence()
         snapshot = await database_sync_to_async(selectors.conversation_snapshot)(self.conversation)
         await self._send(snapshot)
         return True
@@ -134,6 +146,13 @@ class ChatConsumer(FrameConsumer):
 
     async def _on_ping(self, frame: dict[str, Any]) -> None:
         await super()._on_ping(frame)
+        # A watched page pings every 4 s (docs/protocol.md#heartbeat): one Redis write in a few
+        # pings is enough for a presence that lasts LAPSE_S.
+        if time.monotonic() - self.presence_renewed_at >= customer_presence.LAPSE_S / 3:
+            await self._renew_presence()
+
+    async def _renew_presence(self) -> None:
+        self.presence_renewed_at = time.monotonic()
         await self._present(mark_present)
 
     async def disconnect(self, code: int) -> None:

@@ -3,7 +3,8 @@ Redis, for every process to read (what email_replies.py asks before emailing an 
 
 Each customer socket (chat page or widget) on a conversation holds a member of that
 conversation's sorted set, scored by the time it is seen until: while open, a little past its
-next renewal (it renews on connect and on every ping, which the page sends every 25 s); on
+next renewal (it renews on connect and on a ping LAPSE_S / 3 after the last renewal: pages
+ping every 4 s, every 25 s when nobody watches them); on
 close, the moment it closed. A turn was seen when the set's highest score is at or after the
 turn was sent: a socket was open then, or opened afterwards (it got the turn in its snapshot).
 A socket whose process died counts as open until it lapses (at most LAPSE_S).
@@ -17,7 +18,7 @@ from datetime import datetime
 
 from support_bot.redis_clients import async_client, key, sync_client
 
-# An open socket counts as present this long after its last renewal (pings every 25 s).
+# An open socket counts as present this long after its last renewal (pings every 4 to 25 s).
 LAPSE_S = 60.0
 # Nothing older is asked about (email_replies.WINDOW): the set expires this long after a write.
 KEEP_S = 8 * 24 * 3600

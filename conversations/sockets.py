@@ -22,6 +22,11 @@ from .protocol import FrameError
 
 FrameHandler = Callable[[dict[str, Any]], Awaitable[None]]
 
+# The pages' heartbeat, exactly as they send it: every open page sends one every few seconds
+# (docs/protocol.md#heartbeat), so it is answered before any parsing.
+PING_FRAME = '{"type":"ping"}'
+PONG_FRAME = '{"type":"pong"}'
+
 
 class FrameConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     # The customer chat closes the socket after an oversize frame (its documented protocol).
@@ -55,6 +60,9 @@ class FrameConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if not self.accepts_frames():
+            return
+        if text_data == PING_FRAME:
+            await self._on_ping({"type": "ping"})
             return
         try:
             frame = protocol.decode(text_data)
@@ -93,7 +101,7 @@ class FrameConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self._send({**events.done_frame(reply), "seq": after + 1})
 
     async def _on_ping(self, frame: dict[str, Any]) -> None:
-        await self._send({"type": "pong"})
+        await self.send(text_data=PONG_FRAME)
 
     async def frame_forward(self, event: dict[str, Any]) -> None:
         """A frame for every socket in a group, already serialised by its sender."""

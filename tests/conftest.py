@@ -294,16 +294,20 @@ def asgi_server(transactional_db: None) -> Iterator[Callable[..., str]]:
 
 
 def start_offline_app(
-    asgi_server: Callable[..., str], celery_worker: Callable[..., Any], word_delay_ms: int
+    asgi_server: Callable[..., str],
+    celery_worker: Callable[..., Any],
+    word_delay_ms: int,
+    port: int | None = None,
+    **server_env: str,
 ) -> str:
     """The whole app (a worker and the ASGI server) with the offline answerer and the demo
-    help articles; returns its base URL."""
+    help articles; returns its base URL. server_env: more of the server's environment."""
     from django.core.management import call_command
 
     call_command("load_demo_kb", verbosity=0)
     env = {"LLM_PROVIDER": "offline", "OFFLINE_WORD_DELAY_MS": str(word_delay_ms)}
     celery_worker(**env)
-    return asgi_server(**env)
+    return asgi_server(port, **env, **server_env)
 
 
 # --- Browser ---------------------------------------------------------------------------------

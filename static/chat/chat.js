@@ -20,10 +20,21 @@
 "use strict";
 
 (() => {
-  const PING_INTERVAL_MS = 25000;
-  // A socket that has not said anything this long after a ping is presumed dead: mobile
-  // networks drop connections without a close frame, and the browser may not notice for minutes.
-  const PONG_TIMEOUT_MS = 10000;
+  // Connection truth (docs/protocol.md#heartbeat): a ping every PING_INTERVAL_MS, and a socket
+  // that has not said anything PONG_TIMEOUT_MS after one is presumed dead: mobile networks drop
+  // packets without a close, and the browser may not notice for minutes. A silent network shows
+  // as offline within 4 + 3 s; the server answers a ping without Redis or the database. Nobody
+  // watches a background tab or a closed widget: those ping at the old, relaxed pace (about
+  // 0.2 ms of web CPU a ping), and check at once when they are watched again.
+  const PING_INTERVAL_MS = 4000;
+  const RELAXED_PING_INTERVAL_MS = 25000;
+  const PONG_TIMEOUT_MS = 3000;
+  // A handshake that has not brought the conversation frame this long is given up and retried.
+  const CONNECT_TIMEOUT_MS = 10000;
+  // The close code of a socket the page gave up on (no pong, no handshake, the browser offline).
+  const CLOSE_ABANDONED = 4000;
+  // An ordinary close (a server restart) shows the offline banner only if it outlasts this.
+  const OFFLINE_GRACE_MS = 1500;
   const GAP_WAIT_MS = 1000;
   const GAP_WAIT_MAX_MS = 8000;
   // Live frames travel over Redis pub/sub, which may drop one. A gap shows only when a later
@@ -185,8 +196,9 @@
 
     // Customer messages ------------------------------------------------------------------------
 
-    addOutgoing(text) {
-      const message = newMessage("customer", { clientId: newClientId(), text, status: "sending" });
+    /** status: "sending", or "queued" while the page is offline (sent once it is back). */
+    addOutgoing(text, status = "sending") {
+      const message = newMessage("customer", { clientId: newClientId(), text, status });
       this.byClientId.set(message.clientId, message);
       this.outbox.add(message);
       this.view.add(message);
@@ -194,9 +206,9 @@
     }
 
     /** Put a failed message back in the outbox; the same client_id keeps the server's de-duplication. */
-    retry(message) {
+    retry(message, status = "sending") {
       if (message.status !== "failed") return;
-      message.status = "sending";
+      message.status = status;
       message.error = null;
       this.outbox.add(message);
       this.view.update(message);
@@ -204,6 +216,17 @@
 
     unsent() {
       return Array.from(this.outbox);
+    }
+
+    /** The connection is lost: what was sending waits for it ("Will send when you're back"). */
+    queueUnsent() {
+      for (const message of this.outbox) this.setDelivery(message, "queued");
+    }
+
+    setDelivery(message, status) {
+      if (message.status === status || (message.status !== "sending" && message.status !== "queued")) return;
+      message.status = status;
+      this.view.update(message);
     }
 
     applyAck(frame) {
@@ -688,7 +711,7 @@
       setText(parts.time, formatTime(message.created));
       let delivery = "";
       if (message.author === "customer") {
-        delivery = { sending: "Sending…", failed: "Not sent" }[message.status] || "";
+        delivery = { queued: "Will send when you're back", sending: "Sending…", failed: "Not sent" }[message.status] || "";
       } else if (message.author === "bot" && message.status === "failed") {
         delivery = "Could not answer";
       }
@@ -891,6 +914,7 @@
   /**
    * One websocket at a time. Reconnects after any close except the final ones, with
    * exponential backoff and jitter. Events from a replaced socket are ignored (generation).
+   * While the browser says it is offline it does not try at all; back online, it tries at once.
    */
   class Socket {
     constructor(url, { onFrame, onClose, onOpen }) {
@@ -902,13 +926,18 @@
       this.reconnectTimer = null;
       this.pingTimer = null;
       this.pongTimer = null;
+      this.connectTimer = null;
       this.stopped = false;
+      this.offline = navigator.onLine === false;
+      this.relaxed = false; // nobody watches the page: ping at the relaxed pace
     }
 
     connect() {
       this.clearReconnect();
-      if (this.stopped) return;
+      if (this.stopped || this.offline) return;
       const generation = ++this.generation;
+      // A handshake through a network that drops packets hangs: give it up and try again.
+      this.connectTimer = setTimeout(() => this.abandon(), CONNECT_TIMEOUT_MS);
       let ws;
       try {
         ws = new WebSocket(this.url);
@@ -950,11 +979,28 @@
     /** The connection proved useful (the server sent the conversation): reset the backoff. */
     markHealthy() {
       this.attempt = 0;
+      this.clearConnectTimer();
     }
 
-    /** Skip the backoff wait, e.g. when the browser says the network is back. */
+    /** Skip the backoff wait, e.g. when the page becomes visible again. */
     reconnectNow() {
       if (this.reconnectTimer !== null) {
+        this.attempt = 0;
+        this.connect();
+      }
+    }
+
+    /**
+     * The browser's `offline` and `online` events. Offline: drop the socket (it is no use) and
+     * stop trying. Online: connect at once, skipping the backoff.
+     */
+    setOffline(offline) {
+      if (this.offline === offline) return;
+      this.offline = offline;
+      if (offline) {
+        this.clearReconnect();
+        if (this.ws) this.abandon();
+      } else if (!this.ws && !this.stopped) {
         this.attempt = 0;
         this.connect();
       }
@@ -964,6 +1010,7 @@
       if (generation !== this.generation) return;
       this.generation += 1; // whatever the old socket still says is stale now
       this.stopHeartbeat();
+      this.clearConnectTimer();
       this.ws = null;
       const final = FINAL_CLOSE_CODES.has(code);
       if (final) this.stopped = true;
@@ -972,7 +1019,7 @@
     }
 
     scheduleReconnect() {
-      if (this.stopped || this.reconnectTimer !== null) return;
+      if (this.stopped || this.offline || this.reconnectTimer !== null) return;
       const delay = reconnectDelay(this.attempt);
       this.attempt += 1;
       this.reconnectTimer = setTimeout(() => {
@@ -986,14 +1033,37 @@
       this.reconnectTimer = null;
     }
 
+    clearConnectTimer() {
+      if (this.connectTimer !== null) clearTimeout(this.connectTimer);
+      this.connectTimer = null;
+    }
+
     startHeartbeat() {
       this.stopHeartbeat();
-      this.pingTimer = setInterval(() => {
-        if (!this.send({ type: "ping" })) return;
-        if (this.pongTimer === null) {
-          this.pongTimer = setTimeout(() => this.abandon(), PONG_TIMEOUT_MS);
-        }
-      }, PING_INTERVAL_MS);
+      this.nextPing();
+    }
+
+    nextPing() {
+      const interval = this.relaxed ? RELAXED_PING_INTERVAL_MS : PING_INTERVAL_MS;
+      this.pingTimer = setTimeout(() => this.ping(), interval);
+    }
+
+    ping() {
+      this.nextPing();
+      if (!this.send({ type: "ping" })) return;
+      if (this.pongTimer === null) {
+        this.pongTimer = setTimeout(() => this.abandon(), PONG_TIMEOUT_MS);
+      }
+    }
+
+    /** Watched again (relaxed false): check the connection now rather than at the next beat. */
+    setRelaxed(relaxed) {
+      if (this.relaxed === relaxed) return;
+      this.relaxed = relaxed;
+      if (this.pingTimer === null) return;
+      clearTimeout(this.pingTimer);
+      if (relaxed) this.nextPing();
+      else this.ping();
     }
 
     heardFromServer() {
@@ -1002,7 +1072,7 @@
     }
 
     stopHeartbeat() {
-      if (this.pingTimer !== null) clearInterval(this.pingTimer);
+      if (this.pingTimer !== null) clearTimeout(this.pingTimer);
       if (this.pongTimer !== null) clearTimeout(this.pongTimer);
       this.pingTimer = null;
       this.pongTimer = null;
@@ -1013,11 +1083,11 @@
       const ws = this.ws;
       const generation = this.generation;
       try {
-        if (ws) ws.close(4000, "no answer to ping");
+        if (ws) ws.close(CLOSE_ABANDONED, "no answer");
       } catch (_error) {
         // Closing a broken socket may throw; we are leaving it anyway.
       }
-      this.closed(generation, 4000);
+      this.closed(generation, CLOSE_ABANDONED);
     }
   }
 
@@ -1601,8 +1671,24 @@
     connecting: "Connecting…",
     connected: "Connected",
     reconnecting: "Reconnecting…",
+    offline: "Offline",
     closed: "Chat unavailable",
   };
+  const OFFLINE_TEXT = "You're offline — we'll send it when you're back";
+
+  /**
+   * Messages to the loader (widget.js) in the host page, only to the host's origin the server
+   * checked: "support-bot:close" (Esc) and "support-bot:new-message" (for its unread badge).
+   * The loader says "support-bot:widget" {open} back. docs/widget.md#the-frame-and-the-host-page.
+   */
+  function tellHost(site, message) {
+    if (!site || window.parent === window) return;
+    try {
+      window.parent.postMessage(message, site);
+    } catch (_error) {
+      // No loader listening: nothing to tell.
+    }
+  }
 
   function finalCloseNotice(code, serverMessage) {
     if (code === 4401) return "Your session expired — reload the page";
@@ -1613,6 +1699,7 @@
   function start(root) {
     const config = readConfig(root);
     const statusBox = root.querySelector(".connection-status");
+    const offlineBanner = root.querySelector(".offline-banner");
     const typing = root.querySelector(".typing-indicator");
     const log = root.querySelector(".log");
     setText(typing.querySelector(".typing-indicator__text"), `${config.companyName} assistant is typing…`);
@@ -1621,12 +1708,16 @@
     let typingSuppressed = false;
     let agentTyping = null; // { name, timer } while an agent types
     let refusal = null; // { code, message, timer } of an error that announces a final close
+    let offline = false; // the offline banner shows: new messages wait ("queued")
+    let offlineTimer = null;
+    let snapshots = 0; // conversation frames so far: the first one is history, not news
+    const announced = new Set(); // team and bot messages the host page was told about (or saw)
 
     const scroll = new ScrollKeeper(log, root.querySelector(".jump-latest"));
     const view = new LogView(log, {
       companyName: config.companyName,
       onRetry: (message) => {
-        conversation.retry(message);
+        conversation.retry(message, offline ? "queued" : "sending");
         if (ready) sendMessage(message);
       },
       onConnect: () => handoff.askForPerson(),
@@ -1665,7 +1756,7 @@
     });
 
     function sendText(text) {
-      const message = conversation.addOutgoing(text);
+      const message = conversation.addOutgoing(text, offline ? "queued" : "sending");
       firstScreen.dismiss();
       scroll.toBottom({ force: true });
       // Offline, it waits in the outbox and goes out after the next conversation frame.
@@ -1673,7 +1764,29 @@
     }
 
     function sendMessage(message) {
-      socket.send({ type: "message", client_id: message.clientId, text: message.text });
+      if (socket.send({ type: "message", client_id: message.clientId, text: message.text })) {
+        conversation.setDelivery(message, "sending");
+      }
+    }
+
+    /** The offline banner and the status "Offline"; messages typed meanwhile wait. */
+    function setOffline(shown) {
+      if (offlineTimer !== null) clearTimeout(offlineTimer);
+      offlineTimer = null;
+      offline = shown;
+      setText(offlineBanner, shown ? OFFLINE_TEXT : "");
+      if (!shown) return;
+      setStatus("offline");
+      conversation.queueUnsent();
+    }
+
+    /** A team or bot message the host page's launcher may count as unread (widget only). */
+    function announce(turnId, author) {
+      if (!config.embedded || announced.has(turnId)) return;
+      announced.add(turnId);
+      if (ready || snapshots > 1) {
+        tellHost(config.site, { type: "support-bot:new-message", author });
+      }
     }
 
     // --- Attachments (docs/attachments.md): uploaded over HTTP, then shown like any turn. ---
@@ -1762,6 +1875,7 @@
           break;
         case "turn":
           conversation.applyTurn(frame.turn);
+          if (isValidTurn(frame.turn) && frame.turn.author === "agent") announce(frame.turn.id, "agent");
           if (frame.turn && frame.turn.author === "agent") setAgentTyping(null);
           break;
         case "conversation.state":
@@ -1776,6 +1890,7 @@
         case "reply.done":
           conversation.applyReplyFrame(frame);
           if (frame.type !== "reply.done") typingSuppressed = false;
+          else if (frame.status === "done" && isPositiveInt(frame.reply_id)) announce(frame.reply_id, "bot");
           break;
         case "error":
           onError(frame);
@@ -1789,9 +1904,16 @@
     }
 
     function onConversation(frame) {
+      // What came while the page was away (a reconnect's snapshot) is news for the launcher.
+      snapshots += 1;
+      for (const turn of Array.isArray(frame.turns) ? frame.turns : []) {
+        const finished = turn && (turn.author === "agent" || (turn.author === "bot" && turn.status === "done"));
+        if (finished && isPositiveInt(turn.id)) announce(turn.id, turn.author);
+      }
       ready = true;
       typingSuppressed = false;
       socket.markHealthy();
+      setOffline(false);
       setStatus("connected");
       handoff.setOnline(true);
       if (frame.state && typeof frame.state === "object") handoff.apply(frame.state);
@@ -1832,6 +1954,7 @@
       if (final) {
         // A widget token refused (forged, expired): the next load starts a fresh visitor.
         if (config.embedded && code === 4401) visitorToken.clear(config.site);
+        setOffline(false);
         setStatus("closed");
         const notice = finalCloseNotice(code, pending && pending.message);
         conversation.addNotice(notice, `close_${code}`);
@@ -1841,16 +1964,47 @@
       } else {
         if (pending) conversation.addNotice(pending.message, pending.code);
         setStatus("reconnecting");
+        // Given up on (no pong, the browser offline): offline now. Otherwise (a server
+        // restart) only if reconnecting takes a while.
+        if (code === CLOSE_ABANDONED || socket.offline) setOffline(true);
+        else if (!offline && offlineTimer === null) {
+          offlineTimer = setTimeout(() => setOffline(true), OFFLINE_GRACE_MS);
+        }
       }
+      if (offline) setStatus("offline");
       updateTyping();
     }
 
-    window.addEventListener("online", () => socket.reconnectNow());
+    window.addEventListener("offline", () => {
+      socket.setOffline(true);
+      setOffline(true);
+    });
+    window.addEventListener("online", () => socket.setOffline(false));
+    let widgetOpen = true; // the loader says when the widget is closed (support-bot:widget)
+    const relax = () => socket.setRelaxed(document.visibilityState === "hidden" || !widgetOpen);
     document.addEventListener("visibilitychange", () => {
+      relax();
       if (document.visibilityState === "visible") socket.reconnectNow();
     });
+    relax();
+    if (config.embedded) {
+      // Esc anywhere in the widget closes it (the loader returns focus to its button).
+      document.addEventListener("keydown", (event) => {
+        if (event.key !== "Escape" || event.defaultPrevented || event.isComposing) return;
+        tellHost(config.site, { type: "support-bot:close" });
+      });
+      window.addEventListener("message", (event) => {
+        if (event.source !== window.parent || event.origin !== config.site) return;
+        const data = event.data;
+        if (data && data.type === "support-bot:widget" && typeof data.open === "boolean") {
+          widgetOpen = data.open;
+          relax();
+        }
+      });
+    }
 
     setStatus("connecting");
+    if (socket.offline) setOffline(true);
     socket.connect();
     return { conversation, socket, composer, handoff };
   }

@@ -17,6 +17,9 @@
  *   SupportBot("identify", { id, name, email, user_hash });  // a signed-in user
  *   SupportBot("shutdown");                                  // on logout
  *
+ * The frame also asks this page to close the widget (Esc) and says when a team or bot message
+ * arrives, which the button counts as unread while the widget is closed (docs/widget.md).
+ *
  * The button and iframe live in a shadow root so that the host page's CSS cannot restyle
  * them, and they are styled through the CSSOM (element.style), which a host page's
  * Content-Security-Policy does not block the way it blocks <style> elements.
@@ -46,6 +49,9 @@
   // a browser that blocks third-party cookies gives the frame no storage of its own.
   const TOKEN_KEY = "support-bot.visitor";
   const TOKEN_MESSAGE = "support-bot:visitor-token";
+  const CLOSE_MESSAGE = "support-bot:close";
+  const NEW_MESSAGE = "support-bot:new-message";
+  const WIDGET_MESSAGE = "support-bot:widget";
 
   function storedToken() {
     try {
@@ -176,6 +182,31 @@
     return button;
   }
 
+  /** The unread count on the button; the button's name says it (aria-label), so it is hidden. */
+  function buildBadge() {
+    const badge = document.createElement("span");
+    badge.setAttribute("aria-hidden", "true");
+    badge.setAttribute("data-unread", "");
+    badge.hidden = true;
+    style(badge, {
+      position: "absolute",
+      top: "-4px",
+      right: "-4px",
+      minWidth: "20px",
+      height: "20px",
+      padding: "0 5px",
+      boxSizing: "border-box",
+      borderRadius: "10px",
+      background: "#c62828",
+      color: "#ffffff",
+      border: "2px solid #ffffff",
+      font: "bold 11px/16px system-ui, sans-serif",
+      textAlign: "center",
+      display: "none",
+    });
+    return badge;
+  }
+
   function buildFrame(src) {
     const frame = document.createElement("iframe");
     frame.id = "support-bot-frame";
@@ -218,15 +249,33 @@
     const button = buildButton();
     const chatIcon = icon(ICON_CHAT, { filled: true });
     const closeIcon = icon(ICON_CLOSE, { filled: false });
-    button.append(chatIcon);
+    const badge = buildBadge();
+    button.append(chatIcon, badge);
     root.append(button);
     document.body.append(host);
 
     let frame = null; // created on first open: no chat traffic until someone asks for it
+    let unread = 0; // team and bot messages that arrived while the widget was closed
     const narrowQuery = window.matchMedia("(max-width: 480px)");
 
     function isOpen() {
       return button.getAttribute("aria-expanded") === "true";
+    }
+
+    /** Tell the frame whether anyone sees it: a closed widget checks its connection less often. */
+    function tellFrame(open) {
+      if (frame && frame.contentWindow) frame.contentWindow.postMessage({ type: WIDGET_MESSAGE, open }, origin);
+    }
+
+    function setUnread(count) {
+      unread = count;
+      const plural = count === 1 ? "message" : "messages";
+      let label = count > 0 ? `Open chat, ${count} unread ${plural}` : "Open chat";
+      if (isOpen()) label = "Close chat";
+      button.setAttribute("aria-label", label);
+      badge.textContent = count > 99 ? "99+" : String(count);
+      badge.hidden = count === 0;
+      style(badge, { display: count > 0 ? "block" : "none" });
     }
 
     function open() {
@@ -237,9 +286,10 @@
       frame.hidden = false;
       style(frame, { display: "block" });
       button.setAttribute("aria-expanded", "true");
-      button.setAttribute("aria-label", "Close chat");
-      button.replaceChildren(closeIcon);
+      button.replaceChildren(closeIcon, badge);
+      setUnread(0); // names the button "Close chat"
       fitToViewport(frame, button, narrowQuery.matches, true);
+      tellFrame(true);
       try {
         frame.focus();
       } catch (_error) {
@@ -254,9 +304,17 @@
         style(frame, { display: "none" });
       }
       button.setAttribute("aria-expanded", "false");
-      button.setAttribute("aria-label", "Open chat");
-      button.replaceChildren(chatIcon);
+      button.replaceChildren(chatIcon, badge);
+      setUnread(unread); // names the button "Open chat", with the unread count
       fitToViewport(frame, button, narrowQuery.matches, false);
+      tellFrame(false);
+    }
+
+    /** Esc: close, and give focus back to the button (it may have been inside the frame). */
+    function dismiss() {
+      if (!isOpen()) return;
+      close();
+      button.focus();
     }
 
     function toggle() {
@@ -270,21 +328,27 @@
       const wasOpen = isOpen();
       frame.remove();
       frame = null;
+      setUnread(0); // another visitor: the count was the previous one's
       if (wasOpen) open();
     }
 
     window.addEventListener("message", (event) => {
-      // Only the chat frame, from Support Bot's origin, hands over a token to keep.
+      // Only the chat frame, from Support Bot's origin, talks to this page.
       if (!frame || event.source !== frame.contentWindow || event.origin !== origin) return;
       const data = event.data;
-      if (data && data.type === TOKEN_MESSAGE && typeof data.token === "string") {
+      if (!data || typeof data !== "object") return;
+      if (data.type === TOKEN_MESSAGE && typeof data.token === "string") {
         keepToken(data.token);
+      } else if (data.type === CLOSE_MESSAGE) {
+        dismiss();
+      } else if (data.type === NEW_MESSAGE && !isOpen()) {
+        setUnread(unread + 1);
       }
     });
 
     button.addEventListener("click", toggle);
     button.addEventListener("keydown", (event) => {
-      if (event.key === "Escape" && isOpen()) close();
+      if (event.key === "Escape") dismiss();
     });
     const onViewportChange = (event) => fitToViewport(frame, button, event.matches, isOpen());
     if (narrowQuery.addEventListener) narrowQuery.addEventListener("change", onViewportChange);

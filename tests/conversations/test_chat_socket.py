@@ -507,3 +507,14 @@ async def test_the_cookie_the_chat_page_sets_opens_that_visitors_socket():
         "turns": [],
     }
     await chat.disconnect()
+
+
+async def test_it_answers_the_pages_heartbeat_as_the_page_sends_it(alice_conversation):
+    """chat.js pings every 4 s (docs/protocol.md#heartbeat): its exact frame, answered before
+    any parsing, and any other spelling of a ping the same way."""
+    chat = await open_chat(alice_conversation.pk, alice_conversation.customer)
+    for raw in ('{"type":"ping"}', '{"type":"ping"}', '{ "type" : "ping" }'):
+        await chat.send_to(text_data=raw)
+        assert await chat.receive_json_from(timeout=5) == {"type": "pong"}
+    assert await chat.receive_nothing(timeout=0.3)
+    await chat.disconnect()
