@@ -656,15 +656,7 @@
 
     /** The message's files: thumbnails and links (static/common/attachments.js). */
     fillAttachments(message, parts) {
-      const key = JSON.stringify(message.attachments.map((item) => item && item.id));
-      if (parts.attachmentsKey === key) return;
-      parts.attachmentsKey = key;
-      if (!parts.attachments) {
-        parts.attachments = el("ul", "attachments");
-        parts.attachments.setAttribute("aria-label", "Attachments");
-        parts.text.after(parts.attachments);
-      }
-      window.SupportBotAttachments.render(parts.attachments, message.attachments, { headers: this.fileHeaders });
+      window.SupportBotAttachments.showUnder(parts, message.attachments, { headers: this.fileHeaders });
     }
 
     /** A reply's "one moment" line while it waits for its turn with the model. */

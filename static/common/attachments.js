@@ -210,6 +210,24 @@ window.SupportBotAttachments = (() => {
    * POST a multipart form with upload progress; resolves to {ok, status, data} (data is the
    * JSON answer, or {} when there was none). XMLHttpRequest: fetch reports no upload progress.
    */
+  /**
+   * A message's files under its text (`parts.text`), in a list kept in `parts.attachments`.
+   * A turn comes again (snapshot, live frame, replay): the same files are not drawn twice, so
+   * images already loaded stay.
+   */
+  function showUnder(parts, attachments, { headers } = {}) {
+    if (!Array.isArray(attachments) || attachments.length === 0) return;
+    const key = JSON.stringify(attachments.map((item) => item && item.id));
+    if (parts.attachmentsKey === key) return;
+    parts.attachmentsKey = key;
+    if (!parts.attachments) {
+      parts.attachments = el("ul", "attachments");
+      parts.attachments.setAttribute("aria-label", "Attachments");
+      parts.text.after(parts.attachments);
+    }
+    render(parts.attachments, attachments, { headers });
+  }
+
   function upload(url, form, { headers = {}, onProgress = () => {} } = {}) {
     return new Promise((resolve) => {
       const request = new XMLHttpRequest();
@@ -236,5 +254,5 @@ window.SupportBotAttachments = (() => {
     });
   }
 
-  return { render, Picker, upload, formatSize };
+  return { render, showUnder, Picker, upload, formatSize };
 })();

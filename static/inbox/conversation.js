@@ -135,23 +135,8 @@
     } else {
       setText(parts, asText(turn.text), null);
     }
-    showAttachments(parts, turn.attachments);
+    window.SupportBotAttachments.showUnder(parts, turn.attachments);
     if (author === "customer") markReadSoon();
-  }
-
-  /** The files under a customer's or an agent's message (static/common/attachments.js). */
-  function showAttachments(parts, attachments) {
-    if (!Array.isArray(attachments) || attachments.length === 0) return;
-    // A turn comes again (snapshot, live frame): keep the images already loaded.
-    const key = JSON.stringify(attachments.map((item) => item && item.id));
-    if (parts.attachmentsKey === key) return;
-    parts.attachmentsKey = key;
-    if (!parts.attachments) {
-      parts.attachments = el("ul", "attachments");
-      parts.attachments.setAttribute("aria-label", "Attachments");
-      parts.text.after(parts.attachments);
-    }
-    window.SupportBotAttachments.render(parts.attachments, attachments);
   }
 
   /** A message's text: Markdown, rendered safely (static/common/markdown.js), for the bot, the
