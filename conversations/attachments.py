@@ -223,6 +223,7 @@ def store(turn: Turn, files: Iterable[CheckedFile], saved: list[str]) -> list[At
             saved.append(str(attachment.thumbnail.name))
         attachment.save()
         stored.append(attachment)
+    turn.stored_attachments = stored  # its event needs no query to list them (Turn.attached_files)
     return stored
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -206,6 +207,9 @@ class Turn(models.Model):
 
     objects = TurnQuerySet.as_manager()
 
+    # Not a field: the files attachments.store just wrote with this turn (see attached_files).
+    stored_attachments: list[Attachment] | None = None
+
     class Meta:
         ordering = ["id"]
         constraints = [
@@ -296,11 +300,17 @@ class Turn(models.Model):
             ],
             "author_name": staff_name(self.agent) if self.agent_id else None,
             "offers_handoff": self.offers_person,
-            # Only customers and agents attach files: other turns cost no query.
-            "attachments": [a.as_event() for a in self.attachments.all()]
-            if self.author in (self.Author.CUSTOMER, self.Author.AGENT)
-            else [],
+            "attachments": [a.as_event() for a in self.attached_files()],
         }
+
+    def attached_files(self) -> Sequence[Attachment]:
+        """Only customers and agents attach files: other turns cost no query, and neither does
+        a turn just written (attachments.store tells it what it stored)."""
+        if self.author not in (self.Author.CUSTOMER, self.Author.AGENT):
+            return []
+        if self.stored_attachments is not None:
+            return self.stored_attachments
+        return list(self.attachments.all())
 
 
 # --- Attachments (docs/attachments.md; checked and stored by attachments.py) ------------------
