@@ -24,7 +24,14 @@ from tests.conftest import start_offline_app
 
 from .test_widget_browser import host_pages, open_widget, two_sites  # noqa: F401 - fixtures
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.worker]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.browser,
+    pytest.mark.worker,
+    pytest.mark.default_pass_only(
+        reason="the pages' markup and styles, which the database engine does not change"
+    ),
+]
 
 
 @pytest.fixture
