@@ -9,7 +9,7 @@ them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from django import forms
 from django.conf import settings
@@ -173,7 +173,7 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
     ]
     # The turns are the chat the template draws (conversations/transcript.py), not an inline.
     change_form_template = "admin/conversations/conversation/change_form.html"
-    inlines: list[type[admin.options.InlineModelAdmin[Any, Any]]] = []
+    inlines: ClassVar[list[type[admin.options.InlineModelAdmin[Any, Any]]]] = []  # extend()
     show_full_result_count = False
     actions: list[Action] = []  # apps built on this one add theirs: extend()
     entry_sources: list[EntrySource] = []
