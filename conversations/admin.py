@@ -206,11 +206,17 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
         form_url: str = "",
         obj: Conversation | None = None,
     ) -> Any:
-        # Reached only once the admin has checked the user may view this conversation.
+        # Reached only once the admin has checked the user may view this conversation; the
+        # messages need view_turn too (as the turn inline did before the chat).
         if obj is not None:
+            user: Any = request.user
+            turns = (
+                transcript.turn_entries(obj, transcript.Viewer.of(user))
+                if user.has_perm("conversations.view_turn")
+                else []
+            )
             context["transcript"] = transcript.merged(
-                transcript.turn_entries(obj),
-                *(source(request, obj) for source in self.entry_sources),
+                turns, *(source(request, obj) for source in self.entry_sources)
             )
             links = (source(request, obj) for source in self.link_sources)
             context["transcript_links"] = [link for link in links if link is not None]

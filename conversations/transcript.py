@@ -56,9 +56,25 @@ def transcript_turns(conversation: Conversation) -> list[Turn]:
     )
 
 
-def turn_entries(conversation: Conversation) -> list[Entry]:
+@dataclass(frozen=True)
+class Viewer:
+    """What the reader may open: links to admin pages they would get a 403 on are left out
+    (the name stays)."""
+
+    articles: bool = False
+    versions: bool = False
+
+    @classmethod
+    def of(cls, user: Any) -> Viewer:
+        return cls(
+            articles=user.has_perm("knowledge.view_article"),
+            versions=user.has_perm("studio.view_promptversion"),
+        )
+
+
+def turn_entries(conversation: Conversation, viewer: Viewer) -> list[Entry]:
     customer = str(conversation.customer)
-    return [_entry(turn, customer) for turn in transcript_turns(conversation)]
+    return [_entry(turn, customer, viewer) for turn in transcript_turns(conversation)]
 
 
 def merged(*groups: Iterable[Entry]) -> list[Entry]:
@@ -66,7 +82,7 @@ def merged(*groups: Iterable[Entry]) -> list[Entry]:
     return sorted((e for group in groups for e in group), key=lambda e: (e.at, e.order))
 
 
-def _entry(turn: Turn, customer: str) -> Entry:
+def _entry(turn: Turn, customer: str, viewer: Viewer) -> Entry:
     marks: list[str] = []
     details = ""
     if turn.author == Turn.Author.BOT:
@@ -84,9 +100,9 @@ def _entry(turn: Turn, customer: str) -> Entry:
         text=turn.text,
         markdown=turn.author in (Turn.Author.BOT, Turn.Author.AGENT),
         marks=tuple(marks),
-        sources=tuple(_source_links(turn.sources)),
+        sources=tuple(_source_links(turn.sources, viewer)),
         attachments=tuple(Link(a.name, a.as_event()["url"]) for a in turn.attachments.all()),
-        prompt_version=_version_link(turn),
+        prompt_version=_version_link(turn, viewer),
         details=details,
         order=(0, turn.pk),
     )
@@ -100,7 +116,7 @@ def _author(turn: Turn, customer: str) -> str:
     return turn.get_author_display()
 
 
-def _source_links(sources: Any) -> Iterable[Link]:
+def _source_links(sources: Any, viewer: Viewer) -> Iterable[Link]:
     """Each source as its title linked to the article: its public URL, else its admin page."""
     for source in sources if isinstance(sources, list) else []:
         if not isinstance(source, dict):
@@ -110,15 +126,16 @@ def _source_links(sources: Any) -> Iterable[Link]:
         label = f"[{number}] {title}" if isinstance(number, int) else title
         url = str(source.get("url") or "")
         if not url.startswith(("http://", "https://", "/")):
-            url = _admin_url("admin:knowledge_article_change", source.get("article_id"))
+            article_id = source.get("article_id") if viewer.articles else None
+            url = _admin_url("admin:knowledge_article_change", article_id)
         yield Link(label, url)
 
 
-def _version_link(turn: Turn) -> Link | None:
+def _version_link(turn: Turn, viewer: Viewer) -> Link | None:
     version = turn.prompt_version
     if version is None:
         return None
-    url = _admin_url("admin:studio_promptversion_change", version.pk)
+    url = _admin_url("admin:studio_promptversion_change", version.pk) if viewer.versions else ""
     return Link(str(getattr(version, "name", "") or f"Version {version.pk}"), url)
 
 

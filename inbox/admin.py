@@ -22,7 +22,9 @@ from .models import CannedResponse, Note
 
 def note_entries(request: HttpRequest, conversation: Conversation) -> list[Entry]:
     """Internal notes in the transcript, marked as such: written in the agent inbox, never
-    shown to customers (one query, whatever their number)."""
+    shown to customers (one query, whatever their number); for staff who may view notes."""
+    if not request.user.has_perm("inbox.view_note"):
+        return []
     notes = Note.objects.filter(conversation=conversation).select_related("author")
     return [
         Entry(

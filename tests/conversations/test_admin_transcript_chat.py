@@ -227,11 +227,51 @@ def test_it_links_to_the_inbox_only_for_staff_who_work_it(alice_agent, thread):
         f"/agent/conversations/{thread.pk}/",
     )
 
-    reader = personas.make_user("rita_reader", "Rita", None)
-    reader.user_permissions.add(Permission.objects.get(codename="view_conversation"))
+    reader = reader_with("view_conversation", "view_turn")
     reader_soup = soup_of(logged_in(reader).get(change_url(thread)))
     assert reader_soup.select("a.transcript-link") == []
-    assert len(entries(reader_soup)) == 5  # reads the transcript, just no inbox to open
+    assert len(entries(reader_soup)) == 4  # reads the messages, just no inbox to open
+
+
+def reader_with(*codenames: str) -> User:
+    reader = personas.make_user("reader_" + "_".join(codenames), "Rita", None)
+    reader.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    return User.objects.get(pk=reader.pk)
+
+
+def test_it_shows_messages_and_notes_only_to_staff_who_may_view_them(thread):
+    """As the turn and note inlines did: viewing a conversation is not viewing its messages
+    (conversations.view_turn) nor the team's notes (inbox.view_note)."""
+    kinds = {}
+    for codenames in [
+        ("view_conversation",),
+        ("view_conversation", "view_note"),
+        ("view_conversation", "view_turn", "view_note"),
+    ]:
+        page = logged_in(reader_with(*codenames)).get(change_url(thread))
+        kinds[codenames] = [e["data-kind"] for e in entries(soup_of(page))]
+    assert kinds == {
+        ("view_conversation",): [],
+        ("view_conversation", "view_note"): ["note"],
+        ("view_conversation", "view_turn", "view_note"): [
+            "customer",
+            "bot",
+            "system",
+            "note",
+            "agent",
+        ],
+    }
+
+
+def test_it_names_the_prompt_version_without_a_link_for_staff_outside_the_studio(
+    alice_agent, thread
+):
+    soup = soup_of(logged_in(alice_agent).get(change_url(thread)))
+    bot = entries(soup)[1]
+    assert "Prompt Friendly v3" in bot.select_one(".transcript__details").get_text(" ", strip=True)
+    assert bot.select("a.transcript__version") == []
+    # Agents may view articles: the source without a public URL still links to its admin page.
+    assert len(bot.select(".transcript__sources a")) == 2
 
 
 def test_staff_without_the_view_permission_get_403_and_no_transcript(oscar_outsider, thread):
