@@ -1,6 +1,6 @@
 """The admin transcript in Chromium against the real ASGI server: it fits a 1,280 px window
 with no horizontal scroll (it was 1,554 px wide) and a 390 px phone, and bot replies are drawn
-as sanitised Markdown while hostile text stays inert."""
+as sanitised Markdown while hostile text stays inert, with no serious axe violation."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from conversations.models import Conversation, Customer
 from inbox.models import Note
 from studio.models import PromptVersion
 from tests import personas
+from tests.a11y import assert_no_serious_violations
 from tests.conversations.test_admin_transcript_chat import HOSTILE, turn
 
 olivia_operator = personas.olivia_operator
@@ -79,6 +80,9 @@ def test_the_transcript_fits_1280_and_390_px_and_draws_markdown_safely(
         )
         assert page.get_by_role("link", name="Open in inbox").count() == 1
         assert page.get_by_role("link", name="Friendly v3").count() == 1
+
+        # The chat itself (the admin around it is Django's): contrast of the badges and the note.
+        assert_no_serious_violations(page, "the admin transcript", include="#transcript")
 
         width = page.evaluate("document.scrollingElement.scrollWidth")
         page.screenshot(path=str(tmp_path / "transcript-1280.png"), full_page=True)
