@@ -156,20 +156,34 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
         "rated_at",
         "bot_usage",
     ]
-    fields = [
-        "id",
-        "customer",
-        "status",
-        "assignee",
-        "created_at",
-        "updated_at",
-        "last_message_at",
-        ("escalated_at", "escalation_reason"),
-        "contact_email",
-        "resolved_at",
-        ("rating", "rated_at"),
-        "rating_comment",
-        "bot_usage",
+    # What a reader needs above the chat; the timestamps and usage fold away (a <details>).
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "customer",
+                    ("status", "assignee"),
+                    ("escalated_at", "escalation_reason"),
+                    ("rating", "rating_comment"),
+                ]
+            },
+        ),
+        (
+            "Details",
+            {
+                "classes": ["collapse"],
+                "fields": [
+                    "id",
+                    ("created_at", "updated_at"),
+                    "last_message_at",
+                    "contact_email",
+                    "resolved_at",
+                    "rated_at",
+                    "bot_usage",
+                ],
+            },
+        ),
     ]
     # The turns are the chat the template draws (conversations/transcript.py), not an inline.
     change_form_template = "admin/conversations/conversation/change_form.html"
