@@ -311,6 +311,12 @@ def test_the_studio_version_page_lists_its_conversations_in_the_admin(
     assert link["href"] == f"/admin/conversations/conversation/?prompt_version={version.pk}"
     listed = client.get(link["href"]).context["cl"].result_list
     assert [c.pk for c in listed] == [thread.pk]
+    # A version that replied nowhere lists nothing; a malformed one filters nothing, no error.
+    changelist = "/admin/conversations/conversation/"
+    nowhere = client.get(changelist, {"prompt_version": "999999"})
+    assert list(nowhere.context["cl"].result_list) == []
+    malformed = client.get(changelist, {"prompt_version": "1 OR 1=1"})
+    assert malformed.status_code == 200 and len(malformed.context["cl"].result_list) == 2
 
 
 def test_it_renders_200_turns_and_notes_in_a_bounded_number_of_queries(
