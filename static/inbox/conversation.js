@@ -285,6 +285,9 @@
       enabled = enabled && root.dataset.canResolve === "true";
     }
     button.disabled = !enabled;
+    if (action === "snooze") {
+      root.querySelectorAll("[data-snooze-preset]").forEach((preset) => { preset.disabled = !enabled; });
+    }
   }
 
   function showActionError(text) {
@@ -304,6 +307,11 @@
   }
 
   root.querySelector(".actions").addEventListener("click", async (event) => {
+    const preset = event.target.closest("button[data-snooze-preset]");
+    if (preset) {
+      await snoozePreset(preset);
+      return;
+    }
     const button = event.target.closest("button[data-action]");
     if (!button) return;
     const action = button.dataset.action;
@@ -323,6 +331,20 @@
       await act(action);
     }
   });
+
+  // Snooze presets (1 hour, tomorrow 9:00, next Monday 9:00, in the browser's time zone), or
+  // "Custom…" to show the date-time picker.
+  async function snoozePreset(button) {
+    const custom = root.querySelector(".snooze__custom");
+    if (button.dataset.snoozePreset === "custom") {
+      custom.hidden = !custom.hidden;
+      button.setAttribute("aria-expanded", String(!custom.hidden));
+      if (!custom.hidden) custom.querySelector(".snooze__until").focus();
+      return;
+    }
+    const until = window.SnoozePresets.until(button.dataset.snoozePreset);
+    if (until) await act("snooze", { until: until.toISOString() });
+  }
 
   // --- Marking read -----------------------------------------------------------------------------
 
