@@ -15,11 +15,9 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.db.models import Count, QuerySet
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
@@ -27,8 +25,8 @@ from knowledge.language import question_key
 from knowledge.models import Article, ExampleQuestion
 from knowledge.services import NONE_LABEL, import_example_questions
 
-from . import business_hours, embedding, state, usage
-from .admin_business_hours import RANGES_PER_DAY, WeekGridForm, int_or, time_zone_name
+from . import embedding, state, usage
+from .admin_business_hours import week_grid_view
 from .models import (
     BusinessHours,
     Conversation,
@@ -292,33 +290,7 @@ class BusinessHoursAdmin(admin.ModelAdmin[BusinessHours]):
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        if not self.has_view_or_change_permission(request):
-            raise PermissionDenied
-        can_edit = all(
-            check(request)
-            for check in (self.has_add_permission, self.has_change_permission, self.has_delete_permission)
-        )
-        if request.method == "POST":
-            if not can_edit:
-                raise PermissionDenied
-            form = WeekGridForm(request.POST, ranges=int_or(request.POST.get("ranges"), RANGES_PER_DAY))
-            if form.is_valid():
-                business_hours.replace_week(form.cleaned_data["periods"])
-                self.message_user(request, "The business hours are saved.", messages.SUCCESS)
-                return HttpResponseRedirect(request.path)
-        else:
-            form = WeekGridForm.from_rows(list(BusinessHours.objects.all()))
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.model._meta,
-            "title": "Business hours",
-            "form": form,
-            "can_edit": can_edit,
-            "time_zone": time_zone_name(),
-            "now_there": timezone.localtime(timezone=business_hours.support_zone()),
-            **(extra_context or {}),
-        }
-        return TemplateResponse(request, "admin/conversations/businesshours/week_grid.html", context)
+        return week_grid_view(self, request)
 
     def add_view(
         self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None

@@ -9,7 +9,13 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.utils import timezone
 
+from . import business_hours
 from .models import BusinessHours
 
 # Two periods a day covers a lunch break; a day stored with more rows gets more (see below).
@@ -72,7 +78,7 @@ class WeekGridForm(forms.Form):
         ]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data: dict[str, Any] = super().clean() or {}
         periods: list[tuple[int, time, time]] = []
         if data.get("always_open"):
             data["periods"] = periods
@@ -117,11 +123,46 @@ class WeekGridForm(forms.Form):
         return data
 
 
-def time_zone_name() -> str:
-    return str(settings.SUPPORT_TIME_ZONE)
-
-
-def int_or(value: Any, default: int) -> int:
+def _ranges(value: Any) -> int:
     """The grid's number of periods a day, as posted (bounded), else the default."""
     text = str(value or "")
-    return min(int(text), 8) if text.isascii() and text.isdigit() and int(text) > 0 else default
+    if text.isascii() and text.isdigit() and 0 < int(text) <= 8:
+        return int(text)
+    return RANGES_PER_DAY
+
+
+def week_grid_view(
+    model_admin: admin.ModelAdmin[BusinessHours], request: HttpRequest
+) -> HttpResponse:
+    """BusinessHoursAdmin's list page: the grid; saving needs the add, change and delete
+    permissions (the week replaces every row)."""
+    if not model_admin.has_view_or_change_permission(request):
+        raise PermissionDenied
+    can_edit = all(
+        check(request)
+        for check in (
+            model_admin.has_add_permission,
+            model_admin.has_change_permission,
+            model_admin.has_delete_permission,
+        )
+    )
+    if request.method == "POST":
+        if not can_edit:
+            raise PermissionDenied
+        form = WeekGridForm(request.POST, ranges=_ranges(request.POST.get("ranges")))
+        if form.is_valid():
+            business_hours.replace_week(form.cleaned_data["periods"])
+            model_admin.message_user(request, "The business hours are saved.", messages.SUCCESS)
+            return HttpResponseRedirect(request.path)
+    else:
+        form = WeekGridForm.from_rows(list(BusinessHours.objects.all()))
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "opts": BusinessHours._meta,
+        "title": "Business hours",
+        "form": form,
+        "can_edit": can_edit,
+        "time_zone": str(settings.SUPPORT_TIME_ZONE),
+        "now_there": timezone.localtime(timezone=business_hours.support_zone()),
+    }
+    return TemplateResponse(request, "admin/conversations/businesshours/week_grid.html", context)

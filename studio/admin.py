@@ -76,7 +76,7 @@ class PromptVersionForm(forms.ModelForm[PromptVersion]):
 
     class Meta:
         model = PromptVersion
-        fields = "__all__"
+        fields = ["name", *PromptVersion.CONTENT_FIELDS]  # the admin's `fields` decide
 
 
 @admin.register(PromptVersion)
@@ -151,7 +151,10 @@ class PromptVersionAdmin(admin.ModelAdmin[PromptVersion]):
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
         obj = self.get_object(request, object_id) if object_id else None
-        context = {**(extra_context or {}), "offline_notice": offline_notice(obj.provider if obj else "")}
+        context = {
+            **(extra_context or {}),
+            "offline_notice": offline_notice(obj.provider if obj else ""),
+        }
         return super().changeform_view(request, object_id, form_url, context)
 
     def get_readonly_fields(self, request: HttpRequest, obj: PromptVersion | None = None) -> Any:

@@ -30,7 +30,15 @@ class TestCaseForm(forms.ModelForm[TestCase]):
 
     class Meta:
         model = TestCase
-        fields = "__all__"
+        fields = [
+            "message",
+            "prior_turns",
+            "must_cite",
+            "must_contain",
+            "must_not_contain",
+            "must_escalate",
+            "source_conversation",
+        ]
 
 
 class TestCaseInline(admin.StackedInline[TestCase, TestSet]):

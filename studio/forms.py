@@ -43,9 +43,7 @@ class PhraseListField(forms.CharField):
         else:
             lines = str(value or "").splitlines()
         items = [line.strip() for line in lines if line.strip()]
-        too_long = [
-            n for n, item in enumerate(items, start=1) if len(item) > self.max_item_length
-        ]
+        too_long = [n for n, item in enumerate(items, start=1) if len(item) > self.max_item_length]
         if too_long:
             raise ValidationError(
                 "Line %(line)s is too long: at most %(limit)s characters a %(name)s.",
@@ -95,7 +93,7 @@ class EarlierTurnsField(forms.CharField):
     def prepare_value(self, value: Any) -> Any:
         if isinstance(value, list | tuple):
             return "\n".join(
-                f"{self.NAMES.get(turn.get('role'), 'Customer')}: {turn.get('content', '')}"
+                f"{self.NAMES.get(str(turn.get('role')), 'Customer')}: {turn.get('content', '')}"
                 for turn in value
                 if isinstance(turn, dict)
             )

@@ -21,8 +21,8 @@ from django.views.decorators.http import require_GET, require_POST
 from conversations.models import Conversation
 
 from . import evaluation, services
-from .provider_notice import offline_notice
 from .models import EvalRun, PromptVersion, TestSet
+from .provider_notice import offline_notice
 
 View = Callable[..., HttpResponse]
 

@@ -47,7 +47,9 @@ def week(**days: list[tuple[str, str]]) -> dict[str, str]:
 
 
 def stored() -> list[tuple[int, time, time]]:
-    return list(BusinessHours.objects.order_by("weekday", "opens").values_list("weekday", "opens", "closes"))
+    return list(
+        BusinessHours.objects.order_by("weekday", "opens").values_list("weekday", "opens", "closes")
+    )
 
 
 def test_it_shows_the_whole_week_with_the_time_zone(operator_client, settings):
@@ -98,14 +100,19 @@ def test_it_saves_a_week_with_a_lunch_break_in_one_transaction(operator_client):
     ("days", "error"),
     [
         ({"mon": [("17:00", "09:00")]}, "Monday: closes at 09:00, not after it opens at 17:00."),
-        ({"tue": [("09:00", "13:00"), ("12:00", "18:00")]}, "Tuesday: 09:00–13:00 and 12:00–18:00 overlap."),
+        (
+            {"tue": [("09:00", "13:00"), ("12:00", "18:00")]},
+            "Tuesday: 09:00–13:00 and 12:00–18:00 overlap.",
+        ),
         ({"wed": [("09:00", "")]}, "Wednesday: give both the opening and the closing time."),
         ({"thu": [("", "")]}, "Thursday is open: give its opening hours."),
         ({"fri": [("9 am", "17:00")]}, "Enter a valid time."),
         ({}, "Every day is closed. Open at least one day, or tick"),
     ],
 )
-def test_it_refuses_a_bad_week_with_a_form_error_and_keeps_the_old_one(operator_client, days, error):
+def test_it_refuses_a_bad_week_with_a_form_error_and_keeps_the_old_one(
+    operator_client, days, error
+):
     BusinessHours.objects.create(weekday=0, opens=time(8), closes=time(16))
     data = week(sat=[("10:00", "12:00")], **days)
     if days == {}:
@@ -129,7 +136,9 @@ def test_it_makes_the_team_always_available_when_always_open_is_ticked(operator_
     assert 'name="always_open" id="id_always_open" checked' in page
 
 
-def test_it_reads_the_grid_in_a_fixed_number_of_queries(operator_client, django_assert_max_num_queries):
+def test_it_reads_the_grid_in_a_fixed_number_of_queries(
+    operator_client, django_assert_max_num_queries
+):
     for day in range(7):
         BusinessHours.objects.create(weekday=day, opens=time(9), closes=time(12))
         BusinessHours.objects.create(weekday=day, opens=time(13), closes=time(17))

@@ -130,7 +130,12 @@ def test_it_finds_the_article_to_cite_by_its_title(operator_client, lantern):
     Article.objects.create(slug="parcels", title="Where is my parcel?", body="Tracking.")
     response = operator_client.get(
         "/admin/autocomplete/",
-        {"app_label": "studio", "model_name": "testcase", "field_name": "must_cite", "term": "zephyr"},
+        {
+            "app_label": "studio",
+            "model_name": "testcase",
+            "field_name": "must_cite",
+            "term": "zephyr",
+        },
     )
     assert response.status_code == 200
     assert json.loads(response.content)["results"] == [
@@ -177,7 +182,11 @@ def test_it_tells_the_operator_prompt_edits_do_nothing_while_the_offline_answere
     operator_client, offline
 ):
     draft = services.create_draft(by=None, name="Draft", system_prompt="Be brief.")
-    for url in (ADD_VERSION, f"/admin/studio/promptversion/{draft.pk}/change/", "/studio/playground/"):
+    for url in (
+        ADD_VERSION,
+        f"/admin/studio/promptversion/{draft.pk}/change/",
+        "/studio/playground/",
+    ):
         page = operator_client.get(url).content.decode()
         assert OFFLINE_TEXT in page, url
         assert "set OPENAI_API_KEY" in page, url
@@ -186,7 +195,11 @@ def test_it_tells_the_operator_prompt_edits_do_nothing_while_the_offline_answere
 def test_it_shows_no_offline_notice_with_a_model_configured(operator_client, settings, fake_llm):
     answer_with_fake_model(settings, fake_llm)
     draft = services.create_draft(by=None, name="Draft", system_prompt="Be brief.")
-    for url in (ADD_VERSION, f"/admin/studio/promptversion/{draft.pk}/change/", "/studio/playground/"):
+    for url in (
+        ADD_VERSION,
+        f"/admin/studio/promptversion/{draft.pk}/change/",
+        "/studio/playground/",
+    ):
         page = operator_client.get(url).content.decode()
         assert "offline answerer:" not in page, url
 
