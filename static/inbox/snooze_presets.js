@@ -21,4 +21,14 @@
     return null;
   }
   window.SnoozePresets = { until };
+
+  // Each preset's button tells the exact time it means, worked out when pointed at or focused
+  // (a page left open past midnight still tells the truth).
+  function describe(event) {
+    const button = event.target.closest && event.target.closest("button[data-snooze-preset]");
+    const when = button && until(button.dataset.snoozePreset);
+    if (when) button.title = `Until ${when.toLocaleString([], { weekday: "short", day: "numeric", month: "short", hour: "numeric", minute: "2-digit" })}`;
+  }
+  document.addEventListener("pointerover", describe);
+  document.addEventListener("focusin", describe);
 })();

@@ -72,6 +72,11 @@ def test_it_snoozes_until_tomorrow_nine_in_the_agents_time_zone(
         assert page.evaluate(f"({until})(2026, 2, 7, 22, 'tomorrow')") == "2026-03-08T13:00:00.000Z"
         assert page.evaluate(f"({until})(2026, 11, 6, 23, 'hour')") == "2026-12-07T05:00:00.000Z"
 
+        # Pointing at a preset tells the time it means, in the agent's zone.
+        tomorrow = page.get_by_role("button", name="Tomorrow 9:00")
+        tomorrow.hover()
+        assert tomorrow.get_attribute("title").endswith("9:00 AM")
+
         before = datetime.now(UTC)
         page.get_by_role("button", name="Tomorrow 9:00").click()
         page.wait_for_selector(".conversation-state:has-text('Snoozed until')")
