@@ -111,11 +111,15 @@ def evaluations_page(request: HttpRequest) -> HttpResponse:
             row["score_text"] = _pct(row["score"])
             row["baseline_text"] = _pct(row["baseline"])
             row["delta_text"] = "" if row["delta"] is None else f"{row['delta']:+.2f}"
+    versions = _versions()
+    chosen = [v for v in versions if run is not None and v["id"] == run.version_id]
     return render(
         request,
         "studio/evaluations.html",
         {
-            "versions": _versions(),
+            "versions": versions,
+            # Scores of the offline answerer say nothing of a prompt (studio/offline_notice.js).
+            "offline_notice": (chosen or versions or [{"offline_notice": ""}])[0]["offline_notice"],
             "test_sets": list(TestSet.objects.values("id", "name")),
             "run": run,
             "baseline": baseline,

@@ -1,8 +1,8 @@
-// The playground's offline-answerer notice follows the chosen version: each option carries
-// its own notice text (empty when a model answers it).
+// The offline-answerer notice of the playground and evaluations follows the chosen version:
+// each option carries its own notice text (empty when a model answers it).
 (() => {
   "use strict";
-  const select = document.getElementById("pg-version");
+  const select = document.querySelector("select[data-offline-select]");
   const notice = document.querySelector("[data-offline-notice]:not(option)");
   if (!select || !notice) return;
   function show() {

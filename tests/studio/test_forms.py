@@ -186,6 +186,7 @@ def test_it_tells_the_operator_prompt_edits_do_nothing_while_the_offline_answere
         ADD_VERSION,
         f"/admin/studio/promptversion/{draft.pk}/change/",
         "/studio/playground/",
+        "/studio/evaluations/",
     ):
         page = operator_client.get(url).content.decode()
         assert OFFLINE_TEXT in page, url
@@ -199,6 +200,7 @@ def test_it_shows_no_offline_notice_with_a_model_configured(operator_client, set
         ADD_VERSION,
         f"/admin/studio/promptversion/{draft.pk}/change/",
         "/studio/playground/",
+        "/studio/evaluations/",
     ):
         page = operator_client.get(url).content.decode()
         assert "offline answerer:" not in page, url
