@@ -60,7 +60,10 @@ def next_conversation_id(customer: Customer) -> str:
 @pytest.mark.parametrize(
     ("given", "kept"),
     [
-        ("https://shop.example.com/p/42?ref=mail#reviews", "https://shop.example.com/p/42?ref=mail"),
+        (
+            "https://shop.example.com/p/42?ref=mail#reviews",
+            "https://shop.example.com/p/42?ref=mail",
+        ),
         ("https://ada:s3cret@shop.example.com/account", "https://shop.example.com/account"),
         ("HTTP://Shop.Example.com:8080/x", "http://shop.example.com:8080/x"),
         ("http://[::1]:8000/", "http://[::1]:8000/"),
@@ -171,7 +174,10 @@ async def test_without_a_context_frame_the_handshake_still_tells_the_browser(ali
     socket = await chat_socket(alice, conversation_id)
     await say(socket, "m-1", "Hello")
     conversation = await stored(conversation_id)
-    assert (conversation.browser, conversation.browser_language) == ("Chrome 131 on Windows", "fr-CH")
+    assert (conversation.browser, conversation.browser_language) == (
+        "Chrome 131 on Windows",
+        "fr-CH",
+    )
     assert conversation.started_page_url == ""
     await socket.disconnect()
 
