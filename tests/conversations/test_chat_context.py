@@ -264,3 +264,11 @@ def test_it_refuses_bad_attributes_with_identifys_code_and_stores_nothing(alice,
     assert result.error is not None and result.error.code == "bad_identity"
     assert result.error.message.startswith("identify:")
     assert not Customer.objects.filter(external_id__isnull=False).exists()
+
+
+def test_an_upload_that_starts_a_conversation_tells_the_browser_from_its_request():
+    started = context.from_request_meta(
+        {"HTTP_USER_AGENT": SAFARI_IPHONE, "HTTP_ACCEPT_LANGUAGE": "es-MX,es;q=0.9"}
+    )
+    assert (started.browser, started.browser_language) == ("Mobile Safari 17 on iOS", "es-MX")
+    assert context.from_request_meta({}) == context.StartContext()
