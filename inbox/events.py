@@ -21,6 +21,7 @@ from django.db import transaction
 from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce, Left
 
+from conversations.context import visitor_label
 from conversations.events import group_message
 from conversations.models import Conversation, Turn, staff_name
 
@@ -73,7 +74,9 @@ def rows_queryset() -> QuerySet[Conversation]:
 
 def customer_label(conversation: Conversation) -> str:
     customer = conversation.customer
-    return customer.display_name or customer.email or conversation.contact_email or str(customer)
+    named = customer.display_name or customer.email or conversation.contact_email
+    # Nameless: where the chat started says more than an id (conversations/context.py).
+    return named or visitor_label(conversation) or str(customer)
 
 
 def _iso(value: datetime | None) -> str | None:

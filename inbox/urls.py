@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import context_views, views
 
 app_name = "inbox"
 
@@ -22,4 +22,6 @@ urlpatterns = [
     path(f"{api}/reopen/", views.reopen, name="reopen"),
     path(f"{api}/read/", views.mark_read, name="read"),
     path(f"{api}/assist/", views.assist, name="assist"),
+    path(f"{api}/context/", context_views.context, name="context"),
+    path(f"{api}/contact/", context_views.contact, name="contact"),
 ]
