@@ -56,7 +56,7 @@ async def viewers(conversation_id: uuid.UUID | str) -> list[dict[str, Any]]:
     agents: dict[int, str] = {}
     for member in members:
         try:
-            user_id, _channel, name = json.loads(member)
+            user_id, _channel, name = json.loads(str(member))
         except (ValueError, TypeError):
             continue
         agents[int(user_id)] = str(name)

@@ -271,9 +271,7 @@ def set_away(request: HttpRequest) -> HttpResponse:
 @agent_api(services.WORK_INBOX)
 def notifications(request: HttpRequest) -> HttpResponse:
     """What static/inbox/notify.js opens with: unread conversation ids and the away setting."""
+    user: Any = request.user
     return JsonResponse(
-        {
-            "unread": notify.unread_conversation_ids(request.user),
-            "away": presence.is_away(request.user.pk),
-        }
+        {"unread": notify.unread_conversation_ids(user), "away": presence.is_away(user.pk)}
     )
