@@ -5,6 +5,7 @@ reply…")."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -167,6 +168,32 @@ def test_it_shows_an_agent_who_else_is_viewing_and_typing(
 
         anna.close()
         collision.wait_for(state="hidden")
+
+        # Bob's shortcuts on the conversation page: n, a, e, then ] to the next one listed.
+        log = bob.get_by_role("log", name="Transcript")
+        log.focus()
+        bob.keyboard.press("n")
+        assert bob.evaluate("document.activeElement.getAttribute('aria-label')") == "Internal note"
+        bob.keyboard.type("e")  # typed into the note: text, not "resolve"
+        assert bob.get_by_role("textbox", name="Internal note").input_value() == "e"
+        log.focus()
+        bob.keyboard.press("a")
+        assert bob.evaluate("document.activeElement.id") == "assign-to-agent"
+        bob.keyboard.press("Escape")
+        log.focus()
+        bob.keyboard.press("e")
+        bob.wait_for_function(
+            "() => document.querySelector('#agent-conversation').dataset.status === 'resolved'"
+        )
+        bob.keyboard.press("]")  # no inbox order known in this tab: it says so
+        bob.get_by_text("No next conversation in your inbox list.").wait_for()
+        other = Conversation.objects.create(customer=customer, status="pending")
+        order = [str(conversation.pk), str(other.pk)]
+        bob.evaluate(
+            "(ids) => sessionStorage.setItem('supportbot.agent.order', ids)", json.dumps(order)
+        )
+        bob.keyboard.press("]")
+        bob.wait_for_url(re.compile(rf"/agent/conversations/{other.pk}/$"))
     finally:
         anna_context.close()
         bob_context.close()
