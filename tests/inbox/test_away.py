@@ -153,3 +153,19 @@ def test_notifications_start_from_my_and_unassigned_unread_handovers(
 
     assert sorted(answer["unread"]) == sorted([unassigned, mine])
     assert answer["away"] is False
+
+
+@pytest.mark.django_db
+def test_it_answers_503_when_the_away_setting_cannot_be_stored(alice_agent, monkeypatch):
+    from redis.exceptions import ConnectionError as RedisDown
+
+    import inbox.away
+
+    def down(user_id, away):
+        raise RedisDown("Redis is away")
+
+    monkeypatch.setattr(inbox.away.presence, "set_away", down)
+    response = set_away(logged_in(alice_agent), True)
+
+    assert response.status_code == 503
+    assert response.json()["code"] == "unavailable" and response.json()["error"]

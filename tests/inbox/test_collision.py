@@ -116,3 +116,16 @@ async def test_a_viewer_whose_socket_died_lapses_and_a_watching_socket_stays(
     assert await viewers.viewers(pending.pk) == [{"id": alice_agent.pk, "name": "Anna"}]
     await anna.disconnect()
     assert await viewers.viewers(pending.pk) == []
+
+
+async def test_watching_a_conversation_that_does_not_exist_leaves_no_viewer(alice_agent):
+    import uuid
+
+    anna = await agent_socket(alice_agent)
+    missing = uuid.uuid4()
+    await anna.send_json_to({"type": "watch", "conversation_id": str(missing)})
+    error = (await receive_until(anna, lambda f: f["type"] == "error"))[-1]
+
+    assert error["code"] == "not_found"
+    assert await viewers.viewers(missing) == []
+    await anna.disconnect()
