@@ -13,7 +13,6 @@
 
   const conversationId = root.dataset.conversationId;
   const meId = Number(root.dataset.meId);
-  const meName = root.dataset.meName;
   const csrf = root.dataset.csrfToken;
   const maxChars = Number(root.dataset.maxChars) || 4000;
   const companyName = root.dataset.companyName || "Support";
@@ -382,7 +381,7 @@
 
   let othersTypingTimer = null;
   function showTyping(frame) {
-    if (frame.author === "agent" && frame.name === meName) return;
+    if (frame.author === "agent") return; // the team's typing: collision.js (agent.typing)
     const who = frame.author === "customer" ? "The customer" : frame.author === "agent" ? asText(frame.name) || "An agent" : "";
     if (!who) return;
     clearTimeout(othersTypingTimer);
@@ -581,6 +580,7 @@
     statusNode: root.querySelector(".connection-status"),
     onOpen: () => socket.send({ type: "watch", conversation_id: conversationId }),
     onFrame: (frame) => {
+      document.dispatchEvent(new CustomEvent("agent:frame", { detail: frame })); // notify.js, collision.js
       switch (frame.type) {
         case "conversation":
           if (frame.id !== conversationId) return;
@@ -621,4 +621,5 @@
       }
     },
   });
+  document.addEventListener("agent:send", (event) => socket.send(event.detail)); // collision.js
 })();
