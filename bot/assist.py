@@ -4,9 +4,11 @@ the transcript a model is given, from plain lines (no models: the inbox reads th
 A conversation often holds several topics ("where is my parcel?", later "how do I get a
 refund?", later "my plug is broken"). The agent needs the latest one first, so:
 
-- a *topic* is a run of consecutive customer messages; runs that are only small talk ("thanks",
-  "hello?") or have nothing to look up start no topic, and a short follow-up that points back
-  ("how long does that take?", bot.grounding.is_follow_up) continues the topic before it;
+- a *topic* is what the customer wrote between two answers (of the bot or an agent), or a new
+  question within it once the current topic has asked one (_split); small talk ("thanks",
+  "hello?") and messages with nothing to look up start no topic and join none, and a short
+  follow-up that points back ("how long does that take?", bot.grounding.is_follow_up)
+  continues the topic before it;
 - the *latest open problem* is the newest topic with no resolution after it (the conversation
   was resolved since: the topic is closed);
 - the *transcript* is the whole conversation within a token budget: when it doesn't fit, the
@@ -21,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bot.grounding import is_follow_up
+from bot.grounding import is_follow_up, strip_citations
 from bot.small_talk import small_talk_kinds
 from bot.types import estimate_tokens
 from knowledge import search as knowledge_search
@@ -79,18 +81,37 @@ def topics(lines: Sequence[Line]) -> list[Topic]:
 
     found: list[Topic] = []
     for run in runs:
-        useful = [(i, text) for i, text in run if _substantive(text)]
-        if not useful:
-            continue
-        end = useful[-1][0]
-        after = lines[end + 1 :]
-        answered = any(line.author in ("bot", "agent") for line in after)
-        resolved = any(line.resolves for line in after)
-        messages = [text for _, text in useful]
-        if found and is_follow_up(messages[0]) and not found[-1].resolved:
-            messages = [*found.pop().messages, *messages]
-        found.append(Topic(tuple(messages), end, answered, resolved))
+        for group in _split(run):
+            end = group[-1][0]
+            after = lines[end + 1 :]
+            answered = any(line.author in ("bot", "agent") for line in after)
+            resolved = any(line.resolves for line in after)
+            messages = [text for _, text in group]
+            if found and is_follow_up(messages[0]) and not found[-1].resolved:
+                messages = [*found.pop().messages, *messages]
+            found.append(Topic(tuple(messages), end, answered, resolved))
     return found
+
+
+def _split(run: Sequence[tuple[int, str]]) -> list[list[tuple[int, str]]]:
+    """A run of customer messages nobody answered between, as topics: small talk dropped, and a
+    new question starts a new topic once the current one has asked one ("Where is my parcel?"
+    then "How do I return an item?" are two; "My plug broke." then "Can I get a new one?" one;
+    a follow-up that points back never starts one)."""
+    groups: list[list[tuple[int, str]]] = []
+    for i, text in run:
+        if not _substantive(text):
+            continue
+        asks = "?" in text
+        if groups and not (asks and not is_follow_up(text) and _asks(groups[-1])):
+            groups[-1].append((i, text))
+        else:
+            groups.append([(i, text)])
+    return groups
+
+
+def _asks(group: Sequence[tuple[int, str]]) -> bool:
+    return any("?" in text for _, text in group)
 
 
 def latest_problem(found: Sequence[Topic]) -> Topic | None:
@@ -101,7 +122,9 @@ def latest_problem(found: Sequence[Topic]) -> Topic | None:
 
 
 def _line_text(line: Line) -> str:
-    return f"{LABELS.get(line.author, line.author)}: {clip(line.text, LINE_MAX_CHARS)}"
+    # An answer's [n] markers point at passages this prompt doesn't have.
+    text = line.text if line.author == "customer" else strip_citations(line.text)
+    return f"{LABELS.get(line.author, line.author)}: {clip(text, LINE_MAX_CHARS)}"
 
 
 def transcript(lines: Sequence[Line], budget: int, *, left_out_before: int = 0) -> str:

@@ -18,6 +18,7 @@ Internal notes (inbox.Note) are never read here: nothing of them can reach a dra
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,9 +28,12 @@ from bot import config as bot_config
 from bot import run
 from bot.prompt import assist_summary_request, uses_variable
 from bot.providers import registry
+from bot.types import ProviderError
 from conversations import selectors
 from conversations.models import Conversation, Turn
 from conversations.replies import request_for_conversation
+
+logger = logging.getLogger(__name__)
 
 # The newest turns read for the summary (one bounded query however long the conversation);
 # the first customer message is read apart when it is older.
@@ -135,7 +139,9 @@ def summary(conversation: Conversation) -> AssistResult:
         customer_name=name,
     )
     answer = run.answer(request, provider)
-    return AssistResult("summary", answer.text.strip() or fallback)
+    # A model that answers the no-answer marker (or nothing) leaves the extractive summary.
+    text = "" if answer.abstained else answer.text.strip()
+    return AssistResult("summary", text or fallback)
 
 
 def _messages_for_suggestion(conversation_id: uuid.UUID | str) -> list[Any]:
@@ -170,6 +176,42 @@ def suggestion(conversation: Conversation) -> AssistResult:
         # answer in the passages: the bot's abstain words are no draft.
         return AssistResult("suggest", "", notice=NOTHING_FOUND)
     return AssistResult("suggest", answer.text.strip(), [s.as_dict() for s in answer.sources])
+
+
+# What the agent reads when assist fails; nothing is stored either way.
+FAILED = "The assistant couldn't help with this just now. Please try again."
+MODEL_DOWN = (
+    "The model didn't answer just now. Please try again in a moment, or write the reply yourself."
+)
+MODEL_REFUSED = (
+    "The model refused the request (an operator should check the prompt version's provider "
+    "settings). Please write the reply yourself."
+)
+GONE = "This conversation no longer exists."
+
+
+def assist_frame(conversation_id: uuid.UUID | str, kind: str) -> dict[str, Any]:
+    """The assist frame for the agent who asked: the result, or an error and its code."""
+    try:
+        return run_assist(conversation_id, kind).frame(conversation_id)
+    except Conversation.DoesNotExist:
+        error, code = GONE, "not_found"
+    except ProviderError as failure:
+        logger.warning("assist %s for %s: the model failed: %s", kind, conversation_id, failure)
+        error = MODEL_REFUSED if failure.permanent else MODEL_DOWN
+        code = "model_unavailable"
+    except Exception:
+        logger.exception("assist %s for conversation %s failed", kind, conversation_id)
+        error, code = FAILED, "assist_failed"
+    return {
+        "type": "assist",
+        "conversation_id": str(conversation_id),
+        "kind": kind,
+        "text": "",
+        "sources": [],
+        "error": error,
+        "code": code,
+    }
 
 
 def run_assist(conversation_id: uuid.UUID | str, kind: str) -> AssistResult:

@@ -258,7 +258,7 @@ async def test_a_failing_model_gives_the_agent_an_assist_error_and_stores_nothin
         )
         frame = (await receive_until(alice, lambda f: f["type"] == "assist"))[-1]
         assert frame["kind"] == kind and frame["text"] == "" and frame["sources"] == []
-        assert frame["error"] == inbox_tasks.FAILED
+        assert frame["code"] == "model_unavailable" and frame["error"] == assist.MODEL_REFUSED
 
     assert model.requests()[-1]["body"]["model"] == "careful-model"
     assert await Turn.objects.filter(conversation=conversation).acount() == turns_before
