@@ -28,7 +28,7 @@ from bot import config as bot_config
 from bot import run
 from bot.prompt import assist_summary_request, uses_variable
 from bot.providers import registry
-from bot.types import ProviderError
+from bot.types import ChatMessage, ProviderError
 from conversations import selectors
 from conversations.models import Conversation, Turn
 from conversations.replies import request_for_conversation
@@ -69,42 +69,42 @@ class Reading:
     left_out: int  # turns between the first line and the rest that were not read
 
 
-def _line(author: str, text: str, resolved_notice: str) -> reading.Line:
-    resolves = author == Turn.Author.SYSTEM and text == resolved_notice
-    return reading.Line(author, text, resolves=resolves)
-
-
-def read_conversation(conversation_id: uuid.UUID | str) -> Reading:
+def read_conversation(conversation: Conversation) -> Reading:
     """The turns assist reads, oldest first: what the customer, the bot and agents said and the
-    system notices, without failed or withdrawn replies (notes are another table). At most two
-    queries: the newest SCAN_TURNS turns, and the first customer message when it is older."""
-    # Here, not at the top: services imports the assist task, which imports this module.
-    from .services import RESOLVED
+    system notices, without failed or withdrawn replies (notes are another table). A bounded
+    number of queries: the newest SCAN_TURNS turns and, when the conversation is longer, its
+    first customer message and how many turns lie between.
 
+    The last resolution (Conversation.resolved_at: kept when the customer writes again, cleared
+    when an agent reopens) is marked on the first turn after it: what came before is closed."""
     turns = (
-        Turn.objects.filter(conversation_id=conversation_id)
+        Turn.objects.filter(conversation_id=conversation.pk)
         .shown()
         .exclude(status=Turn.Status.FAILED)
         .exclude(text="")
     )
-    rows = list(turns.order_by("-id").values_list("id", "author", "text")[:SCAN_TURNS])
+    fields = ("id", "author", "text", "created_at")
+    rows = list(turns.order_by("-id").values_list(*fields)[:SCAN_TURNS])
     rows.reverse()
     left_out = 0
     if len(rows) == SCAN_TURNS:
         first = (
             turns.filter(author=Turn.Author.CUSTOMER, id__lt=rows[0][0])
             .order_by("id")
-            .values_list("id", "author", "text")
+            .values_list(*fields)
             .first()
         )
         if first is not None:
             left_out = turns.filter(id__gt=first[0], id__lt=rows[0][0]).count()
             rows.insert(0, first)
-    return Reading(
-        [_line(author, text, RESOLVED) for _, author, text in rows],
-        [pk for pk, _, _ in rows],
-        left_out,
-    )
+    resolved_at = conversation.resolved_at
+    marked = False
+    lines: list[reading.Line] = []
+    for _, author, text, created_at in rows:
+        resolves = not marked and resolved_at is not None and created_at >= resolved_at
+        marked = marked or resolves
+        lines.append(reading.Line(author, text, resolves=resolves))
+    return Reading(lines, [row[0] for row in rows], left_out)
 
 
 def _facts(conversation: Conversation) -> list[str]:
@@ -115,7 +115,7 @@ def _facts(conversation: Conversation) -> list[str]:
 
 
 def summary(conversation: Conversation) -> AssistResult:
-    read = read_conversation(conversation.pk)
+    read = read_conversation(conversation)
     config = bot_config.for_conversation(conversation.pk)
     provider = registry.for_config(config)
     fallback = reading.extractive_summary(read.lines, _facts(conversation))
@@ -144,27 +144,27 @@ def summary(conversation: Conversation) -> AssistResult:
     return AssistResult("summary", text or fallback)
 
 
-def _messages_for_suggestion(conversation_id: uuid.UUID | str) -> list[Any]:
+def _messages_for_suggestion(conversation: Conversation) -> list[ChatMessage]:
     """What the suggestion answers: the dialogue up to the customer's last message, or up to
     the latest problem's last message when only small talk came after it."""
-    messages = selectors.dialogue_to_answer(conversation_id)
+    messages = selectors.dialogue_to_answer(conversation.pk)
     if not messages:
         return messages
-    read = read_conversation(conversation_id)
+    read = read_conversation(conversation)
     problem = reading.latest_problem(reading.topics(read.lines))
     if problem is None:
         return messages
     later = read.lines[problem.last + 1 :]
     if any(line.author == Turn.Author.CUSTOMER for line in later):
         # Only small talk since (a later question would be the problem): answer the problem.
-        return selectors.dialogue(conversation_id, before=read.ids[problem.last] + 1)
+        return selectors.dialogue(conversation.pk, before=read.ids[problem.last] + 1)
     return messages
 
 
 def suggestion(conversation: Conversation) -> AssistResult:
     """A draft answer to the customer's latest problem: what the bot would reply, with the
     articles it cites."""
-    messages = _messages_for_suggestion(conversation.pk)
+    messages = _messages_for_suggestion(conversation)
     if not messages:
         return AssistResult("suggest", "", notice="The customer hasn't asked anything yet.")
     config = bot_config.for_conversation(conversation.pk)

@@ -129,6 +129,33 @@ def test_it_has_no_open_problem_once_the_conversation_was_resolved(demo_kb, alic
 
 
 @pytest.mark.django_db
+def test_a_question_after_the_resolution_is_the_open_problem(demo_kb, alice_agent):
+    conversation = multi_topic()
+    services.take_over(conversation.pk, alice_agent)
+    services.resolve(conversation.pk, alice_agent)
+    say(conversation, "m-4", "How do I reset my password?", answer=False)
+
+    summary = assist.run_assist(conversation.pk, "summary").text
+
+    assert summary.splitlines()[:2] == [
+        "Latest problem: How do I reset my password?",
+        "Nobody has answered it yet.",
+    ]
+
+
+@pytest.mark.django_db
+def test_reopening_opens_the_last_problem_again(demo_kb, alice_agent):
+    conversation = multi_topic()
+    services.take_over(conversation.pk, alice_agent)
+    services.resolve(conversation.pk, alice_agent)
+    services.reopen(conversation.pk, alice_agent)
+
+    summary = assist.run_assist(conversation.pk, "summary").text
+
+    assert summary.splitlines()[0] == f"Latest problem: {BROKEN}"
+
+
+@pytest.mark.django_db
 def test_it_suggests_a_reply_to_the_latest_problem_citing_its_article(demo_kb):
     conversation = multi_topic(answer_last=False)
 
