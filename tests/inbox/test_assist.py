@@ -294,3 +294,24 @@ async def test_a_failing_model_gives_the_agent_an_assist_error_and_stores_nothin
     await nothing_more(customer)
     for socket in (customer, alice, bob):
         await socket.disconnect()
+
+
+@pytest.mark.django_db
+def test_a_model_outage_asks_the_agent_to_try_again(model, version):
+    conversation = multi_topic(answer_last=False)
+    model.set_fault("500", times=-1)
+
+    frame = assist.assist_frame(conversation.pk, "suggest")
+
+    assert (frame["code"], frame["error"]) == ("model_unavailable", assist.MODEL_DOWN)
+    assert frame["text"] == "" and frame["sources"] == []
+    assert model.requests()[-1]["body"]["model"] == "careful-model"
+
+
+@pytest.mark.django_db
+def test_assist_on_a_deleted_conversation_says_so(demo_kb):
+    conversation = multi_topic()
+    gone = conversation.pk
+    conversation.delete()
+    frame = assist.assist_frame(gone, "summary")
+    assert (frame["code"], frame["error"]) == ("not_found", assist.GONE)
