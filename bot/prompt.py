@@ -99,8 +99,11 @@ ASSIST_SUMMARY_RULES = (
     "takes over this conversation. Summarise it for them in at most five short bullet points. "
     "Start with the customer's latest open problem (given below) and what, if anything, has "
     "been answered or tried for it; then, briefly, the earlier topics. Do not address the "
-    "customer and do not invent anything that is not in the conversation."
+    "customer and do not invent anything that is not in the conversation. Write in English, "
+    "whatever language the customer writes in."
 )
+# The team's language (the inbox is in English), not the customer's: the summary is for them.
+ASSIST_LANGUAGE = "English"
 
 
 def assist_summary_request(
@@ -118,7 +121,7 @@ def assist_summary_request(
     (the whole conversation within the budget, bot.assist.transcript)."""
     system = render_system_prompt(
         config.system_prompt.replace(PASSAGES_PLACEHOLDER, ""),
-        language=UNKNOWN_LANGUAGE,
+        language=ASSIST_LANGUAGE,
         customer_name=customer_name,
     ).strip()
     parts = [f"The customer's latest open problem: {latest_problem or 'none (nothing open)'}"]

@@ -73,7 +73,7 @@ def version(model):
     return activate(
         "careful",
         "careful-model",
-        "You help {customer_name} for {company}, careful version.\n{passages}",
+        "You help {customer_name} for {company}, careful version. Reply in {language}.\n{passages}",
         temperature=0.1,
         max_tokens=321,
     )
@@ -209,6 +209,7 @@ def test_it_summarises_with_the_active_versions_model_and_system_prompt(model, v
     system, user = body["messages"][0]["content"], body["messages"][1]["content"]
     assert system.startswith("You help Alice for ") and "careful version." in system
     assert "summarise" in system.lower() and "{passages}" not in system
+    assert "Reply in English." in system  # for the team, whatever the customer writes in
     # The latest problem leads; the whole conversation follows, the first message included.
     assert user.startswith(f"The customer's latest open problem: {BROKEN}")
     assert user.index(REFUND) < user.index("The conversation, oldest first:")
