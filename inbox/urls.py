@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import context_views, views
 
 app_name = "inbox"
 
@@ -11,6 +11,8 @@ urlpatterns = [
     path("conversations/<uuid:conversation_id>/", views.conversation_page, name="conversation"),
     path("api/inbox/", views.inbox_rows, name="api-inbox"),
     path("api/canned/", views.canned_responses, name="api-canned"),
+    path("api/away/", views.set_away, name="api-away"),
+    path("api/notifications/", views.notifications, name="api-notifications"),
     path(f"{api}/take-over/", views.take_over, name="take-over"),
     path(f"{api}/assign/", views.assign, name="assign"),
     path(f"{api}/hand-back/", views.hand_back, name="hand-back"),
@@ -22,4 +24,6 @@ urlpatterns = [
     path(f"{api}/reopen/", views.reopen, name="reopen"),
     path(f"{api}/read/", views.mark_read, name="read"),
     path(f"{api}/assist/", views.assist, name="assist"),
+    path(f"{api}/context/", context_views.context, name="context"),
+    path(f"{api}/contact/", context_views.contact, name="contact"),
 ]

@@ -105,6 +105,7 @@
     statusNode: root.querySelector(".connection-status"),
     onOpen: () => socket.send({ type: "list" }),
     onFrame: (frame) => {
+      document.dispatchEvent(new CustomEvent("agent:frame", { detail: frame })); // notify.js
       if (frame.type === "inbox" && Array.isArray(frame.rows)) {
         for (const li of items.values()) li.remove();
         items.clear();
