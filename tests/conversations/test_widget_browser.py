@@ -7,7 +7,7 @@ keeps the widget's signed visitor token in the host page's storage instead."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlencode
 
@@ -20,12 +20,14 @@ from tests.conftest import free_port
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.worker]
 
 
-def serve_host_page(body: str) -> tuple[ThreadingHTTPServer, str]:
-    """A shop's page on another site: http://localhost:<port>/ (127.0.0.1 is another site)."""
+def serve_host_page(body: str | Mapping[str, str]) -> tuple[ThreadingHTTPServer, str]:
+    """A shop's page on another site: http://localhost:<port>/ (127.0.0.1 is another site).
+    `body`: one page for every path, or the pages by path (an empty page for any other)."""
 
     class Page(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the http.server API
-            payload = body.encode()
+            page = body if isinstance(body, str) else body.get(self.path, "")
+            payload = page.encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/html; charset=utf-8")
             self.send_header("Content-Length", str(len(payload)))
