@@ -14,7 +14,7 @@ from conversations.admin import ConversationAdmin, selected, transcript_action
 from conversations.models import Conversation
 
 from . import exports
-from .models import CannedResponse, Note
+from .models import CannedResponse, Label, Note
 
 
 class NoteInline(admin.TabularInline[Note, Conversation]):
@@ -67,3 +67,11 @@ def _download(lines: Iterable[str], content_type: str, extension: str) -> Stream
 
 
 ConversationAdmin.extend(inlines=[NoteInline], actions=[export_csv, export_jsonl])
+
+
+@admin.register(Label)
+class LabelAdmin(admin.ModelAdmin[Label]):
+    """Operators manage the labels agents put on conversations (inbox.add_label etc.)."""
+
+    list_display = ["name", "colour", "description"]
+    search_fields = ["name"]

@@ -18,12 +18,12 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from conversations import attachments
 from conversations.models import Conversation, display_name
 
-from . import events, services
+from . import events, selectors, services
 from .models import CannedResponse
 
 View = Callable[..., HttpResponse]
@@ -162,7 +162,24 @@ def conversation_page(request: HttpRequest, conversation_id: UUID) -> HttpRespon
 @require_GET
 @agent_api(services.WORK_INBOX)
 def inbox_rows(request: HttpRequest) -> HttpResponse:
-    return JsonResponse({"rows": services.inbox_rows()})
+    """?view=&status=&assignee=&label=&rating=&from=&to=&q=&cursor=&limit=&id= (docs/inbox.md)."""
+    return JsonResponse(services.inbox_rows(request.user, request.GET.dict()))
+
+
+@require_GET
+@agent_api(services.WORK_INBOX)
+def labels(request: HttpRequest) -> HttpResponse:
+    return JsonResponse({"labels": selectors.labels()})
+
+
+@require_http_methods(["GET", "POST", "DELETE"])
+@agent_api(services.WORK_INBOX)
+def conversation_labels(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    """GET the labels; POST {"label": id or name} adds one, DELETE {"label"} removes it."""
+    if request.method == "GET":
+        return JsonResponse({"labels": services.conversation_labels(conversation_id)})
+    change = services.add_label if request.method == "POST" else services.remove_label
+    return JsonResponse({"labels": change(conversation_id, request.user, _body(request).get("label"))})
 
 
 @require_GET
