@@ -120,13 +120,12 @@ def _page_context(request: HttpRequest) -> dict[str, Any]:
 @require_GET
 @agent_page()
 def inbox_page(request: HttpRequest) -> HttpResponse:
-    groups = [
-        ("pending", "Pending"),
-        ("open", "With the bot"),
-        ("snoozed", "Snoozed"),
-        ("resolved", "Resolved"),
-    ]
-    return render(request, "inbox/inbox.html", {**_page_context(request), "groups": groups})
+    filters = {
+        "agents": services.assignable_agents(),
+        "labels": selectors.labels(),
+        "ratings": range(1, 6),
+    }
+    return render(request, "inbox/inbox.html", {**_page_context(request), **filters})
 
 
 @require_GET

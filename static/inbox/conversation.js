@@ -559,6 +559,7 @@
     statusNode: root.querySelector(".connection-status"),
     onOpen: () => socket.send({ type: "watch", conversation_id: conversationId }),
     onFrame: (frame) => {
+      document.dispatchEvent(new CustomEvent("agent:frame", { detail: frame }));
       switch (frame.type) {
         case "conversation":
           if (frame.id !== conversationId) return;
