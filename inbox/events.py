@@ -63,9 +63,7 @@ def waiting_since_expression() -> Subquery:
     return Subquery(unanswered.values("created_at")[:1])
 
 
-def annotate_rows(
-    queryset: QuerySet[Conversation], agent: Any = None
-) -> QuerySet[Conversation]:
+def annotate_rows(queryset: QuerySet[Conversation], agent: Any = None) -> QuerySet[Conversation]:
     """Conversations annotated with everything a row shows, in one query (correlated
     subqueries on the turns' (conversation, -id) index). Unread: customer messages after
     `agent`'s own read marker; without an agent (rows sent to every agent), after the team's

@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
+from django.db.models.functions import Lower
 
 from conversations.models import Conversation
 
@@ -84,9 +85,7 @@ class Label(models.Model):
     class Meta:
         ordering = ["name"]
         constraints = [
-            models.UniqueConstraint(
-                models.functions.Lower("name"), name="label_name_unique_ignoring_case"
-            ),
+            models.UniqueConstraint(Lower("name"), name="label_name_unique_ignoring_case"),
         ]
 
     def __str__(self) -> str:
@@ -111,3 +110,6 @@ class ConversationLabel(models.Model):
             models.UniqueConstraint(fields=["conversation", "label"], name="one_label_once")
         ]
         indexes = [models.Index(fields=["label", "conversation"])]
+
+    def __str__(self) -> str:
+        return f"{self.label_id} on {self.conversation_id}"

@@ -184,20 +184,21 @@ def _search(queryset: QuerySet[Conversation], search: str) -> QuerySet[Conversat
             (search,),
         )
         return queryset.filter(Q(pk__in=turns) | Q(customer_id__in=customers))
+    matches: Any
     if connection.vendor == "sqlite":
-        turns = RawSQL(
+        matches = RawSQL(
             "SELECT t.conversation_id FROM inbox_turn_fts f"
             " JOIN conversations_turn t ON t.id = f.rowid WHERE inbox_turn_fts MATCH %s",
             (_fts5_phrase(search),),
         )
     else:  # another database: a plain substring match
-        turns = Turn.objects.filter(text__icontains=search).values("conversation_id")
-    customers = Customer.objects.filter(
+        matches = Turn.objects.filter(text__icontains=search).values("conversation_id")
+    named = Customer.objects.filter(
         Q(display_name__icontains=search)
         | Q(email__icontains=search)
         | Q(external_id__icontains=search)
     ).values("id")
-    return queryset.filter(Q(pk__in=turns) | Q(customer_id__in=customers))
+    return queryset.filter(Q(pk__in=matches) | Q(customer_id__in=named))
 
 
 # --- The list ---------------------------------------------------------------------------------
@@ -206,7 +207,9 @@ def _search(queryset: QuerySet[Conversation], search: str) -> QuerySet[Conversat
 def filtered(query: InboxQuery, agent: Any) -> QuerySet[Conversation]:
     """Listed conversations matching the query's view and filters (unordered). Only
     conversations where the customer wrote something: opening the chat creates an empty one."""
-    queryset = Conversation.objects.filter(last_customer_message_at__isnull=False)
+    queryset = Conversation.objects.filter(
+        last_customer_message_at__isnull=False, last_message_at__isnull=False
+    )
     if query.view == "mine":
         queryset = queryset.filter(assignee=agent)
     elif query.view == "unassigned":
@@ -258,7 +261,8 @@ def inbox_page(query: InboxQuery, agent: Any) -> Page:
     if len(found) > limit:
         found = found[:limit]
         last_part, last = found[-1]
-        last_key = last.waiting_since if last_part == 1 else last.last_message_at
+        last_key = getattr(last, "waiting_since") if last_part == 1 else last.last_message_at  # noqa: B009 (an annotation)
+        assert last_key is not None  # both parts list only rows with their key set
         next_cursor = _encode_cursor(last_part, last_key, last.pk)
     conversations = [c for _, c in found]
     events.attach_labels(conversations)

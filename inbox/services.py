@@ -437,7 +437,9 @@ def _label(value: object) -> Label:
 
 
 @transaction.atomic
-def add_label(conversation_id: uuid.UUID | str, agent: User, label: object) -> list[dict]:
+def add_label(
+    conversation_id: uuid.UUID | str, agent: User, label: object
+) -> list[dict[str, object]]:
     """Put an existing label on the conversation (again: nothing changes). Every agent's row
     updates after commit."""
     chosen = _label(label)
@@ -450,7 +452,9 @@ def add_label(conversation_id: uuid.UUID | str, agent: User, label: object) -> l
 
 
 @transaction.atomic
-def remove_label(conversation_id: uuid.UUID | str, agent: User, label: object) -> list[dict]:
+def remove_label(
+    conversation_id: uuid.UUID | str, agent: User, label: object
+) -> list[dict[str, object]]:
     chosen = _label(label)
     conversation = _get(conversation_id)
     ConversationLabel.objects.filter(conversation=conversation, label=chosen).delete()
@@ -458,7 +462,7 @@ def remove_label(conversation_id: uuid.UUID | str, agent: User, label: object) -
     return conversation_labels(conversation.pk)
 
 
-def conversation_labels(conversation_id: uuid.UUID | str) -> list[dict]:
+def conversation_labels(conversation_id: uuid.UUID | str) -> list[dict[str, object]]:
     """The conversation's labels by name; NotFound for no such conversation."""
     if not Conversation.objects.filter(pk=_uuid(conversation_id)).exists():
         raise NotFound("This conversation does not exist.")

@@ -14,9 +14,7 @@ logger = logging.getLogger(__name__)
 FAILED = "The assistant couldn't help with this just now. Please try again."
 
 
-@shared_task(
-    queue="replies", ignore_result=True, acks_late=True, time_limit=120
-)
+@shared_task(queue="replies", ignore_result=True, acks_late=True, time_limit=120)
 def assist(conversation_id: str, agent_id: int, kind: str) -> None:
     """A summary or suggested reply for one agent, by the configured provider. It goes to that
     agent's sockets (group inbox.user.<id>) and nowhere else: nothing reaches the customer

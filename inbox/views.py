@@ -178,7 +178,9 @@ def conversation_labels(request: HttpRequest, conversation_id: UUID) -> HttpResp
     if request.method == "GET":
         return JsonResponse({"labels": services.conversation_labels(conversation_id)})
     change = services.add_label if request.method == "POST" else services.remove_label
-    return JsonResponse({"labels": change(conversation_id, request.user, _body(request).get("label"))})
+    return JsonResponse(
+        {"labels": change(conversation_id, request.user, _body(request).get("label"))}
+    )
 
 
 @require_GET

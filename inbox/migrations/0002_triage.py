@@ -6,8 +6,6 @@ import django.db.models.functions.text
 from django.conf import settings
 from django.db import migrations, models
 
-
-
 # Search and sort indexes, per database (docs/inbox.md "Search"): Postgres full-text GIN
 # expression indexes (the selector's SQL repeats these expressions exactly, so they are used);
 # SQLite an FTS5 index of the turns' text kept in sync by triggers.
@@ -87,65 +85,139 @@ def shared_read_to_assignee(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('conversations', '0015_attach'),
-        ('inbox', '0001_initial'),
+        ("conversations", "0015_attach"),
+        ("inbox", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ConversationLabel',
+            name="ConversationLabel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('added_at', models.DateTimeField(auto_now_add=True)),
-                ('added_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('conversation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='conversations.conversation')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("added_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "added_by",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "conversation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="conversations.conversation",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Label',
+            name="Label",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=40)),
-                ('colour', models.CharField(default='#6b7280', help_text='A CSS hex colour such as #2563eb.', max_length=7, validators=[django.core.validators.RegexValidator('^#[0-9a-fA-F]{6}$', 'Use a hex colour such as #2563eb.')])),
-                ('description', models.CharField(blank=True, max_length=200)),
-                ('conversations', models.ManyToManyField(blank=True, related_name='labels', through='inbox.ConversationLabel', to='conversations.conversation')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=40)),
+                (
+                    "colour",
+                    models.CharField(
+                        default="#6b7280",
+                        help_text="A CSS hex colour such as #2563eb.",
+                        max_length=7,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^#[0-9a-fA-F]{6}$", "Use a hex colour such as #2563eb."
+                            )
+                        ],
+                    ),
+                ),
+                ("description", models.CharField(blank=True, max_length=200)),
+                (
+                    "conversations",
+                    models.ManyToManyField(
+                        blank=True,
+                        related_name="labels",
+                        through="inbox.ConversationLabel",
+                        to="conversations.conversation",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.AddField(
-            model_name='conversationlabel',
-            name='label',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='inbox.label'),
+            model_name="conversationlabel",
+            name="label",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="+", to="inbox.label"
+            ),
         ),
         migrations.CreateModel(
-            name='ReadMarker',
+            name="ReadMarker",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('read_at', models.DateTimeField()),
-                ('conversation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='conversations.conversation')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("read_at", models.DateTimeField()),
+                (
+                    "conversation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="conversations.conversation",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
         migrations.AddConstraint(
-            model_name='label',
-            constraint=models.UniqueConstraint(django.db.models.functions.text.Lower('name'), name='label_name_unique_ignoring_case'),
+            model_name="label",
+            constraint=models.UniqueConstraint(
+                django.db.models.functions.text.Lower("name"),
+                name="label_name_unique_ignoring_case",
+            ),
         ),
         migrations.AddIndex(
-            model_name='conversationlabel',
-            index=models.Index(fields=['label', 'conversation'], name='inbox_conve_label_i_991661_idx'),
+            model_name="conversationlabel",
+            index=models.Index(
+                fields=["label", "conversation"], name="inbox_conve_label_i_991661_idx"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='conversationlabel',
-            constraint=models.UniqueConstraint(fields=('conversation', 'label'), name='one_label_once'),
+            model_name="conversationlabel",
+            constraint=models.UniqueConstraint(
+                fields=("conversation", "label"), name="one_label_once"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='readmarker',
-            constraint=models.UniqueConstraint(fields=('conversation', 'user'), name='one_read_marker'),
+            model_name="readmarker",
+            constraint=models.UniqueConstraint(
+                fields=("conversation", "user"), name="one_read_marker"
+            ),
         ),
         migrations.RunPython(shared_read_to_assignee, migrations.RunPython.noop),
         migrations.RunPython(add_search, drop_search),

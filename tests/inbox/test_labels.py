@@ -80,7 +80,9 @@ def test_it_answers_404_for_an_unknown_conversation(alice_agent):
 @pytest.mark.django_db
 def test_it_lets_only_agents_label(pending, oscar_outsider):
     Label.objects.create(name="Billing")
-    assert change(logged_in(oscar_outsider), pending, "POST", {"label": "Billing"}).status_code == 403
+    assert (
+        change(logged_in(oscar_outsider), pending, "POST", {"label": "Billing"}).status_code == 403
+    )
     customer = customer_client(pending.customer)
     assert change(customer, pending, "POST", {"label": "Billing"}).status_code == 401
     assert not ConversationLabel.objects.exists()
@@ -105,7 +107,10 @@ def test_operators_manage_labels_in_the_admin_and_agents_cannot(olivia_operator,
     bad_colour = operator.post("/admin/inbox/label/add/", {"name": "Red", "colour": "red"})
     assert bad_colour.status_code == 200 and not Label.objects.filter(name="Red").exists()
     agent = logged_in(alice_agent)
-    assert agent.post("/admin/inbox/label/add/", {"name": "Mine", "colour": "#000000"}).status_code == 403
+    assert (
+        agent.post("/admin/inbox/label/add/", {"name": "Mine", "colour": "#000000"}).status_code
+        == 403
+    )
     assert agent.get("/agent/api/labels/").json()["labels"][0]["name"] == "VIP"
 
 

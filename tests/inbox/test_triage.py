@@ -94,7 +94,9 @@ def test_it_counts_unread_for_each_agent_alone(pending, alice_agent, bob_agent):
 
 def test_it_lists_the_longest_waiting_first_then_the_latest_activity(alice, bob, alice_agent):
     now = timezone.now()
-    long_wait, short_wait, quiet, recent = (Conversation.objects.create(customer=alice) for _ in "1234")
+    long_wait, short_wait, quiet, recent = (
+        Conversation.objects.create(customer=alice) for _ in "1234"
+    )
     for n, (conversation, minutes) in enumerate(
         [(long_wait, 30), (short_wait, 5), (quiet, 60), (recent, 1)]
     ):
