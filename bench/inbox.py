@@ -111,6 +111,8 @@ def seed(conversations: int, turns: int) -> dict[str, object]:
         # The search indexes are built once after the rows, not row by row.
         for statement in search.PG_SEARCH_DROP:
             cursor.execute(statement)
+        # inbox_waiting is filled once after the rows (BACKFILL), not by a trigger per turn.
+        cursor.execute("ALTER TABLE conversations_turn DISABLE TRIGGER inbox_waiting_turn")
         cursor.execute(
             """
             INSERT INTO conversations_customer (id, display_name, email, external_id, created_at)
@@ -173,6 +175,8 @@ def seed(conversations: int, turns: int) -> dict[str, object]:
         )
         for statement in search.PG_SEARCH:
             cursor.execute(statement)
+        cursor.execute("ALTER TABLE conversations_turn ENABLE TRIGGER inbox_waiting_turn")
+        cursor.execute(search.BACKFILL)
         cursor.execute("ANALYZE")
         cursor.execute("SELECT count(*) FROM conversations_turn")
         (turn_count,) = cursor.fetchone()

@@ -66,6 +66,21 @@ class ReadMarker(models.Model):
         return f"{self.user_id} read {self.conversation_id} at {self.read_at:%Y-%m-%d %H:%M}"
 
 
+class Waiting(models.Model):
+    """Since when a conversation's customer has waited for an answer: their first message after
+    the last answer (a written bot reply or an agent's reply); NULL when all is answered. Kept
+    by database triggers on the turns (migration inbox 0002, both databases), so every writer
+    of turns keeps it right, and the inbox sorts the longest waiting first on an index."""
+
+    conversation = models.OneToOneField(
+        Conversation, primary_key=True, on_delete=models.CASCADE, related_name="waiting"
+    )
+    since = models.DateTimeField(null=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.conversation_id} waiting since {self.since}"
+
+
 class Label(models.Model):
     """A tag for triage ("billing", "bug"). Operators manage them in the admin; agents put
     existing ones on conversations (as in Chatwoot, agents don't invent new ones)."""

@@ -239,20 +239,19 @@ def inbox_page(query: InboxQuery, agent: Any) -> Page:
     the waiting part, the rest (only when the page isn't full) and the rows' labels."""
     base = filtered(query, agent)
     annotated = events.annotate_rows(base, agent=agent)
-    waits = events.waiting_since_expression()
     limit = query.limit
     found: list[tuple[int, Conversation]] = []
     part, raw_key, pk = query.cursor or (1, "", "")
     key = parse_datetime(raw_key) if raw_key else None
     if part == 1:
-        waiting = annotated.filter(status=Status.PENDING).alias(w=waits).filter(w__isnull=False)
+        waiting = annotated.filter(status=Status.PENDING, waiting__since__isnull=False)
         if key:
-            waiting = waiting.filter(Q(w__gt=key) | Q(w=key, pk__gt=pk))
-        found += [(1, c) for c in waiting.order_by("w", "pk")[: limit + 1]]
+            waiting = waiting.filter(Q(waiting__since__gt=key) | Q(waiting__since=key, pk__gt=pk))
+        found += [(1, c) for c in waiting.order_by("waiting__since", "pk")[: limit + 1]]
         key, pk = None, ""
     if len(found) <= limit:
         # Everyone else: not (pending and waiting), latest activity first.
-        rest = annotated.alias(w=waits).exclude(Q(status=Status.PENDING) & Q(w__isnull=False))
+        rest = annotated.exclude(Q(status=Status.PENDING) & Q(waiting__since__isnull=False))
         if key:
             rest = rest.filter(Q(last_message_at__lt=key) | Q(last_message_at=key, pk__lt=pk))
         rest = rest.order_by("-last_message_at", "-pk")[: limit + 1 - len(found)]

@@ -241,3 +241,18 @@ def test_it_searches_in_a_few_queries(alice, alice_agent, django_assert_max_num_
     with django_assert_max_num_queries(9):
         page = listed(client, q="parcel", limit=20)
     assert len(page["rows"]) == 20
+
+
+def test_it_keeps_the_waiting_time_right_whoever_writes_the_turns(pending, alice_agent):
+    """Database triggers keep inbox.Waiting: a bot reply finished by an UPDATE (as the worker
+    does) answers the customer; deleting that reply makes them wait again."""
+    from inbox.models import Waiting
+
+    first = Turn.objects.get(conversation=pending, author="customer").created_at
+    assert Waiting.objects.get(conversation=pending).since == first
+    reply = Turn.objects.create(conversation=pending, author="bot", status="queued")
+    assert Waiting.objects.get(conversation=pending).since == first  # not written yet
+    Turn.objects.filter(pk=reply.pk).update(status="done", text="It ships today.")
+    assert Waiting.objects.get(conversation=pending).since is None
+    reply.delete()
+    assert Waiting.objects.get(conversation=pending).since == first
