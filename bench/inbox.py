@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             ("second page (cursor)", {"cursor": first["next_cursor"] or ""}),
             ("Mine", {"view": "mine"}),
             ("Unassigned + label", {"view": "unassigned", "label": label}),
-            ("resolved, rated 1", {"status": "resolved", "rating": "1"}),
+            ("resolved, rated 3", {"status": "resolved", "rating": "3"}),
             ("search: common word", {"q": "parcel"}),
             ("search: two words, any status", {"q": "refund invoice", "status": "all"}),
             ("search: rare word", {"q": RARE, "status": "all"}),
