@@ -15,7 +15,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.db.models import Count, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -26,6 +26,7 @@ from knowledge.models import Article, ExampleQuestion
 from knowledge.services import NONE_LABEL, import_example_questions
 
 from . import embedding, state, usage
+from .admin_business_hours import week_grid_view
 from .models import (
     BusinessHours,
     Conversation,
@@ -281,8 +282,21 @@ class EscalationRuleAdmin(admin.ModelAdmin[EscalationRule]):
 
 @admin.register(BusinessHours)
 class BusinessHoursAdmin(admin.ModelAdmin[BusinessHours]):
+    """The list is the weekly grid (admin_business_hours): the whole week on one page."""
+
     list_display = ["weekday", "opens", "closes"]
     list_filter = ["weekday"]
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        return week_grid_view(self, request)
+
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # Periods are added on the grid, a week at a time.
+        return HttpResponseRedirect(reverse("admin:conversations_businesshours_changelist"))
 
 
 @admin.register(Greeting)

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from support_bot.redis_clients import key, sync_client
 
-from . import attachments, protocol, selectors, services
+from . import attachments, context, protocol, selectors, services
 from .models import Conversation
 from .views import _error, _json_csrf_protect, _unknown_visitor, visitor_id_from_request
 
@@ -101,7 +101,8 @@ def _stored(conversation: Conversation, request: HttpRequest) -> Conversation:
         settings.CHAT_NEW_CONVERSATIONS_PER_IP,
         request.META.get("REMOTE_ADDR"),
     )
-    return services.store_conversation(conversation)
+    # A file before any words: the browser is known from the request, the page is not.
+    return services.store_conversation(conversation, context.from_request_meta(request.META))
 
 
 def _spend(budget: str, limit_spec: str, who: object) -> None:

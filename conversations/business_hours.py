@@ -4,11 +4,13 @@ bot/wording.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from bot.wording import ENGLISH, Wording
@@ -70,3 +72,14 @@ def describe_opening(opening: datetime, now: datetime, wording: Wording = ENGLIS
         minute=opening.minute,
         zone=str(settings.SUPPORT_TIME_ZONE),
     )
+
+
+def replace_week(periods: Sequence[tuple[int, time, time]]) -> None:
+    """The whole week's opening periods, (weekday, opens, closes), in place of the rows there
+    were, in one transaction (an empty week: always open). Every process reloads them once it
+    commits (the rows' manager announces the change)."""
+    with transaction.atomic():
+        BusinessHours.objects.all().delete()
+        BusinessHours.objects.bulk_create(
+            BusinessHours(weekday=day, opens=opens, closes=closes) for day, opens, closes in periods
+        )

@@ -19,6 +19,7 @@ from support_bot.redis_clients import async_client, key
 
 from . import (
     contact,
+    context,
     customer_presence,
     embedding,
     escalation,
@@ -43,6 +44,13 @@ class ChatConsumer(FrameConsumer):
     conversation: Conversation | None = None
     close_on_too_large = True
     presence_renewed_at = 0.0  # time.monotonic() of the last presence renewal
+    # Where the chat started, recorded when this socket stores a conversation (context.py).
+    started: context.StartContext | None = None
+
+    def _started(self) -> context.StartContext:
+        if self.started is None:
+            self.started = context.from_headers(self.scope.get("headers", []))
+        return self.started
 
     async def connect(self) -> None:
         # Accept first so that a refusal can explain itself before the close code.
@@ -93,7 +101,13 @@ class ChatConsumer(FrameConsumer):
             "handoff": self._on_handoff,
             "contact": self._on_contact,
             "rate": self._on_rate,
+            "context": self._on_context,
         }
+
+    async def _on_context(self, frame: dict[str, Any]) -> None:
+        """The page the chat started on and the browser's settings (docs/protocol.md#context),
+        kept for the conversation this socket stores; nothing is stored or answered now."""
+        self.started = context.with_frame(self._started(), frame)
 
     async def _on_message(self, frame: dict[str, Any]) -> None:
         message = protocol.parse_message(frame)
@@ -181,7 +195,9 @@ class ChatConsumer(FrameConsumer):
             await self._spend(
                 "new-conversation", settings.CHAT_NEW_CONVERSATIONS_PER_IP, client_id, per_ip=True
             )
-            conversation = await database_sync_to_async(services.store_conversation)(conversation)
+            conversation = await database_sync_to_async(services.store_conversation)(
+                conversation, self._started()
+            )
             self.conversation = conversation
         return conversation
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,10 @@ logger = logging.getLogger(__name__)
 EXTERNAL_ID_MAX_CHARS = Customer._meta.get_field("external_id").max_length or 255
 NAME_MAX_CHARS = Customer._meta.get_field("display_name").max_length or 200
 _HASH_CHARS = 64  # hex SHA-256
+# `attributes`: a flat object the team reads in the context panel, kept small.
+ATTRIBUTES_MAX_KEYS = 20
+ATTRIBUTE_KEY_MAX_CHARS = 64
+ATTRIBUTE_VALUE_MAX_CHARS = 500
 
 
 class IdentityRefused(CustomerRequestRefused):
@@ -48,6 +53,8 @@ class Claim:
     name: str
     email: str
     user_hash: str
+    # None: the page gave none (those stored are kept); else they replace those stored.
+    attributes: dict[str, str | int | float | bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -119,7 +126,41 @@ def parse_claim(raw: object) -> Claim:
     given_hash = raw.get("user_hash")
     if not isinstance(given_hash, str) or len(given_hash) != _HASH_CHARS:
         raise IdentityRefused("bad_user_hash", "identify: `user_hash` is missing or malformed.")
-    return Claim(external_id, name, email or "", given_hash.lower())
+    attributes = parse_attributes(raw.get("attributes"))
+    return Claim(external_id, name, email or "", given_hash.lower(), attributes)
+
+
+def parse_attributes(raw: object) -> dict[str, str | int | float | bool] | None:
+    """The claim's optional `attributes`: at most ATTRIBUTES_MAX_KEYS names, each a string,
+    number or boolean (long strings clipped). Anything else refuses the claim (bad_identity),
+    as a malformed name does: the site's developer reads why in the session frame."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise IdentityRefused("bad_identity", "identify: `attributes` must be an object.")
+    if len(raw) > ATTRIBUTES_MAX_KEYS:
+        raise IdentityRefused(
+            "bad_identity", f"identify: at most {ATTRIBUTES_MAX_KEYS} `attributes`."
+        )
+    clean: dict[str, str | int | float | bool] = {}
+    for name, value in raw.items():
+        if not name or len(name) > ATTRIBUTE_KEY_MAX_CHARS or not is_utf8(name):
+            raise IdentityRefused(
+                "bad_identity",
+                f"identify: attribute names are 1 to {ATTRIBUTE_KEY_MAX_CHARS} characters.",
+            )
+        if isinstance(value, str) and is_utf8(value):
+            clean[name] = value[:ATTRIBUTE_VALUE_MAX_CHARS]
+        elif isinstance(value, bool) or (
+            isinstance(value, int | float) and math.isfinite(value) and abs(value) < 2**53
+        ):
+            clean[name] = value
+        else:
+            raise IdentityRefused(
+                "bad_identity",
+                f"identify: attribute `{name[:40]}` must be a string, number or boolean.",
+            )
+    return clean
 
 
 def verify(claim: Claim) -> None:
@@ -166,13 +207,19 @@ def _identified(customer_id: uuid.UUID, *, lock: bool = False) -> bool:
 def _customer_for(claim: Claim) -> Customer:
     customer, created = Customer.objects.get_or_create(
         external_id=claim.external_id,
-        defaults={"display_name": claim.name, "email": claim.email},
+        defaults={
+            "display_name": claim.name,
+            "email": claim.email,
+            "attributes": claim.attributes or {},
+        },
     )
-    changes = {
+    changes: dict[str, Any] = {
         name: value
         for name, value in (("display_name", claim.name), ("email", claim.email))
         if value and getattr(customer, name) != value
     }
+    if claim.attributes is not None and claim.attributes != customer.attributes:
+        changes["attributes"] = claim.attributes
     if changes and not created:
         Customer.objects.filter(pk=customer.pk).update(**changes)
         for name, value in changes.items():

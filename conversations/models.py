@@ -44,6 +44,9 @@ class Customer(models.Model):
     external_id = models.CharField(  # noqa: DJ001
         max_length=255, unique=True, null=True, blank=True, editable=False
     )
+    # What the host site says about its identified user (`identify`'s flat `attributes`:
+    # strings, numbers, booleans; conversations/context.py checks and clips them).
+    attributes = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -100,6 +103,16 @@ class Conversation(models.Model):
     rating = models.PositiveSmallIntegerField(null=True, blank=True)
     rating_comment = models.TextField(blank=True, max_length=2000)
     rated_at = models.DateTimeField(null=True, blank=True)
+
+    # Where and in what the chat started, recorded once when the conversation is stored
+    # (conversations/context.py): checked and clipped, "" when unknown or refused.
+    started_page_url = models.CharField(max_length=2000, blank=True)
+    started_referrer = models.CharField(max_length=2000, blank=True)
+    user_agent = models.CharField(max_length=512, blank=True)
+    # Parsed from user_agent once, e.g. "Chrome 131 on Windows": rows show it without parsing.
+    browser = models.CharField(max_length=120, blank=True)
+    browser_language = models.CharField(max_length=35, blank=True)
+    time_zone = models.CharField(max_length=64, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

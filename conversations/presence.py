@@ -6,6 +6,9 @@ process died simply lapses. What it is for: an inbox row is built (one heavy que
 only when some agent could receive it, so a customer message costs no inbox work while nobody
 works the inbox. It lives in conversations/ (the inbox writes it, on its sockets) because the
 customer's side reads it too: whether the team is online (conversations/availability.py).
+
+An agent can set themselves away (a Redis set, no TTL: it holds until they come back): an away
+agent still receives the inbox, but no longer counts as the team being online for customers.
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ _present_until = 0.0
 
 def _key() -> str:
     return key("inbox", "present")
+
+
+def _away_key() -> str:
+    return key("inbox", "away")
 
 
 def _member(user_id: int, channel_name: str) -> str:
@@ -76,11 +83,34 @@ def agents_online() -> int:
 
 
 def team_online() -> bool:
-    """Whether some agent has the inbox open, for what the customer is told ("Our team is
-    online"); False when Redis can't tell, so business hours decide. Never cached: the first
-    agent to arrive shows on the customer's page at its next look."""
+    """Whether some agent who is not away has the inbox open, for what the customer is told
+    ("Our team is online"); False when Redis can't tell, so business hours decide. Never
+    cached: the first agent to arrive shows on the customer's page at its next look."""
     try:
-        return sync_client().zcount(_key(), time.time(), "+inf") > 0
+        redis = sync_client()
+        members = redis.zrangebyscore(_key(), time.time(), "+inf")
+        if not members:
+            return False
+        away = redis.smembers(_away_key())
+    except RedisError:
+        return False
+    present = {str(member).split(":", 1)[0] for member in members}
+    return bool(present - {str(user_id) for user_id in away})
+
+
+def set_away(user_id: int, away: bool) -> None:
+    """Mark an agent away (or available again); kept until they change it."""
+    redis = sync_client()
+    if away:
+        redis.sadd(_away_key(), str(user_id))
+    else:
+        redis.srem(_away_key(), str(user_id))
+
+
+def is_away(user_id: int) -> bool:
+    """Whether the agent set themselves away; False when Redis can't tell."""
+    try:
+        return bool(sync_client().sismember(_away_key(), str(user_id)))
     except RedisError:
         return False
 

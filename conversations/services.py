@@ -19,6 +19,7 @@ from bot.wording import wording_for
 from support_bot import config_cache
 
 from . import attachments, escalation, selectors, state
+from .context import StartContext
 from .events import send_turn_on_commit
 from .models import Conversation, Customer, Turn
 from .tasks import generate_reply
@@ -79,15 +80,19 @@ def is_pending(conversation: Conversation) -> bool:
     return conversation._state.adding
 
 
-def store_conversation(conversation: Conversation) -> Conversation:
+def store_conversation(
+    conversation: Conversation, started: StartContext | None = None
+) -> Conversation:
     """The pending conversation's rows (the customer's too, the first time), once something
-    in it is worth storing. Two sockets doing it at once store it once."""
+    in it is worth storing, with where it `started` (context.py). Two sockets doing it at once
+    store it once."""
     if not is_pending(conversation):
         return conversation
     with transaction.atomic():
         customer, _ = Customer.objects.get_or_create(pk=conversation.customer_id)
         stored, _ = Conversation.objects.get_or_create(
-            pk=conversation.pk, defaults={"customer": customer}
+            pk=conversation.pk,
+            defaults={"customer": customer, **(started or StartContext()).fields()},
         )
     if stored.customer_id != conversation.customer_id:  # a uuid5 clash: never in practice
         raise selectors.NotYourConversation(str(conversation.pk))

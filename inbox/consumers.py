@@ -3,7 +3,8 @@
 Staff session auth (AuthMiddlewareStack on this route only): a customer's visitor cookie
 opens nothing here. Close 4401 without a logged-in user, 4403 without
 conversations.work_inbox. Actions go through the JSON endpoints (views.py); this socket
-only lists, watches and tells the customer the agent is typing.
+only lists, watches and tells the customer the agent is typing. Watching also tells the other
+agents watching who views and types there (collision detection, inbox/viewers.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from conversations.models import display_name
 from conversations.protocol import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, FrameError
 from conversations.sockets import FrameConsumer, FrameHandler
 
-from . import events, presence, services
+from . import events, presence, services, viewers
 
 
 def _may_work_inbox(user: Any) -> bool:
@@ -32,6 +33,7 @@ class InboxConsumer(FrameConsumer):
     socket_kind = "inbox"
     user: Any = None
     watching: uuid.UUID | None = None
+    name: str = ""
     renewing: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
@@ -46,6 +48,7 @@ class InboxConsumer(FrameConsumer):
             )
             return
         self.user = user
+        self.name = display_name(user)
         await self._join(events.INBOX_GROUP)
         await self._join(events.user_group(user.pk))
         # Present before the page asks for the list: no row falls between the two.
@@ -58,6 +61,8 @@ class InboxConsumer(FrameConsumer):
             await asyncio.sleep(presence.RENEW_S)
             with contextlib.suppress(Exception):  # Redis away: the next renewal tries again
                 await presence.renew(self.user.pk, self.channel_name)
+                if self.watching is not None:
+                    await viewers.renew(self.watching, self.user.pk, self.name, self.channel_name)
 
     async def disconnect(self, code: int) -> None:
         if self.renewing is not None:
@@ -65,6 +70,8 @@ class InboxConsumer(FrameConsumer):
         if self.user is not None:
             with contextlib.suppress(Exception):  # lapses by itself if Redis is away
                 await presence.leave(self.user.pk, self.channel_name)
+            with contextlib.suppress(Exception):
+                await self._stop_viewing()
         await super().disconnect(code)
 
     def accepts_frames(self) -> bool:
@@ -105,12 +112,21 @@ class InboxConsumer(FrameConsumer):
             await self._on_unwatch(frame)
             raise
         await self._send(data)
+        await viewers.arrive(conversation_id, self.user.pk, self.name, self.channel_name)
+        await events.send_viewers(conversation_id)
 
     async def _on_unwatch(self, frame: dict[str, Any]) -> None:
         if self.watching is not None:
             await self._leave(chat_events.conversation_group(self.watching))
             await self._leave(events.notes_group(self.watching))
-            self.watching = None
+            await self._stop_viewing()
+
+    async def _stop_viewing(self) -> None:
+        """No longer viewing: the others watching see it at once."""
+        watching, self.watching = self.watching, None
+        if watching is not None:
+            await viewers.leave(watching, self.user.pk, self.name, self.channel_name)
+            await events.send_viewers(watching)
 
     async def _on_typing(self, frame: dict[str, Any]) -> None:
         conversation_id = self._conversation_id(frame)
@@ -119,7 +135,13 @@ class InboxConsumer(FrameConsumer):
         active = frame.get("active")
         if not isinstance(active, bool):
             raise FrameError("bad_frame", "typing needs active: true or false.")
-        await chat_events.send_agent_typing(conversation_id, display_name(self.user), active)
+        where = frame.get("where", "reply")
+        if where not in ("reply", "note"):
+            raise FrameError("bad_frame", 'typing\'s where is "reply" or "note".')
+        if where == "reply":  # the customer sees a reply coming, never a note
+            await chat_events.send_agent_typing(conversation_id, self.name, active)
+        agent = {"id": self.user.pk, "name": self.name}
+        await events.send_team_typing(conversation_id, agent, where, active)
 
     async def _on_resume(self, frame: dict[str, Any]) -> None:
         resume = protocol.parse_resume(frame)

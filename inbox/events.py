@@ -6,6 +6,9 @@ Groups (Redis pub/sub channel layer, the same one the customer's sockets use):
   The customer's sockets never join it, so a note can't reach a customer.
 - "inbox.user.<user id>": one agent's sockets (AI assist results for that agent alone).
 
+The notes group also carries collision detection (who else views or types in a conversation,
+see inbox/viewers.py): agents only, like the notes.
+
 Every message uses conversations.events' "frame.forward" format (the frame serialised once).
 """
 
@@ -21,10 +24,11 @@ from django.db import transaction
 from django.db.models import Count, F, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce, Left
 
+from conversations.context import visitor_label
 from conversations.events import group_message
 from conversations.models import Conversation, Turn, staff_name
 
-from . import presence
+from . import presence, viewers
 from .models import ConversationLabel, Note, ReadMarker
 
 INBOX_GROUP = "inbox"
@@ -93,7 +97,9 @@ def attach_labels(conversations: list[Conversation]) -> None:
 
 def customer_label(conversation: Conversation) -> str:
     customer = conversation.customer
-    return customer.display_name or customer.email or conversation.contact_email or str(customer)
+    named = customer.display_name or customer.email or conversation.contact_email
+    # Nameless: where the chat started says more than an id (conversations/context.py).
+    return named or visitor_label(conversation) or str(customer)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -186,3 +192,36 @@ def send_note_on_commit(note: Note) -> None:
 def send_to_agent(user_id: int, frame: dict[str, Any]) -> None:
     """A frame for one agent's sockets (assist results), sent now."""
     _send(user_group(user_id), frame)
+
+
+# --- Collision detection (agents only: the notes group) ---------------------------------------
+
+
+async def _send_now(group: str, frame: dict[str, Any]) -> None:
+    await get_channel_layer().group_send(group, group_message(frame))
+
+
+async def send_viewers(conversation_id: uuid.UUID | str) -> None:
+    """`{"type":"viewers","conversation_id":…,"viewers":[{"id","name"}]}` to the agents watching
+    it (the page shows the others: "Dana is viewing"). Customers never join this group."""
+    frame = {
+        "type": "viewers",
+        "conversation_id": str(conversation_id),
+        "viewers": await viewers.viewers(conversation_id),
+    }
+    await _send_now(notes_group(conversation_id), frame)
+
+
+async def send_team_typing(
+    conversation_id: uuid.UUID | str, agent: dict[str, Any], where: str, active: bool
+) -> None:
+    """`{"type":"agent.typing",…,"agent":{"id","name"},"where":"reply"|"note","active"}` to the
+    agents watching it: "Dana is typing a reply…". A note's typing never reaches the customer."""
+    frame = {
+        "type": "agent.typing",
+        "conversation_id": str(conversation_id),
+        "agent": agent,
+        "where": where,
+        "active": active,
+    }
+    await _send_now(notes_group(conversation_id), frame)

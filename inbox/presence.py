@@ -10,8 +10,10 @@ from conversations.presence import (
     anyone_present,
     arrive,
     forget_cached_presence,
+    is_away,
     leave,
     renew,
+    set_away,
 )
 
 __all__ = [
@@ -23,6 +25,8 @@ __all__ = [
     "anyone_present",
     "arrive",
     "forget_cached_presence",
+    "is_away",
     "leave",
     "renew",
+    "set_away",
 ]

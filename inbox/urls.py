@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import context_views, views
 
 app_name = "inbox"
 
@@ -13,6 +13,8 @@ urlpatterns = [
     path("api/canned/", views.canned_responses, name="api-canned"),
     path("api/labels/", views.labels, name="api-labels"),
     path(f"{api}/labels/", views.conversation_labels, name="labels"),
+    path("api/away/", views.set_away, name="api-away"),
+    path("api/notifications/", views.notifications, name="api-notifications"),
     path(f"{api}/take-over/", views.take_over, name="take-over"),
     path(f"{api}/assign/", views.assign, name="assign"),
     path(f"{api}/hand-back/", views.hand_back, name="hand-back"),
@@ -24,4 +26,6 @@ urlpatterns = [
     path(f"{api}/reopen/", views.reopen, name="reopen"),
     path(f"{api}/read/", views.mark_read, name="read"),
     path(f"{api}/assist/", views.assist, name="assist"),
+    path(f"{api}/context/", context_views.context, name="context"),
+    path(f"{api}/contact/", context_views.contact, name="contact"),
 ]

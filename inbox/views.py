@@ -23,7 +23,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from conversations import attachments
 from conversations.models import Conversation, display_name
 
-from . import events, selectors, services
+from . import away as away_setting
+from . import events, notify, presence, selectors, services
 from .models import CannedResponse
 
 View = Callable[..., HttpResponse]
@@ -109,6 +110,7 @@ def _page_context(request: HttpRequest) -> dict[str, Any]:
     user: Any = request.user
     return {
         "me": {"id": user.pk, "name": display_name(user)},
+        "away": presence.is_away(user.pk),
         "ws_path": "/ws/inbox/",
         "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
         "company_name": settings.COMPANY_NAME,
@@ -272,3 +274,22 @@ def mark_read(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
 def assist(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
     queued = services.request_assist(conversation_id, request.user, _body(request).get("kind"))
     return JsonResponse({"ok": True, "queued": queued.kind}, status=202)
+
+
+@require_POST
+@agent_api(services.WORK_INBOX)
+def set_away(request: HttpRequest) -> HttpResponse:
+    away = _body(request).get("away")
+    if type(away) is not bool:
+        raise services.Invalid("Send away: true or false.")
+    return JsonResponse({"ok": True, "away": away_setting.set_away(request.user, away)})
+
+
+@require_GET
+@agent_api(services.WORK_INBOX)
+def notifications(request: HttpRequest) -> HttpResponse:
+    """What static/inbox/notify.js opens with: unread conversation ids and the away setting."""
+    user: Any = request.user
+    return JsonResponse(
+        {"unread": notify.unread_conversation_ids(user), "away": presence.is_away(user.pk)}
+    )

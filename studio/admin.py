@@ -31,7 +31,9 @@ from conversations.models import Conversation, Turn
 
 from . import finetune, services
 from .evaluation import EvaluationError, case_from_conversation
+from .forms import PhraseListField
 from .models import Activation, ModelPrice, PromptVersion, TestSet
+from .provider_notice import offline_notice
 
 
 class ReasonActionForm(ActionForm):
@@ -63,8 +65,25 @@ def _turns_of_version(value: str) -> Subquery:
     return Subquery(turns.annotate(v=Sum("cost")).values("v"))
 
 
+class PromptVersionForm(forms.ModelForm[PromptVersion]):
+    # One stop sequence a line instead of a JSON list (OpenAI takes at most four).
+    stop = PhraseListField(
+        max_items=4,
+        max_item_length=100,
+        item_name="stop sequence",
+        help_text="Optional. One stop sequence a line, at most four: the reply ends before it.",
+    )
+
+    class Meta:
+        model = PromptVersion
+        fields = ["name", *PromptVersion.CONTENT_FIELDS]  # the admin's `fields` decide
+
+
 @admin.register(PromptVersion)
 class PromptVersionAdmin(admin.ModelAdmin[PromptVersion]):
+    form = PromptVersionForm
+    # Shows the offline-answerer notice above the form (offline_notice below).
+    change_form_template = "admin/studio/promptversion/change_form.html"
     list_display = [
         "name",
         "id",
@@ -123,6 +142,20 @@ class PromptVersionAdmin(admin.ModelAdmin[PromptVersion]):
                 cost_total=_turns_of_version("cost"),
             )
         )
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        obj = self.get_object(request, object_id) if object_id else None
+        context = {
+            **(extra_context or {}),
+            "offline_notice": offline_notice(obj.provider if obj else ""),
+        }
+        return super().changeform_view(request, object_id, form_url, context)
 
     def get_readonly_fields(self, request: HttpRequest, obj: PromptVersion | None = None) -> Any:
         if obj is not None and obj.is_published:

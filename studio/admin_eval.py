@@ -5,14 +5,45 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
+from .forms import EarlierTurnsField, PhraseListField
 from .models import EvalResult, EvalRun, TestCase, TestSet
+
+
+class TestCaseForm(forms.ModelForm[TestCase]):
+    # One phrase a line (and the earlier turns as a short script) instead of JSON; stored as
+    # the same lists.
+    prior_turns = EarlierTurnsField(
+        label="Earlier turns",
+        help_text='Optional. One turn a line, starting with "Customer:" or "Bot:"; a line '
+        "without one continues the turn above.",
+    )
+    must_contain = PhraseListField(
+        help_text="One phrase a line: the reply must contain every one (case-insensitive)."
+    )
+    must_not_contain = PhraseListField(
+        help_text="One phrase a line: the reply must contain none of them."
+    )
+
+    class Meta:
+        model = TestCase
+        fields = [
+            "message",
+            "prior_turns",
+            "must_cite",
+            "must_contain",
+            "must_not_contain",
+            "must_escalate",
+            "source_conversation",
+        ]
 
 
 class TestCaseInline(admin.StackedInline[TestCase, TestSet]):
     model = TestCase
+    form = TestCaseForm
     extra = 1
     fields = (
         "message",
@@ -23,7 +54,9 @@ class TestCaseInline(admin.StackedInline[TestCase, TestSet]):
         "must_escalate",
         "source_conversation",
     )
-    raw_id_fields = ("must_cite", "source_conversation")
+    # The article is chosen by its title (the article admin's search), not typed as an id.
+    autocomplete_fields = ("must_cite",)
+    raw_id_fields = ("source_conversation",)
 
 
 class TestSetAdmin(admin.ModelAdmin[TestSet]):

@@ -22,6 +22,7 @@ from conversations.models import Conversation
 
 from . import evaluation, services
 from .models import EvalRun, PromptVersion, TestSet
+from .provider_notice import offline_notice
 
 View = Callable[..., HttpResponse]
 
@@ -64,6 +65,7 @@ def _versions() -> list[dict[str, Any]]:
             + (", active" if v.is_active else "")
             + ")",
             "is_active": v.is_active,
+            "offline_notice": offline_notice(v.provider),
         }
         for v in PromptVersion.objects.order_by("-is_active", "-created_at")
     ]
@@ -72,11 +74,16 @@ def _versions() -> list[dict[str, Any]]:
 @require_GET
 @operator_page(USE_PLAYGROUND)
 def playground_page(request: HttpRequest) -> HttpResponse:
+    versions = _versions()
+    selected = next((v for v in versions if v["is_active"]), versions[0] if versions else None)
     return render(
         request,
         "studio/playground.html",
         {
-            "versions": _versions(),
+            "versions": versions,
+            # The selected version's (studio/offline_notice.js follows the select); with no
+            # version at all the built-in default answers, as configured.
+            "offline_notice": selected["offline_notice"] if selected else offline_notice(""),
             "ws_path": "/ws/studio/",
             "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
             "conversation_id": request.GET.get("conversation", "")[:64],
@@ -104,11 +111,15 @@ def evaluations_page(request: HttpRequest) -> HttpResponse:
             row["score_text"] = _pct(row["score"])
             row["baseline_text"] = _pct(row["baseline"])
             row["delta_text"] = "" if row["delta"] is None else f"{row['delta']:+.2f}"
+    versions = _versions()
+    chosen = [v for v in versions if run is not None and v["id"] == run.version_id]
     return render(
         request,
         "studio/evaluations.html",
         {
-            "versions": _versions(),
+            "versions": versions,
+            # Scores of the offline answerer say nothing of a prompt (studio/offline_notice.js).
+            "offline_notice": (chosen or versions or [{"offline_notice": ""}])[0]["offline_notice"],
             "test_sets": list(TestSet.objects.values("id", "name")),
             "run": run,
             "baseline": baseline,

@@ -1224,6 +1224,29 @@
   }
 
   /**
+   * Where this chat starts, for the team's context panel (docs/protocol.md#context): the host
+   * page and its referrer as widget.js hands them over in the fragment, or this page's own;
+   * the browser's language and time zone. Read once, before the fragment is cleared.
+   */
+  const startContext = (() => {
+    const params = new URLSearchParams(window.location.hash.slice(1));
+    const embedded = params.has("sb-token");
+    let timeZone = "";
+    try {
+      timeZone = Intl.DateTimeFormat().resolvedOptions().timeZone || "";
+    } catch (_error) {
+      timeZone = "";
+    }
+    return {
+      type: "context",
+      page: embedded ? params.get("sb-page") || "" : window.location.origin + window.location.pathname,
+      referrer: embedded ? params.get("sb-referrer") || "" : document.referrer,
+      language: navigator.language || "",
+      time_zone: timeZone,
+    };
+  })();
+
+  /**
    * The widget's visitor token. A third-party iframe keeps no cookie, and a browser that blocks
    * third-party cookies denies it storage too, so the token the server gives (a `session`
    * frame) is kept twice: in this frame's storage where the browser allows it (partitioned by
@@ -1722,14 +1745,17 @@
       // The widget's socket (/ws/widget/) first says who the visitor is and which site
       // embeds it.
       onOpen: config.embedded
-        ? () => socket.send({
-          type: "auth",
-          token: visitorToken.get(),
-          conversation: config.conversationId,
-          site: config.site,
-          ...identityField(visitorToken.takeIdentity()),
-        })
-        : null,
+        ? () => {
+          socket.send({
+            type: "auth",
+            token: visitorToken.get(),
+            conversation: config.conversationId,
+            site: config.site,
+            ...identityField(visitorToken.takeIdentity()),
+          });
+          socket.send(startContext);
+        }
+        : () => socket.send(startContext),
     });
     const conversation = new Conversation({ view, send: (frame) => ready && socket.send(frame) });
     const handoff = new Handoff(root, {

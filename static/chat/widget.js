@@ -14,7 +14,7 @@
  *
  *   window.SupportBot = window.SupportBot || function () {
  *     (window.SupportBot.q = window.SupportBot.q || []).push(arguments); };
- *   SupportBot("identify", { id, name, email, user_hash });  // a signed-in user
+ *   SupportBot("identify", { id, name, email, user_hash, attributes });  // a signed-in user
  *   SupportBot("shutdown");                                  // on logout
  *
  * The frame also asks this page to close the widget (Esc) and says when a team or bot message
@@ -103,6 +103,8 @@
     // Types are checked by the server, which explains a refusal; an id that is not a string
     // is sent as it is and refused there.
     const next = { id: user.id, name: user.name, email: user.email, user_hash: user.user_hash };
+    // Optional: a flat object of what the team sees in its context panel (plan, signup date…).
+    if (user.attributes !== undefined) next.attributes = user.attributes;
     const id = JSON.stringify(next.id === undefined ? null : next.id);
     if (storedUser() !== null && storedUser() !== id) keepToken(""); // another user: start over
     keepUser(id);
@@ -126,6 +128,10 @@
     const query = new URLSearchParams({ embed: "1", site: window.location.origin });
     const fragment = new URLSearchParams({ "sb-token": storedToken() });
     if (identity) fragment.set("sb-identity", JSON.stringify(identity));
+    // Where the chat starts, for the team's context panel: this page and its referrer (the
+    // server keeps only http(s) URLs without credentials; docs/widget.md).
+    fragment.set("sb-page", window.location.href);
+    if (document.referrer) fragment.set("sb-referrer", document.referrer);
     return `${appOrigin(script)}/chat/?${query.toString()}#${fragment.toString()}`;
   }
 

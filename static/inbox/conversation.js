@@ -13,7 +13,6 @@
 
   const conversationId = root.dataset.conversationId;
   const meId = Number(root.dataset.meId);
-  const meName = root.dataset.meName;
   const csrf = root.dataset.csrfToken;
   const maxChars = Number(root.dataset.maxChars) || 4000;
   const companyName = root.dataset.companyName || "Support";
@@ -285,6 +284,9 @@
       enabled = enabled && root.dataset.canResolve === "true";
     }
     button.disabled = !enabled;
+    if (action === "snooze") {
+      root.querySelectorAll("[data-snooze-preset]").forEach((preset) => { preset.disabled = !enabled; });
+    }
   }
 
   function showActionError(text) {
@@ -304,6 +306,11 @@
   }
 
   root.querySelector(".actions").addEventListener("click", async (event) => {
+    const preset = event.target.closest("button[data-snooze-preset]");
+    if (preset) {
+      await snoozePreset(preset);
+      return;
+    }
     const button = event.target.closest("button[data-action]");
     if (!button) return;
     const action = button.dataset.action;
@@ -323,6 +330,20 @@
       await act(action);
     }
   });
+
+  // Snooze presets (1 hour, tomorrow 9:00, next Monday 9:00, in the browser's time zone), or
+  // "Custom…" to show the date-time picker.
+  async function snoozePreset(button) {
+    const custom = root.querySelector(".snooze__custom");
+    if (button.dataset.snoozePreset === "custom") {
+      custom.hidden = !custom.hidden;
+      button.setAttribute("aria-expanded", String(!custom.hidden));
+      if (!custom.hidden) custom.querySelector(".snooze__until").focus();
+      return;
+    }
+    const until = window.SnoozePresets.until(button.dataset.snoozePreset);
+    if (until) await act("snooze", { until: until.toISOString() });
+  }
 
   // --- Marking read -----------------------------------------------------------------------------
 
@@ -360,7 +381,7 @@
 
   let othersTypingTimer = null;
   function showTyping(frame) {
-    if (frame.author === "agent" && frame.name === meName) return;
+    if (frame.author === "agent") return; // the team's typing: collision.js (agent.typing)
     const who = frame.author === "customer" ? "The customer" : frame.author === "agent" ? asText(frame.name) || "An agent" : "";
     if (!who) return;
     clearTimeout(othersTypingTimer);
@@ -559,7 +580,7 @@
     statusNode: root.querySelector(".connection-status"),
     onOpen: () => socket.send({ type: "watch", conversation_id: conversationId }),
     onFrame: (frame) => {
-      document.dispatchEvent(new CustomEvent("agent:frame", { detail: frame }));
+      document.dispatchEvent(new CustomEvent("agent:frame", { detail: frame })); // notify.js, collision.js
       switch (frame.type) {
         case "conversation":
           if (frame.id !== conversationId) return;
@@ -600,4 +621,5 @@
       }
     },
   });
+  document.addEventListener("agent:send", (event) => socket.send(event.detail)); // collision.js
 })();

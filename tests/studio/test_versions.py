@@ -123,7 +123,7 @@ def test_it_refuses_to_change_a_published_version_in_the_admin(olivia_operator):
             "temperature": "1.0",
             "top_p": "1",
             "max_tokens": "10",
-            "stop": "[]",
+            "stop": "",
             "history_tokens": "10",
             "knowledge_tokens": "10",
         },
