@@ -75,6 +75,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--database", default="sb_inbox_bench")
     parser.add_argument("--keep", action="store_true", help="leave the database afterwards")
+    parser.add_argument(
+        "--measure-only",
+        action="store_true",
+        help="time the database a --keep run left (no new seed)",
+    )
     return parser.parse_args(argv)
 
 
@@ -205,7 +210,8 @@ def measure(client, params: dict[str, str], requests: int) -> tuple[float, float
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    recreate_database(args.server, args.database)
+    if not args.measure_only:
+        recreate_database(args.server, args.database)
     from bench.standalone import setup
 
     setup(DATABASE_URL=f"{args.server}/{args.database}", DATABASE_POOL_SIZE="0")
@@ -215,13 +221,23 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         started = time.perf_counter()
-        call_command("migrate", verbosity=0)
-        seeded = seed(args.conversations, args.turns)
-        seconds = time.perf_counter() - started
-        print(
-            f"Seeded {args.conversations:,} conversations and {seeded['turns']:,} turns into "
-            f"{args.database} in {seconds:.0f} s (migrate, insert, indexes, ANALYZE)."
-        )
+        if args.measure_only:
+            from inbox.models import Label
+
+            call_command("migrate", verbosity=0)  # the code may be newer than the seed
+            seeded = {
+                "agents": [User.objects.get(username="bench_agent_0").pk],
+                "labels": [Label.objects.get(name="Billing").pk],
+            }
+            print(f"Measuring {args.database} as a --keep run left it.")
+        else:
+            call_command("migrate", verbosity=0)
+            seeded = seed(args.conversations, args.turns)
+            seconds = time.perf_counter() - started
+            print(
+                f"Seeded {args.conversations:,} conversations and {seeded['turns']:,} turns "
+                f"into {args.database} in {seconds:.0f} s (migrate, insert, indexes, ANALYZE)."
+            )
         client = Client(HTTP_HOST="127.0.0.1")
         client.force_login(User.objects.get(pk=seeded["agents"][0]))
         label = str(seeded["labels"][0])
@@ -252,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         from django.db import connections
 
         connections.close_all()
-        if not args.keep:
+        if not (args.keep or args.measure_only):
             recreate_database(args.server, args.database, drop_only=True)
     return 0
 
