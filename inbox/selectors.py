@@ -192,7 +192,8 @@ def _search(queryset: QuerySet[Conversation], search: str) -> QuerySet[Conversat
 # checked in the list's order (EXISTS on its turns: a page fills after a few dozen); for rarer
 # words the GIN index finds the few conversations first. Either plan alone is slow for the
 # other kind of word (1M matching turns to collect; 100k conversations to check).
-COMMON_TURNS = 5000
+# (Words the statistics don't know are estimated at 0.5 % of the turns: 10,000 at 2M.)
+COMMON_TURNS = 20_000
 
 
 def _search_postgres(queryset: QuerySet[Conversation], search: str) -> QuerySet[Conversation]:
@@ -204,13 +205,17 @@ def _search_postgres(queryset: QuerySet[Conversation], search: str) -> QuerySet[
         (search,),
     )
     with connection.cursor() as cursor:
+        # The planner's estimate (the expression index's word statistics, from ANALYZE): about
+        # 1 ms, where counting the matches costs 50-80 ms for a common word at 2M turns.
         cursor.execute(
-            "SELECT count(*) FROM (SELECT 1 FROM conversations_turn"
+            "EXPLAIN (FORMAT JSON) SELECT 1 FROM conversations_turn"
             " WHERE to_tsvector('simple'::regconfig, text)"
-            " @@ websearch_to_tsquery('simple'::regconfig, %s) LIMIT %s) found",
-            [search, COMMON_TURNS],
+            " @@ websearch_to_tsquery('simple'::regconfig, %s)",
+            [search],
         )
-        (found,) = cursor.fetchone()
+        (plan,) = cursor.fetchone()
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    found = plan[0]["Plan"]["Plan Rows"]
     if found < COMMON_TURNS:
         turns = RawSQL(
             "SELECT conversation_id FROM conversations_turn"
