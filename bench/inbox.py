@@ -120,9 +120,11 @@ def seed(conversations: int, turns: int) -> dict[str, object]:
         cursor.execute("ALTER TABLE conversations_turn DISABLE TRIGGER inbox_waiting_turn")
         cursor.execute(
             """
-            INSERT INTO conversations_customer (id, display_name, email, external_id, created_at)
+            INSERT INTO conversations_customer
+                (id, display_name, email, external_id, created_at, attributes)
             SELECT gen_random_uuid(), 'Customer ' || i, 'customer' || i || '@example.com',
-                   CASE WHEN i %% 2 = 0 THEN 'user-' || i END, now() - i * interval '30 s'
+                   CASE WHEN i %% 2 = 0 THEN 'user-' || i END, now() - i * interval '30 s',
+                   '{}'::jsonb
             FROM generate_series(1, %s) i
             """,
             [conversations],
@@ -132,14 +134,16 @@ def seed(conversations: int, turns: int) -> dict[str, object]:
             INSERT INTO conversations_conversation
                 (id, customer_id, status, assignee_id, created_at, updated_at, last_message_at,
                  last_customer_message_at, escalation_reason, contact_email, rating,
-                 rating_comment)
+                 rating_comment, browser, browser_language, started_page_url, started_referrer,
+                 time_zone, user_agent)
             SELECT gen_random_uuid(), c.id, s.status,
                    CASE WHEN s.status = 'open' OR c.n %% 3 <> 0 THEN NULL
                         ELSE (%s::int[])[1 + c.n %% 3] END,
                    c.created_at, c.created_at + %s * interval '1 min',
                    c.created_at + %s * interval '1 min', c.created_at + %s * interval '1 min',
                    CASE WHEN s.status = 'pending' THEN 'customer_request' ELSE '' END, '',
-                   CASE WHEN s.status = 'resolved' AND c.n %% 4 = 0 THEN 1 + (c.n / 4) %% 5 END, ''
+                   CASE WHEN s.status = 'resolved' AND c.n %% 4 = 0 THEN 1 + (c.n / 4) %% 5 END, '',
+                   '', (ARRAY['en', 'de-CH', 'fr'])[1 + c.n %% 3], '', '', '', ''
             FROM (SELECT id, created_at, row_number() OVER (ORDER BY created_at DESC) AS n
                   FROM conversations_customer) c,
             LATERAL (SELECT CASE WHEN c.n %% 20 = 0 THEN 'pending'
