@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -41,7 +42,7 @@ PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
 MAX_QUERY_CHARS = 200
 PARAMETERS = {"view", "status", "assignee", "label", "rating", "from", "to", "q", "cursor"}
-PARAMETERS |= {"limit", "id"}
+PARAMETERS |= {"limit", "id", "language"}
 
 
 class BadQuery(ValueError):
@@ -66,6 +67,7 @@ class InboxQuery:
     cursor: tuple[int, str, str] | None = None  # (part, key, id)
     limit: int = PAGE_SIZE
     conversation_id: uuid.UUID | None = None
+    language: str = ""
 
 
 @dataclass
@@ -117,6 +119,9 @@ def parse_query(params: dict[str, str]) -> InboxQuery:
     search = " ".join((params.get("q") or "").split())
     if len(search) > MAX_QUERY_CHARS:
         raise BadQuery(f"Search for at most {MAX_QUERY_CHARS} characters.")
+    language = (params.get("language") or "").strip().lower()
+    if language and not re.fullmatch(r"[a-z]{2,3}", language):
+        raise BadQuery("language must be a language code such as en, de or fr.")
     conversation_id = None
     if params.get("id"):
         try:
@@ -135,6 +140,7 @@ def parse_query(params: dict[str, str]) -> InboxQuery:
         cursor=_decode_cursor(params.get("cursor")),
         limit=_int(params, "limit", 1, MAX_PAGE_SIZE) or PAGE_SIZE,
         conversation_id=conversation_id,
+        language=language,
     )
 
 
@@ -263,6 +269,13 @@ def filtered(query: InboxQuery, agent: Any) -> QuerySet[Conversation]:
         queryset = queryset.filter(created_at__lt=query.created_before)
     if query.conversation_id is not None:
         queryset = queryset.filter(pk=query.conversation_id)
+    if query.language:
+        # The browser's language when the chat started (conversations' context): "de" is
+        # also "de-CH".
+        queryset = queryset.filter(
+            Q(browser_language__iexact=query.language)
+            | Q(browser_language__istartswith=f"{query.language}-")
+        )
     if query.search:
         queryset = _search(queryset, query.search)
     return queryset

@@ -195,6 +195,7 @@ def test_it_pages_with_a_cursor_without_gaps_or_repeats(alice, alice_agent):
         ({"limit": "0"}, "bad_parameter"),
         ({"id": "42"}, "bad_parameter"),
         ({"sort": "name"}, "unknown_parameter"),
+        ({"language": "german"}, "bad_parameter"),
     ],
 )
 def test_it_refuses_bad_parameters_with_a_clear_error(alice_agent, params, code):
@@ -256,3 +257,15 @@ def test_it_keeps_the_waiting_time_right_whoever_writes_the_turns(pending, alice
     assert Waiting.objects.get(conversation=pending).since is None
     reply.delete()
     assert Waiting.objects.get(conversation=pending).since == first
+
+
+def test_it_filters_by_the_browsers_language(alice, bob, alice_agent):
+    swiss, english = (Conversation.objects.create(customer=c) for c in (alice, bob))
+    wrote(swiss, "Grüezi", "a-1")
+    wrote(english, "Hello", "b-1")
+    Conversation.objects.filter(pk=swiss.pk).update(browser_language="de-CH")
+    Conversation.objects.filter(pk=english.pk).update(browser_language="en")
+    client = logged_in(alice_agent)
+    assert ids(listed(client, language="de")) == [str(swiss.pk)]
+    assert ids(listed(client, language="EN")) == [str(english.pk)]
+    assert ids(listed(client, language="fr")) == []
