@@ -186,6 +186,11 @@
       }
       nextCursor = data.next_cursor || null;
       (data.rows || []).forEach(append);
+      // The rows read, as the socket's "list" answer would be, for scripts that keep track of
+      // what is known (notify.js: only changes after this are news).
+      document.dispatchEvent(
+        new CustomEvent("agent:frame", { detail: { type: "inbox", rows: data.rows || [], next_cursor: nextCursor } }),
+      );
       showError("");
     } catch (error) {
       if (mine === generation) showError(error.message);
