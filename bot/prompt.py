@@ -1,5 +1,5 @@
 """The prompt: the one place a request to a provider is built, for every caller (customer
-replies, the playground, evaluations, eval_kb, agent assist).
+replies, the playground, evaluations, eval_kb, agent assist's suggestion and summary).
 
 `build_request(config, messages)` takes a conversation's messages (without a system message:
 the prompt version brings its own) and returns the request a provider answers:
@@ -94,22 +94,52 @@ def build_request(
     )
 
 
-SUMMARY_PROMPT = (
-    "You help a customer-support agent. Summarise the conversation below for the agent in at "
-    "most five short bullet points: what the customer wants, what has been tried or answered, "
-    "and what is still open. Do not address the customer."
+ASSIST_SUMMARY_RULES = (
+    "Now you are not talking to the customer: you help a colleague from the support team who "
+    "takes over this conversation. Summarise it for them in at most five short bullet points. "
+    "Start with the customer's latest open problem (given below) and what, if anything, has "
+    "been answered or tried for it; then, briefly, the earlier topics. Do not address the "
+    "customer and do not invent anything that is not in the conversation. Write in English, "
+    "whatever language the customer writes in."
 )
-SUMMARY_TEMPERATURE = 0.2
+# The team's language (the inbox is in English), not the customer's: the summary is for them.
+ASSIST_LANGUAGE = "English"
 
 
-def summary_request(config: BotConfig, transcript: str) -> ReplyRequest:
-    """A request for a summary of a conversation's transcript, for an agent (agent assist),
-    with this configuration's model and length limit."""
+def assist_summary_request(
+    config: BotConfig,
+    transcript: str,
+    *,
+    latest_problem: str,
+    earlier_topics: Sequence[str] = (),
+    customer_name: str = "",
+) -> ReplyRequest:
+    """A request for a summary for an agent (agent assist, bot/assist.py), made with this
+    configuration as a reply is: its system prompt (rendered, without passages) followed by
+    the summary rules, its model, temperature, top_p, stop, length and rate limits. The user
+    message names the latest open problem first, then the earlier topics, then the transcript
+    (the whole conversation within the budget, bot.assist.transcript)."""
+    system = render_system_prompt(
+        config.system_prompt.replace(PASSAGES_PLACEHOLDER, ""),
+        language=ASSIST_LANGUAGE,
+        customer_name=customer_name,
+    ).strip()
+    parts = [f"The customer's latest open problem: {latest_problem or 'none (nothing open)'}"]
+    if earlier_topics:
+        parts.append(
+            "Earlier topics, newest first:\n" + "\n".join(f"- {t}" for t in earlier_topics)
+        )
+    parts.append(f"The conversation, oldest first:\n{transcript}")
     return ReplyRequest(
-        messages=[ChatMessage("system", SUMMARY_PROMPT), ChatMessage("user", transcript)],
+        messages=[
+            ChatMessage("system", f"{system}\n\n{ASSIST_SUMMARY_RULES}".strip()),
+            ChatMessage("user", "\n\n".join(parts)),
+        ],
         model=config.request_model,
-        temperature=SUMMARY_TEMPERATURE,
+        temperature=config.temperature,
+        top_p=config.top_p,
         max_tokens=config.max_tokens,
+        stop=list(config.stop),
         limits=ModelLimits(config.requests_per_min, config.tokens_per_min),
     )
 

@@ -2,30 +2,30 @@
 business hours and the questions the bot didn't resolve.
 
 Apps built on this one add their part of the transcript page with ConversationAdmin.extend
-(the inbox: notes and exports; the studio: test cases), so this app never imports them.
+(the inbox: notes, exports and its link; the studio: test cases), so this app never imports
+them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, cast
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar, cast
 
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Exists, OuterRef, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils.html import format_html, format_html_join
-from django.utils.safestring import mark_safe
+from django.utils.html import format_html
 
 from knowledge.language import question_key
 from knowledge.models import Article, ExampleQuestion
 from knowledge.services import NONE_LABEL, import_example_questions
 
-from . import embedding, state, usage
+from . import embedding, state, transcript, usage
 from .admin_business_hours import week_grid_view
 from .models import (
     BusinessHours,
@@ -41,53 +41,10 @@ from .models import (
 
 # An admin action (modeladmin, request, queryset) -> response or None.
 Action = Callable[..., Any]
-
-
-class TurnInline(admin.TabularInline[Turn, Conversation]):
-    model = Turn
-    fk_name = "conversation"
-    extra = 0
-    can_delete = False
-    ordering = ["id"]
-    fields = readonly_fields = (
-        "created_at",
-        "author",
-        "agent",
-        "text",
-        "status",
-        "model",
-        "prompt_version",
-        "prompt_tokens",
-        "completion_tokens",
-        "cost",
-        "sources",
-        "files",
-        "first_token_ms",
-    )
-    show_change_link = False
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Turn]:
-        # Withdrawn replies were never written: no empty bot rows in the transcript.
-        queryset = super().get_queryset(request).exclude(status=Turn.Status.WITHDRAWN)
-        return queryset.prefetch_related("attachments")
-
-    @admin.display(description="Attachments")
-    def files(self, turn: Turn) -> str:
-        """Links to the turn's files (served to staff who may view conversations)."""
-        return format_html_join(
-            mark_safe("<br>"),  # noqa: S308 - a constant
-            '<a href="{}" target="_blank" rel="noopener">{}</a>',
-            ((a.as_event()["url"], a.name) for a in turn.attachments.all()),
-        )
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
+# What another app adds to the transcript page: its entries (the inbox's notes), merged by time
+# with the turns, and links (the inbox's live view), each for this request's user.
+EntrySource = Callable[[HttpRequest, Conversation], Iterable[transcript.Entry]]
+LinkSource = Callable[[HttpRequest, Conversation], "transcript.Link | None"]
 
 
 def transcript_action(*, permission: str, description: str) -> Callable[[Action], Action]:
@@ -114,6 +71,26 @@ class EscalatedFilter(admin.SimpleListFilter):
             return queryset.filter(escalated_at__isnull=False)
         if self.value() == "no":
             return queryset.filter(escalated_at__isnull=True)
+        return queryset
+
+
+class PromptVersionFilter(admin.SimpleListFilter):
+    """Conversations with a reply from one prompt version (the studio's version page links
+    here)."""
+
+    title = "prompt version"
+    parameter_name = "prompt_version"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        # The studio's model, by the foreign key: this app never imports the studio.
+        versions = Turn._meta.get_field("prompt_version").related_model._default_manager  # type: ignore[union-attr]
+        return [(str(pk), name) for pk, name in versions.order_by("-pk").values_list("pk", "name")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value and value.isdigit():
+            replies = Turn.objects.filter(conversation=OuterRef("pk"), prompt_version=int(value))
+            return queryset.filter(Exists(replies))
         return queryset
 
 
@@ -152,6 +129,7 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
         EscalatedFilter,
         "escalation_reason",
         RatingFilter,
+        PromptVersionFilter,
         "created_at",
     ]
     search_fields = [
@@ -179,24 +157,42 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
         "rated_at",
         "bot_usage",
     ]
-    fields = [
-        "id",
-        "customer",
-        "status",
-        "assignee",
-        "created_at",
-        "updated_at",
-        "last_message_at",
-        ("escalated_at", "escalation_reason"),
-        "contact_email",
-        "resolved_at",
-        ("rating", "rated_at"),
-        "rating_comment",
-        "bot_usage",
+    # What a reader needs above the chat; the timestamps and usage fold away (a <details>).
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "customer",
+                    ("status", "assignee"),
+                    ("escalated_at", "escalation_reason"),
+                    ("rating", "rating_comment"),
+                ]
+            },
+        ),
+        (
+            "Details",
+            {
+                "classes": ["collapse"],
+                "fields": [
+                    "id",
+                    ("created_at", "updated_at"),
+                    "last_message_at",
+                    "contact_email",
+                    "resolved_at",
+                    "rated_at",
+                    "bot_usage",
+                ],
+            },
+        ),
     ]
-    inlines = [TurnInline]
+    # The turns are the chat the template draws (conversations/transcript.py), not an inline.
+    change_form_template = "admin/conversations/conversation/change_form.html"
+    inlines: ClassVar[list[type[admin.options.InlineModelAdmin[Any, Any]]]] = []  # extend()
     show_full_result_count = False
     actions: list[Action] = []  # apps built on this one add theirs: extend()
+    entry_sources: list[EntrySource] = []
+    link_sources: list[LinkSource] = []
 
     @classmethod
     def extend(
@@ -204,12 +200,42 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
         *,
         inlines: Sequence[type[admin.options.InlineModelAdmin[Any, Any]]] = (),
         actions: Sequence[Action] = (),
+        entries: Sequence[EntrySource] = (),
+        links: Sequence[LinkSource] = (),
     ) -> None:
-        """Add an app's inlines and actions (marked with transcript_action) to the transcript
-        page; called from that app's admin module."""
+        """Add an app's inlines, actions (marked with transcript_action), chat entries and
+        links to the transcript page; called from that app's admin module."""
         have_inlines, have_actions = list(cls.inlines), list(cls.actions or [])
         cls.inlines = [*have_inlines, *(i for i in inlines if i not in have_inlines)]
         cls.actions = [*have_actions, *(a for a in actions if a not in have_actions)]
+        have_entries, have_links = list(cls.entry_sources), list(cls.link_sources)
+        cls.entry_sources = [*have_entries, *(e for e in entries if e not in have_entries)]
+        cls.link_sources = [*have_links, *(k for k in links if k not in have_links)]
+
+    def render_change_form(  # type: ignore[override]
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Conversation | None = None,
+    ) -> Any:
+        # Reached only once the admin has checked the user may view this conversation; the
+        # messages need view_turn too (as the turn inline did before the chat).
+        if obj is not None:
+            user: Any = request.user
+            turns = (
+                transcript.turn_entries(obj, transcript.Viewer.of(user))
+                if user.has_perm("conversations.view_turn")
+                else []
+            )
+            context["transcript"] = transcript.merged(
+                turns, *(source(request, obj) for source in self.entry_sources)
+            )
+            links = (source(request, obj) for source in self.link_sources)
+            context["transcript_links"] = [link for link in links if link is not None]
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         actions = super().get_actions(request)

@@ -1,5 +1,6 @@
 """The inbox's part of the admin: canned responses, and on the transcript page the internal
-notes (read-only: agents write them in the inbox) and the exports."""
+notes (read-only, among the messages: agents write them in the inbox), the exports and the
+link to the live view."""
 
 from __future__ import annotations
 
@@ -8,29 +9,40 @@ from collections.abc import Iterable
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
+from django.urls import reverse
 from django.utils import timezone
 
 from conversations.admin import ConversationAdmin, selected, transcript_action
-from conversations.models import Conversation
+from conversations.models import Conversation, staff_name
+from conversations.transcript import Entry, Link
 
-from . import exports
+from . import exports, services
 from .models import CannedResponse, Label, Note
 
 
-class NoteInline(admin.TabularInline[Note, Conversation]):
-    """Internal notes, for review: they are written in the agent inbox and never shown to
-    customers."""
+def note_entries(request: HttpRequest, conversation: Conversation) -> list[Entry]:
+    """Internal notes in the transcript, marked as such: written in the agent inbox, never
+    shown to customers (one query, whatever their number); for staff who may view notes."""
+    if not request.user.has_perm("inbox.view_note"):
+        return []
+    notes = Note.objects.filter(conversation=conversation).select_related("author")
+    return [
+        Entry(
+            kind="note",
+            author=staff_name(note.author) or "Agent (deleted)",
+            at=note.created_at,
+            text=note.text,
+            order=(1, note.pk),
+        )
+        for note in notes
+    ]
 
-    model = Note
-    extra = 0
-    can_delete = False
-    fields = readonly_fields = ("created_at", "author", "text")
 
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
+def inbox_link(request: HttpRequest, conversation: Conversation) -> Link | None:
+    """The live view, for staff who may work the inbox."""
+    if not request.user.has_perm(services.WORK_INBOX):
+        return None
+    return Link("Open in inbox", reverse("inbox:conversation", args=[conversation.pk]))
 
 
 @admin.register(CannedResponse)
@@ -66,7 +78,9 @@ def _download(lines: Iterable[str], content_type: str, extension: str) -> Stream
     return response
 
 
-ConversationAdmin.extend(inlines=[NoteInline], actions=[export_csv, export_jsonl])
+ConversationAdmin.extend(
+    actions=[export_csv, export_jsonl], entries=[note_entries], links=[inbox_link]
+)
 
 
 @admin.register(Label)

@@ -16,7 +16,7 @@ from conversations.errors import CustomerRequestRefused
 from conversations.models import Conversation, Customer
 
 from . import events
-from .services import Invalid, NotFound, _uuid
+from .services import Invalid, get_conversation
 
 NAME_MAX_CHARS = Customer._meta.get_field("display_name").max_length or 200
 # The other conversations whose inbox rows change with the label: those still being worked.
@@ -65,12 +65,7 @@ def update_contact(conversation_id: uuid.UUID | str, given: dict[str, Any]) -> C
     if not changes:
         raise Invalid("Give a `name` or an `email`.")
     with transaction.atomic():
-        try:
-            conversation = Conversation.objects.select_related("customer").get(
-                pk=_uuid(conversation_id)
-            )
-        except Conversation.DoesNotExist:
-            raise NotFound("This conversation does not exist.") from None
+        conversation = get_conversation(conversation_id, "customer")
         customer = conversation.customer
         Customer.objects.filter(pk=customer.pk).update(**changes)
         for name, value in changes.items():

@@ -15,7 +15,7 @@ from django.urls import reverse
 from conversations.context import url_host
 from conversations.models import Conversation, Turn
 
-from .services import NotFound, _uuid
+from .services import get_conversation
 
 OTHER_CONVERSATIONS_SHOWN = 10
 TOPIC_CHARS = 100
@@ -34,12 +34,7 @@ def outcome(conversation: Conversation) -> str:
 
 def conversation_context(conversation_id: uuid.UUID | str) -> dict[str, Any]:
     """The panel's data for one conversation; raises NotFound."""
-    try:
-        conversation = Conversation.objects.select_related("customer").get(
-            pk=_uuid(conversation_id)
-        )
-    except Conversation.DoesNotExist:
-        raise NotFound("This conversation does not exist.") from None
+    conversation = get_conversation(conversation_id, "customer")
     customer = conversation.customer
     return {
         "conversation_id": str(conversation.pk),

@@ -110,11 +110,16 @@ def _owned_by_nobody_or(agent: User) -> Q:
     return Q(assignee__isnull=True) | Q(assignee=agent)
 
 
-def _get(conversation_id: uuid.UUID | str) -> Conversation:
+def get_conversation(conversation_id: uuid.UUID | str, *related: str) -> Conversation:
+    """The conversation with `related` joined in; NotFound (a JSON 404) for a bad or unknown id."""
     try:
-        return Conversation.objects.select_related("assignee").get(pk=_uuid(conversation_id))
+        return Conversation.objects.select_related(*related).get(pk=_uuid(conversation_id))
     except Conversation.DoesNotExist:
         raise NotFound("This conversation does not exist.") from None
+
+
+def _get(conversation_id: uuid.UUID | str) -> Conversation:
+    return get_conversation(conversation_id, "assignee")
 
 
 def _uuid(value: uuid.UUID | str) -> uuid.UUID:

@@ -153,6 +153,9 @@ def conversation_page(request: HttpRequest, conversation_id: UUID) -> HttpRespon
             "agents": services.assignable_agents(),
             "can_note": user.has_perm(services.WRITE_NOTE),
             "can_resolve": user.has_perm(services.RESOLVE),
+            # The admin's readable transcript, only for staff the admin would let in.
+            "can_view_transcript": user.is_staff
+            and user.has_perm("conversations.view_conversation"),
         },
     )
 

@@ -245,6 +245,7 @@ class ArticleAdmin(admin.ModelAdmin[Article]):
     list_display = ["title", "language", "published", "passage_count", "updated_at", "source"]
     list_filter = ["published", "language"]
     search_fields = ["title", "body", "slug", "tags"]
+    ordering = ["title"]  # the must-cite autocomplete pages through it
     prepopulated_fields = {"slug": ["title"]}
     readonly_fields = ["source_file", "created_at", "updated_at"]
     fieldsets = [

@@ -120,6 +120,7 @@ class PromptVersionAdmin(admin.ModelAdmin[PromptVersion]):
         ("state", "is_active"),
         ("parent", "created_by", "created_at", "published_at"),
         "daily_costs",
+        "conversations",
     ]
     STATE_FIELDS = (
         "state",
@@ -129,6 +130,7 @@ class PromptVersionAdmin(admin.ModelAdmin[PromptVersion]):
         "created_at",
         "published_at",
         "daily_costs",
+        "conversations",
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[PromptVersion]:
@@ -228,6 +230,16 @@ class PromptVersionAdmin(admin.ModelAdmin[PromptVersion]):
         return format_html(
             "<table><tr><th>Day</th><th>Replies</th><th>Tokens</th><th>Cost</th></tr>{}</table>",
             body,
+        )
+
+    @admin.display(description="Conversations")
+    def conversations(self, obj: PromptVersion) -> str:
+        """Its transcripts in the admin (ConversationAdmin's prompt version filter)."""
+        if obj.pk is None:
+            return "-"
+        url = reverse("admin:conversations_conversation_changelist")
+        return format_html(
+            '<a href="{}?prompt_version={}">Conversations this version replied in</a>', url, obj.pk
         )
 
     # --- Actions ---

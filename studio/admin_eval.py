@@ -45,15 +45,7 @@ class TestCaseInline(admin.StackedInline[TestCase, TestSet]):
     model = TestCase
     form = TestCaseForm
     extra = 1
-    fields = (
-        "message",
-        "prior_turns",
-        "must_cite",
-        "must_contain",
-        "must_not_contain",
-        "must_escalate",
-        "source_conversation",
-    )
+    fields = tuple(TestCaseForm.Meta.fields)
     # The article is chosen by its title (the article admin's search), not typed as an id.
     autocomplete_fields = ("must_cite",)
     raw_id_fields = ("source_conversation",)

@@ -86,7 +86,13 @@ def clean_redis_namespace() -> Iterator[None]:
     """
     yield
     redis = sync_client()
-    keys = list(redis.scan_iter(match=f"{settings.REDIS_KEY_PREFIX}*", count=1000))
+    keys = [
+        k
+        for k in redis.scan_iter(match=f"{settings.REDIS_KEY_PREFIX}*", count=1000)
+        # A module's app (offline_app) keeps its worker: the queues' bindings, which the
+        # worker declared once at its start, must stay for tasks to reach it.
+        if "_kombu.binding." not in k
+    ]
     if keys:
         redis.delete(*keys)
 
@@ -116,9 +122,7 @@ def store_page_conversation(page: Any) -> Any:
     from conversations import services
     from conversations.visitors import visitor_id_from_cookie
 
-    cookie = next(
-        c for c in page.context.cookies() if c["name"] == settings.CHAT_VISITOR_COOKIE
-    )
+    cookie = next(c for c in page.context.cookies() if c["name"] == settings.CHAT_VISITOR_COOKIE)
     visitor = visitor_id_from_cookie(cookie["value"])
     assert visitor is not None
     conversation_id = services.page_conversation_id(visitor)
@@ -308,6 +312,122 @@ def start_offline_app(
     env = {"LLM_PROVIDER": "offline", "OFFLINE_WORD_DELAY_MS": str(word_delay_ms)}
     celery_worker(**env)
     return asgi_server(port, **env, **server_env)
+
+
+@dataclass(eq=False)
+class ModuleApp:
+    """The whole app (a worker and the ASGI server) shared by the tests of one module."""
+
+    options: dict[str, Any]
+    web: ChildProcess | None = None
+    worker: ChildProcess | None = None
+    url: str = ""
+    starts: int = 0
+
+    def ensure_running(self) -> str:
+        # A test may have stopped or killed a process: the next one gets a fresh app.
+        if self.web is None or self.worker is None or self._dead():
+            self.stop()
+            port = int(self.options.get("port", 0)) or free_port()
+            self.url = f"http://127.0.0.1:{port}"
+            sync_client().delete("replies", "default")
+            self.worker = spawn(worker_command(4, name="moduleapp@%h"), self._env(worker=True))
+            self.web = spawn(web_command("127.0.0.1", port), self._env())
+            self.worker.wait_for_output(" ready.")
+            self.web.wait_for_output("Uvicorn running")
+            self.starts += 1
+            RUNNING_MODULE_APPS.add(self)
+        return self.url
+
+    def restart_web(self) -> None:
+        """Stop the ASGI server (every socket drops) and start it again on the same port."""
+        assert self.web is not None
+        self.web.stop()
+        port = int(self.url.rsplit(":", 1)[1])
+        self.web = spawn(web_command("127.0.0.1", port), self._env())
+        self.web.wait_for_output("Uvicorn running")
+
+    def _env(self, *, worker: bool = False) -> dict[str, str]:
+        env = {
+            "LLM_PROVIDER": "offline",
+            "OFFLINE_WORD_DELAY_MS": str(self.options.get("word_delay_ms", 5)),
+            "ALLOWED_ORIGINS": self.url,
+        }
+        env.update(
+            {
+                k: str(v)
+                for k, v in self.options.items()
+                if k not in ("word_delay_ms", "port", "demo_kb")
+            }
+        )
+        return child_env(**env)
+
+    def _dead(self) -> bool:
+        return any(p is not None and p.process.poll() is not None for p in (self.web, self.worker))
+
+    def stop(self) -> None:
+        for child in (self.web, self.worker):
+            if child is not None:
+                child.stop()
+        self.web = self.worker = None
+        RUNNING_MODULE_APPS.discard(self)
+
+
+RUNNING_MODULE_APPS: set[ModuleApp] = set()
+
+
+@pytest.fixture(autouse=True)
+def no_module_app_unless_asked(request: pytest.FixtureRequest) -> None:
+    """A test that starts its own worker (another answerer, none at all) must not have the
+    module's worker take its tasks from the shared queue."""
+    if "offline_app" not in request.fixturenames:
+        for app in list(RUNNING_MODULE_APPS):
+            app.stop()
+
+
+@pytest.fixture(scope="module")
+def module_app_options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The module's app: its OFFLINE_APP dict (word_delay_ms, port, demo_kb, and more of the
+    server's environment). A module overrides this fixture for options known only at run
+    time (a host page's address)."""
+    return dict(getattr(request.module, "OFFLINE_APP", {}))
+
+
+@pytest.fixture(scope="module")
+def module_app(module_app_options: dict[str, Any], django_db_setup: None) -> Iterator[ModuleApp]:
+    app = ModuleApp(module_app_options)
+    yield app
+    app.stop()
+
+
+@pytest.fixture
+def offline_app(module_app: ModuleApp, transactional_db: None) -> Iterator[str]:
+    """The whole app with the offline answerer and the demo help articles, started once per
+    module (its options: the module's OFFLINE_APP dict: word_delay_ms, port, and more of the
+    server's environment) instead of once per test, which cost each browser test ~5 s.
+
+    Each test still starts from an empty database and Redis namespace; before the next one
+    its replies are left to finish, so that no task of this test touches the next one's rows.
+    """
+    from django.core.management import call_command
+
+    url = module_app.ensure_running()
+    if module_app.options.get("demo_kb", True):
+        call_command("load_demo_kb", verbosity=0)
+    yield url
+    settle_replies()
+
+
+def settle_replies(timeout: float = 15) -> None:
+    """Wait until no bot reply is queued or streaming (a worker still writing one)."""
+    from conversations.models import Turn
+
+    unfinished = Turn.objects.filter(
+        author=Turn.Author.BOT, status__in=[Turn.Status.QUEUED, Turn.Status.STREAMING]
+    )
+    deadline = time.monotonic() + timeout
+    while unfinished.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 # --- Browser ---------------------------------------------------------------------------------

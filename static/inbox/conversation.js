@@ -551,8 +551,40 @@
     if (!result.ok) assistStatus.textContent = asText(result.data.error) || "The assistant is unavailable.";
   });
 
+  // The articles a suggested reply cites ("[1]" in its text), as links for the agent to check.
+  function showAssistSources(sources) {
+    let list = root.querySelector(".assist__sources");
+    if (!list) {
+      list = document.createElement("ol");
+      list.className = "assist__sources";
+      list.setAttribute("aria-label", "Sources of the suggested reply");
+      assistStatus.after(list);
+    }
+    list.replaceChildren();
+    for (const source of Array.isArray(sources) ? sources : []) {
+      const url = asText(source && source.url);
+      const title = asText(source && source.title) || url;
+      if (!title) continue;
+      const item = document.createElement("li");
+      if (Number.isInteger(source.n)) item.value = source.n;
+      if (/^https?:\/\//i.test(url)) {
+        const link = document.createElement("a");
+        link.href = url;
+        link.target = "_blank";
+        link.rel = "noopener noreferrer";
+        link.textContent = title;
+        item.append(link);
+      } else {
+        item.textContent = title;
+      }
+      list.append(item);
+    }
+    list.hidden = list.children.length === 0;
+  }
+
   function applyAssist(frame) {
     if (frame.conversation_id !== conversationId) return;
+    if (frame.kind === "suggest") showAssistSources([]);
     if (frame.error) {
       assistStatus.textContent = asText(frame.error);
       return;
@@ -567,6 +599,7 @@
         input.value = asText(frame.text);
         input.focus();
         assistStatus.textContent = "Suggested reply is in the reply box: edit it, then Send.";
+        showAssistSources(frame.sources);
       } else {
         assistStatus.textContent = asText(frame.notice) || "No suggestion this time.";
       }

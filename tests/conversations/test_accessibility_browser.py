@@ -20,7 +20,6 @@ from django.utils import timezone
 from conversations.models import BusinessHours, Conversation, Customer, Turn
 from conversations.visitors import signed_visitor_cookie
 from tests.a11y import DESKTOP, PHONE, axe_violations, blocking, describe, focus_ring_contrast, shot
-from tests.conftest import start_offline_app
 
 from .test_widget_browser import host_pages, open_widget, two_sites  # noqa: F401 - fixtures
 
@@ -35,8 +34,8 @@ pytestmark = [
 
 
 @pytest.fixture
-def app(asgi_server, celery_worker) -> str:
-    return start_offline_app(asgi_server, celery_worker, word_delay_ms=5)
+def app(offline_app: str) -> str:
+    return offline_app
 
 
 def customer_with(status: str, turns: int = 2, *, name: str = "Cleo") -> Customer:

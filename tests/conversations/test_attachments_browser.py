@@ -8,6 +8,7 @@ The servers and this process store files in the test's own MEDIA_ROOT."""
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 
 import pytest
@@ -36,18 +37,28 @@ def photo() -> bytes:
     return out.getvalue()
 
 
-@pytest.fixture
-def media(settings, tmp_path: Path) -> Path:
-    settings.MEDIA_ROOT = str(tmp_path / "media")
-    return tmp_path / "media"
+@pytest.fixture(scope="module")
+def module_media(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="module")
+def module_app_options(module_media: Path) -> dict[str, object]:
+    return {"word_delay_ms": 5, "MEDIA_ROOT": str(module_media)}
 
 
 @pytest.fixture
-def stack(asgi_server, celery_worker, media):
-    call_command("load_demo_kb", verbosity=0)
-    env = {"LLM_PROVIDER": "offline", "OFFLINE_WORD_DELAY_MS": "5", "MEDIA_ROOT": str(media)}
-    celery_worker(**env)
-    return asgi_server(**env)
+def media(settings, module_media: Path) -> Path:
+    """The app's media folder, emptied for each test."""
+    shutil.rmtree(module_media)
+    module_media.mkdir()
+    settings.MEDIA_ROOT = str(module_media)
+    return module_media
+
+
+@pytest.fixture
+def stack(media, offline_app):
+    return offline_app
 
 
 def agent_context(chromium, base: str, user):

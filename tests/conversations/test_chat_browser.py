@@ -10,7 +10,7 @@ from conversations.events import ReplyPublisher
 from conversations.models import Turn
 from conversations.recovery import requeue
 from conversations.replies import write_reply
-from tests.conftest import start_offline_app, store_page_conversation
+from tests.conftest import store_page_conversation
 from tests.fixtures_kb import parcels_article
 from tests.markdown_replies import (
     MARKDOWN_REPLY,
@@ -26,10 +26,13 @@ from tests.markdown_replies import (
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.worker]
 
 
+# The whole app with the offline answerer, slowed so streaming can be watched.
+OFFLINE_APP = {"word_delay_ms": 60}
+
+
 @pytest.fixture
-def stack(asgi_server, celery_worker):
-    """The whole app with the offline answerer, slowed so streaming can be watched."""
-    return start_offline_app(asgi_server, celery_worker, word_delay_ms=60)
+def stack(offline_app):
+    return offline_app
 
 
 @pytest.fixture
@@ -100,17 +103,14 @@ def test_html_in_a_message_is_shown_as_text_and_never_runs(page):
     assert page.evaluate("window.__pwned") is None
 
 
-def test_a_reply_survives_the_server_restarting_mid_stream(page, stack, asgi_server):
+def test_a_reply_survives_the_server_restarting_mid_stream(page, module_app):
     send(page, "How long does shipping take?")
     page.wait_for_function(
         """() => { const m = [...document.querySelectorAll('[role=log] [data-author=bot]')].pop();
                    return m && m.dataset.status === 'streaming'
                           && m.querySelector('.text').textContent.length > 0; }"""
     )
-    server = asgi_server.started[0]
-    port = int(stack.rsplit(":", 1)[1])
-    server.stop()  # every socket drops
-    asgi_server(port=port, LLM_PROVIDER="offline", OFFLINE_WORD_DELAY_MS="60")
+    module_app.restart_web()  # every socket drops
 
     page.wait_for_selector('[role=log] [data-author=bot][data-status="done"]', timeout=30_000)
     stored = Turn.objects.get(author="bot")

@@ -15,7 +15,6 @@ from bot.wording import ENGLISH, GERMAN
 from conversations.business_hours import support_zone
 from conversations.models import BusinessHours, Conversation, Customer, SuggestedQuestion, Turn
 from tests import personas
-from tests.conftest import start_offline_app
 from tests.conversations.test_widget_browser import host_pages, open_widget, two_sites
 from tests.inbox.test_inbox_browser import agent_context
 
@@ -34,11 +33,14 @@ SUGGESTIONS = (
 )
 
 
+OFFLINE_APP = {"word_delay_ms": 40}
+
+
 @pytest.fixture
-def stack(asgi_server, celery_worker):
+def stack(offline_app):
     for position, text in enumerate(SUGGESTIONS):
         SuggestedQuestion.objects.create(text=text, position=position)
-    return start_offline_app(asgi_server, celery_worker, word_delay_ms=40)
+    return offline_app
 
 
 def new_page(context):

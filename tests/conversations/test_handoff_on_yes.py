@@ -13,7 +13,7 @@ from conversations.escalation import ask_for_person
 from conversations.events import done_frame
 from conversations.models import Conversation, Turn
 from conversations.replies import write_reply
-from tests.conftest import open_chat, receive_until, start_offline_app
+from tests.conftest import open_chat, receive_until
 from tests.conversations.test_handoff import default_rules, on_the_server  # noqa: F401
 
 Status = Conversation.Status
@@ -252,9 +252,12 @@ async def test_a_yes_over_the_socket_is_acknowledged_without_a_reply_and_hands_o
 
 
 @pytest.fixture
-def stack(asgi_server, celery_worker):
+def stack(offline_app):
     """The whole app with the offline answerer and the demo help articles."""
-    return start_offline_app(asgi_server, celery_worker, word_delay_ms=0)
+    return offline_app
+
+
+OFFLINE_APP = {"word_delay_ms": 0}
 
 
 @pytest.fixture

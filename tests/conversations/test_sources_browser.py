@@ -65,12 +65,13 @@ def articles(transactional_db: None) -> None:
     )
 
 
+# The whole app with the offline answerer (the tests' default) and only our articles.
+OFFLINE_APP = {"word_delay_ms": 5, "demo_kb": False}
+
+
 @pytest.fixture
-def stack(articles, asgi_server, celery_worker):
-    """The whole app with the offline answerer (the tests' default) and only our articles."""
-    env = {"LLM_PROVIDER": "offline", "OFFLINE_WORD_DELAY_MS": "5"}
-    celery_worker(**env)
-    return asgi_server(**env)
+def stack(articles, offline_app):
+    return offline_app
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ keeps the widget's signed visitor token in the host page's storage instead."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlencode
 
@@ -20,12 +20,14 @@ from tests.conftest import free_port
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.worker]
 
 
-def serve_host_page(body: str) -> tuple[ThreadingHTTPServer, str]:
-    """A shop's page on another site: http://localhost:<port>/ (127.0.0.1 is another site)."""
+def serve_host_page(body: str | Mapping[str, str]) -> tuple[ThreadingHTTPServer, str]:
+    """A shop's page on another site: http://localhost:<port>/ (127.0.0.1 is another site).
+    `body`: one page for every path, or the pages by path (an empty page for any other)."""
 
     class Page(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the http.server API
-            payload = body.encode()
+            page = body if isinstance(body, str) else body.get(self.path, "")
+            payload = page.encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/html; charset=utf-8")
             self.send_header("Content-Length", str(len(payload)))
@@ -72,14 +74,41 @@ def two_sites(asgi_server, celery_worker, host_pages):
     return app, shop, elsewhere
 
 
+@pytest.fixture(scope="module")
+def module_sites() -> Iterator[tuple[str, str, str]]:
+    """(app, shop, elsewhere) as two_sites gives them, kept for the module's app (offline_app)."""
+    port = free_port()
+    app = f"http://127.0.0.1:{port}"
+    snippet = f'<script src="{app}/static/chat/widget.js" data-support-bot async></script>'
+    page = f"<!doctype html><title>Shop</title><h1>Our shop</h1>{snippet}"
+    servers = [serve_host_page(page), serve_host_page(page)]
+    yield app, servers[0][1], servers[1][1]
+    for server, _ in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def module_app_options(module_sites: tuple[str, str, str]) -> dict[str, object]:
+    app, shop, _ = module_sites
+    port = int(app.rsplit(":", 1)[1])
+    return {"port": port, "WIDGET_ANY_SITE": "0", "WIDGET_ALLOWED_ORIGINS": shop}
+
+
+@pytest.fixture
+def shared_two_sites(module_sites, offline_app):
+    """two_sites on the module's app: started once for the module's tests."""
+    return module_sites
+
+
 def open_widget(page, url: str):
     page.goto(url)
     page.get_by_role("button", name="Open chat").click()
     return page.frame_locator("#support-bot-frame")
 
 
-def test_the_widget_on_another_site_answers_and_keeps_the_conversation(chromium, two_sites):
-    app, shop, _ = two_sites
+def test_the_widget_on_another_site_answers_and_keeps_the_conversation(chromium, shared_two_sites):
+    app, shop, _ = shared_two_sites
     assert shop.split(":")[1] != app.split(":")[1]  # localhost and 127.0.0.1: two sites
     context = chromium.new_context()
     try:
@@ -118,8 +147,8 @@ def test_the_widget_on_another_site_answers_and_keeps_the_conversation(chromium,
         context.close()
 
 
-def test_a_site_not_allowed_gets_no_chat_and_a_clear_message(chromium, two_sites):
-    app, _, elsewhere = two_sites
+def test_a_site_not_allowed_gets_no_chat_and_a_clear_message(chromium, shared_two_sites):
+    app, _, elsewhere = shared_two_sites
     context = chromium.new_context()
     try:
         page = context.new_page()
@@ -132,7 +161,7 @@ def test_a_site_not_allowed_gets_no_chat_and_a_clear_message(chromium, two_sites
         # A loader that lies about its site is stopped by the browser: frame-ancestors.
         console: list[str] = []
         page.on("console", lambda message: console.append(message.text))
-        lying = f"{app}/chat/?" + urlencode({"embed": "1", "site": two_sites[1]})
+        lying = f"{app}/chat/?" + urlencode({"embed": "1", "site": shared_two_sites[1]})
         page.evaluate(
             """(src) => { const f = document.createElement('iframe'); f.id = 'liar';
                           f.src = src; document.body.append(f); }""",
@@ -146,8 +175,8 @@ def test_a_site_not_allowed_gets_no_chat_and_a_clear_message(chromium, two_sites
         context.close()
 
 
-def test_an_operator_allows_a_site_in_the_admin_and_its_widget_works(chromium, two_sites):
-    _, _, elsewhere = two_sites
+def test_an_operator_allows_a_site_in_the_admin_and_its_widget_works(chromium, shared_two_sites):
+    _, _, elsewhere = shared_two_sites
     WidgetSite.objects.create(origin=elsewhere)  # the configuration cache tells every process
     context = chromium.new_context()
     try:

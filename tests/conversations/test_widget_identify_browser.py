@@ -6,7 +6,6 @@ Each browser context is another browser with fresh storage."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from conversations.identity import user_hash
 from conversations.models import Conversation, Customer
 from tests.conftest import free_port
+from tests.conversations.test_widget_browser import serve_host_page
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.worker]
 
@@ -40,36 +40,24 @@ def shop(asgi_server, celery_worker) -> Iterator[tuple[str, str]]:
     """(app, shop): the app on 127.0.0.1 and the shop on localhost, whose pages are
     /signed-in (Ada, signed by the shop's server), /forged (Ada, a wrong hash) and /anonymous
     (nobody signed in; the test signs in later)."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     from django.core.management import call_command
 
     call_command("load_demo_kb", verbosity=0)
     port = free_port()
     app = f"http://127.0.0.1:{port}"
     loader = f'<script src="{app}/static/chat/widget.js" data-support-bot async></script>'
-    pages = {
+    calls = {
         "/signed-in": identify_call("user-ada"),
         "/forged": identify_call("user-ada", signed_with="not the shop's secret"),
         "/anonymous": "",
     }
-
-    class Page(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server API
-            script = f"<script>{STUB} {pages.get(self.path, '')}</script>"
-            body = f"<!doctype html><title>Shop</title><h1>Our shop</h1>{script}{loader}".encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    shop_origin = f"http://localhost:{server.server_address[1]}"
+    server, shop_origin = serve_host_page(
+        {
+            path: f"<!doctype html><title>Shop</title><h1>Our shop</h1>"
+            f"<script>{STUB} {call}</script>{loader}"
+            for path, call in calls.items()
+        }
+    )
     env = {"LLM_PROVIDER": "offline", "OFFLINE_WORD_DELAY_MS": "5"}
     celery_worker(**env)
     asgi_server(

@@ -12,7 +12,12 @@ from conversations.models import Conversation, Turn
 from inbox import services as inbox_services
 from tests.a11y import assert_no_serious_violations
 from tests.conversations.test_chat_browser import in_thread
-from tests.conversations.test_widget_browser import host_pages, open_widget, two_sites
+from tests.conversations.test_widget_browser import (
+    module_app_options,
+    module_sites,
+    open_widget,
+    shared_two_sites,
+)
 from tests.personas import make_user
 
 pytestmark = [
@@ -24,7 +29,7 @@ pytestmark = [
     ),
 ]
 
-__all__ = ["host_pages", "two_sites"]  # fixtures this module uses
+__all__ = ["module_app_options", "module_sites", "shared_two_sites"]  # fixtures used here
 
 
 def launcher(page):
@@ -50,8 +55,10 @@ def start_chatting(page, shop: str):
     return frame
 
 
-def test_it_closes_the_widget_on_esc_and_gives_focus_back_to_the_launcher(chromium, two_sites):
-    _, shop, _ = two_sites
+def test_it_closes_the_widget_on_esc_and_gives_focus_back_to_the_launcher(
+    chromium, shared_two_sites
+):
+    _, shop, _ = shared_two_sites
     context = chromium.new_context()
     try:
         page = context.new_page()
@@ -81,8 +88,10 @@ def test_it_closes_the_widget_on_esc_and_gives_focus_back_to_the_launcher(chromi
         context.close()
 
 
-def test_the_launcher_counts_replies_that_arrive_while_the_widget_is_closed(chromium, two_sites):
-    _, shop, _ = two_sites
+def test_the_launcher_counts_replies_that_arrive_while_the_widget_is_closed(
+    chromium, shared_two_sites
+):
+    _, shop, _ = shared_two_sites
     agent = make_user("anna", "Anna", None)
     context = chromium.new_context()
     try:
@@ -123,9 +132,9 @@ def test_the_launcher_counts_replies_that_arrive_while_the_widget_is_closed(chro
 
 
 def test_a_page_that_is_not_the_chat_frame_cannot_close_the_widget_or_add_unread(
-    chromium, two_sites
+    chromium, shared_two_sites
 ):
-    _, shop, _ = two_sites
+    _, shop, _ = shared_two_sites
     context = chromium.new_context()
     try:
         page = context.new_page()
@@ -149,11 +158,11 @@ def test_a_page_that_is_not_the_chat_frame_cannot_close_the_widget_or_add_unread
 
 
 def test_a_closed_widget_pings_at_the_relaxed_pace_and_checks_at_once_when_opened(
-    chromium, two_sites
+    chromium, shared_two_sites
 ):
     """Nobody watches a closed widget: it does not ping every 4 s (docs/protocol.md#heartbeat),
     and opening it checks the connection at once."""
-    _, shop, _ = two_sites
+    _, shop, _ = shared_two_sites
     context = chromium.new_context()
     try:
         page = context.new_page()

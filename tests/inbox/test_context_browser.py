@@ -7,9 +7,7 @@ their email (a bad one first)."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.core.management import call_command
@@ -18,6 +16,7 @@ from conversations.identity import user_hash
 from conversations.models import Conversation, Customer, Turn
 from tests import personas
 from tests.conftest import free_port
+from tests.conversations.test_widget_browser import serve_host_page
 from tests.inbox.test_inbox_browser import agent_context
 
 alice_agent = personas.alice_agent
@@ -44,28 +43,15 @@ def shop(asgi_server, celery_worker) -> Iterator[tuple[str, str]]:
         "attributes": {"plan": "Pro"},
     }
     loader = f'<script src="{app}/static/chat/widget.js" data-support-bot async></script>'
-    pages = {
-        "/landing": '<a href="/products/lamp?color=red">The lamp</a>',
-        "/products/lamp?color=red": (
-            f"<script>{STUB} SupportBot('identify', {json.dumps(ada)});</script>{loader}"
-        ),
-    }
-
-    class Page(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server API
-            body = f"<!doctype html><title>Shop</title>{pages.get(self.path, '')}".encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    shop_origin = f"http://localhost:{server.server_address[1]}"
+    head = "<!doctype html><title>Shop</title>"
+    server, shop_origin = serve_host_page(
+        {
+            "/landing": f'{head}<a href="/products/lamp?color=red">The lamp</a>',
+            "/products/lamp?color=red": (
+                f"{head}<script>{STUB} SupportBot('identify', {json.dumps(ada)});</script>{loader}"
+            ),
+        }
+    )
     env = {"LLM_PROVIDER": "offline", "OFFLINE_WORD_DELAY_MS": "5"}
     celery_worker(**env)
     asgi_server(

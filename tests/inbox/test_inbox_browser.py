@@ -9,7 +9,6 @@ import re
 
 import pytest
 from django.conf import settings
-from django.core.management import call_command
 from django.test import Client
 
 from conversations.models import Conversation, EscalationRule
@@ -21,13 +20,13 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pyte
 
 
 @pytest.fixture
-def stack(asgi_server, celery_worker):
-    call_command("load_demo_kb", verbosity=0)
+def stack(offline_app):
     # Transactional tests empty the tables, the default rules' data migration included.
     EscalationRule.objects.get_or_create(kind="handoff_phrase", pattern="talk to a person")
-    env = {"LLM_PROVIDER": "offline", "OFFLINE_WORD_DELAY_MS": "20"}
-    celery_worker(**env)
-    return asgi_server(**env)
+    return offline_app
+
+
+OFFLINE_APP = {"word_delay_ms": 20}
 
 
 def agent_context(chromium, base: str, user, **options):

@@ -131,7 +131,7 @@ async def test_it_sends_an_assist_result_to_the_requesting_agent_only(
     )
     frames = await receive_until(alice, lambda f: f["type"] == "assist")
     assert frames[-1]["kind"] == "summary"
-    assert frames[-1]["text"].startswith("Customer's request: Where is my parcel?")
+    assert frames[-1]["text"].startswith("Latest problem: Where is my parcel?")
     await nothing_more(bob)
     await nothing_more(customer)
     await customer.disconnect()

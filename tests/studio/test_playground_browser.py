@@ -5,7 +5,6 @@ the tokens and the latency. No customer sees it and nothing is stored as a turn.
 from __future__ import annotations
 
 import pytest
-from django.core.management import call_command
 
 from conversations.models import Conversation, Turn
 from studio import services
@@ -27,13 +26,13 @@ olivia_operator = personas.olivia_operator
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.worker]
 
 
+# Slow words, so the page is seen mid-reply.
+OFFLINE_APP = {"word_delay_ms": 60}
+
+
 @pytest.fixture
-def stack(asgi_server, celery_worker):
-    call_command("load_demo_kb", verbosity=0)
-    # Slow words, so the page is seen mid-reply.
-    env = {"LLM_PROVIDER": "offline", "OFFLINE_WORD_DELAY_MS": "60"}
-    celery_worker(**env)
-    return asgi_server(**env)
+def stack(offline_app):
+    return offline_app
 
 
 def test_the_playground_streams_a_drafts_reply_and_shows_what_was_sent(
