@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 PROD_REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: run test test-default test-production install install-test browser lint bench faults fake-llm clean
+.PHONY: run test test-default test-production install install-test browser lint bench bench-inbox faults fake-llm clean
 
 $(VENV)/.python-ok:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Support Bot needs Python 3.11 or newer")'
@@ -69,6 +69,11 @@ lint: install-test
 ## the commit before in the same run: make bench BENCH_ARGS="--compare HEAD~1".
 bench: install-test
 	$(PY) bench/load.py $(BENCH_ARGS)
+
+## The inbox at 100,000 conversations and 2 million turns (bench/inbox.py): seeds its own fresh
+## Postgres database (BENCH_POSTGRES, default postgres://postgres@127.0.0.1:5432), prints p50/p95.
+bench-inbox: install-test
+	$(PY) bench/inbox.py $(BENCH_ARGS)
 
 ## Faults injected while customers are mid-reply (bench/faults.py); fails on anything lost,
 ## doubled or hung, or a recovery over 10 s. Options: make faults FAULTS_ARGS="--quick".

@@ -29,6 +29,7 @@ AGENT_PERMISSIONS = (
     "conversations.view_customer",
     "inbox.view_note",
     "inbox.view_cannedresponse",
+    "inbox.view_label",
     "knowledge.view_article",
 )
 OPERATOR_PERMISSIONS = AGENT_PERMISSIONS + (
@@ -40,6 +41,7 @@ OPERATOR_PERMISSIONS = AGENT_PERMISSIONS + (
             ("knowledge", "examplequestion"),
             ("conversations", "escalationrule"),
             ("inbox", "cannedresponse"),
+            ("inbox", "label"),
             ("conversations", "businesshours"),
             ("conversations", "greeting"),
             ("conversations", "suggestedquestion"),

@@ -17,7 +17,7 @@ from conversations.models import Conversation, staff_name
 from conversations.transcript import Entry, Link
 
 from . import exports, services
-from .models import CannedResponse, Note
+from .models import CannedResponse, Label, Note
 
 
 def note_entries(request: HttpRequest, conversation: Conversation) -> list[Entry]:
@@ -81,3 +81,11 @@ def _download(lines: Iterable[str], content_type: str, extension: str) -> Stream
 ConversationAdmin.extend(
     actions=[export_csv, export_jsonl], entries=[note_entries], links=[inbox_link]
 )
+
+
+@admin.register(Label)
+class LabelAdmin(admin.ModelAdmin[Label]):
+    """Operators manage the labels agents put on conversations (inbox.add_label etc.)."""
+
+    list_display = ["name", "colour", "description"]
+    search_fields = ["name"]

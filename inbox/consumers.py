@@ -88,8 +88,9 @@ class InboxConsumer(FrameConsumer):
         }
 
     async def _on_list(self, frame: dict[str, Any]) -> None:
-        rows = await database_sync_to_async(services.inbox_rows)()
-        await self._send({"type": "inbox", "rows": rows})
+        # The first page of the default view (the page itself reads pages over HTTP).
+        page = await database_sync_to_async(services.inbox_rows)(self.user)
+        await self._send({"type": "inbox", **page})
 
     def _conversation_id(self, frame: dict[str, Any]) -> uuid.UUID:
         try:

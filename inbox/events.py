@@ -15,13 +15,13 @@ Every message uses conversations.events' "frame.forward" format (the frame seria
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
-from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, F, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce, Left
 
 from conversations.context import visitor_label
@@ -29,10 +29,11 @@ from conversations.events import group_message
 from conversations.models import Conversation, Turn, staff_name
 
 from . import presence, viewers
-from .models import Note
+from .models import ConversationLabel, Note, ReadMarker
 
 INBOX_GROUP = "inbox"
 PREVIEW_CHARS = 140
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def notes_group(conversation_id: uuid.UUID | str) -> str:
@@ -46,33 +47,52 @@ def user_group(user_id: int) -> str:
 # --- Inbox rows -------------------------------------------------------------------------------
 
 
-def rows_queryset() -> QuerySet[Conversation]:
+def annotate_rows(queryset: QuerySet[Conversation], agent: Any = None) -> QuerySet[Conversation]:
     """Conversations annotated with everything a row shows, in one query (correlated
-    subqueries on the turns' (conversation, -id) index)."""
+    subqueries on the turns' (conversation, -id) index). Unread: customer messages after
+    `agent`'s own read marker; without an agent (rows sent to every agent), after the team's
+    shared Conversation.agent_read_at."""
     turns = Turn.objects.filter(conversation=OuterRef("pk"))
     last = turns.exclude(author=Turn.Author.SYSTEM).exclude(text="").order_by("-id")
     customer_turns = turns.filter(author=Turn.Author.CUSTOMER)
-    unread = (
-        customer_turns.filter(
-            Q(created_at__gt=OuterRef("agent_read_at")) | Q(conversation__agent_read_at=None)
+    if agent is None:
+        read_at: Any = OuterRef("agent_read_at")
+    else:
+        read_at = Subquery(
+            ReadMarker.objects.filter(conversation=OuterRef(OuterRef("pk")), user=agent).values(
+                "read_at"
+            )[:1]
         )
+    unread = (
+        customer_turns.filter(created_at__gt=Coalesce(read_at, Value(EPOCH)))
         .order_by()
         .values("conversation")
         .annotate(n=Count("id"))
         .values("n")
     )
-    return Conversation.objects.select_related("customer", "assignee").annotate(
+    return queryset.select_related("customer", "assignee").annotate(
         preview=Left(Subquery(last.values("text")[:1]), PREVIEW_CHARS),
         preview_author=Subquery(last.values("author")[:1]),
-        last_customer_at=Coalesce(
-            F("last_customer_message_at"),
-            Subquery(customer_turns.order_by("-id").values("created_at")[:1]),
-        ),
-        last_agent_at=Subquery(
-            turns.filter(author=Turn.Author.AGENT).order_by("-id").values("created_at")[:1]
-        ),
+        # Kept by database triggers (inbox.models.Waiting): no subquery per row.
+        waiting_since=F("waiting__since"),
         unread=Coalesce(Subquery(unread), 0),
     )
+
+
+def rows_queryset() -> QuerySet[Conversation]:
+    return annotate_rows(Conversation.objects.all())
+
+
+def attach_labels(conversations: list[Conversation]) -> None:
+    """Each conversation's labels as `row_labels`, in one query for all of them."""
+    by_conversation: dict[Any, list[dict[str, object]]] = {c.pk: [] for c in conversations}
+    if not conversations:
+        return
+    links = ConversationLabel.objects.filter(conversation__in=list(by_conversation))
+    for link in links.select_related("label").order_by("label__name"):
+        by_conversation[link.conversation_id].append(link.label.as_event())
+    for conversation in conversations:
+        conversation.row_labels = by_conversation[conversation.pk]  # type: ignore[attr-defined]
 
 
 def customer_label(conversation: Conversation) -> str:
@@ -88,13 +108,9 @@ def _iso(value: datetime | None) -> str | None:
 
 def row(conversation: Conversation) -> dict[str, Any]:
     """A conversation annotated by rows_queryset() as the inbox shows it."""
-    last_customer_at: datetime | None = getattr(conversation, "last_customer_at", None)
-    last_agent_at: datetime | None = getattr(conversation, "last_agent_at", None)
-    waiting = (
-        conversation.status != Conversation.Status.RESOLVED
-        and last_customer_at is not None
-        and (last_agent_at is None or last_customer_at > last_agent_at)
-    )
+    since: datetime | None = getattr(conversation, "waiting_since", None)
+    # Only where a person is expected: an open conversation is the bot's to answer.
+    waiting = since if conversation.status == Conversation.Status.PENDING else None
     assignee = conversation.assignee
     return {
         "id": str(conversation.pk),
@@ -103,7 +119,8 @@ def row(conversation: Conversation) -> dict[str, Any]:
         "preview": getattr(conversation, "preview", None) or "",
         "preview_author": getattr(conversation, "preview_author", None),
         "last_message_at": _iso(conversation.last_message_at),
-        "waiting_since": _iso(last_customer_at) if waiting else None,
+        "waiting_since": _iso(waiting),
+        "last_customer_message_at": _iso(conversation.last_customer_message_at),
         "unread": int(getattr(conversation, "unread", 0) or 0),
         "assignee": {"id": assignee.pk, "name": staff_name(assignee)} if assignee else None,
         "escalation_reason": conversation.escalation_reason or None,
@@ -112,12 +129,17 @@ def row(conversation: Conversation) -> dict[str, Any]:
         "resolved_at": _iso(conversation.resolved_at),
         "rating": conversation.rating,
         "created": _iso(conversation.created_at),
+        "labels": getattr(conversation, "row_labels", []),
     }
 
 
-def row_for(conversation_id: uuid.UUID | str) -> dict[str, Any] | None:
-    conversation = rows_queryset().filter(pk=conversation_id).first()
-    return row(conversation) if conversation else None
+def row_for(conversation_id: uuid.UUID | str, agent: Any = None) -> dict[str, Any] | None:
+    """The row of one conversation; unread counted for `agent` (None: the team's)."""
+    conversation = annotate_rows(Conversation.objects.filter(pk=conversation_id), agent).first()
+    if conversation is None:
+        return None
+    attach_labels([conversation])
+    return row(conversation)
 
 
 def _send(group: str, frame: dict[str, Any]) -> None:

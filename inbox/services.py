@@ -43,8 +43,8 @@ from conversations.models import Conversation, Turn, display_name
 from conversations.selectors import conversation_snapshot
 from conversations.state import conversation_changed
 
-from . import events
-from .models import Note
+from . import events, selectors
+from .models import ConversationLabel, Label, Note, ReadMarker
 from .tasks import assist
 
 Status = Conversation.Status
@@ -290,6 +290,7 @@ def _agent_reply(
     Conversation.objects.filter(pk=conversation.pk).update(
         last_message_at=now, agent_read_at=now, updated_at=now
     )
+    _read_up_to(conversation.pk, agent, now)
     send_turn_on_commit(turn)
     events.notify_inbox_on_commit(conversation.pk)
     # Emailed if the customer hasn't seen it after a while (docs/email.md).
@@ -361,12 +362,21 @@ def reopen(conversation_id: uuid.UUID | str, agent: User) -> Conversation:
     return conversation
 
 
+def _read_up_to(conversation_id: uuid.UUID, agent: User, when: datetime) -> None:
+    ReadMarker.objects.update_or_create(
+        conversation_id=conversation_id, user=agent, defaults={"read_at": when}
+    )
+
+
 def mark_read(conversation_id: uuid.UUID | str, agent: User) -> None:
-    """The agent has seen every customer message so far."""
+    """This agent has seen every customer message so far (their own read marker; the team's
+    shared agent_read_at moves too, for what reads it)."""
+    pk = _uuid(conversation_id)
     with transaction.atomic():
         now = _now()
-        if not Conversation.objects.filter(pk=_uuid(conversation_id)).update(agent_read_at=now):
+        if not Conversation.objects.filter(pk=pk).update(agent_read_at=now):
             raise NotFound("This conversation does not exist.")
+        _read_up_to(pk, agent, now)
         events.notify_inbox_on_commit(conversation_id)
 
 
@@ -398,25 +408,71 @@ def wake_snoozed(now: datetime | None = None) -> int:
 # --- Reading ----------------------------------------------------------------------------------
 
 
-STATUS_ORDER = {Status.PENDING: 0, Status.OPEN: 1, Status.SNOOZED: 2, Status.RESOLVED: 3}
-
-
-def inbox_rows(resolved_limit: int = 50, limit: int = 500) -> list[dict[str, Any]]:
-    """The inbox: pending, then open, snoozed and the latest resolved; within a status the
-    longest-waiting first (resolved: the latest first)."""
+def inbox_rows(agent: User, params: dict[str, str] | None = None) -> dict[str, Any]:
+    """One page of the inbox for `agent` (inbox.selectors): {"rows", "next_cursor"}. Snoozed
+    conversations whose time has come wake first."""
+    try:
+        query = selectors.parse_query(params or {})
+    except selectors.BadQuery as bad:
+        error = Invalid(bad.message)
+        error.code = bad.code
+        raise error from None
     wake_snoozed()
-    active = list(
-        events.rows_queryset().exclude(status=Status.RESOLVED).order_by("-last_message_at")[:limit]
+    page = selectors.inbox_page(query, agent)
+    return {"rows": page.rows, "next_cursor": page.next_cursor}
+
+
+# --- Labels -----------------------------------------------------------------------------------
+
+
+def _label(value: object) -> Label:
+    """A label by id or name (any case); agents pick existing labels only."""
+    label = None
+    if type(value) is int:
+        label = Label.objects.filter(pk=value).first()
+    elif isinstance(value, str) and value.strip():
+        label = Label.objects.filter(name__iexact=value.strip()).first()
+    else:
+        raise Invalid("Send label: a label's id or name.")
+    if label is None:
+        error = Invalid("There is no such label: an administrator creates labels.")
+        error.code = "unknown_label"
+        raise error
+    return label
+
+
+@transaction.atomic
+def add_label(
+    conversation_id: uuid.UUID | str, agent: User, label: object
+) -> list[dict[str, object]]:
+    """Put an existing label on the conversation (again: nothing changes). Every agent's row
+    updates after commit."""
+    chosen = _label(label)
+    conversation = _get(conversation_id)
+    ConversationLabel.objects.get_or_create(
+        conversation=conversation, label=chosen, defaults={"added_by": agent}
     )
-    resolved = list(
-        events.rows_queryset()
-        .filter(status=Status.RESOLVED)
-        .order_by("-resolved_at")[:resolved_limit]
-    )
-    rows = [events.row(c) for c in active]
-    far = "9999"
-    rows.sort(key=lambda r: (STATUS_ORDER.get(r["status"], 9), r["waiting_since"] or far))
-    return rows + [events.row(c) for c in resolved]
+    events.notify_inbox_on_commit(conversation.pk)
+    return conversation_labels(conversation.pk)
+
+
+@transaction.atomic
+def remove_label(
+    conversation_id: uuid.UUID | str, agent: User, label: object
+) -> list[dict[str, object]]:
+    chosen = _label(label)
+    conversation = _get(conversation_id)
+    ConversationLabel.objects.filter(conversation=conversation, label=chosen).delete()
+    events.notify_inbox_on_commit(conversation.pk)
+    return conversation_labels(conversation.pk)
+
+
+def conversation_labels(conversation_id: uuid.UUID | str) -> list[dict[str, object]]:
+    """The conversation's labels by name; NotFound for no such conversation."""
+    if not Conversation.objects.filter(pk=_uuid(conversation_id)).exists():
+        raise NotFound("This conversation does not exist.")
+    links = ConversationLabel.objects.filter(conversation_id=conversation_id)
+    return [link.label.as_event() for link in links.select_related("label").order_by("label__name")]
 
 
 def conversation_for_agent(conversation_id: uuid.UUID | str) -> dict[str, Any]:

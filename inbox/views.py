@@ -18,13 +18,13 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from conversations import attachments
 from conversations.models import Conversation, display_name
 
 from . import away as away_setting
-from . import events, notify, presence, services
+from . import events, notify, presence, selectors, services
 from .models import CannedResponse
 
 View = Callable[..., HttpResponse]
@@ -122,13 +122,12 @@ def _page_context(request: HttpRequest) -> dict[str, Any]:
 @require_GET
 @agent_page()
 def inbox_page(request: HttpRequest) -> HttpResponse:
-    groups = [
-        ("pending", "Pending"),
-        ("open", "With the bot"),
-        ("snoozed", "Snoozed"),
-        ("resolved", "Resolved"),
-    ]
-    return render(request, "inbox/inbox.html", {**_page_context(request), "groups": groups})
+    filters = {
+        "agents": services.assignable_agents(),
+        "labels": selectors.labels(),
+        "ratings": range(1, 6),
+    }
+    return render(request, "inbox/inbox.html", {**_page_context(request), **filters})
 
 
 @require_GET
@@ -167,7 +166,26 @@ def conversation_page(request: HttpRequest, conversation_id: UUID) -> HttpRespon
 @require_GET
 @agent_api(services.WORK_INBOX)
 def inbox_rows(request: HttpRequest) -> HttpResponse:
-    return JsonResponse({"rows": services.inbox_rows()})
+    """?view=&status=&assignee=&label=&rating=&from=&to=&q=&cursor=&limit=&id= (docs/inbox.md)."""
+    return JsonResponse(services.inbox_rows(request.user, request.GET.dict()))
+
+
+@require_GET
+@agent_api(services.WORK_INBOX)
+def labels(request: HttpRequest) -> HttpResponse:
+    return JsonResponse({"labels": selectors.labels()})
+
+
+@require_http_methods(["GET", "POST", "DELETE"])
+@agent_api(services.WORK_INBOX)
+def conversation_labels(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    """GET the labels; POST {"label": id or name} adds one, DELETE {"label"} removes it."""
+    if request.method == "GET":
+        return JsonResponse({"labels": services.conversation_labels(conversation_id)})
+    change = services.add_label if request.method == "POST" else services.remove_label
+    return JsonResponse(
+        {"labels": change(conversation_id, request.user, _body(request).get("label"))}
+    )
 
 
 @require_GET

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from conversations.models import Conversation, Customer, Turn
 from inbox.models import Note
@@ -45,6 +46,11 @@ def test_the_inbox_list_and_a_conversation_have_no_serious_axe_violations(
     Note.objects.create(conversation=mine, author=alice_agent, text="VIP customer")
     Conversation.objects.create(
         customer=Customer.objects.create(display_name="Enzo"), status="resolved"
+    )
+    # Listed once the customer wrote (the services set these; the turns above were made
+    # directly).
+    Conversation.objects.filter(pk__in=[waiting.pk, mine.pk]).update(
+        last_customer_message_at=timezone.now(), last_message_at=timezone.now()
     )
 
     found: dict[str, list[dict[str, Any]]] = {}

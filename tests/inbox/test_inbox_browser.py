@@ -58,7 +58,7 @@ def test_it_hands_a_customer_to_an_agent_and_back_to_a_rating(chromium, stack, a
 
         agent.goto(f"{stack}/agent/")
         agent.wait_for_selector(".connection-status[data-state=connected]")
-        pending_rows = agent.locator('.inbox-group[data-status="pending"] .inbox-row')
+        pending_rows = agent.locator('.inbox-row[data-status="pending"]')
         assert pending_rows.count() == 0
 
         # The customer asks the bot, then for a person.

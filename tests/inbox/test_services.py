@@ -168,7 +168,7 @@ def test_it_wakes_snoozed_conversations_when_listing_and_by_command(pending, ali
     Conversation.objects.filter(pk=pending.pk).update(
         snoozed_until=timezone.now() - timedelta(seconds=1)
     )
-    rows = services.inbox_rows()
+    rows = services.inbox_rows(alice_agent)["rows"]
     assert [r["status"] for r in rows if r["id"] == str(pending.pk)] == ["pending"]
     services.snooze(pending.pk, alice_agent, timezone.now() + timedelta(minutes=5))
     Conversation.objects.filter(pk=pending.pk).update(
@@ -197,13 +197,16 @@ def test_it_lists_pending_first_with_unread_and_waiting(
     open_one = C.objects.create(customer=bob)
     chat_services.post_customer_message(open_one, "b-1", "Hi")
     resolved = C.objects.create(customer=bob, status="resolved", resolved_at=timezone.now())
-    rows = services.inbox_rows()
-    assert [r["id"] for r in rows] == [str(pending.pk), str(open_one.pk), str(resolved.pk)]
+    chat_services.post_customer_message(resolved, "b-2", "Thanks")
+    C.objects.filter(pk=resolved.pk).update(status="resolved")
+    rows = services.inbox_rows(alice_agent, {"status": "all"})["rows"]
+    # Waiting (pending) first, then the latest activity first.
+    assert [r["id"] for r in rows] == [str(pending.pk), str(resolved.pk), str(open_one.pk)]
     row = rows[0]
     assert row["customer"] == "Alice" and row["preview"] == "Where is my parcel?"
     assert row["unread"] == 1 and row["waiting_since"]
     services.mark_read(pending.pk, alice_agent)
-    assert row_for(pending.pk)["unread"] == 0
+    assert row_for(pending.pk, alice_agent)["unread"] == 0
     services.agent_reply(pending.pk, alice_agent, "Let me check.")
     row = row_for(pending.pk)
     assert row["waiting_since"] is None and row["assignee"] == {
