@@ -242,13 +242,33 @@
 
   // --- Frames ---------------------------------------------------------------------------------------
 
+  // inbox.row frames go to every agent and count unread for the whole team; what this agent
+  // has not read comes from the inbox API, as its own rows (docs/inbox.md#honest-counters).
+  const asked = new Map(); // id -> the number of the latest read of that row
+
+  async function mine(row) {
+    if (!row || typeof row.id !== "string") return null;
+    if (row.status !== "pending" || !(!row.assignee || row.assignee.id === meId)) return row;
+    const n = (asked.get(row.id) || 0) + 1;
+    asked.set(row.id, n);
+    try {
+      const query = `status=all&id=${encodeURIComponent(row.id)}`;
+      const response = await fetch(`/agent/api/inbox/?${query}`, { credentials: "same-origin" });
+      if (!response.ok || asked.get(row.id) !== n) return null; // a later frame's read wins
+      const data = await response.json();
+      return (data.rows || [])[0] || { ...row, unread: 0 };
+    } catch (_error) {
+      return null;
+    }
+  }
+
   document.addEventListener("agent:frame", (event) => {
     const frame = event.detail;
     if (!frame || typeof frame.type !== "string") return;
     if (frame.type === "inbox" && Array.isArray(frame.rows)) {
       frame.rows.forEach((row) => remember(row, false));
     } else if (frame.type === "inbox.row") {
-      remember(frame.row, true);
+      mine(frame.row).then((row) => row && remember(row, true));
     } else if (frame.type === "away") {
       showAway(Boolean(frame.away));
     }

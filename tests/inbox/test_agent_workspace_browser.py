@@ -83,13 +83,14 @@ def test_an_agent_is_notified_searches_filters_opens_by_keyboard_reads_context_a
 
         # Search and filter: the view, the status, the words of the message.
         anna.get_by_role("button", name="Unassigned").click()
-        anna.get_by_label("Status").select_option(label="Pending")
+        anna.get_by_label("Status", exact=True).select_option(label="Pending")
         anna.wait_for_function("() => document.querySelectorAll('.inbox-row').length === 2")
         anna.get_by_role("searchbox", name="Search").fill("parcel")
         anna.wait_for_function("() => document.querySelectorAll('.inbox-row').length === 1")
         assert rows_shown(anna) == [str(parcel.pk)]
 
-        # Shortcut: j selects the row, Enter opens it.
+        # Shortcut: out of the search box, j selects the row, Enter opens it.
+        anna.evaluate("document.activeElement.blur()")
         anna.keyboard.press("j")
         row = anna.locator(f'.inbox-row[data-conversation-id="{parcel.pk}"]')
         assert row.get_attribute("aria-current") == "true"

@@ -127,24 +127,29 @@ async def test_it_tells_the_agents_other_tabs(alice_agent, bob_agent):
 
 
 @pytest.mark.django_db
-def test_notifications_start_from_my_and_unassigned_unread_handovers(
+def test_notifications_start_from_my_and_unassigned_handovers_unread_by_me(
     alice, bob, alice_agent, bob_agent, django_assert_max_num_queries
 ):
     from django.utils import timezone
 
-    def conversation(customer, status, assignee=None, read=False):
+    from inbox.models import ReadMarker
+
+    def conversation(customer, status, assignee=None, read_by=None):
         made = Conversation.objects.create(customer=customer, status=status, assignee=assignee)
         Turn.objects.create(conversation=made, author="customer", text="Hello?")
         now = timezone.now()
+        # The team's shared marker says read: only each agent's own counts.
         Conversation.objects.filter(pk=made.pk).update(
-            last_customer_message_at=now, agent_read_at=now if read else None
+            last_customer_message_at=now, agent_read_at=now
         )
+        if read_by:
+            ReadMarker.objects.create(conversation=made, user=read_by, read_at=now)
         return str(made.pk)
 
-    unassigned = conversation(alice, "pending")
+    unassigned = conversation(alice, "pending", read_by=bob_agent)  # Bob read it, Anna not
     mine = conversation(bob, "pending", assignee=alice_agent)
     conversation(alice, "pending", assignee=bob_agent)  # Bob's
-    conversation(bob, "pending", assignee=alice_agent, read=True)  # read already
+    conversation(bob, "pending", assignee=alice_agent, read_by=alice_agent)  # read already
     conversation(alice, "open")  # with the bot
 
     client = logged_in(alice_agent)
