@@ -269,3 +269,36 @@ def test_it_filters_by_the_browsers_language(alice, bob, alice_agent):
     assert ids(listed(client, language="de")) == [str(swiss.pk)]
     assert ids(listed(client, language="EN")) == [str(english.pk)]
     assert ids(listed(client, language="fr")) == []
+
+
+def test_a_common_word_searched_chunk_by_chunk_lists_the_same_pages(
+    alice, alice_agent, monkeypatch
+):
+    """Postgres checks the waiting conversations a chunk at a time for a word in most turns
+    (bench/inbox.py: 483 → 65 ms p95 at 100k); here forced on either database, with chunks of
+    3, it must give the very pages the one-query plan gives, cursor after cursor."""
+    from inbox import selectors
+
+    now = timezone.now()
+    for n in range(11):
+        conversation = Conversation.objects.create(customer=alice, status="pending")
+        text = f"my parcel {n}" if n % 3 else f"something else {n}"
+        wrote(conversation, text, f"p-{n}")
+        at(conversation, text, now - timedelta(minutes=60 - n))
+    client = logged_in(alice_agent)
+
+    def all_pages() -> list[list[str]]:
+        pages, page = [], listed(client, q="parcel", limit=2)
+        while True:
+            pages.append(ids(page))
+            if not page["next_cursor"]:
+                return pages
+            page = listed(client, q="parcel", limit=2, cursor=page["next_cursor"])
+
+    one_query = all_pages()
+    monkeypatch.setattr(selectors, "WAITING_CHUNK", 3)
+    monkeypatch.setattr(selectors, "is_common_word", lambda search: bool(search))
+    chunked = all_pages()
+
+    assert chunked == one_query
+    assert sum(len(page) for page in chunked) == 7  # the seven that mention a parcel
