@@ -112,7 +112,7 @@ def test_it_leaves_a_withdrawn_reply_out_of_the_next_prompt_the_exports_and_the_
     assert answered.pk in message_ids and withdrawn.pk not in message_ids
     assert "withdrawn" not in {m["status"] for m in record["messages"]}
 
-    assist_ids = [t.pk for t in assist._turns(conversation.pk)]
+    assist_ids = assist.read_conversation(conversation).ids
     assert answered.pk in assist_ids and withdrawn.pk not in assist_ids
 
     # The agent's view leaves it out; the customer's snapshot keeps it, marked withdrawn, so a
