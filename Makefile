@@ -52,11 +52,11 @@ test: install-test browser lint test-default test-production
 
 test-default:
 	@echo "=== Embedded default: SQLite + embedded Redis ==="
-	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest
+	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest --durations=25
 
 test-production:
 	@echo "=== Production path: Postgres + Redis ==="
-	DATABASE_URL=$(PG_URL) REDIS_URL=$(PROD_REDIS_URL) $(PY) -m pytest
+	DATABASE_URL=$(PG_URL) REDIS_URL=$(PROD_REDIS_URL) $(PY) -m pytest --durations=25
 
 ## Style, types, and the one-way dependencies between apps (pyproject.toml, tool.importlinter).
 lint: install-test

@@ -130,7 +130,8 @@
     more.hidden = !nextCursor;
   }
 
-  function append(row) {
+  /** The row's element, built the first time and filled with the row. */
+  function upsert(row) {
     let li = items.get(row.id);
     if (!li) {
       li = build();
@@ -138,18 +139,16 @@
     }
     rows.set(row.id, row);
     fill(li, row);
-    list.append(li);
+    return li;
+  }
+
+  function append(row) {
+    list.append(upsert(row));
   }
 
   /** A live row that matches the view: update it where it belongs among the loaded ones. */
   function place(row) {
-    let li = items.get(row.id);
-    if (!li) {
-      li = build();
-      items.set(row.id, li);
-    }
-    rows.set(row.id, row);
-    fill(li, row);
+    const li = upsert(row);
     let next = null;
     for (const other of list.children) {
       if (other === li) continue;

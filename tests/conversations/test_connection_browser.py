@@ -18,7 +18,16 @@ from conversations.models import Turn
 from tests.a11y import assert_no_serious_violations
 from tests.conftest import free_port, start_offline_app
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.worker]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.browser,
+    pytest.mark.worker,
+    pytest.mark.default_pass_only(
+        reason=(
+            "the page's offline banner and queue; storing a message has its tests on both paths"
+        )
+    ),
+]
 
 OFFLINE = "You're offline — we'll send it when you're back"
 QUEUED = "Will send when you're back"

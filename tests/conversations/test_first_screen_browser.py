@@ -23,7 +23,17 @@ alice_agent = personas.alice_agent
 host_pages = host_pages
 two_sites = two_sites
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.worker]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.browser,
+    pytest.mark.worker,
+    pytest.mark.default_pass_only(
+        reason=(
+            "what the first screen draws and sends; its data rules run on both paths "
+            "(test_first_screen.py)"
+        )
+    ),
+]
 
 SUGGESTIONS = (
     "Where is my order?",
