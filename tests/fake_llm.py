@@ -71,6 +71,9 @@ FAULTS = ("none", "429", "500", "401", "hang", "cut", "content_filter", "mix")
 # What "mix" may draw from: every fault but itself and "none" (the share left over).
 MIXABLE = FAULTS[1:-1]
 MAX_RECORDED_REQUESTS = 10_000
+# Budget arithmetic on monotonic seconds: (now + step) - 60 - now can come out 1e-12 over zero
+# (a refusal "in 1ms" of a request that fits; 1,019 tokens left of 1,020).
+FLOAT_SLACK_S = 1e-6
 
 # A small fixed vocabulary keeps replies readable in the demo UI and tokens one word each.
 _PROSE = (
@@ -308,7 +311,7 @@ class Budget:
         limit it exceeds, seconds until it would fit)."""
         for name, _limit, step, tat in self._limits(tokens):
             over = max(tat, now) + step - 60 - now
-            if over > 0:
+            if over > FLOAT_SLACK_S:  # (now + 60) - 60 - now is not always 0 in floats
                 return name, over
         if self.requests_per_min:
             self.requests_tat = max(self.requests_tat, now) + 60 / self.requests_per_min
@@ -321,7 +324,7 @@ class Budget:
         headers = []
         for name, limit, _step, tat in self._limits(0):
             debt = max(0.0, tat - now)  # seconds until the bucket is full again
-            remaining = max(0, math.floor(limit * (60 - debt) / 60))
+            remaining = max(0, math.floor(limit * (60 - debt) / 60 + FLOAT_SLACK_S))
             headers += [
                 (f"x-ratelimit-limit-{name}".encode(), str(limit).encode()),
                 (f"x-ratelimit-remaining-{name}".encode(), str(remaining).encode()),
