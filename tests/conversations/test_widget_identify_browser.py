@@ -6,7 +6,7 @@ Each browser context is another browser with fresh storage."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -35,41 +35,55 @@ def identify_call(user_id: str, *, signed_with: str = SECRET) -> str:
     return f"SupportBot('identify', {json.dumps(user)});"
 
 
-@pytest.fixture
-def shop(asgi_server, celery_worker) -> Iterator[tuple[str, str]]:
-    """(app, shop): the app on 127.0.0.1 and the shop on localhost, whose pages are
-    /signed-in (Ada, signed by the shop's server), /forged (Ada, a wrong hash) and /anonymous
-    (nobody signed in; the test signs in later)."""
+def identifying_shop(
+    asgi_server, celery_worker, secret: str, pages_for: Callable[[str], dict[str, str]]
+) -> Iterator[tuple[str, str]]:
+    """(app, shop) for a shop fixture: the app on 127.0.0.1 with the offline answerer and the
+    demo articles, allowing only the shop and signing identities with `secret`; the shop on
+    localhost serves pages_for(app) by path (its pages load widget.js from the app)."""
     from django.core.management import call_command
 
     call_command("load_demo_kb", verbosity=0)
     port = free_port()
     app = f"http://127.0.0.1:{port}"
-    loader = f'<script src="{app}/static/chat/widget.js" data-support-bot async></script>'
-    calls = {
-        "/signed-in": identify_call("user-ada"),
-        "/forged": identify_call("user-ada", signed_with="not the shop's secret"),
-        "/anonymous": "",
-    }
-    server, shop_origin = serve_host_page(
-        {
-            path: f"<!doctype html><title>Shop</title><h1>Our shop</h1>"
-            f"<script>{STUB} {call}</script>{loader}"
-            for path, call in calls.items()
-        }
-    )
+    server, shop_origin = serve_host_page(pages_for(app))
     env = {"LLM_PROVIDER": "offline", "OFFLINE_WORD_DELAY_MS": "5"}
     celery_worker(**env)
     asgi_server(
         port=port,
         WIDGET_ANY_SITE="0",
         WIDGET_ALLOWED_ORIGINS=shop_origin,
-        WIDGET_IDENTITY_SECRET=SECRET,
+        WIDGET_IDENTITY_SECRET=secret,
         **env,
     )
     yield app, shop_origin
     server.shutdown()
     server.server_close()
+
+
+def widget_loader(app: str) -> str:
+    return f'<script src="{app}/static/chat/widget.js" data-support-bot async></script>'
+
+
+@pytest.fixture
+def shop(asgi_server, celery_worker) -> Iterator[tuple[str, str]]:
+    """(app, shop): the app on 127.0.0.1 and the shop on localhost, whose pages are
+    /signed-in (Ada, signed by the shop's server), /forged (Ada, a wrong hash) and /anonymous
+    (nobody signed in; the test signs in later)."""
+    calls = {
+        "/signed-in": identify_call("user-ada"),
+        "/forged": identify_call("user-ada", signed_with="not the shop's secret"),
+        "/anonymous": "",
+    }
+
+    def pages_for(app: str) -> dict[str, str]:
+        return {
+            path: f"<!doctype html><title>Shop</title><h1>Our shop</h1>"
+            f"<script>{STUB} {call}</script>{widget_loader(app)}"
+            for path, call in calls.items()
+        }
+
+    yield from identifying_shop(asgi_server, celery_worker, SECRET, pages_for)
 
 
 def open_widget(page, url: str):

@@ -10,13 +10,11 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from django.core.management import call_command
 
 from conversations.identity import user_hash
 from conversations.models import Conversation, Customer, Turn
 from tests import personas
-from tests.conftest import free_port
-from tests.conversations.test_widget_browser import serve_host_page
+from tests.conversations.test_widget_identify_browser import identifying_shop, widget_loader
 from tests.inbox.test_inbox_browser import agent_context
 
 alice_agent = personas.alice_agent
@@ -34,36 +32,21 @@ STUB = (
 def shop(asgi_server, celery_worker) -> Iterator[tuple[str, str]]:
     """(app, shop): the app on 127.0.0.1, the shop on localhost with /landing (a link) and
     /products/lamp (the widget, Ada identified with her plan)."""
-    call_command("load_demo_kb", verbosity=0)
-    port = free_port()
-    app = f"http://127.0.0.1:{port}"
     ada = {
         "id": "user-ada",
         "user_hash": user_hash("user-ada", SECRET),
         "attributes": {"plan": "Pro"},
     }
-    loader = f'<script src="{app}/static/chat/widget.js" data-support-bot async></script>'
     head = "<!doctype html><title>Shop</title>"
-    server, shop_origin = serve_host_page(
-        {
+
+    def pages_for(app: str) -> dict[str, str]:
+        identify = f"<script>{STUB} SupportBot('identify', {json.dumps(ada)});</script>"
+        return {
             "/landing": f'{head}<a href="/products/lamp?color=red">The lamp</a>',
-            "/products/lamp?color=red": (
-                f"{head}<script>{STUB} SupportBot('identify', {json.dumps(ada)});</script>{loader}"
-            ),
+            "/products/lamp?color=red": f"{head}{identify}{widget_loader(app)}",
         }
-    )
-    env = {"LLM_PROVIDER": "offline", "OFFLINE_WORD_DELAY_MS": "5"}
-    celery_worker(**env)
-    asgi_server(
-        port=port,
-        WIDGET_ANY_SITE="0",
-        WIDGET_ALLOWED_ORIGINS=shop_origin,
-        WIDGET_IDENTITY_SECRET=SECRET,
-        **env,
-    )
-    yield app, shop_origin
-    server.shutdown()
-    server.server_close()
+
+    yield from identifying_shop(asgi_server, celery_worker, SECRET, pages_for)
 
 
 def test_the_agent_sees_where_the_chat_started_and_edits_the_email(chromium, shop, alice_agent):
