@@ -124,6 +124,27 @@ def test_a_worker_renews_the_lease_of_the_reply_it_writes(model, settings):
     assert Turn.objects.get(pk=reply.pk).status == "done"
 
 
+def test_a_heartbeat_renews_only_the_replies_still_in_the_attempt_this_worker_claimed(queued):
+    mine, taken, finished = ask("one"), ask("two"), ask("three")
+    for reply in (mine, taken, finished):
+        streaming_since(reply, seconds_ago=3)
+    keeper = recovery.LeaseKeeper()
+    held = {}
+    for reply in (mine, taken, finished):
+        held[reply.pk] = recovery.HeldReply(reply.pk, attempt=1)
+        keeper._held[reply.pk] = held[reply.pk]
+    streaming_since(taken, seconds_ago=0, attempt=2)  # another worker claimed it since
+    Turn.objects.filter(pk=finished.pk).update(status="done")
+    before = {t.pk: t.claimed_at for t in Turn.objects.all()}
+
+    keeper.renew()
+
+    after = {t.pk: t.claimed_at for t in Turn.objects.all()}
+    assert after[mine.pk] > before[mine.pk] and not held[mine.pk].is_lost
+    assert after[taken.pk] == before[taken.pk] and held[taken.pk].is_lost
+    assert after[finished.pk] == before[finished.pk] and held[finished.pk].is_lost
+
+
 def test_a_writer_whose_reply_was_taken_away_stops_and_stores_nothing(model, queued):
     model.set_fault("hang", hang_s=1.5)
     reply = ask()
