@@ -311,7 +311,7 @@ class Budget:
         limit it exceeds, seconds until it would fit)."""
         for name, _limit, step, tat in self._limits(tokens):
             over = max(tat, now) + step - 60 - now
-            if over > FLOAT_SLACK_S:  # (now + 60) - 60 - now is not always 0 in floats
+            if over > FLOAT_SLACK_S:
                 return name, over
         if self.requests_per_min:
             self.requests_tat = max(self.requests_tat, now) + 60 / self.requests_per_min

