@@ -115,6 +115,21 @@ class BudgetWait:
     # When the customer asked (time.time()): the request's place in the queue for turns, so
     # the first to ask goes first whenever its prompt is ready. None: when it books.
     asked_at: float | None = None
+    # The place in line its customer held while the request was prepared (Provider.in_line):
+    # it books only after those who asked before it and are still being prepared.
+    place: str | None = None
+
+
+@dataclass(frozen=True)
+class PlaceInLine:
+    """A request being prepared (retrieval, the prompt) for a model whose budget is metered:
+    `ticket` holds its customer's place, by `asked_at` (time.time()), until it books a turn
+    (bot/providers/budget.py)."""
+
+    ticket: str
+    asked_at: float
+    model: str
+    limits: ModelLimits
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,14 @@ from bot.prompt import build_request, uses_variable
 from bot.providers import registry
 from bot.providers.base import Provider
 from bot.run import Answer, Stopped
-from bot.types import BudgetWait, ChatMessage, ProviderError, ReplyRequest
+from bot.types import (
+    BudgetWait,
+    ChatMessage,
+    ModelLimits,
+    PlaceInLine,
+    ProviderError,
+    ReplyRequest,
+)
 from bot.wording import customer_language, wording_for
 from knowledge import search as knowledge_search
 from support_bot import metrics
@@ -144,9 +151,21 @@ class ReplyWriter:
         # The configuration is read once a reply, so an activation takes effect from the next
         # turn; the request is built before the reply starts: the first build in a process
         # takes a while, and the customer should see the reply start only once it is asked.
-        self.bot = bot_config.for_conversation(self.reply.conversation_id)
-        configured = registry.for_config(self.bot)
+        self.bot = bot = bot_config.for_conversation(self.reply.conversation_id)
+        configured = registry.for_config(bot)
         self.provider_name = configured.name
+        # The customer's place in the model's queue is held from now, so a burst's earlier
+        # questions go first even where their retrieval finishes last.
+        place = PlaceInLine(
+            ticket=f"reply:{self.reply.pk}",
+            asked_at=self.asked_at,
+            model=bot.request_model,
+            limits=ModelLimits(bot.requests_per_min, bot.tokens_per_min),
+        )
+        with configured.in_line(place):
+            self._write(bot, configured, place)
+
+    def _write(self, bot: BotConfig, configured: Provider, place: PlaceInLine) -> None:
         if self.reply.reply_to is not None:
             _release_database_connection()
             knowledge_search.warm_question(self.reply.reply_to.text)
@@ -163,7 +182,7 @@ class ReplyWriter:
                     # History and knowledge are read once a reply, not once an attempt (again
                     # only if the knowledge base could not be read).
                     request = self._waiting_for_budget(
-                        request_for_reply(self.reply, self.bot, configured)
+                        request_for_reply(self.reply, bot, configured), place
                     )
                     if request.knowledge is not None:
                         self.language = request.knowledge.language
@@ -206,7 +225,7 @@ class ReplyWriter:
             return
         self.fail(error)
 
-    def _waiting_for_budget(self, request: ReplyRequest) -> ReplyRequest:
+    def _waiting_for_budget(self, request: ReplyRequest, place: PlaceInLine) -> ReplyRequest:
         """How this reply waits for its turn in the model's budget (bot/providers/budget.py):
         within its deadline, told "one moment" once the customer has waited
         REPLY_WAIT_NOTICE_S since their message, and no longer once another worker has it."""
@@ -217,6 +236,7 @@ class ReplyWriter:
             on_notice=self._tell_waiting,
             cancelled=lambda: self.held.is_lost,
             asked_at=self.asked_at,
+            place=place.ticket,
         )
         return dataclasses.replace(request, budget_wait=wait)
 

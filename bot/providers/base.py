@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from abc import ABC, abstractmethod
@@ -9,7 +10,7 @@ from collections.abc import Iterator
 
 from django.conf import settings
 
-from bot.types import ReplyRequest, StreamEvent, TextDelta
+from bot.types import PlaceInLine, ReplyRequest, StreamEvent, TextDelta
 
 
 class Provider(ABC):
@@ -21,6 +22,11 @@ class Provider(ABC):
     @abstractmethod
     def stream(self, request: ReplyRequest) -> Iterator[StreamEvent]:
         """Yield TextDelta events, then exactly one Finished. Raise ProviderError on failure."""
+
+    def in_line(self, place: PlaceInLine) -> contextlib.AbstractContextManager[None]:
+        """Held while a request is prepared: a metered provider keeps its customer's place in
+        the queue for the model's budget (BudgetedProvider). Others have no queue."""
+        return contextlib.nullcontext()
 
 
 def close_stream(events: Iterator[StreamEvent]) -> None:

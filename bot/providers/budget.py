@@ -12,7 +12,10 @@ two limits, with bookings. One Lua script, atomic in Redis, gives a request the 
 limits allow and books it, and each request sleeps until its turn. Polling instead ("may I go
 now?") lets whoever asks at the right moment go first and starves early arrivals. Requests
 waiting for a turn queue by when their customer asked (BudgetWait.asked_at), so the first to
-ask goes first even when their prompt was ready last.
+ask goes first even when their prompt was ready last. A reply holds its customer's place in
+line from the moment a worker takes it (BudgetedProvider.in_line): while the budget still has
+turns to give at once, a request books only after those asked before it, so a burst's earliest
+questions are not overtaken by later ones whose retrieval finished first.
 
 The bucket holds a minute's budget, as the provider's own does (its x-ratelimit-reset-* headers
 count the time until it is full again): a burst of up to a minute's requests goes at once, then
@@ -29,6 +32,7 @@ turn, so waiting callers would have to poll, which is not FIFO; and it has no pu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
@@ -44,6 +48,7 @@ from bot.types import (
     BudgetWait,
     Finished,
     ModelLimits,
+    PlaceInLine,
     ProviderError,
     ReplyRequest,
     StreamEvent,
@@ -64,6 +69,11 @@ LATENCY_ALLOWANCE_S = 1.0
 WAIT_STEP_S = 0.5
 # A wait about to end is not announced: the line would flash and go.
 MIN_NOTICE_S = 1.0
+# A place in line not used to book within this long is given up (its worker died, or its
+# retrieval is stuck): those behind it stop waiting for it.
+PLACE_HELD_S = 15.0
+# How often a request behind customers still being prepared looks again.
+BEHIND_STEP_S = 0.05
 # A 429 without Retry-After pauses the budget this long.
 DEFAULT_PUSH_BACK_S = 1.0
 # A budget's state outlives its last booking by this long, then Redis forgets it (a full bucket).
@@ -78,7 +88,8 @@ STATE_TTL_S = 3600
 # (their bookings, by when their customer asked); the n-th booking in `queue` has the n-th
 # slot, so a customer who asked first goes first even if their prompt was ready last
 # (retrieval under a burst finishes in any order). A waiting request reads its turn again at
-# every wait step.
+# every wait step. Two more sorted sets hold the places in line of requests being prepared:
+# `asking` by when their customer asked, `held` by when the place is given up.
 _TIME_AND_PURGE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -96,7 +107,20 @@ _BOOK = (
     + """
 local rpm, tpm, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local longest, tolerance, ttl = tonumber(ARGV[4]), 60 - tonumber(ARGV[5]), tonumber(ARGV[6])
-local asked, id = tonumber(ARGV[7]) or now, ARGV[8]
+local asked, id, place = tonumber(ARGV[7]) or now, ARGV[8], ARGV[9]
+if place ~= '' then
+  -- Places not used in time are given up; one asked before this one and still being prepared
+  -- books first (the caller asks again shortly).
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now)
+  for i = 1, #gone do
+    redis.call('ZREM', KEYS[4], gone[i])
+    redis.call('ZREM', KEYS[5], gone[i])
+  end
+  local rank = redis.call('ZRANK', KEYS[4], place)
+  if rank and rank > 0 then return {2, '0', '0', '0'} end
+  redis.call('ZREM', KEYS[4], place)
+  redis.call('ZREM', KEYS[5], place)
+end
 local s = redis.call('HMGET', KEYS[1], 'req', 'tok', 'last', 'blocked', 'shift', 'toklast')
 local req, tok = tonumber(s[1]) or now, tonumber(s[2]) or now
 local blocked = tonumber(s[4]) or now
@@ -154,6 +178,17 @@ return string.format('%.6f', tonumber(slot[2]) - now)
 """
 )
 
+# A customer's place in line (KEYS: `asking`, `held`; ARGV: asked, ticket, seconds held).
+_HOLD_PLACE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local held = tonumber(ARGV[3])
+redis.call('ZADD', KEYS[1], tonumber(ARGV[1]), ARGV[2])
+redis.call('ZADD', KEYS[2], now + held, ARGV[2])
+redis.call('EXPIRE', KEYS[1], math.ceil(held) + 60)
+redis.call('EXPIRE', KEYS[2], math.ceil(held) + 60)
+"""
+
 _PUSH_BACK = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -209,6 +244,7 @@ return string.format('%.6f', tok - now)
 class _Booking:
     id: str
     booked: bool  # False: no turn before the longest wait allowed (nothing was booked)
+    behind: bool  # nothing booked yet: customers who asked before are still being prepared
     wait: float  # seconds to the turn
     shift: float  # the budget's push-back total then
     token_wait: float  # seconds to the turn of its tokens alone
@@ -264,8 +300,10 @@ class ModelBudget:
         self._account = f"{_digest(base_url or '')}:{_digest(api_key)}"
 
     def key_for(self, request: ReplyRequest) -> str:
-        model = request.model or self.default_model
-        return key("model-budget", self.provider, self._account, model)
+        return self.key_for_model(request.model)
+
+    def key_for_model(self, model: str) -> str:
+        return key("model-budget", self.provider, self._account, model or self.default_model)
 
     # --- Booking and waiting ---------------------------------------------------------------------
 
@@ -283,7 +321,7 @@ class ModelBudget:
         )
         budget = self.key_for(request)
         try:
-            booking = self._book(request, limits, tokens, deadline - started, wait.asked_at)
+            booking = self._book_in_turn(request, limits, tokens, wait, deadline)
         except RedisError as exc:
             logger.warning("the model's budget is not metered: Redis is unreachable (%s)", exc)
             metrics.model_budget_event("unavailable")
@@ -327,6 +365,52 @@ class ModelBudget:
         if waited >= 1:
             logger.info("waited %.1fs for a turn in the model's budget (%s)", waited, limits)
         return waited
+
+    def _book_in_turn(
+        self, request: ReplyRequest, limits: Limits, tokens: int, wait: BudgetWait, deadline: float
+    ) -> _Booking:
+        """Book once no customer who asked before this one is still being prepared."""
+        while True:
+            booking = self._book(
+                request, limits, tokens, deadline - time.monotonic(), wait.asked_at, wait.place
+            )
+            if not booking.behind:
+                return booking
+            if wait.cancelled is not None and wait.cancelled():
+                raise ProviderError(
+                    "stopped waiting for the model's budget", permanent=True, code="cancelled"
+                )
+            if time.monotonic() >= deadline:
+                metrics.model_budget_event("refused")
+                raise ProviderError(
+                    "Customers who asked before were still being prepared at the deadline",
+                    permanent=True,
+                    code="over_budget",
+                )
+            time.sleep(BEHIND_STEP_S)
+
+    @contextlib.contextmanager
+    def place_in_line(self, place: PlaceInLine) -> Iterator[None]:
+        """Hold a customer's place in line while their request is prepared: until it books,
+        requests asked after it wait for it (at most PLACE_HELD_S). Redis unreachable: no
+        place is held, and nobody waits for it."""
+        keys = self._keys(self.key_for_model(place.model))
+        try:
+            _script(_HOLD_PLACE)(
+                keys=keys[3:], args=[f"{place.asked_at:.6f}", place.ticket, PLACE_HELD_S]
+            )
+        except RedisError as exc:
+            logger.warning("no place in line for the model's budget: Redis is unreachable (%s)",
+                           exc)  # fmt: skip
+        try:
+            yield
+        finally:
+            # Gone already if it booked; not if the reply needed no model or failed first.
+            with contextlib.suppress(RedisError):
+                pipe = sync_client().pipeline(transaction=False)
+                pipe.zrem(keys[3], place.ticket)
+                pipe.zrem(keys[4], place.ticket)
+                pipe.execute()
 
     def admit_now(self, request: ReplyRequest) -> bool:
         """Book a turn only if it is now (a hedge: one that would have to wait is no use)."""
@@ -372,7 +456,7 @@ class ModelBudget:
 
     @staticmethod
     def _keys(budget: str) -> list[str]:
-        return [budget, f"{budget}:queue", f"{budget}:slots"]
+        return [budget, f"{budget}:queue", f"{budget}:slots", f"{budget}:asking", f"{budget}:held"]
 
     def _book(
         self,
@@ -381,6 +465,7 @@ class ModelBudget:
         tokens: int,
         longest: float,
         asked_at: float | None,
+        place: str | None = None,
     ) -> _Booking:
         if limits.tokens_per_min and tokens > limits.tokens_per_min:
             # More than a minute's budget: the provider will refuse it, but it must not wait
@@ -403,11 +488,13 @@ class ModelBudget:
                 STATE_TTL_S,
                 "" if asked_at is None else f"{asked_at:.6f}",
                 booking_id,
+                place or "",
             ],
         )
         return _Booking(
             id=booking_id,
-            booked=bool(int(booked)),
+            booked=int(booked) == 1,
+            behind=int(booked) == 2,
             wait=max(0.0, float(seconds)),
             shift=float(shift),
             token_wait=max(0.0, float(token_seconds)),
@@ -462,6 +549,11 @@ class BudgetedProvider(Provider):
         self.budget = budget
         self.name = provider.name
         self.judges_passages = provider.judges_passages
+
+    def in_line(self, place: PlaceInLine) -> contextlib.AbstractContextManager[None]:
+        if not resolve(place.limits).limited:
+            return contextlib.nullcontext()
+        return self.budget.place_in_line(place)
 
     def stream(self, request: ReplyRequest) -> Iterator[StreamEvent]:
         limits = resolve(request.limits)

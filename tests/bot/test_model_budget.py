@@ -11,9 +11,17 @@ from collections.abc import Callable
 
 import pytest
 
+from bot.providers import budget as budget_module
 from bot.providers.budget import BudgetedProvider, Limits, ModelBudget, resolve
 from bot.providers.hedge import HedgedProvider
-from bot.types import BudgetWait, ChatMessage, ModelLimits, ProviderError, ReplyRequest
+from bot.types import (
+    BudgetWait,
+    ChatMessage,
+    ModelLimits,
+    PlaceInLine,
+    ProviderError,
+    ReplyRequest,
+)
 from support_bot.redis_clients import sync_client
 from tests.bot.test_openai_provider import MODEL, REQUEST, collect, provider
 from tests.fixtures_fake_llm import FakeLLMServer
@@ -323,3 +331,91 @@ def test_a_long_wait_is_announced_once_and_a_short_one_not_at_all(
     collect(p.stream(request(notice_after_s=0.5)))
     assert len(told) == 1 and 2.0 <= told[0] <= 3.0  # told at 0.5 s, with what was left
     assert time.monotonic() - started >= 2.9
+
+
+def in_line(ticket: str, asked_at: float) -> tuple[PlaceInLine, ReplyRequest]:
+    """A customer's place in line, and their request once prepared, holding it."""
+    place = PlaceInLine(ticket=ticket, asked_at=asked_at, model=MODEL, limits=REQUEST.limits)
+    request = asking(
+        f"question of {ticket}", budget_wait=BudgetWait(asked_at=asked_at, place=ticket)
+    )
+    return place, request
+
+
+def test_while_the_budget_has_room_a_customer_still_being_prepared_goes_before_those_asked_after(
+    fake_llm: FakeLLMServer, settings
+) -> None:
+    settings.OPENAI_REQUESTS_PER_MIN = 600  # room for both at once
+    asked = time.time()
+    first, first_request = in_line("reply:1", asked)
+    second, second_request = in_line("reply:2", asked + 0.1)
+    first_worker, second_worker = worker(fake_llm), worker(fake_llm)
+
+    with first_worker.in_line(first), second_worker.in_line(second):
+        # The second customer's prompt is ready first.
+        later = threading.Thread(target=lambda: collect(second_worker.stream(second_request)))
+        later.start()
+        time.sleep(0.5)
+        assert fake_llm.requests() == [], "it waits for the customer who asked before"
+        collect(first_worker.stream(first_request))
+        later.join(timeout=10)
+
+    seen = sorted(arrivals(fake_llm), key=lambda a: a[1])
+    assert [q for q, _at, _o in seen] == ["question of reply:1", "question of reply:2"]
+
+
+def test_a_place_left_without_booking_lets_those_behind_go_at_once(
+    fake_llm: FakeLLMServer, settings
+) -> None:
+    settings.OPENAI_REQUESTS_PER_MIN = 600
+    asked = time.time()
+    first, _never_sent = in_line("reply:1", asked)  # e.g. retrieval refused: no model needed
+    second, second_request = in_line("reply:2", asked + 0.1)
+    first_worker, second_worker = worker(fake_llm), worker(fake_llm)
+    went_at: list[float] = []
+
+    def ask_second() -> None:
+        with second_worker.in_line(second):
+            collect(second_worker.stream(second_request))
+        went_at.append(time.monotonic())
+
+    with first_worker.in_line(first):
+        later = threading.Thread(target=ask_second)
+        later.start()
+        time.sleep(0.4)
+        left_at = time.monotonic()
+    later.join(timeout=10)
+
+    assert went_at and went_at[0] - left_at < 1.0
+    assert [q for q, _at, _o in arrivals(fake_llm)] == ["question of reply:2"]
+
+
+def test_a_place_held_by_a_worker_that_died_is_given_up_after_a_while(
+    fake_llm: FakeLLMServer, settings, monkeypatch
+) -> None:
+    settings.OPENAI_REQUESTS_PER_MIN = 600
+    monkeypatch.setattr(budget_module, "PLACE_HELD_S", 0.6)
+    asked = time.time()
+    dead, _never_sent = in_line("reply:1", asked)
+    second, second_request = in_line("reply:2", asked + 0.1)
+    dead_worker = worker(fake_llm).in_line(dead)
+    dead_worker.__enter__()  # held, and never left: the worker died
+    p = worker(fake_llm)
+
+    started = time.monotonic()
+    with p.in_line(second):
+        collect(p.stream(second_request))
+
+    assert 0.4 <= time.monotonic() - started < 3.0
+    assert [q for q, _at, _o in arrivals(fake_llm)] == ["question of reply:2"]
+
+
+def test_an_unmetered_model_keeps_no_places(fake_llm: FakeLLMServer, settings) -> None:
+    settings.OPENAI_REQUESTS_PER_MIN = 0
+    settings.OPENAI_TOKENS_PER_MIN = 0
+    p = worker(fake_llm)
+    place, request = in_line("reply:1", time.time())
+
+    with p.in_line(place):
+        assert not sync_client().keys("*model-budget*")
+        collect(p.stream(request))

@@ -18,6 +18,7 @@ from bot.wording import ENGLISH
 from conversations import events, recovery
 from conversations.models import Turn
 from conversations.replies import write_reply
+from knowledge import search as knowledge_search
 from tests.conftest import reply_text
 from tests.conversations.test_replies import ask, frames_of
 
@@ -129,3 +130,33 @@ def test_a_reply_taken_over_while_it_waits_for_its_turn_stops_waiting(metered, s
     reply.refresh_from_db()
     assert (reply.status, reply.text) == ("queued", "")
     assert metered.requests() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_customer_who_asked_first_is_answered_first_though_their_retrieval_ends_last(
+    metered, settings, monkeypatch
+):
+    # The budget has turns to give at once (60 a minute, none spent): without a place held
+    # from the moment a worker takes the reply, the second customer, ready first, would go first.
+    first, second = ask("Where is my parcel?"), ask("Where is my parcel today?")
+    warm = knowledge_search.warm_question
+
+    def slow_for_the_first(text: str) -> None:
+        if text == "Where is my parcel?":
+            time.sleep(1.0)  # retrieval under a burst finishes in any order
+        warm(text)
+
+    monkeypatch.setattr(knowledge_search, "warm_question", slow_for_the_first)
+    writers = [threading.Thread(target=write_reply, args=(r.pk,)) for r in (first, second)]
+    for writer in writers:
+        writer.start()
+        time.sleep(0.1)
+    for writer in writers:
+        writer.join(timeout=20)
+
+    arrived = sorted(metered.requests(), key=lambda r: r["arrived_at"])
+    assert [r["body"]["messages"][-1]["content"] for r in arrived] == [
+        "Where is my parcel?",
+        "Where is my parcel today?",
+    ]
+    assert {Turn.objects.get(pk=r.pk).status for r in (first, second)} == {"done"}
