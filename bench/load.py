@@ -1794,11 +1794,18 @@ def summarise(
 
 def order_of_starts(bot: list[CallResult]) -> tuple[int, float]:
     """Replies whose text started more than OVERTAKE_TOLERANCE_S after that of a reply to a
-    message stored after theirs (reply ids follow the order messages were stored), and the
-    worst such lag in ms (0 when every reply started no later than those after it)."""
-    started = sorted((r.reply_id, r.first_delta_at) for r in bot if r.reply_id and r.first_delta_at)
+    message stored after theirs, and the worst such lag in ms (0 when every reply started no
+    later than those after it). Stored: the customer's turn's created_at, the app's "asked"
+    (a burst's messages are all sent within milliseconds, so their sending has no order; nor
+    do reply ids, taken at the end of the message's transaction, seconds later under load)."""
+    started = sorted(
+        (r.sent_at + r.stored_ms / 1000 if r.sent_at and r.stored_ms is not None else math.inf,
+         r.reply_id, r.first_delta_at)
+        for r in bot
+        if r.reply_id and r.first_delta_at
+    )  # fmt: skip
     out_of_order, worst, earliest_later = 0, 0.0, math.inf
-    for _reply_id, at in reversed(started):
+    for _stored_at, _reply_id, at in reversed(started):
         lag = at - earliest_later
         worst = max(worst, lag)
         if lag > OVERTAKE_TOLERANCE_S:

@@ -245,6 +245,7 @@ class _Booking:
     id: str
     booked: bool  # False: no turn before the longest wait allowed (nothing was booked)
     behind: bool  # nothing booked yet: customers who asked before are still being prepared
+    made_at: float  # time.monotonic() when it was asked for: the waits count from then
     wait: float  # seconds to the turn
     shift: float  # the budget's push-back total then
     token_wait: float  # seconds to the turn of its tokens alone
@@ -330,8 +331,8 @@ class ModelBudget:
             raise self._refused(limits, booking.wait)
         # The request turn is read again at each step (an earlier-asked booking may take its
         # slot, a push-back moves it); the token turn moves only with push-backs.
-        request_due = started + booking.wait
-        token_due = started + booking.token_wait
+        request_due = booking.made_at + booking.wait
+        token_due = booking.made_at + booking.token_wait
         shift = booking.shift
         on_notice = wait.on_notice
         notice_at = wait.notice_at if on_notice is not None else None
@@ -477,6 +478,7 @@ class ModelBudget:
             )
             tokens = limits.tokens_per_min
         booking_id = uuid.uuid4().hex
+        made_at = time.monotonic()
         booked, seconds, shift, token_seconds = _script(_BOOK)(
             keys=self._keys(self.key_for(request)),
             args=[
@@ -495,6 +497,7 @@ class ModelBudget:
             id=booking_id,
             booked=int(booked) == 1,
             behind=int(booked) == 2,
+            made_at=made_at,
             wait=max(0.0, float(seconds)),
             shift=float(shift),
             token_wait=max(0.0, float(token_seconds)),

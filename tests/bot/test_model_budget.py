@@ -419,3 +419,26 @@ def test_an_unmetered_model_keeps_no_places(fake_llm: FakeLLMServer, settings) -
     with p.in_line(place):
         assert not sync_client().keys("*model-budget*")
         collect(p.stream(request))
+
+
+def test_a_request_that_waited_behind_an_earlier_customer_still_waits_for_its_own_turn(
+    fake_llm: FakeLLMServer, settings
+) -> None:
+    settings.OPENAI_REQUESTS_PER_MIN = 60  # spent: one turn a second from now on
+    first_worker, second_worker = worker(fake_llm), worker(fake_llm)
+    drain(first_worker.budget)
+    asked = drained = time.time()  # the free turns now come at 1 s and 2 s
+    first, first_request = in_line("reply:1", asked)
+    second, second_request = in_line("reply:2", asked + 0.1)
+
+    with first_worker.in_line(first), second_worker.in_line(second):
+        later = threading.Thread(target=lambda: collect(second_worker.stream(second_request)))
+        later.start()
+        time.sleep(1.5)  # the second waits behind the first for longer than a turn
+        collect(first_worker.stream(first_request))
+        later.join(timeout=10)
+
+    seen = sorted(arrivals(fake_llm), key=lambda a: a[1])
+    assert [q for q, _at, _o in seen] == ["question of reply:1", "question of reply:2"]
+    # The first went late (at 1.5 s, its turn was at 1 s); the second at its own turn, 2 s.
+    assert seen[1][1] - drained >= 1.9, "not as soon as it booked"
