@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from django.conf import settings
 from redis.exceptions import RedisError
@@ -111,18 +109,23 @@ class ChatConsumer(FrameConsumer):
 
     async def _on_message(self, frame: dict[str, Any]) -> None:
         message = protocol.parse_message(frame)
-        # Off asgiref's one shared thread: every socket of this process writes through it
-        # otherwise, one message after another. The service is one self-contained transaction.
-        # It rate limits only a message it has not stored yet: a re-send is acknowledged again.
         conversation = await self._stored_conversation(message.client_id)
-        posted = await database_sync_to_async(
-            services.post_customer_message, thread_sensitive=False
-        )(
-            conversation,
-            message.client_id,
-            message.text,
-            admit=async_to_sync(functools.partial(self._check_rate_limit, message.client_id)),
-        )
+        try:
+            await self._check_rate_limit(message.client_id)
+        except FrameError:
+            # A re-send of a message already stored is acknowledged again, never refused.
+            posted = await database_sync_to_async(services.posted_before)(
+                conversation, message.client_id
+            )
+            if posted is None:
+                raise
+        else:
+            # Off asgiref's one shared thread: every socket of this process writes through it
+            # otherwise, one message after another. The service is one self-contained
+            # transaction.
+            posted = await database_sync_to_async(
+                services.post_customer_message, thread_sensitive=False
+            )(conversation, message.client_id, message.text)
         await self._send(posted.ack_frame())
 
     async def _on_resume(self, frame: dict[str, Any]) -> None:
@@ -193,7 +196,7 @@ class ChatConsumer(FrameConsumer):
         conversation = self._conversation()
         if services.is_pending(conversation):
             await self._spend(
-                "new-conversation", settings.CHAT_NEW_CONVERSATIONS_PER_IP, client_id, per_ip=True
+                client_id, ("new-conversation", settings.CHAT_NEW_CONVERSATIONS_PER_IP, True)
             )
             conversation = await database_sync_to_async(services.store_conversation)(
                 conversation, self._started()
@@ -204,30 +207,39 @@ class ChatConsumer(FrameConsumer):
     async def _check_rate_limit(self, client_id: str | None) -> None:
         """Each visitor's budget (CHAT_RATE_LIMIT), and their address's (CHAT_IP_RATE_LIMIT),
         which visitors minted by one script share."""
-        await self._spend("rate", settings.CHAT_RATE_LIMIT, client_id)
-        await self._spend("rate-ip", settings.CHAT_IP_RATE_LIMIT, client_id, per_ip=True)
+        await self._spend(
+            client_id,
+            ("rate", settings.CHAT_RATE_LIMIT, False),
+            ("rate-ip", settings.CHAT_IP_RATE_LIMIT, True),
+        )
 
-    async def _spend(
-        self, budget: str, limit_spec: str, client_id: str | None, *, per_ip: bool = False
-    ) -> None:
-        if limit_spec == "off":
-            return
-        limit, _, window = limit_spec.partition("/")
+    async def _spend(self, client_id: str | None, *budgets: tuple[str, str, bool]) -> None:
+        """One of each budget (name, "limit/seconds" or "off", whether per address), in one
+        Redis round trip."""
         client = self.scope.get("client") or ("unknown", 0)
-        bucket = key(budget, client[0] if per_ip else self.scope["customer_id"])
+        who = {True: client[0], False: self.scope["customer_id"]}
+        buckets = [
+            (key(name, who[per_ip]), spec.partition("/")[::2])
+            for name, spec, per_ip in budgets
+            if spec != "off"
+        ]
+        if not buckets:
+            return
         redis = async_client()
         async with redis.pipeline(transaction=True) as pipe:
-            # SET NX EX starts the window with its expiry; INCR keeps that expiry.
-            pipe.set(bucket, 0, ex=int(window), nx=True)
-            pipe.incr(bucket)
-            _, count = await pipe.execute()
-        if count > int(limit):
-            ttl = await redis.ttl(bucket)
-            raise FrameError(
-                "rate_limited",
-                f"You're sending messages too quickly. Please wait {max(ttl, 1)} seconds.",
-                client_id,
-            )
+            for bucket, (_limit, window) in buckets:
+                # SET NX EX starts the window with its expiry; INCR keeps that expiry.
+                pipe.set(bucket, 0, ex=int(window), nx=True)
+                pipe.incr(bucket)
+            counts = (await pipe.execute())[1::2]
+        for (bucket, (limit, _window)), count in zip(buckets, counts, strict=True):
+            if count > int(limit):
+                ttl = await redis.ttl(bucket)
+                raise FrameError(
+                    "rate_limited",
+                    f"You're sending messages too quickly. Please wait {max(ttl, 1)} seconds.",
+                    client_id,
+                )
 
 
 class WidgetConsumer(ChatConsumer):

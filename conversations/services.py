@@ -143,9 +143,10 @@ def post_customer_message(
 ) -> PostedMessage:
     """Store a customer's message and queue the bot's reply, once per client message id.
 
-    `admit` (the socket's rate limit) is called for a message not stored yet, before storing
-    it, and may raise to refuse it; a message already stored is acknowledged again without it,
-    so the page's re-sends are never refused.
+    A message already stored (the page re-sends what it saw no ack for) is acknowledged again.
+    The INSERT itself finds out, by the unique client id: re-sends are rare, so no message
+    pays a read first. `admit` (an upload's rate limit) is called once the message is known to
+    be new, inside its transaction, and may raise to refuse it: then nothing is stored.
 
     The bot replies only while it answers the conversation (no person asked for). A message
     that matches an escalation rule (escalation.escalation_for_message), or says yes to the
@@ -162,16 +163,6 @@ def post_customer_message(
     acknowledges a message that could still be lost. One unit of work for the configuration
     cache: the escalation rules and business hours it reads share one Redis GET.
     """
-    existing = _already_posted(conversation, client_id)
-    if existing:
-        if existing.reply is not None and existing.reply.status == Turn.Status.QUEUED:
-            # The browser re-sends a message it saw no ack for. If the first try died between
-            # its commit and queueing the reply, nothing else would ever queue it; an extra
-            # task for a queued reply is harmless, as a reply is claimed only once.
-            _queue_reply_on_commit(existing.reply.pk)
-        return existing
-    if admit is not None:
-        admit()
     saved_files: list[str] = []
     try:
         with transaction.atomic():
@@ -181,6 +172,8 @@ def post_customer_message(
                 text=text,
                 client_message_id=client_id,
             )
+            if admit is not None:
+                admit()
             attachments.store(turn, files, saved_files)
             status_changed = _customer_wrote(conversation)
             reply = None
@@ -219,8 +212,8 @@ def post_customer_message(
                 state.notify_team(conversation.pk)
     except IntegrityError:
         attachments.discard(saved_files)
-        # The same client id raced in on another socket; that one won.
-        existing = _already_posted(conversation, client_id)
+        # Stored before: a re-send, or the same client id raced in on another socket.
+        existing = posted_before(conversation, client_id)
         if existing is None:
             raise
         return existing
@@ -266,7 +259,11 @@ def _customer_wrote(conversation: Conversation) -> bool:
     return new_status != status
 
 
-def _already_posted(conversation: Conversation, client_id: str) -> PostedMessage | None:
+def posted_before(conversation: Conversation, client_id: str) -> PostedMessage | None:
+    """The customer's message stored under this client id, acknowledged again as a duplicate.
+    Its reply is queued again while still queued: if the first try died between its commit and
+    queueing the reply, nothing else would ever queue it, and an extra task for a queued reply
+    is harmless (a reply is claimed only once)."""
     turn = (
         Turn.objects.filter(conversation=conversation, client_message_id=client_id)
         .select_related("reply")
@@ -274,7 +271,10 @@ def _already_posted(conversation: Conversation, client_id: str) -> PostedMessage
     )
     if turn is None:
         return None
-    return PostedMessage(turn=turn, reply=getattr(turn, "reply", None), duplicate=True)
+    reply = getattr(turn, "reply", None)
+    if reply is not None and reply.status == Turn.Status.QUEUED:
+        _queue_reply_on_commit(reply.pk)
+    return PostedMessage(turn=turn, reply=reply, duplicate=True)
 
 
 def _queue_reply_on_commit(reply_id: int) -> None:
