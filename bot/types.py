@@ -116,15 +116,15 @@ class BudgetWait:
     # the first to ask goes first whenever its prompt is ready. None: when it books.
     asked_at: float | None = None
     # The place in line its customer held while the request was prepared (Provider.in_line):
-    # it books only after those who asked before it and are still being prepared.
+    # it books once nobody who asked before it is still being prepared.
     place: str | None = None
 
 
 @dataclass(frozen=True)
 class PlaceInLine:
     """A request being prepared (retrieval, the prompt) for a model whose budget is metered:
-    `ticket` holds its customer's place, by `asked_at` (time.time()), until it books a turn
-    (bot/providers/budget.py)."""
+    `ticket` holds its customer's place, by `asked_at` (time.time()), until it is ready to
+    book a turn (bot/providers/budget.py)."""
 
     ticket: str
     asked_at: float

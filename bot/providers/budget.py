@@ -13,9 +13,10 @@ limits allow and books it, and each request sleeps until its turn. Polling inste
 now?") lets whoever asks at the right moment go first and starves early arrivals. Requests
 waiting for a turn queue by when their customer asked (BudgetWait.asked_at), so the first to
 ask goes first even when their prompt was ready last. A reply holds its customer's place in
-line from the moment a worker takes it (BudgetedProvider.in_line): while the budget still has
-turns to give at once, a request books only after those asked before it, so a burst's earliest
-questions are not overtaken by later ones whose retrieval finished first.
+line from the moment a worker takes it (BudgetedProvider.in_line), and a request books only once
+nobody asked before it is still being prepared, so a burst's earliest questions are not
+overtaken by later ones whose retrieval finished first, even while the budget has turns to give
+at once.
 
 The bucket holds a minute's budget, as the provider's own does (its x-ratelimit-reset-* headers
 count the time until it is full again): a burst of up to a minute's requests goes at once, then
@@ -88,8 +89,8 @@ STATE_TTL_S = 3600
 # (their bookings, by when their customer asked); the n-th booking in `queue` has the n-th
 # slot, so a customer who asked first goes first even if their prompt was ready last
 # (retrieval under a burst finishes in any order). A waiting request reads its turn again at
-# every wait step. Two more sorted sets hold the places in line of requests being prepared:
-# `asking` by when their customer asked, `held` by when the place is given up.
+# every wait step. Two more sorted sets hold the places in line of requests still being
+# prepared: `preparing` by when their customer asked, `held` by when the place is given up.
 _TIME_AND_PURGE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -109,17 +110,18 @@ local rpm, tpm, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local longest, tolerance, ttl = tonumber(ARGV[4]), 60 - tonumber(ARGV[5]), tonumber(ARGV[6])
 local asked, id, place = tonumber(ARGV[7]) or now, ARGV[8], ARGV[9]
 if place ~= '' then
-  -- Places not used in time are given up; one asked before this one and still being prepared
-  -- books first (the caller asks again shortly).
+  -- This request is prepared: nobody waits for it any more. Places not used in time are
+  -- given up. While one asked before it is still being prepared, it waits (the caller asks
+  -- again shortly); those ready book together, not one after another.
+  redis.call('ZREM', KEYS[4], place)
+  redis.call('ZREM', KEYS[5], place)
   local gone = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now)
   for i = 1, #gone do
     redis.call('ZREM', KEYS[4], gone[i])
     redis.call('ZREM', KEYS[5], gone[i])
   end
-  local rank = redis.call('ZRANK', KEYS[4], place)
-  if rank and rank > 0 then return {2, '0', '0', '0'} end
-  redis.call('ZREM', KEYS[4], place)
-  redis.call('ZREM', KEYS[5], place)
+  local earliest = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+  if #earliest > 0 and tonumber(earliest[2]) < asked then return {2, '0', '0', '0'} end
 end
 local s = redis.call('HMGET', KEYS[1], 'req', 'tok', 'last', 'blocked', 'shift', 'toklast')
 local req, tok = tonumber(s[1]) or now, tonumber(s[2]) or now
@@ -178,7 +180,7 @@ return string.format('%.6f', tonumber(slot[2]) - now)
 """
 )
 
-# A customer's place in line (KEYS: `asking`, `held`; ARGV: asked, ticket, seconds held).
+# A customer's place in line (KEYS: `preparing`, `held`; ARGV: asked, ticket, seconds held).
 _HOLD_PLACE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -370,7 +372,7 @@ class ModelBudget:
     def _book_in_turn(
         self, request: ReplyRequest, limits: Limits, tokens: int, wait: BudgetWait, deadline: float
     ) -> _Booking:
-        """Book once no customer who asked before this one is still being prepared."""
+        """Book once nobody who asked before this request is still being prepared."""
         while True:
             booking = self._book(
                 request, limits, tokens, deadline - time.monotonic(), wait.asked_at, wait.place
@@ -392,9 +394,9 @@ class ModelBudget:
 
     @contextlib.contextmanager
     def place_in_line(self, place: PlaceInLine) -> Iterator[None]:
-        """Hold a customer's place in line while their request is prepared: until it books,
-        requests asked after it wait for it (at most PLACE_HELD_S). Redis unreachable: no
-        place is held, and nobody waits for it."""
+        """Hold a customer's place in line while their request is prepared: until it is ready
+        to book, requests asked after it wait for it (at most PLACE_HELD_S). Redis unreachable:
+        no place is held, and nobody waits for it."""
         keys = self._keys(self.key_for_model(place.model))
         try:
             _script(_HOLD_PLACE)(
@@ -457,7 +459,8 @@ class ModelBudget:
 
     @staticmethod
     def _keys(budget: str) -> list[str]:
-        return [budget, f"{budget}:queue", f"{budget}:slots", f"{budget}:asking", f"{budget}:held"]
+        parts = ("queue", "slots", "preparing", "held")
+        return [budget, *(f"{budget}:{part}" for part in parts)]
 
     def _book(
         self,

@@ -442,3 +442,29 @@ def test_a_request_that_waited_behind_an_earlier_customer_still_waits_for_its_ow
     assert [q for q, _at, _o in seen] == ["question of reply:1", "question of reply:2"]
     # The first went late (at 1.5 s, its turn was at 1 s); the second at its own turn, 2 s.
     assert seen[1][1] - drained >= 1.9, "not as soon as it booked"
+
+
+def test_customers_ready_to_book_do_not_wait_for_each_other_only_for_those_still_being_prepared(
+    fake_llm: FakeLLMServer, settings
+) -> None:
+    settings.OPENAI_REQUESTS_PER_MIN = 600
+    p = worker(fake_llm)
+    limits = resolve(REQUEST.limits)
+    asked = time.time()
+    places = [in_line(f"reply:{i}", asked + i / 10) for i in range(3)]
+    holds = [p.in_line(place) for place, _request in places]
+    for hold in holds:
+        hold.__enter__()
+
+    def book(i: int) -> bool:
+        """True: booked; False: behind someone still being prepared."""
+        request = places[i][1]
+        wait = request.budget_wait
+        assert wait is not None
+        booking = p.budget._book(request, limits, 10, 60.0, wait.asked_at, wait.place)
+        return not booking.behind
+
+    assert not book(1) and not book(2)  # both ready, behind the first, still being prepared
+    holds[0].__exit__(None, None, None)  # the first needed no model
+    # The third books at once: the second is ready too, so nobody is waited for any more.
+    assert book(2) and book(1)
