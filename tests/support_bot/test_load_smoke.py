@@ -46,3 +46,25 @@ def test_a_burst_an_open_loop_round_and_idle_sockets_are_measured(tmp_path: Path
     assert idle["kb_per_socket"] is not None
     assert {t["target"] for t in report["targets"]} >= {"one", "fifty", "clean"}
     assert "Targets (issue 15):" in finished.stdout
+
+
+def test_a_burst_under_the_models_budget_draws_no_429_and_starts_in_the_order_asked(
+    tmp_path: Path,
+) -> None:
+    # 6 requests a minute: the first five go at once (a minute's budget, less a second in
+    # hand), the other three wait their turns, 10 s apart, while the fake model enforces the
+    # same budget with real 429s.
+    results = tmp_path / "budget.json"
+    finished = subprocess.run(
+        [sys.executable, "bench/load.py", "--embedded", "--n", "8", "--budget-rpm", "6",
+         "--open", "", "--idle", "0", "--no-warmup", "--web-processes", "1", "--workers", "1",
+         "--worker-threads", "8", "--max-run-s", "150", "--set", "KB_EMBEDDINGS=off",
+         "--json", str(results)],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    if finished.returncode != 0 or not results.exists():
+        pytest.fail(f"the benchmark did not run ({finished.returncode}):\n{finished.stderr}")
+    (row,) = json.loads(results.read_text())["rounds"]
+    assert (row["lost"], row["doubled"], row["failed"]) == (0, 0, 0), row["errors"]
+    assert (row["model_requests"], row["model_429s"]) == (8, 0), finished.stdout
+    assert row["out_of_order"] == 0, finished.stdout
