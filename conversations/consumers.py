@@ -216,10 +216,9 @@ class ChatConsumer(FrameConsumer):
     async def _spend(self, client_id: str | None, *budgets: tuple[str, str, bool]) -> None:
         """One of each budget (name, "limit/seconds" or "off", whether per address), in one
         Redis round trip."""
-        client = self.scope.get("client") or ("unknown", 0)
-        who = {True: client[0], False: self.scope["customer_id"]}
+        address = (self.scope.get("client") or ("unknown", 0))[0]
         buckets = [
-            (key(name, who[per_ip]), spec.partition("/")[::2])
+            (key(name, address if per_ip else self.scope["customer_id"]), spec.partition("/")[::2])
             for name, spec, per_ip in budgets
             if spec != "off"
         ]

@@ -61,6 +61,14 @@ def arrivals(fake_llm: FakeLLMServer) -> list[tuple[str, float, str | None]]:
     ]
 
 
+def in_arrival_order(fake_llm: FakeLLMServer) -> list[tuple[str, float, str | None]]:
+    return sorted(arrivals(fake_llm), key=lambda a: a[1])
+
+
+def questions_in_arrival_order(fake_llm: FakeLLMServer) -> list[str]:
+    return [question for question, _at, _outcome in in_arrival_order(fake_llm)]
+
+
 def run_in_threads(jobs: list[Callable[[], object]], stagger_s: float = 0.0) -> list[object]:
     """Run each job in a thread of its own, started `stagger_s` apart; their results or errors."""
     results: list[object] = [None] * len(jobs)
@@ -127,7 +135,7 @@ def test_turns_go_in_the_order_they_were_asked_for(fake_llm: FakeLLMServer, sett
     results = run_in_threads(jobs, stagger_s=0.02)
 
     assert not [r for r in results if isinstance(r, Exception)]
-    seen = sorted(arrivals(fake_llm), key=lambda a: a[1])
+    seen = in_arrival_order(fake_llm)
     assert [q for q, _at, _o in seen] == [f"question {i}" for i in range(6)]
     gaps = [b[1] - a[1] for a, b in zip(seen, seen[1:], strict=False)]
     assert min(gaps) >= 0.07, gaps
@@ -153,8 +161,7 @@ def test_the_customer_who_asked_first_goes_first_however_late_their_prompt_is_re
     )
 
     assert not [r for r in results if isinstance(r, Exception)]
-    seen = sorted(arrivals(fake_llm), key=lambda a: a[1])
-    assert [q for q, _at, _o in seen] == ["asked first", "asked second"]
+    assert questions_in_arrival_order(fake_llm) == ["asked first", "asked second"]
 
 
 def test_a_requests_tokens_count_up_front_with_its_max_tokens(
@@ -204,7 +211,7 @@ def test_a_push_back_delays_the_requests_already_waiting_in_their_order(
     results = run_in_threads(jobs, stagger_s=0.02)
 
     assert not [r for r in results if isinstance(r, Exception)]
-    seen = sorted(arrivals(fake_llm), key=lambda a: a[1])
+    seen = in_arrival_order(fake_llm)
     assert [q for q, _at, _o in seen] == ["question 0", "question 1"]
     # Their turns were at +1 s and +2 s: the 2 s pause moved both, in the same order.
     assert seen[0][1] - started >= 2.0
@@ -360,8 +367,7 @@ def test_while_the_budget_has_room_a_customer_still_being_prepared_goes_before_t
         collect(first_worker.stream(first_request))
         later.join(timeout=10)
 
-    seen = sorted(arrivals(fake_llm), key=lambda a: a[1])
-    assert [q for q, _at, _o in seen] == ["question of reply:1", "question of reply:2"]
+    assert questions_in_arrival_order(fake_llm) == ["question of reply:1", "question of reply:2"]
 
 
 def test_a_place_left_without_booking_lets_those_behind_go_at_once(
@@ -438,7 +444,7 @@ def test_a_request_that_waited_behind_an_earlier_customer_still_waits_for_its_ow
         collect(first_worker.stream(first_request))
         later.join(timeout=10)
 
-    seen = sorted(arrivals(fake_llm), key=lambda a: a[1])
+    seen = in_arrival_order(fake_llm)
     assert [q for q, _at, _o in seen] == ["question of reply:1", "question of reply:2"]
     # The first went late (at 1.5 s, its turn was at 1 s); the second at its own turn, 2 s.
     assert seen[1][1] - drained >= 1.9, "not as soon as it booked"
