@@ -73,11 +73,8 @@ MIN_NOTICE_S = 1.0
 # A place in line not used to book within this long is given up (its worker died, or its
 # retrieval is stuck): those behind it stop waiting for it.
 PLACE_HELD_S = 15.0
-# How long a request behind customers still being prepared waits before it looks again: this
-# much for each of them (a burst's retrievals finish a few dozen a second), within the bounds.
-# Polling 200 replies every 50 ms starved a worker's lease heartbeat.
-BEHIND_STEP_PER_CUSTOMER_S = 0.02
-BEHIND_STEP_S = (0.05, 0.5)
+# How often a request behind customers still being prepared looks again.
+BEHIND_STEP_S = 0.05
 # A 429 without Retry-After pauses the budget this long.
 DEFAULT_PUSH_BACK_S = 1.0
 # A budget's state outlives its last booking by this long, then Redis forgets it (a full bucket).
@@ -123,8 +120,8 @@ if place ~= '' then
     redis.call('ZREM', KEYS[4], gone[i])
     redis.call('ZREM', KEYS[5], gone[i])
   end
-  local ahead = redis.call('ZCOUNT', KEYS[4], '-inf', string.format('(%.6f', asked))
-  if ahead > 0 then return {2, tostring(ahead), '0', '0'} end
+  local earliest = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+  if #earliest > 0 and tonumber(earliest[2]) < asked then return {2, '0', '0', '0'} end
 end
 local s = redis.call('HMGET', KEYS[1], 'req', 'tok', 'last', 'blocked', 'shift', 'toklast')
 local req, tok = tonumber(s[1]) or now, tonumber(s[2]) or now
@@ -250,7 +247,6 @@ class _Booking:
     id: str
     booked: bool  # False: no turn before the longest wait allowed (nothing was booked)
     behind: bool  # nothing booked yet: customers who asked before are still being prepared
-    ahead: int  # how many of them, when behind
     made_at: float  # time.monotonic() when it was asked for: the waits count from then
     wait: float  # seconds to the turn
     shift: float  # the budget's push-back total then
@@ -394,8 +390,7 @@ class ModelBudget:
                     permanent=True,
                     code="over_budget",
                 )
-            shortest, longest = BEHIND_STEP_S
-            time.sleep(min(longest, max(shortest, booking.ahead * BEHIND_STEP_PER_CUSTOMER_S)))
+            time.sleep(BEHIND_STEP_S)
 
     @contextlib.contextmanager
     def place_in_line(self, place: PlaceInLine) -> Iterator[None]:
@@ -505,9 +500,8 @@ class ModelBudget:
             id=booking_id,
             booked=int(booked) == 1,
             behind=int(booked) == 2,
-            ahead=int(float(seconds)) if int(booked) == 2 else 0,
             made_at=made_at,
-            wait=0.0 if int(booked) == 2 else max(0.0, float(seconds)),
+            wait=max(0.0, float(seconds)),
             shift=float(shift),
             token_wait=max(0.0, float(token_seconds)),
         )
