@@ -89,8 +89,10 @@ STATE_TTL_S = 3600
 # (their bookings, by when their customer asked); the n-th booking in `queue` has the n-th
 # slot, so a customer who asked first goes first even if their prompt was ready last
 # (retrieval under a burst finishes in any order). A waiting request reads its turn again at
-# every wait step. Two more sorted sets hold the places in line of requests still being
-# prepared: `preparing` by when their customer asked, `held` by when the place is given up.
+# every wait step. The places in line: `preparing` (requests still being prepared) and `ready`
+# (prepared, waiting for one asked before them) by when their customer asked, `held` by when
+# a place is given up; `wants` (a hash) what each ready request books, and `booked` the
+# bookings made for them by one asked after them that found the way clear.
 _TIME_AND_PURGE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -106,66 +108,116 @@ end
 _BOOK = (
     _TIME_AND_PURGE
     + """
-local rpm, tpm, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local longest, tolerance, ttl = tonumber(ARGV[4]), 60 - tonumber(ARGV[5]), tonumber(ARGV[6])
-local asked, id, place = tonumber(ARGV[7]) or now, ARGV[8], ARGV[9]
-if place ~= '' then
-  -- This request is prepared: nobody waits for it any more. Places not used in time are
-  -- given up. While one asked before it is still being prepared, it waits (the caller asks
-  -- again shortly); those ready book together, not one after another.
-  redis.call('ZREM', KEYS[4], place)
-  redis.call('ZREM', KEYS[5], place)
-  local gone = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now)
-  for i = 1, #gone do
-    redis.call('ZREM', KEYS[4], gone[i])
-    redis.call('ZREM', KEYS[5], gone[i])
+local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tolerance, ttl = 60 - tonumber(ARGV[5]), tonumber(ARGV[6])
+
+-- One booking: {1, seconds to its turn, shift, seconds to its token turn}, or {0, seconds to the
+-- first turn possible, shift, 0} when that is past `longest` (nothing is booked then).
+local function book(tokens, longest, asked, id)
+  local s = redis.call('HMGET', KEYS[1], 'req', 'tok', 'last', 'blocked', 'shift', 'toklast')
+  local req, tok = tonumber(s[1]) or now, tonumber(s[2]) or now
+  local blocked = tonumber(s[4]) or now
+  -- `turn`: the new end of the schedule. `tok_turn`: the turn of this request's tokens, never
+  -- before the token turn of one booked earlier (sent before it, this request would take
+  -- tokens that one counted on).
+  local turn = math.max(now, tonumber(s[3]) or now, blocked)
+  local tok_turn, tok_last = now, tonumber(s[6]) or now
+  local req_step, tok_step = 0, 0
+  if rpm > 0 then
+    req_step = math.min(60 / rpm, tolerance)
+    turn = math.max(turn, req + req_step - tolerance)
   end
-  local earliest = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
-  if #earliest > 0 and tonumber(earliest[2]) < asked then return {2, '0', '0', '0'} end
+  if tpm > 0 then
+    tok_step = math.min(60 * tokens / tpm, tolerance)
+    tok_turn = math.max(now, blocked, tok_last, tok + tok_step - tolerance)
+    turn = math.max(turn, tok_turn)
+  end
+  local shift = s[5] or '0'
+  if turn - now > longest then
+    return {0, turn - now, shift, 0}
+  end
+  if rpm > 0 then req = math.max(req, turn) + req_step end
+  if tpm > 0 then tok = math.max(tok, turn) + tok_step end
+  redis.call('HSET', KEYS[1], 'req', string.format('%.6f', req),
+    'tok', string.format('%.6f', tok), 'last', string.format('%.6f', turn),
+    'toklast', string.format('%.6f', math.max(tok_last, tok_turn)))
+  local expiry = math.ceil(math.max(req, tok, turn) - now) + ttl
+  redis.call('EXPIRE', KEYS[1], expiry)
+  local wait = turn
+  if rpm > 0 and turn > now then
+    -- The new turn joins the slots; the booking takes its place among those waiting by when
+    -- its customer asked, and the slot of that rank (those after it move one slot on). A turn
+    -- that is now goes at once: nobody is waiting then (every slot booked has come).
+    redis.call('ZADD', KEYS[3], string.format('%.6f', turn), id)
+    redis.call('ZADD', KEYS[2], string.format('%.6f', asked), id)
+    redis.call('EXPIRE', KEYS[2], expiry)
+    redis.call('EXPIRE', KEYS[3], expiry)
+    local rank = redis.call('ZRANK', KEYS[2], id)
+    local slot = redis.call('ZRANGE', KEYS[3], rank, rank, 'WITHSCORES')
+    wait = math.max(tonumber(slot[2]), tok_turn)
+  end
+  return {1, wait - now, shift, tok_turn - now}
 end
-local s = redis.call('HMGET', KEYS[1], 'req', 'tok', 'last', 'blocked', 'shift', 'toklast')
-local req, tok = tonumber(s[1]) or now, tonumber(s[2]) or now
-local blocked = tonumber(s[4]) or now
--- `turn`: the new end of the schedule. `tok_turn`: the turn of this request's tokens, never
--- before the token turn of one booked earlier (sent before it, this request would take
--- tokens that one counted on).
-local turn = math.max(now, tonumber(s[3]) or now, blocked)
-local tok_turn, tok_last = now, tonumber(s[6]) or now
-local req_step, tok_step = 0, 0
-if rpm > 0 then
-  req_step = math.min(60 / rpm, tolerance)
-  turn = math.max(turn, req + req_step - tolerance)
+
+local function reply(r)
+  return {r[1], string.format('%.6f', r[2]), r[3], string.format('%.6f', r[4])}
 end
-if tpm > 0 then
-  tok_step = math.min(60 * tokens / tpm, tolerance)
-  tok_turn = math.max(now, blocked, tok_last, tok + tok_step - tolerance)
-  turn = math.max(turn, tok_turn)
+
+local function forget(place)
+  for i = 4, 6 do redis.call('ZREM', KEYS[i], place) end
+  redis.call('HDEL', KEYS[7], place)
 end
-local shift = s[5] or '0'
-if turn - now > longest then
-  return {0, string.format('%.6f', turn - now), shift, '0'}
+
+local tokens, longest = tonumber(ARGV[3]), tonumber(ARGV[4])
+local asked, id, place = tonumber(ARGV[7]) or now, ARGV[8], ARGV[9]
+if place == '' then return reply(book(tokens, longest, asked, id)) end
+-- Scores as text: a Lua number becomes text with 14 digits, a tenth of a millisecond here.
+local asked_text = string.format('%.6f', asked)
+
+-- A request with a place in line: prepared, so nobody waits for it to be prepared any more.
+-- Places not used in time are given up (their worker died, or their retrieval is stuck).
+redis.call('ZREM', KEYS[4], place)
+local gone = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now)
+for i = 1, #gone do
+  forget(gone[i])
+  redis.call('HDEL', KEYS[8], gone[i])
 end
-if rpm > 0 then req = math.max(req, turn) + req_step end
-if tpm > 0 then tok = math.max(tok, turn) + tok_step end
-redis.call('HSET', KEYS[1], 'req', string.format('%.6f', req), 'tok', string.format('%.6f', tok),
-  'last', string.format('%.6f', turn),
-  'toklast', string.format('%.6f', math.max(tok_last, tok_turn)))
-local expiry = math.ceil(math.max(req, tok, turn) - now) + ttl
-redis.call('EXPIRE', KEYS[1], expiry)
-local wait = turn
-if rpm > 0 and turn > now then
-  -- The new turn joins the slots; the booking takes its place among those waiting by when its
-  -- customer asked, and the slot of that rank (those after it move one slot on). A turn that
-  -- is now goes at once: nobody is waiting then (every slot booked has come).
-  redis.call('ZADD', KEYS[3], turn, id)
-  redis.call('ZADD', KEYS[2], asked, id)
-  redis.call('EXPIRE', KEYS[2], expiry)
-  redis.call('EXPIRE', KEYS[3], expiry)
-  local rank = redis.call('ZRANK', KEYS[2], id)
-  local slot = redis.call('ZRANGE', KEYS[3], rank, rank, 'WITHSCORES')
-  wait = math.max(tonumber(slot[2]), tok_turn)
+-- Booked already, by a request asked after it that found the way clear (below).
+local done = redis.call('HGET', KEYS[8], place)
+if done then
+  redis.call('HDEL', KEYS[8], place)
+  local code, turn, shift, tok_turn = string.match(done, '(%S+) (%S+) (%S+) (%S+)')
+  return reply({tonumber(code), tonumber(turn) - now, shift, tonumber(tok_turn) - now})
 end
-return {1, string.format('%.6f', wait - now), shift, string.format('%.6f', tok_turn - now)}
+local keep = math.ceil(tonumber(ARGV[10])) + 60
+local earliest = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+if #earliest > 0 and tonumber(earliest[2]) < asked then
+  -- Someone asked before it is still being prepared: it waits, ready (the caller asks again
+  -- shortly, and its place is held on while it does).
+  redis.call('ZADD', KEYS[6], asked_text, place)
+  redis.call('HSET', KEYS[7], place,
+    string.format('%d %.6f %.6f %s', tokens, now + longest, asked, id))
+  redis.call('ZADD', KEYS[5], string.format('%.6f', now + tonumber(ARGV[10])), place)
+  for i = 5, 7 do redis.call('EXPIRE', KEYS[i], keep) end
+  return {2, '0', '0', '0'}
+end
+-- The way is clear: first those ready who asked before it, in the order they asked (else
+-- whichever of them asked again first would take the turns free now), then itself.
+local before = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', '(' .. asked_text)
+for i = 1, #before do
+  local other = before[i]
+  local wants = redis.call('HGET', KEYS[7], other)
+  forget(other)
+  if wants then
+    local o_tokens, o_until, o_asked, o_id = string.match(wants, '(%S+) (%S+) (%S+) (%S+)')
+    local r = book(tonumber(o_tokens), tonumber(o_until) - now, tonumber(o_asked), o_id)
+    redis.call('HSET', KEYS[8], other,
+      string.format('%d %.6f %s %.6f', r[1], now + r[2], r[3], now + r[4]))
+    redis.call('EXPIRE', KEYS[8], keep)
+  end
+end
+forget(place)
+return reply(book(tokens, longest, asked, id))
 """
 )
 
@@ -372,10 +424,18 @@ class ModelBudget:
     def _book_in_turn(
         self, request: ReplyRequest, limits: Limits, tokens: int, wait: BudgetWait, deadline: float
     ) -> _Booking:
-        """Book once nobody who asked before this request is still being prepared."""
+        """Book once nobody who asked before this request is still being prepared (or be
+        booked, in the order asked, by a request asked after it that found the way clear)."""
+        booking_id = uuid.uuid4().hex
         while True:
             booking = self._book(
-                request, limits, tokens, deadline - time.monotonic(), wait.asked_at, wait.place
+                request,
+                limits,
+                tokens,
+                deadline - time.monotonic(),
+                wait.asked_at,
+                wait.place,
+                booking_id,
             )
             if not booking.behind:
                 return booking
@@ -400,7 +460,7 @@ class ModelBudget:
         keys = self._keys(self.key_for_model(place.model))
         try:
             _script(_HOLD_PLACE)(
-                keys=keys[3:], args=[f"{place.asked_at:.6f}", place.ticket, PLACE_HELD_S]
+                keys=keys[3:5], args=[f"{place.asked_at:.6f}", place.ticket, PLACE_HELD_S]
             )
         except RedisError as exc:
             logger.warning("no place in line for the model's budget: Redis is unreachable (%s)",
@@ -411,8 +471,10 @@ class ModelBudget:
             # Gone already if it booked; not if the reply needed no model or failed first.
             with contextlib.suppress(RedisError):
                 pipe = sync_client().pipeline(transaction=False)
-                pipe.zrem(keys[3], place.ticket)
-                pipe.zrem(keys[4], place.ticket)
+                for line in keys[3:6]:
+                    pipe.zrem(line, place.ticket)
+                pipe.hdel(keys[6], place.ticket)
+                pipe.hdel(keys[7], place.ticket)
                 pipe.execute()
 
     def admit_now(self, request: ReplyRequest) -> bool:
@@ -459,7 +521,7 @@ class ModelBudget:
 
     @staticmethod
     def _keys(budget: str) -> list[str]:
-        parts = ("queue", "slots", "preparing", "held")
+        parts = ("queue", "slots", "preparing", "held", "ready", "wants", "booked")
         return [budget, *(f"{budget}:{part}" for part in parts)]
 
     def _book(
@@ -470,6 +532,7 @@ class ModelBudget:
         longest: float,
         asked_at: float | None,
         place: str | None = None,
+        booking_id: str | None = None,
     ) -> _Booking:
         if limits.tokens_per_min and tokens > limits.tokens_per_min:
             # More than a minute's budget: the provider will refuse it, but it must not wait
@@ -480,7 +543,7 @@ class ModelBudget:
                 limits.tokens_per_min,
             )
             tokens = limits.tokens_per_min
-        booking_id = uuid.uuid4().hex
+        booking_id = booking_id or uuid.uuid4().hex
         made_at = time.monotonic()
         booked, seconds, shift, token_seconds = _script(_BOOK)(
             keys=self._keys(self.key_for(request)),
@@ -494,6 +557,7 @@ class ModelBudget:
                 "" if asked_at is None else f"{asked_at:.6f}",
                 booking_id,
                 place or "",
+                PLACE_HELD_S,
             ],
         )
         return _Booking(

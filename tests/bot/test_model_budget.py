@@ -474,3 +474,36 @@ def test_customers_ready_to_book_do_not_wait_for_each_other_only_for_those_still
     holds[0].__exit__(None, None, None)  # the first needed no model
     # The third books at once: the second is ready too, so nobody is waited for any more.
     assert book(2) and book(1)
+
+
+def test_customers_ready_behind_an_earlier_one_take_the_free_turns_in_the_order_they_asked(
+    fake_llm: FakeLLMServer, settings
+) -> None:
+    # Six requests a minute: five turns free at once, then one at 1 s and one at 11 s. Three
+    # are spent, so two are free now.
+    settings.OPENAI_REQUESTS_PER_MIN = 6
+    p = worker(fake_llm)
+    limits = resolve(REQUEST.limits)
+    for _ in range(3):
+        assert p.budget.admit_now(REQUEST)
+    asked = time.time()
+    places = [in_line(f"reply:{i}", asked + i / 10) for i in range(4)]
+    holds = [p.in_line(place) for place, _request in places]
+    for hold in holds:
+        hold.__enter__()
+
+    def book(i: int) -> budget_module._Booking:
+        request = places[i][1]
+        wait = request.budget_wait
+        assert wait is not None
+        return p.budget._book(request, limits, 10, 60.0, wait.asked_at, wait.place, f"b{i}")
+
+    # The last three are ready, the last first, while the first is still being prepared.
+    assert all(book(i).behind for i in (3, 2, 1))
+    assert book(0).wait < 0.5  # the first goes at once
+    # The last asks again first: it must not take the one turn still free now.
+    last, second, third = book(3), book(1), book(2)
+    assert all(b.booked for b in (last, second, third))
+    assert second.wait < 0.5
+    assert 0.5 < third.wait < 1.5
+    assert 10.5 < last.wait < 11.5

@@ -140,17 +140,20 @@ def test_the_customer_who_asked_first_is_answered_first_though_their_retrieval_e
     # from the moment a worker takes the reply, the second customer, ready first, would go first.
     first, second = ask("Where is my parcel?"), ask("Where is my parcel today?")
     warm = knowledge_search.warm_question
+    first_is_prepared = threading.Event()
 
     def slow_for_the_first(text: str) -> None:
         if text == "Where is my parcel?":
+            first_is_prepared.set()
             time.sleep(1.0)  # retrieval under a burst finishes in any order
         warm(text)
 
     monkeypatch.setattr(knowledge_search, "warm_question", slow_for_the_first)
     writers = [threading.Thread(target=write_reply, args=(r.pk,)) for r in (first, second)]
-    for writer in writers:
-        writer.start()
-        time.sleep(0.1)
+    writers[0].start()
+    # The second is taken while the first is being prepared (however slow its worker's start).
+    assert first_is_prepared.wait(timeout=20)
+    writers[1].start()
     for writer in writers:
         writer.join(timeout=20)
 
