@@ -17,6 +17,8 @@ from typing import Protocol
 
 from django.conf import settings
 
+from bot.types import ModelLimits
+
 
 @dataclass(frozen=True)
 class BotConfig:
@@ -39,6 +41,10 @@ class BotConfig:
     @property
     def request_model(self) -> str:
         return self.model or str(settings.OPENAI_MODEL)
+
+    @property
+    def model_limits(self) -> ModelLimits:
+        return ModelLimits(self.requests_per_min, self.tokens_per_min)
 
 
 def default_config() -> BotConfig:

@@ -40,7 +40,6 @@ from bot.types import (
     ChatMessage,
     Knowledge,
     KnowledgePassage,
-    ModelLimits,
     ReplyRequest,
     estimate_tokens,
 )
@@ -90,7 +89,7 @@ def build_request(
         max_tokens=config.max_tokens,
         stop=list(config.stop),
         knowledge=knowledge,
-        limits=ModelLimits(config.requests_per_min, config.tokens_per_min),
+        limits=config.model_limits,
     )
 
 
@@ -140,7 +139,7 @@ def assist_summary_request(
         top_p=config.top_p,
         max_tokens=config.max_tokens,
         stop=list(config.stop),
-        limits=ModelLimits(config.requests_per_min, config.tokens_per_min),
+        limits=config.model_limits,
     )
 
 

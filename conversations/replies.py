@@ -29,7 +29,6 @@ from bot.run import Answer, Stopped
 from bot.types import (
     BudgetWait,
     ChatMessage,
-    ModelLimits,
     PlaceInLine,
     ProviderError,
     ReplyRequest,
@@ -160,7 +159,7 @@ class ReplyWriter:
             ticket=f"reply:{self.reply.pk}",
             asked_at=self.asked_at,
             model=bot.request_model,
-            limits=ModelLimits(bot.requests_per_min, bot.tokens_per_min),
+            limits=bot.model_limits,
         )
         with configured.in_line(place):
             self._write(bot, configured, place)
