@@ -16,7 +16,9 @@ ask goes first even when their prompt was ready last. A reply holds its customer
 line from the moment a worker takes it (BudgetedProvider.in_line), and a request books only once
 nobody asked before it is still being prepared, so a burst's earliest questions are not
 overtaken by later ones whose retrieval finished first, even while the budget has turns to give
-at once.
+at once. Requests ready meanwhile stay in line: the first to find the way clear books for every
+one asked before it, in the order asked, so the turns free at once do not go to whichever asks
+again first.
 
 The bucket holds a minute's budget, as the provider's own does (its x-ratelimit-reset-* headers
 count the time until it is full again): a burst of up to a minute's requests goes at once, then
