@@ -161,8 +161,14 @@ class LeaseKeeper:
                 return
 
     def tick(self) -> None:
-        """One heartbeat: renew, hand off when due, then sweep."""
+        """One heartbeat: renew, hand off when due, then sweep. One that takes long enough to
+        risk the leases is logged with where its time went (a lapsed lease restarts a reply)."""
+        started = time.monotonic()
+        connected = started
         try:
+            if self.held():
+                connection.ensure_connection()  # from the pool, when there is one: it may wait
+            connected = time.monotonic()
             self.renew()
             self.hand_off_if_due()
             now = time.monotonic()
@@ -178,6 +184,15 @@ class LeaseKeeper:
         finally:
             if not connection.in_atomic_block:
                 connection.close()
+        took = time.monotonic() - started
+        if took >= settings.REPLY_LEASE_S / 2:
+            logger.warning(
+                "reply leases: a heartbeat took %.1fs (%.1fs waiting for a database connection); "
+                "leases lapse after %.0fs",
+                took,
+                connected - started,
+                settings.REPLY_LEASE_S,
+            )
 
 
 def requeue(reply_id: int, *, attempt: int | None = None, reason: str) -> bool:

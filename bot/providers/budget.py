@@ -239,8 +239,8 @@ _HOLD_PLACE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local held = tonumber(ARGV[3])
-redis.call('ZADD', KEYS[1], tonumber(ARGV[1]), ARGV[2])
-redis.call('ZADD', KEYS[2], now + held, ARGV[2])
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], string.format('%.6f', now + held), ARGV[2])
 redis.call('EXPIRE', KEYS[1], math.ceil(held) + 60)
 redis.call('EXPIRE', KEYS[2], math.ceil(held) + 60)
 """

@@ -145,6 +145,33 @@ def test_a_heartbeat_renews_only_the_replies_still_in_the_attempt_this_worker_cl
     assert after[finished.pk] == before[finished.pk] and held[finished.pk].is_lost
 
 
+def test_a_heartbeat_slow_enough_to_risk_the_leases_says_how_long_it_waited_for_a_connection(
+    queued, settings, monkeypatch, caplog
+):
+    settings.REPLY_LEASE_S = 0.4  # a heartbeat of 0.2 s or more risks it
+    reply = ask()
+    streaming_since(reply, seconds_ago=0)
+    keeper = recovery.LeaseKeeper()
+    keeper._held[reply.pk] = recovery.HeldReply(reply.pk, attempt=1)
+    keeper._sweep_from = time.monotonic() + 60  # only the renewal is timed
+    connect = recovery.connection.ensure_connection
+
+    def pool_is_busy() -> None:
+        time.sleep(0.3)  # every pooled connection is with another thread
+        connect()
+
+    monkeypatch.setattr(recovery.connection, "ensure_connection", pool_is_busy)
+
+    keeper.tick()
+
+    (slow,) = [r.getMessage() for r in caplog.records if "heartbeat took" in r.getMessage()]
+    assert "(0.3s waiting for a database connection)" in slow
+    monkeypatch.undo()
+    caplog.clear()
+    keeper.tick()  # a quick one is not logged
+    assert not [r for r in caplog.records if "heartbeat took" in r.getMessage()]
+
+
 def test_a_writer_whose_reply_was_taken_away_stops_and_stores_nothing(model, queued):
     model.set_fault("hang", hang_s=1.5)
     reply = ask()
