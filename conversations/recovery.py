@@ -95,13 +95,25 @@ class LeaseKeeper:
             return
         # By id, with the attempts compared here: a filter OR-ing (id, attempt) pairs took 20 ms
         # of CPU a heartbeat with 100 replies held, this 3 ms.
-        attempts = dict(
-            Turn.objects.filter(
-                pk__in=[reply.reply_id for reply in held], status=Turn.Status.STREAMING
-            ).values_list("pk", "attempt")
-        )
+        rows = {
+            pk: (attempt, status)
+            for pk, attempt, status in Turn.objects.filter(
+                pk__in=[reply.reply_id for reply in held]
+            ).values_list("pk", "attempt", "status")
+        }
         still_mine = {
-            reply.reply_id for reply in held if attempts.get(reply.reply_id) == reply.attempt
+            reply.reply_id
+            for reply in held
+            if rows.get(reply.reply_id) == (reply.attempt, Turn.Status.STREAMING)
+        }
+        # Only the attempt that claimed a reply can finish it (Turn.finish_reply): one finished
+        # in this attempt was stored by its writer here, between hold()'s list and this query.
+        finished_here = {
+            reply.reply_id
+            for reply in held
+            if (found := rows.get(reply.reply_id)) is not None
+            and found[0] == reply.attempt
+            and found[1] not in (Turn.Status.STREAMING, Turn.Status.QUEUED)
         }
         if still_mine:
             # Claimed by another worker in between, a reply's lease is renewed once more by
@@ -110,8 +122,9 @@ class LeaseKeeper:
                 claimed_at=timezone.now()
             )
         for reply in held:
-            if reply.reply_id not in still_mine and not reply.is_lost:
-                # Finished replies leave hold() right after storing; this one was taken away.
+            gone = reply.reply_id not in still_mine and reply.reply_id not in finished_here
+            if gone and not reply.is_lost:
+                # Put back in the queue by a sweeper, or claimed by another worker since.
                 reply.lost.set()
                 logger.warning("reply %s: lease lost; another worker writes it", reply.reply_id)
 

@@ -142,7 +142,21 @@ def test_a_heartbeat_renews_only_the_replies_still_in_the_attempt_this_worker_cl
     after = {t.pk: t.claimed_at for t in Turn.objects.all()}
     assert after[mine.pk] > before[mine.pk] and not held[mine.pk].is_lost
     assert after[taken.pk] == before[taken.pk] and held[taken.pk].is_lost
-    assert after[finished.pk] == before[finished.pk] and held[finished.pk].is_lost
+    # Finished by this worker's own writer just before the heartbeat: not renewed, not lost.
+    assert after[finished.pk] == before[finished.pk] and not held[finished.pk].is_lost
+
+
+def test_a_heartbeat_finds_a_reply_the_sweeper_put_back_lost(queued, caplog):
+    reply = ask()
+    streaming_since(reply, seconds_ago=10)
+    keeper = recovery.LeaseKeeper()
+    held = keeper._held[reply.pk] = recovery.HeldReply(reply.pk, attempt=1)
+    assert recovery.sweep().lapsed == 1  # queued again, in the same attempt until claimed
+
+    keeper.renew()
+
+    assert held.is_lost
+    assert [r.getMessage() for r in caplog.records if "lease lost" in r.getMessage()]
 
 
 def test_a_heartbeat_slow_enough_to_risk_the_leases_says_how_long_it_waited_for_a_connection(
