@@ -101,30 +101,24 @@ class LeaseKeeper:
                 pk__in=[reply.reply_id for reply in held]
             ).values_list("pk", "attempt", "status")
         }
-        still_mine = {
-            reply.reply_id
-            for reply in held
-            if rows.get(reply.reply_id) == (reply.attempt, Turn.Status.STREAMING)
-        }
-        # Only the attempt that claimed a reply can finish it (Turn.finish_reply): one finished
-        # in this attempt was stored by its writer here, between hold()'s list and this query.
-        finished_here = {
-            reply.reply_id
-            for reply in held
-            if (found := rows.get(reply.reply_id)) is not None
-            and found[0] == reply.attempt
-            and found[1] not in (Turn.Status.STREAMING, Turn.Status.QUEUED)
-        }
+        still_mine: set[int] = set()
+        gone: list[HeldReply] = []
+        for reply in held:
+            attempt, status = rows.get(reply.reply_id, (None, None))
+            if attempt != reply.attempt or status == Turn.Status.QUEUED:
+                gone.append(reply)  # claimed by another worker, or put back by a sweeper
+            elif status == Turn.Status.STREAMING:
+                still_mine.add(reply.reply_id)
+            # Else finished by this attempt's own writer (only it can: Turn.finish_reply),
+            # between hold()'s list and this query: neither renewed nor lost.
         if still_mine:
             # Claimed by another worker in between, a reply's lease is renewed once more by
             # this process: harmless, and found out at the next heartbeat.
             Turn.objects.filter(pk__in=still_mine, status=Turn.Status.STREAMING).update(
                 claimed_at=timezone.now()
             )
-        for reply in held:
-            gone = reply.reply_id not in still_mine and reply.reply_id not in finished_here
-            if gone and not reply.is_lost:
-                # Put back in the queue by a sweeper, or claimed by another worker since.
+        for reply in gone:
+            if not reply.is_lost:
                 reply.lost.set()
                 logger.warning("reply %s: lease lost; another worker writes it", reply.reply_id)
 

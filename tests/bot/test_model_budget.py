@@ -455,30 +455,40 @@ def test_a_request_that_waited_behind_an_earlier_customer_still_waits_for_its_ow
     assert seen[1][1] - drained >= 1.9, "not as soon as it booked"
 
 
+class Line:
+    """Customers holding places in line with one worker, asked 0.1 s apart, who book by hand
+    (each with one booking id, as a request keeps its own while it waits)."""
+
+    def __init__(self, p: BudgetedProvider, customers: int) -> None:
+        asked = time.time()
+        self.budget = p.budget
+        self.places = [in_line(f"reply:{i}", asked + i / 10) for i in range(customers)]
+        self.holds = [p.in_line(place) for place, _request in self.places]
+        for hold in self.holds:
+            hold.__enter__()
+
+    def book(self, i: int) -> budget_module._Booking:
+        request = self.places[i][1]
+        wait = request.budget_wait
+        assert wait is not None
+        limits = resolve(REQUEST.limits)
+        return self.budget._book(request, limits, 10, 60.0, wait.asked_at, wait.place, f"b{i}")
+
+    def leave(self, i: int) -> None:
+        self.holds[i].__exit__(None, None, None)
+
+
 def test_customers_ready_to_book_do_not_wait_for_each_other_only_for_those_still_being_prepared(
     fake_llm: FakeLLMServer, settings
 ) -> None:
     settings.OPENAI_REQUESTS_PER_MIN = 600
-    p = worker(fake_llm)
-    limits = resolve(REQUEST.limits)
-    asked = time.time()
-    places = [in_line(f"reply:{i}", asked + i / 10) for i in range(3)]
-    holds = [p.in_line(place) for place, _request in places]
-    for hold in holds:
-        hold.__enter__()
+    line = Line(worker(fake_llm), 3)
 
-    def book(i: int) -> bool:
-        """True: booked; False: behind someone still being prepared."""
-        request = places[i][1]
-        wait = request.budget_wait
-        assert wait is not None
-        booking = p.budget._book(request, limits, 10, 60.0, wait.asked_at, wait.place)
-        return not booking.behind
-
-    assert not book(1) and not book(2)  # both ready, behind the first, still being prepared
-    holds[0].__exit__(None, None, None)  # the first needed no model
+    # Both ready, behind the first, still being prepared.
+    assert line.book(1).behind and line.book(2).behind
+    line.leave(0)  # the first needed no model
     # The third books at once: the second is ready too, so nobody is waited for any more.
-    assert book(2) and book(1)
+    assert not line.book(2).behind and not line.book(1).behind
 
 
 def test_customers_ready_behind_an_earlier_one_take_the_free_turns_in_the_order_they_asked(
@@ -488,26 +498,15 @@ def test_customers_ready_behind_an_earlier_one_take_the_free_turns_in_the_order_
     # are spent, so two are free now.
     settings.OPENAI_REQUESTS_PER_MIN = 6
     p = worker(fake_llm)
-    limits = resolve(REQUEST.limits)
     for _ in range(3):
         assert p.budget.admit_now(REQUEST)
-    asked = time.time()
-    places = [in_line(f"reply:{i}", asked + i / 10) for i in range(4)]
-    holds = [p.in_line(place) for place, _request in places]
-    for hold in holds:
-        hold.__enter__()
-
-    def book(i: int) -> budget_module._Booking:
-        request = places[i][1]
-        wait = request.budget_wait
-        assert wait is not None
-        return p.budget._book(request, limits, 10, 60.0, wait.asked_at, wait.place, f"b{i}")
+    line = Line(p, 4)
 
     # The last three are ready, the last first, while the first is still being prepared.
-    assert all(book(i).behind for i in (3, 2, 1))
-    assert book(0).wait < 0.5  # the first goes at once
+    assert all(line.book(i).behind for i in (3, 2, 1))
+    assert line.book(0).wait < 0.5  # the first goes at once
     # The last asks again first: it must not take the one turn still free now.
-    last, second, third = book(3), book(1), book(2)
+    last, second, third = line.book(3), line.book(1), line.book(2)
     assert all(b.booked for b in (last, second, third))
     assert second.wait < 0.5
     assert 0.5 < third.wait < 1.5
