@@ -11,6 +11,7 @@ worker may only store the attempt it claimed (Turn.claim_reply, Turn.finish_repl
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -21,7 +22,8 @@ from datetime import timedelta
 
 from celery import current_app
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -162,10 +164,17 @@ class LeaseKeeper:
         self._thread = None
 
     def _loop(self) -> None:
-        while True:
-            self.tick()
-            if self._stop.wait(settings.REPLY_HEARTBEAT_S):
-                return
+        own = own_connection()
+        if own is not None:
+            connections[own.alias] = own  # this thread's, and only this thread's
+        try:
+            while True:
+                self.tick()
+                if self._stop.wait(settings.REPLY_HEARTBEAT_S):
+                    return
+        finally:
+            if own is not None:
+                own.close()
 
     def tick(self) -> None:
         """One heartbeat: renew, hand off when due, then sweep. One that takes long enough to
@@ -174,7 +183,7 @@ class LeaseKeeper:
         connected = started
         try:
             if self.held():
-                connection.ensure_connection()  # from the pool, when there is one: it may wait
+                connection.ensure_connection()  # a pooled one may wait (the loop has its own)
             connected = time.monotonic()
             self.renew()
             self.hand_off_if_due()
@@ -189,7 +198,11 @@ class LeaseKeeper:
         except Exception:  # the heartbeat must outlive anything one tick runs into
             logger.exception("reply leases: unexpected error")
         finally:
-            if not connection.in_atomic_block:
+            if connection.in_atomic_block:
+                pass
+            elif connection.settings_dict.get("CONN_MAX_AGE") is None:
+                connection.close_if_unusable_or_obsolete()  # its own: kept, unless broken
+            else:
                 connection.close()
         took = time.monotonic() - started
         if took >= settings.REPLY_LEASE_S / 2:
@@ -200,6 +213,22 @@ class LeaseKeeper:
                 connected - started,
                 settings.REPLY_LEASE_S,
             )
+
+
+def own_connection() -> BaseDatabaseWrapper | None:
+    """A connection of the heartbeat's own, outside the pool (None without a pool). Reply
+    threads hold pooled connections through their dialogue and knowledge reads, and a pool
+    queues its waiters first come, first served: in a cold burst a heartbeat waited 2-3 s for
+    one, and leases of 5 s lapsed. One more connection a worker process buys leases that
+    renew on time."""
+    pooled = connections["default"]
+    options = pooled.settings_dict.get("OPTIONS") or {}
+    if not options.get("pool"):
+        return None
+    own_settings = copy.copy(pooled.settings_dict)
+    own_settings["OPTIONS"] = {key: value for key, value in options.items() if key != "pool"}
+    own_settings["CONN_MAX_AGE"] = None  # kept open between heartbeats
+    return type(pooled)(own_settings, pooled.alias)
 
 
 def requeue(reply_id: int, *, attempt: int | None = None, reason: str) -> bool:

@@ -13,7 +13,9 @@ from datetime import timedelta
 
 import pytest
 import redis
+from django.db import connection
 from django.utils import timezone
+from psycopg_pool import PoolTimeout
 
 from conversations import recovery, services
 from conversations.events import ReplyPublisher
@@ -184,6 +186,40 @@ def test_a_heartbeat_slow_enough_to_risk_the_leases_says_how_long_it_waited_for_
     caplog.clear()
     keeper.tick()  # a quick one is not logged
     assert not [r for r in caplog.records if "heartbeat took" in r.getMessage()]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="a pool is the production path's")
+def test_a_heartbeat_renews_leases_while_reply_threads_hold_every_pooled_connection(settings):
+    settings.REPLY_HEARTBEAT_S = 0.1
+    reply = ask()
+    streaming_since(reply, seconds_ago=0)
+    claimed_at = Turn.objects.get(pk=reply.pk).claimed_at  # this thread keeps its connection
+    keeper = recovery.LeaseKeeper()
+    keeper._held[reply.pk] = recovery.HeldReply(reply.pk, attempt=1)
+    keeper._sweep_from = time.monotonic() + 60
+    pool = connection.pool
+    max_size = pool.max_size
+    pool.resize(pool.min_size, pool.get_stats()["pool_size"])  # no more connections
+    busy = []  # every connection the pool has, as reply threads would hold them
+    try:
+        while True:
+            busy.append(pool.getconn(timeout=0.2))
+    except PoolTimeout:
+        pass
+    try:
+        keeper.start()
+        renewed = False
+        deadline = time.monotonic() + 3
+        while not renewed and time.monotonic() < deadline:
+            time.sleep(0.1)
+            renewed = Turn.objects.get(pk=reply.pk).claimed_at > claimed_at
+        assert renewed
+    finally:
+        keeper.stop()
+        for held in busy:
+            pool.putconn(held)
+        pool.resize(pool.min_size, max_size)
+    assert not keeper.held()[0].is_lost
 
 
 def test_a_writer_whose_reply_was_taken_away_stops_and_stores_nothing(model, queued):
