@@ -68,6 +68,30 @@ def request_for_reply(
     return request_for_conversation(bot, reply.conversation_id, messages, provider)
 
 
+def asked_at(reply: Turn) -> float:
+    """When the customer asked what the reply answers (time.time())."""
+    return (reply.reply_to.created_at if reply.reply_to else reply.created_at).timestamp()
+
+
+def place_in_line(reply: Turn, bot: BotConfig) -> PlaceInLine:
+    """The reply's customer's place in the queue for the model's budget: by when they asked."""
+    return PlaceInLine(
+        ticket=f"reply:{reply.pk}",
+        asked_at=asked_at(reply),
+        model=bot.request_model,
+        limits=bot.model_limits,
+    )
+
+
+def hold_place_in_line(reply: Turn) -> None:
+    """Take the customer's place in that queue as soon as their message is stored, before any
+    worker has the reply: in a burst, workers take replies in no strict order (two workers,
+    free threads, connections from the pool), and customers taken sooner would go first. The
+    worker that takes the reply renews the place, and leaves the line when it is done."""
+    bot = bot_config.for_conversation(reply.conversation_id)
+    registry.for_config(bot).hold_place(place_in_line(reply, bot))
+
+
 def write_reply(reply_id: int) -> None:
     """Generate, stream and store one bot reply. Safe to call twice for the same reply: a
     duplicate task finds it claimed (or finished) and does nothing; if the worker writing it
@@ -88,12 +112,19 @@ def write_reply(reply_id: int) -> None:
             else:
                 with metrics.reply_in_flight():
                     ReplyWriter(reply, held).run()
+                return
+        _leave_line(reply)  # held since the message was stored; no request is made
     except (DatabaseError, RedisError):
         _release_claim(reply)
         raise
     finally:
         # A worker runs many threads: none may keep an idle connection between replies.
         _release_database_connection()
+
+
+def _leave_line(reply: Turn) -> None:
+    bot = bot_config.for_conversation(reply.conversation_id)
+    registry.for_config(bot).leave_line(place_in_line(reply, bot))
 
 
 def _release_claim(reply: Turn) -> None:
@@ -143,8 +174,7 @@ class ReplyWriter:
         self.language: str | None = None
         self.shown = False  # whether the customer saw any of this attempt's text
         self.deadline = time.monotonic() + settings.REPLY_DEADLINE_S
-        asked_at = reply.reply_to.created_at if reply.reply_to else reply.created_at
-        self.asked_at = asked_at.timestamp()
+        self.asked_at = asked_at(reply)
 
     def run(self) -> None:
         # The configuration is read once a reply, so an activation takes effect from the next
@@ -153,14 +183,10 @@ class ReplyWriter:
         self.bot = bot = bot_config.for_conversation(self.reply.conversation_id)
         configured = registry.for_config(bot)
         self.provider_name = configured.name
-        # The customer's place in the model's queue is held from now, so a burst's earlier
-        # questions go first even where their retrieval finishes last.
-        place = PlaceInLine(
-            ticket=f"reply:{self.reply.pk}",
-            asked_at=self.asked_at,
-            model=bot.request_model,
-            limits=bot.model_limits,
-        )
+        # The customer's place in the model's queue (held since their message was stored) is
+        # renewed until the request is ready, so a burst's earlier questions go first even
+        # where their retrieval finishes last.
+        place = place_in_line(self.reply, bot)
         with configured.in_line(place):
             self._write(bot, configured, place)
 

@@ -18,7 +18,7 @@ from django.utils import timezone
 from bot.wording import wording_for
 from support_bot import config_cache
 
-from . import attachments, escalation, selectors, state
+from . import attachments, escalation, replies, selectors, state
 from .context import StartContext
 from .events import send_turn_on_commit
 from .models import Conversation, Customer, Turn
@@ -203,7 +203,7 @@ def post_customer_message(
                     reply_to=turn,
                 )
             if reply is not None:
-                _queue_reply_on_commit(reply.pk)
+                _queue_reply_on_commit(reply)
             if escalated:
                 pass  # escalate() has announced it
             elif status_changed:
@@ -273,11 +273,14 @@ def posted_before(conversation: Conversation, client_id: str) -> PostedMessage |
         return None
     reply = getattr(turn, "reply", None)
     if reply is not None and reply.status == Turn.Status.QUEUED:
-        _queue_reply_on_commit(reply.pk)
+        reply.reply_to = turn
+        _queue_reply_on_commit(reply)
     return PostedMessage(turn=turn, reply=reply, duplicate=True)
 
 
-def _queue_reply_on_commit(reply_id: int) -> None:
-    # robust: with the broker down the message is still stored and acknowledged; the sweeper
-    # in the workers queues its reply (recovery.py).
-    transaction.on_commit(lambda: generate_reply.delay(reply_id), robust=True)
+def _queue_reply_on_commit(reply: Turn) -> None:
+    # The customer's place in the model's queue before the task, which a worker may run at
+    # once. robust: with the broker down the message is still stored and acknowledged; the
+    # sweeper in the workers queues its reply (recovery.py).
+    transaction.on_commit(lambda: replies.hold_place_in_line(reply), robust=True)
+    transaction.on_commit(lambda: generate_reply.delay(reply.pk), robust=True)

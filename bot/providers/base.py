@@ -23,10 +23,25 @@ class Provider(ABC):
     def stream(self, request: ReplyRequest) -> Iterator[StreamEvent]:
         """Yield TextDelta events, then exactly one Finished. Raise ProviderError on failure."""
 
-    def in_line(self, place: PlaceInLine) -> contextlib.AbstractContextManager[None]:
+    @contextlib.contextmanager
+    def in_line(self, place: PlaceInLine) -> Iterator[None]:
         """Held while a request is prepared: a metered provider keeps its customer's place in
-        the queue for the model's budget (BudgetedProvider). Others have no queue."""
-        return contextlib.nullcontext()
+        the queue for the model's budget (BudgetedProvider), and leaves it after (booked,
+        cancelled, or no model needed)."""
+        self.hold_place(place)
+        try:
+            yield
+        finally:
+            self.leave_line(place)
+
+    def hold_place(self, place: PlaceInLine) -> None:
+        """Take or renew a customer's place in that queue; taken first when their message is
+        stored, before any worker has it. Others have no queue."""
+        return None
+
+    def leave_line(self, place: PlaceInLine) -> None:
+        """Give the place up."""
+        return None
 
 
 def close_stream(events: Iterator[StreamEvent]) -> None:

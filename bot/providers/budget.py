@@ -13,7 +13,8 @@ limits allow and books it, and each request sleeps until its turn. Polling inste
 now?") lets whoever asks at the right moment go first and starves early arrivals. Requests
 waiting for a turn queue by when their customer asked (BudgetWait.asked_at), so the first to
 ask goes first even when their prompt was ready last. A reply holds its customer's place in
-line from the moment a worker takes it (BudgetedProvider.in_line), and a request books only once
+line from the moment the message is stored (BudgetedProvider.hold_place; a worker renews it
+when it takes the reply, Provider.in_line), and a request books only once
 nobody asked before it is still being prepared, so a burst's earliest questions are not
 overtaken by later ones whose retrieval finished first, even while the budget has turns to give
 at once. Requests ready meanwhile stay in line: the first to find the way clear books for every
@@ -454,30 +455,30 @@ class ModelBudget:
                 )
             time.sleep(BEHIND_STEP_S)
 
-    @contextlib.contextmanager
-    def place_in_line(self, place: PlaceInLine) -> Iterator[None]:
-        """Hold a customer's place in line while their request is prepared: until it is ready
-        to book, requests asked after it wait for it (at most PLACE_HELD_S). Redis unreachable:
-        no place is held, and nobody waits for it."""
-        keys = self._keys(self.key_for_model(place.model))
+    def hold_place(self, place: PlaceInLine) -> None:
+        """Take or renew a customer's place in line: until it is ready to book, requests asked
+        after it wait for it (at most PLACE_HELD_S from now). Taken when the message is stored
+        and renewed when a worker starts on it. Redis unreachable: no place is held, and
+        nobody waits for it."""
         try:
             _script(_HOLD_PLACE)(
-                keys=keys[3:5], args=[f"{place.asked_at:.6f}", place.ticket, PLACE_HELD_S]
+                keys=self._keys(self.key_for_model(place.model))[3:5],
+                args=[f"{place.asked_at:.6f}", place.ticket, PLACE_HELD_S],
             )
         except RedisError as exc:
             logger.warning("no place in line for the model's budget: Redis is unreachable (%s)",
                            exc)  # fmt: skip
-        try:
-            yield
-        finally:
-            # Gone already if it booked; not if the reply needed no model or failed first.
-            with contextlib.suppress(RedisError):
-                pipe = sync_client().pipeline(transaction=False)
-                for line in keys[3:6]:
-                    pipe.zrem(line, place.ticket)
-                pipe.hdel(keys[6], place.ticket)
-                pipe.hdel(keys[7], place.ticket)
-                pipe.execute()
+
+    def leave_line(self, place: PlaceInLine) -> None:
+        # Gone already if it booked; not if the reply needed no model or failed first.
+        keys = self._keys(self.key_for_model(place.model))
+        with contextlib.suppress(RedisError):
+            pipe = sync_client().pipeline(transaction=False)
+            for line in keys[3:6]:
+                pipe.zrem(line, place.ticket)
+            pipe.hdel(keys[6], place.ticket)
+            pipe.hdel(keys[7], place.ticket)
+            pipe.execute()
 
     def admit_now(self, request: ReplyRequest) -> bool:
         """Book a turn only if it is now (a hedge: one that would have to wait is no use)."""
@@ -622,10 +623,13 @@ class BudgetedProvider(Provider):
         self.name = provider.name
         self.judges_passages = provider.judges_passages
 
-    def in_line(self, place: PlaceInLine) -> contextlib.AbstractContextManager[None]:
-        if not resolve(place.limits).limited:
-            return contextlib.nullcontext()
-        return self.budget.place_in_line(place)
+    def hold_place(self, place: PlaceInLine) -> None:
+        if resolve(place.limits).limited:
+            self.budget.hold_place(place)
+
+    def leave_line(self, place: PlaceInLine) -> None:
+        if resolve(place.limits).limited:
+            self.budget.leave_line(place)
 
     def stream(self, request: ReplyRequest) -> Iterator[StreamEvent]:
         limits = resolve(request.limits)

@@ -16,7 +16,7 @@ from bot.providers.budget import BudgetedProvider, ModelBudget, resolve
 from bot.types import ChatMessage, ReplyRequest
 from bot.wording import ENGLISH
 from conversations import events, recovery
-from conversations.models import Turn
+from conversations.models import Conversation, Turn
 from conversations.replies import write_reply
 from knowledge import search as knowledge_search
 from tests.conftest import reply_text
@@ -165,3 +165,39 @@ def test_the_customer_who_asked_first_is_answered_first_though_their_retrieval_e
     assert went.keys() == {"Where is my parcel?", "Where is my parcel today?"}
     assert went["Where is my parcel today?"] >= first_ready_at[0]
     assert {Turn.objects.get(pk=r.pk).status for r in (first, second)} == {"done"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_customer_holds_their_place_from_the_moment_their_message_is_stored(metered):
+    # Workers take a burst's replies in no strict order (two workers, free threads, the pool's
+    # connections): here the second customer's reply is taken while no worker has the first's.
+    first, second = ask("Where is my parcel?"), ask("Where is my parcel today?")
+    second_writer = threading.Thread(target=write_reply, args=(second.pk,))
+    second_writer.start()
+    time.sleep(1.0)
+    assert metered.requests() == [], "the second waits for the first, though turns are free"
+
+    first_taken_at = time.time()
+    write_reply(first.pk)
+    second_writer.join(timeout=20)
+
+    went = {r["body"]["messages"][-1]["content"]: r["arrived_at"] for r in metered.requests()}
+    assert went.keys() == {"Where is my parcel?", "Where is my parcel today?"}
+    assert went["Where is my parcel today?"] >= first_taken_at
+    assert {Turn.objects.get(pk=r.pk).status for r in (first, second)} == {"done"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reply_withdrawn_before_a_worker_takes_it_gives_its_place_up(metered):
+    first, second = ask("Where is my parcel?"), ask("Where is my parcel today?")
+    Conversation.objects.filter(pk=first.conversation_id).update(
+        status=Conversation.Status.PENDING
+    )
+    write_reply(first.pk)  # withdrawn: the bot no longer answers that conversation
+
+    started = time.monotonic()
+    write_reply(second.pk)
+
+    assert time.monotonic() - started < 5, "the second did not wait for a place given up"
+    assert Turn.objects.get(pk=first.pk).status == "withdrawn"
+    assert Turn.objects.get(pk=second.pk).status == "done"
