@@ -70,6 +70,7 @@ class LeaseKeeper:
         # replies a lost Redis left); a whole lease after a database outage (None meanwhile),
         # so that the other workers renew their leases first.
         self._sweep_from: float | None = 0.0
+        self._last_tick_at: float | None = None  # monotonic time the last heartbeat ended
 
     # --- The replies this process writes ---------------------------------------------------
 
@@ -181,6 +182,16 @@ class LeaseKeeper:
         risk the leases is logged with where its time went (a lapsed lease restarts a reply)."""
         started = time.monotonic()
         connected = started
+        if self._last_tick_at is not None:
+            late = started - self._last_tick_at - settings.REPLY_HEARTBEAT_S
+            if late >= settings.REPLY_LEASE_S / 2:
+                # Its thread did not get to run: the process's other threads kept the
+                # interpreter (or the machine kept the CPU) busy.
+                logger.warning(
+                    "reply leases: a heartbeat ran %.1fs later than due; leases lapse after %.0fs",
+                    late,
+                    settings.REPLY_LEASE_S,
+                )
         try:
             if self.held():
                 connection.ensure_connection()  # a pooled one may wait (the loop has its own)
@@ -204,7 +215,8 @@ class LeaseKeeper:
                 connection.close_if_unusable_or_obsolete()  # its own: kept, unless broken
             else:
                 connection.close()
-        took = time.monotonic() - started
+        self._last_tick_at = time.monotonic()
+        took = self._last_tick_at - started
         if took >= settings.REPLY_LEASE_S / 2:
             logger.warning(
                 "reply leases: a heartbeat took %.1fs (%.1fs waiting for a database connection); "

@@ -188,6 +188,26 @@ def test_a_heartbeat_slow_enough_to_risk_the_leases_says_how_long_it_waited_for_
     assert not [r for r in caplog.records if "heartbeat took" in r.getMessage()]
 
 
+def test_a_heartbeat_that_could_not_run_on_time_says_how_late_it_was(settings, caplog):
+    settings.REPLY_HEARTBEAT_S = 0.05
+    settings.REPLY_LEASE_S = 1.0  # late by 0.5 s or more risks it
+    keeper = recovery.LeaseKeeper()
+    keeper._sweep_from = time.monotonic() + 60
+    keeper.start()
+    try:
+        time.sleep(0.3)
+        assert not [r for r in caplog.records if "later than due" in r.getMessage()]
+        started = time.monotonic()
+        sum(range(60_000_000))  # one C call: it keeps the interpreter, as a busy thread can
+        held_for = time.monotonic() - started
+        time.sleep(0.3)
+    finally:
+        keeper.stop()
+    assert held_for >= 0.8, "the machine is too fast for this test's hog"
+    (late,) = [r.getMessage() for r in caplog.records if "later than due" in r.getMessage()]
+    assert "leases lapse after 1s" in late
+
+
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="a pool is the production path's")
 def test_a_heartbeat_renews_leases_while_reply_threads_hold_every_pooled_connection(settings):
     settings.REPLY_HEARTBEAT_S = 0.1
