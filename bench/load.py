@@ -1066,7 +1066,9 @@ async def customer_call(
     t0 = time.perf_counter()
 
     def contiguous() -> int:
-        n = 0
+        # As the page does: a reply.start is applied across a gap (a reply taken over by
+        # another worker numbers its frames from attempt x 1,000,000), and counts from there.
+        n = last_start_seq
         while n + 1 in seen:
             n += 1
         return n
@@ -1135,7 +1137,7 @@ async def customer_call(
             check_text(result, streamed, tokens)
         return
     result.done_status = done.get("status")
-    result.missing_seqs = len(set(range(1, int(done["seq"]))) - seen)
+    result.missing_seqs = len(set(range(max(1, last_start_seq), int(done["seq"]))) - seen)
     result.matches_done = streamed == done.get("text")
     if tokens is None:  # its prompt has history: the stored reply is the reference
         tokens = [str(done.get("text") or "")]

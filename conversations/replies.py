@@ -212,6 +212,9 @@ class ReplyWriter:
                     if request.knowledge is not None:
                         self.language = request.knowledge.language
                     _release_database_connection()
+                if self.held.is_lost:  # found out while the request was prepared
+                    logger.info("reply %s: handed over to another worker", self.reply.pk)
+                    return
                 if not started:
                     self.publisher.start()
                     started = True

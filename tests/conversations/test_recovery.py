@@ -17,7 +17,7 @@ from django.db import connection
 from django.utils import timezone
 from psycopg_pool import PoolTimeout
 
-from conversations import recovery, services
+from conversations import recovery, replies, services
 from conversations.events import ReplyPublisher
 from conversations.models import Conversation, Customer, Turn
 from conversations.replies import write_reply
@@ -253,6 +253,28 @@ def test_a_writer_whose_reply_was_taken_away_stops_and_stores_nothing(model, que
     assert (reply.status, reply.text) == ("queued", "")
     assert not any(f["type"] in ("reply.delta", "reply.done") for f in frames_of(reply))
     assert queued == [reply.pk]
+
+
+def test_a_writer_that_loses_its_reply_while_preparing_it_sends_no_frame(
+    model, queued, monkeypatch
+):
+    reply = ask()
+    prepare = replies.request_for_reply
+
+    def taken_away_meanwhile(*args, **kwargs):
+        # Its lease lapsed under a slow retrieval: the sweeper put it back, and this worker's
+        # heartbeat finds out before the request is ready.
+        request = prepare(*args, **kwargs)
+        assert recovery.requeue(reply.pk, reason="test")
+        recovery.keeper.renew()
+        return request
+
+    monkeypatch.setattr(replies, "request_for_reply", taken_away_meanwhile)
+
+    write_reply(reply.pk)
+
+    assert frames_of(reply) == []  # the next attempt's reply.start is the first its page sees
+    assert model.requests() == [] and queued == [reply.pk]
 
 
 def test_a_stopping_worker_hands_its_streaming_replies_to_another_worker(model, queued):

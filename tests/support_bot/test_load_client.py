@@ -1,0 +1,68 @@
+"""The benchmark's customer (bench/load.py) reads a reply as the chat page does."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+
+from bench.load import CallResult, customer_call
+
+
+class ScriptedSocket:
+    """A websocket that answers with these frames, then stays silent."""
+
+    def __init__(self, frames: list[dict]) -> None:
+        self.frames = deque(json.dumps(frame) for frame in frames)
+        self.sent: list[dict] = []
+
+    async def send(self, data: str) -> None:
+        self.sent.append(json.loads(data))
+
+    async def recv(self) -> str:
+        if self.frames:
+            return self.frames.popleft()
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+
+def test_it_follows_a_reply_that_another_worker_started_over_without_asking_to_resume():
+    taken_over = 1_000_000  # the new attempt numbers its frames from here
+    socket = ScriptedSocket(
+        [
+            {"type": "ack", "reply_id": 7},
+            {"type": "reply.start", "reply_id": 7, "seq": 1},
+            {"type": "reply.delta", "reply_id": 7, "seq": 2, "text": "Your parcel"},
+            {"type": "reply.start", "reply_id": 7, "seq": taken_over + 1},
+            {"type": "reply.delta", "reply_id": 7, "seq": taken_over + 2, "text": "Your parcel"},
+            {"type": "reply.delta", "reply_id": 7, "seq": taken_over + 3, "text": " is here."},
+            {"type": "reply.done", "reply_id": 7, "seq": taken_over + 4,
+             "status": "done", "text": "Your parcel is here."},
+        ]  # fmt: skip
+    )
+    result = CallResult(index=0, text_sent="Where is my parcel?")
+
+    asyncio.run(customer_call(socket, "Where is my parcel?", None, None, result, timeout_s=3))
+
+    assert (result.ok, result.error) == (True, "")
+    assert (result.restarts, result.resumes, result.missing_seqs) == (1, 0, 0)
+    assert result.matches_done
+    assert [frame["type"] for frame in socket.sent] == ["message"]
+
+
+def test_it_asks_to_resume_when_a_frame_of_the_reply_went_missing():
+    socket = ScriptedSocket(
+        [
+            {"type": "ack", "reply_id": 7},
+            {"type": "reply.start", "reply_id": 7, "seq": 1},
+            {"type": "reply.delta", "reply_id": 7, "seq": 3, "text": " is here."},
+            {"type": "reply.done", "reply_id": 7, "seq": 4,
+             "status": "done", "text": "Your parcel is here."},
+        ]  # fmt: skip
+    )
+    result = CallResult(index=0, text_sent="Where is my parcel?")
+
+    asyncio.run(customer_call(socket, "Where is my parcel?", None, None, result, timeout_s=1))
+
+    assert socket.sent[1] == {"type": "resume", "reply_id": 7, "after": 1}
+    assert result.resumes == 1 and result.missing_seqs == 1
