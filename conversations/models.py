@@ -12,7 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import connections, models
 from django.db.models import Exists, F, OuterRef, Q
 from django.urls import reverse
 from django.utils import timezone
@@ -259,6 +259,9 @@ class Turn(models.Model):
         Returns None when the reply is already being written or is finished: a duplicated or
         redelivered task then does nothing.
         """
+        # The lease starts once the connection is in hand: a thread can wait seconds for one
+        # from a busy pool, and a lease dated from before that wait lapsed at once.
+        connections[cls.objects.db].ensure_connection()
         now = timezone.now()
         claimable = Q(status=cls.Status.QUEUED) | Q(
             status=cls.Status.STREAMING, claimed_at__lt=now - timedelta(seconds=lease_s)

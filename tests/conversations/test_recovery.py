@@ -161,6 +161,27 @@ def test_a_heartbeat_finds_a_reply_the_sweeper_put_back_lost(queued, caplog):
     assert [r.getMessage() for r in caplog.records if "lease lost" in r.getMessage()]
 
 
+def test_a_reply_claimed_after_a_wait_for_a_connection_starts_its_lease_once_claimed(
+    monkeypatch,
+):
+    reply = ask()
+    connect = connection.ensure_connection
+
+    def pool_is_busy() -> None:
+        if connection.connection is None:
+            time.sleep(0.5)  # every pooled connection is with another thread
+        connect()
+
+    connection.close()
+    monkeypatch.setattr(connection, "ensure_connection", pool_is_busy)
+    asked_to_claim = timezone.now()
+
+    claimed = Turn.claim_reply(reply.pk, lease_s=5)
+
+    assert claimed is not None and claimed.status == "streaming"
+    assert claimed.claimed_at >= asked_to_claim + timedelta(seconds=0.5)
+
+
 def test_a_heartbeat_slow_enough_to_risk_the_leases_says_how_long_it_waited_for_a_connection(
     queued, settings, monkeypatch, caplog
 ):
