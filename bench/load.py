@@ -1043,7 +1043,10 @@ async def connect_customer(web_url: str, seat: Seat, timeout_s: float) -> Any:
     return ws
 
 
+# As the chat page (static/chat/chat.js): a reply quiet this long is asked to resume, and the
+# wait doubles after each ask, up to STALL_RESUME_MAX_S, until a frame arrives.
 STALL_RESUME_S = 5.0
+STALL_RESUME_MAX_S = 30.0
 
 
 async def customer_call(
@@ -1081,14 +1084,16 @@ async def customer_call(
                 json.dumps({"type": "resume", "reply_id": result.reply_id, "after": contiguous()})
             )
 
+    stall_s = STALL_RESUME_S
     try:
         async with asyncio.timeout(timeout_s):
             await ws.send(payload)
             while done is None or contiguous() < int(done["seq"]) - 1:
                 try:
-                    raw = await asyncio.wait_for(ws.recv(), timeout=STALL_RESUME_S)
+                    raw = await asyncio.wait_for(ws.recv(), timeout=stall_s)
                 except TimeoutError:
                     await resume()
+                    stall_s = min(STALL_RESUME_MAX_S, stall_s * 2)
                     continue
                 frame = json.loads(raw)
                 now = time.perf_counter()
@@ -1108,6 +1113,7 @@ async def customer_call(
                     result.dup_frames += 1
                     continue
                 seen.add(seq)
+                stall_s = STALL_RESUME_S
                 if kind == "reply.waiting":
                     result.waiting_lines += 1
                 elif kind == "reply.start":

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import deque
 
+from bench import load
 from bench.load import CallResult, customer_call
 
 
@@ -15,9 +17,11 @@ class ScriptedSocket:
     def __init__(self, frames: list[dict]) -> None:
         self.frames = deque(json.dumps(frame) for frame in frames)
         self.sent: list[dict] = []
+        self.sent_at: list[float] = []
 
     async def send(self, data: str) -> None:
         self.sent.append(json.loads(data))
+        self.sent_at.append(time.monotonic())
 
     async def recv(self) -> str:
         if self.frames:
@@ -66,3 +70,24 @@ def test_it_asks_to_resume_when_a_frame_of_the_reply_went_missing():
 
     assert socket.sent[1] == {"type": "resume", "reply_id": 7, "after": 1}
     assert result.resumes == 1 and result.missing_seqs == 1
+
+
+def test_it_asks_a_quiet_reply_to_resume_less_and_less_often_as_the_page_does(monkeypatch):
+    monkeypatch.setattr(load, "STALL_RESUME_S", 0.1)
+    monkeypatch.setattr(load, "STALL_RESUME_MAX_S", 0.4)
+    socket = ScriptedSocket(
+        [
+            {"type": "ack", "reply_id": 7},
+            {"type": "reply.start", "reply_id": 7, "seq": 1},
+            {"type": "reply.waiting", "reply_id": 7, "seq": 2, "text": "One moment", "wait_s": 60},
+        ]  # the reply waits for the model's budget: nothing more for a while
+    )
+    result = CallResult(index=0, text_sent="Where is my parcel?")
+
+    asyncio.run(customer_call(socket, "Where is my parcel?", None, None, result, timeout_s=1.6))
+
+    sent = zip(socket.sent, socket.sent_at, strict=True)
+    asked = [at for frame, at in sent if frame["type"] == "resume"]
+    gaps = [later - earlier for earlier, later in zip(asked, asked[1:], strict=False)]
+    assert len(gaps) >= 2 and gaps[0] >= 0.18 and gaps[1] >= 0.36  # 0.1, then 0.2, 0.4, 0.4
+    assert result.resumes == len(asked) and result.error == "timeout after 2s"
