@@ -209,12 +209,11 @@ class LeaseKeeper:
         except Exception:  # the heartbeat must outlive anything one tick runs into
             logger.exception("reply leases: unexpected error")
         finally:
-            if connection.in_atomic_block:
-                pass
-            elif connection.settings_dict.get("CONN_MAX_AGE") is None:
-                connection.close_if_unusable_or_obsolete()  # its own: kept, unless broken
-            else:
-                connection.close()
+            if not connection.in_atomic_block:
+                if connection.settings_dict.get("CONN_MAX_AGE") is None:
+                    connection.close_if_unusable_or_obsolete()  # the loop's own: kept if usable
+                else:
+                    connection.close()  # a pooled one goes back
         self._last_tick_at = time.monotonic()
         took = self._last_tick_at - started
         if took >= settings.REPLY_LEASE_S / 2:
@@ -230,7 +229,7 @@ class LeaseKeeper:
 def own_connection() -> BaseDatabaseWrapper | None:
     """A connection of the heartbeat's own, outside the pool (None without a pool). Reply
     threads hold pooled connections through their dialogue and knowledge reads, and a pool
-    queues its waiters first come, first served: in a cold burst a heartbeat waited 2-3 s for
+    queues its waiters first come, first served: in a cold burst a heartbeat waited 3-6 s for
     one, and leases of 5 s lapsed. One more connection a worker process buys leases that
     renew on time."""
     pooled = connections["default"]

@@ -83,13 +83,19 @@ def place_in_line(reply: Turn, bot: BotConfig) -> PlaceInLine:
     )
 
 
+def _line_of(reply: Turn) -> tuple[Provider, PlaceInLine]:
+    """The provider whose queue the reply's customer stands in, and their place in it."""
+    bot = bot_config.for_conversation(reply.conversation_id)
+    return registry.for_config(bot), place_in_line(reply, bot)
+
+
 def hold_place_in_line(reply: Turn) -> None:
     """Take the customer's place in that queue as soon as their message is stored, before any
     worker has the reply: in a burst, workers take replies in no strict order (two workers,
     free threads, connections from the pool), and customers taken sooner would go first. The
     worker that takes the reply renews the place, and leaves the line when it is done."""
-    bot = bot_config.for_conversation(reply.conversation_id)
-    registry.for_config(bot).hold_place(place_in_line(reply, bot))
+    provider, place = _line_of(reply)
+    provider.hold_place(place)
 
 
 def write_reply(reply_id: int) -> None:
@@ -123,8 +129,8 @@ def write_reply(reply_id: int) -> None:
 
 
 def _leave_line(reply: Turn) -> None:
-    bot = bot_config.for_conversation(reply.conversation_id)
-    registry.for_config(bot).leave_line(place_in_line(reply, bot))
+    provider, place = _line_of(reply)
+    provider.leave_line(place)
 
 
 def _release_claim(reply: Turn) -> None:
