@@ -47,8 +47,11 @@ browser:
 	  fi; \
 	fi
 
-## Install what the tests need, then run the suite on both paths.
-test: install-test browser lint test-default test-production
+## Install what the tests need, then run the suite on both paths side by side: each pass has
+## its own database, Redis and key prefix, and most of a test's time is waiting, not CPU.
+## Each pass's output is printed whole when it ends; `make test-default` runs one alone.
+test: install-test browser lint
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-default test-production
 
 test-default:
 	@echo "=== Embedded default: SQLite + embedded Redis ==="
