@@ -12,8 +12,9 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connections, models
+from django.db import models
 from django.db.models import Exists, F, OuterRef, Q
+from django.db.models.functions import Now
 from django.urls import reverse
 from django.utils import timezone
 
@@ -259,15 +260,14 @@ class Turn(models.Model):
         Returns None when the reply is already being written or is finished: a duplicated or
         redelivered task then does nothing.
         """
-        # The lease starts once the connection is in hand: a thread can wait seconds for one
-        # from a busy pool, and a lease dated from before that wait lapsed at once.
-        connections[cls.objects.db].ensure_connection()
-        now = timezone.now()
+        # Leases are dated and compared by the database's clock (docs/operations.md): workers
+        # on hosts whose clocks differ agree on them, and a lease starts when the claim runs,
+        # not before a wait for a pooled connection.
         claimable = Q(status=cls.Status.QUEUED) | Q(
-            status=cls.Status.STREAMING, claimed_at__lt=now - timedelta(seconds=lease_s)
+            status=cls.Status.STREAMING, claimed_at__lt=Now() - timedelta(seconds=lease_s)
         )
         claimed = cls.objects.filter(claimable, pk=turn_id, author=cls.Author.BOT).update(
-            status=cls.Status.STREAMING, claimed_at=now, attempt=F("attempt") + 1
+            status=cls.Status.STREAMING, claimed_at=Now(), attempt=F("attempt") + 1
         )
         if not claimed:
             return None

@@ -25,8 +25,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q, QuerySet
-from django.db.models.functions import Coalesce
-from django.utils import timezone
+from django.db.models.functions import Coalesce, Now
 
 from support_bot import metrics
 
@@ -118,7 +117,7 @@ class LeaseKeeper:
             # Claimed by another worker in between, a reply's lease is renewed once more by
             # this process: harmless, and found out at the next heartbeat.
             Turn.objects.filter(pk__in=still_mine, status=Turn.Status.STREAMING).update(
-                claimed_at=timezone.now()
+                claimed_at=Now()
             )
         for reply in gone:
             if not reply.is_lost:
@@ -256,7 +255,7 @@ def requeue(reply_id: int, *, attempt: int | None = None, reason: str) -> bool:
 
 def _put_back(streaming: QuerySet[Turn], reply_id: int) -> bool:
     if not streaming.filter(pk=reply_id).update(
-        status=Turn.Status.QUEUED, claimed_at=timezone.now()
+        status=Turn.Status.QUEUED, claimed_at=Now()
     ):
         return False
     queue_reply(reply_id)
@@ -273,15 +272,15 @@ def sweep(limit: int = 200) -> Swept:
     """Re-queue the replies nobody owns: streaming with a lapsed lease (their worker died), and
     queued for longer than any healthy queue takes (their task was lost or never sent).
     Workers sweep concurrently; each reply is re-queued by one of them."""
-    now = timezone.now()
+    # The database's clock, as the claims and renewals that date the leases use.
     lapsed_leases = Turn.objects.filter(
         status=Turn.Status.STREAMING,
-        claimed_at__lt=now - timedelta(seconds=settings.REPLY_LEASE_S),
+        claimed_at__lt=Now() - timedelta(seconds=settings.REPLY_LEASE_S),
     )
     lapsed_ids = list(lapsed_leases.values_list("pk", flat=True)[:limit])
     # Conditional, so that of the workers sweeping at once only one re-queues each.
     lapsed = sum(_put_back(lapsed_leases, reply_id) for reply_id in lapsed_ids)
-    stuck_before = now - timedelta(seconds=settings.REPLY_REQUEUE_AFTER_S)
+    stuck_before = Now() - timedelta(seconds=settings.REPLY_REQUEUE_AFTER_S)
     # claimed_at of a queued reply is when it was last (re-)queued by a sweeper.
     not_requeued_since = Q(claimed_at__isnull=True) | Q(claimed_at__lt=stuck_before)
     stuck_replies = Turn.objects.filter(
@@ -294,7 +293,7 @@ def sweep(limit: int = 200) -> Swept:
     )
     stuck = 0
     for reply_id in stuck_ids:
-        if stuck_replies.filter(pk=reply_id).update(claimed_at=now):
+        if stuck_replies.filter(pk=reply_id).update(claimed_at=Now()):
             queue_reply(reply_id)
             stuck += 1
     metrics.record_requeued("lease_lapsed", lapsed)

@@ -52,6 +52,18 @@ def streaming_since(reply: Turn, seconds_ago: float, attempt: int = 1) -> None:
     Turn.objects.filter(pk=reply.pk).update(**streaming)
 
 
+@pytest.fixture
+def host_clock(monkeypatch: pytest.MonkeyPatch):
+    """Sets this process's clock off from the database's, as on a worker host whose clock is
+    wrong (the database here runs on the same machine, so its clock is the true one)."""
+    true_now = timezone.now
+
+    def off_by(seconds: float) -> None:
+        monkeypatch.setattr(timezone, "now", lambda: true_now() + timedelta(seconds=seconds))
+
+    return off_by
+
+
 # --- The sweeper ------------------------------------------------------------------------------
 
 
@@ -79,6 +91,34 @@ def test_the_sweeper_requeues_a_reply_whose_task_was_lost_once_per_period(settin
     assert recovery.sweep() == recovery.Swept()  # its new task has a period to arrive
     assert queued == [reply.pk]
     assert Turn.objects.get(pk=fresh.pk).status == "queued"
+
+
+def test_workers_whose_clocks_differ_by_minutes_leave_each_others_live_replies_alone(
+    settings, queued, host_clock
+):
+    reply = ask()
+    host_clock(-120)  # the worker writing it is two minutes slow
+    assert Turn.claim_reply(reply.pk, lease_s=settings.REPLY_LEASE_S) is not None
+    keeper = recovery.LeaseKeeper()
+    keeper._held[reply.pk] = recovery.HeldReply(reply.pk, attempt=1)
+    keeper.renew()
+
+    host_clock(+120)  # another worker, two minutes fast, sweeps and is asked for it again
+    assert recovery.sweep() == recovery.Swept()
+    assert Turn.claim_reply(reply.pk, lease_s=settings.REPLY_LEASE_S) is None
+
+    reply.refresh_from_db()
+    assert (reply.status, reply.attempt, queued) == ("streaming", 1, [])
+
+
+def test_a_worker_whose_clock_is_slow_still_requeues_a_reply_whose_worker_died(
+    settings, queued, host_clock
+):
+    reply = ask()
+    streaming_since(reply, settings.REPLY_LEASE_S + 1)  # by the true clock
+    host_clock(-120)
+    assert recovery.sweep() == recovery.Swept(lapsed=1)
+    assert queued == [reply.pk]
 
 
 def test_a_requeued_reply_is_written_once_by_the_next_worker(model, settings, queued):
@@ -179,7 +219,8 @@ def test_a_reply_claimed_after_a_wait_for_a_connection_starts_its_lease_once_cla
     claimed = Turn.claim_reply(reply.pk, lease_s=5)
 
     assert claimed is not None and claimed.status == "streaming"
-    assert claimed.claimed_at >= asked_to_claim + timedelta(seconds=0.5)
+    # SQLite's clock counts milliseconds.
+    assert claimed.claimed_at >= asked_to_claim + timedelta(seconds=0.499)
 
 
 def test_a_heartbeat_slow_enough_to_risk_the_leases_says_how_long_it_waited_for_a_connection(
