@@ -142,6 +142,11 @@ def _language_identifier() -> Any:
     return _identifier
 
 
+def warm_up() -> None:
+    """Load the identifier now (a worker does at start), not while a customer waits."""
+    _language_identifier()
+
+
 def detect_language(text: str) -> str | None:
     """The language a text is written in, as an ISO 639-1 code of DETECTED_LANGUAGES ("de"),
     or None when unsure: too short, in another language, or no clear winner.

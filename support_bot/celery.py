@@ -17,23 +17,31 @@ logger = logging.getLogger(__name__)
 
 def _prepare_worker(**_: object) -> None:
     """Before the worker takes its first task: what the embedded default needs (its Redis is
-    the broker), then the embedding model and the knowledge index, so the first question after
-    a (re)start doesn't wait for them."""
+    the broker), then what every reply uses (bot.run.warm_up), so the first question after a
+    (re)start doesn't wait for it."""
     # Imported here: this module is imported with the settings, before Django is set up.
+    import time
+
     import django
     from django.db import DatabaseError, close_old_connections
 
     django.setup()
-    from knowledge import search
+    from bot import run
     from support_bot import local, metrics
 
     local.prepare()
     metrics.forget_dead_processes()
     metrics.serve_worker_metrics()
+    started = time.monotonic()
     try:
-        search.knowledge_index.get()
+        run.warm_up()
     except DatabaseError as exc:  # not migrated yet, or the database is down: the reply retries
-        logger.warning("knowledge index not warmed up: %s", exc)
+        logger.warning("replies not warmed up: %s", exc)
+    else:
+        logger.info(
+            "ready to answer: knowledge index, language identifier and model client loaded "
+            "in %.1fs", time.monotonic() - started,
+        )
     finally:
         close_old_connections()
 
