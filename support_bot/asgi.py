@@ -16,6 +16,12 @@ from support_bot import metrics  # noqa: E402
 
 metrics.forget_dead_processes()
 
+from bot.providers import registry  # noqa: E402
+
+# A customer's message takes their place in the model's line through the provider: built now
+# (~60 ms with its HTTP client), not while this process's first customer waits for the ack.
+registry.get_provider()
+
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import OriginValidator, WebsocketDenier  # noqa: E402
 from django.conf import settings  # noqa: E402

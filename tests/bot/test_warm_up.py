@@ -1,8 +1,12 @@
 """A worker loads what replies need before it takes its first task (bot.run.warm_up, called by
 support_bot/celery.py when the worker starts), so the first customer after a (re)start does not
-wait ~0.5 s for the language identifier and the model's client to load."""
+wait ~0.5 s for the language identifier and the model's client to load; a web process builds
+the model's client as it starts (support_bot/asgi.py)."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import pytest
 from py3langid.langid import LanguageIdentifier
@@ -13,6 +17,7 @@ from conversations import services
 from conversations.models import Conversation, Customer, Turn
 from conversations.replies import write_reply
 from knowledge import language
+from tests.conftest import ROOT, child_env
 from tests.fixtures_fake_llm import answer_with_fake_model
 from tests.fixtures_kb import indexed_article
 
@@ -53,3 +58,19 @@ def test_a_worker_is_ready_to_answer_before_it_takes_tasks(celery_worker):
     warmed = next(i for i, line in enumerate(lines) if "ready to answer" in line)
     ready = next(i for i, line in enumerate(lines) if " ready." in line)
     assert warmed < ready
+
+
+def test_a_web_process_builds_the_models_client_as_it_starts():
+    shows_provider = (
+        "import support_bot.asgi\n"
+        "from bot.providers import registry\n"
+        "print('built:', registry._cached is not None)\n"
+    )
+    env = child_env(
+        LLM_PROVIDER="openai", OPENAI_API_KEY="sk-test", OPENAI_BASE_URL="http://127.0.0.1:9/v1"
+    )
+    started = subprocess.run(
+        [sys.executable, "-c", shows_provider],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert "built: True" in started.stdout, started.stderr[-2000:]
