@@ -16,11 +16,17 @@ from support_bot import metrics  # noqa: E402
 
 metrics.forget_dead_processes()
 
-from bot.providers import registry  # noqa: E402
+from channels.layers import get_channel_layer  # noqa: E402
 
-# A customer's message takes their place in the model's line through the provider: built now
-# (~60 ms with its HTTP client), not while this process's first customer waits for the ack.
+from bot.providers import registry  # noqa: E402
+from support_bot.celery import app as celery_app  # noqa: E402
+
+# What taking a customer's message uses, built now rather than while this process's first
+# customer waits for the ack (~100 ms in all): the provider that holds their place in the
+# model's line with its HTTP client, the channel layer, and Celery's task registry.
 registry.get_provider()
+get_channel_layer()
+celery_app.finalize(auto=True)
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import OriginValidator, WebsocketDenier  # noqa: E402

@@ -60,11 +60,14 @@ def test_a_worker_is_ready_to_answer_before_it_takes_tasks(celery_worker):
     assert warmed < ready
 
 
-def test_a_web_process_builds_the_models_client_as_it_starts():
+def test_a_web_process_builds_what_taking_a_message_uses_as_it_starts():
     shows_provider = (
         "import support_bot.asgi\n"
         "from bot.providers import registry\n"
-        "print('built:', registry._cached is not None)\n"
+        "from channels.layers import channel_layers\n"
+        "from support_bot.celery import app\n"
+        "built = registry._cached is not None, bool(channel_layers.backends), app.finalized\n"
+        "print('built:', *built)\n"
     )
     env = child_env(
         LLM_PROVIDER="openai", OPENAI_API_KEY="sk-test", OPENAI_BASE_URL="http://127.0.0.1:9/v1"
@@ -73,4 +76,4 @@ def test_a_web_process_builds_the_models_client_as_it_starts():
         [sys.executable, "-c", shows_provider],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert "built: True" in started.stdout, started.stderr[-2000:]
+    assert "built: True True True" in started.stdout, started.stderr[-2000:]
