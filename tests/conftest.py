@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import socket
 import subprocess
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
@@ -75,6 +78,53 @@ def django_db_modify_db_settings() -> None:
         # they borrowed (a server's threads live on and give theirs back): about one a test. A
         # larger pool in this process only; workers and servers keep DATABASE_POOL_SIZE.
         pool["max_size"] = TEST_PROCESS_POOL_SIZE
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_session_outlives_the_suite(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """Before the test database is dropped: a thread that ended holding a pooled connection
+    never gives it back, and its session ends only once the thread's objects are collected.
+    Sessions still open after that are named with the process holding them, so a leak shows
+    up as such rather than as Django's bare "being accessed by other users"."""
+    yield
+    if connection.vendor != "postgresql":
+        return
+    gc.collect()
+    with django_db_blocker.unblock():
+        others = _other_sessions()
+        deadline = time.monotonic() + 3
+        while others and time.monotonic() < deadline:  # a closed session takes a moment to end
+            time.sleep(0.1)
+            others = _other_sessions()
+    if others:
+        listed = "; ".join(
+            f"{_process_on_port(port)}: {state} after {query[:80]!r}"
+            for port, state, query in others
+        )
+        warnings.warn(
+            pytest.PytestWarning(f"sessions left on the test database: {listed}"), stacklevel=1
+        )
+
+
+def _other_sessions() -> list[tuple[int, str, str]]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT client_port, state, query FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return [(int(port or 0), str(state), str(query)) for port, state, query in cursor]
+
+
+def _process_on_port(port: int) -> str:
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.laddr and conn.laddr.port == port and conn.pid:
+            if conn.pid == os.getpid():
+                return "this test process"
+            try:
+                return f"pid {conn.pid} ({' '.join(psutil.Process(conn.pid).cmdline())[:120]})"
+            except psutil.Error:
+                return f"pid {conn.pid}"
+    return f"a process gone or unknown (port {port})"
 
 
 @pytest.fixture(autouse=True)
