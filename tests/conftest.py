@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import psycopg
 import pytest
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
@@ -81,21 +82,27 @@ def django_db_modify_db_settings() -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def no_session_outlives_the_suite(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+def no_session_outlives_the_suite(django_db_setup: None) -> Iterator[None]:
     """Before the test database is dropped: a thread that ended holding a pooled connection
-    never gives it back, and its session ends only once the thread's objects are collected.
-    Sessions still open after that are named with the process holding them, so a leak shows
-    up as such rather than as Django's bare "being accessed by other users"."""
+    never gives it back (closing the pool leaves borrowed connections open), and its session
+    ends only once the thread's objects are collected. Sessions still open after that and after
+    closing the pool, as Django does next, are named with the process holding them, so a leak
+    shows up as such rather than as Django's bare "being accessed by other users"."""
     yield
     if connection.vendor != "postgresql":
         return
     gc.collect()
-    with django_db_blocker.unblock():
-        others = _other_sessions()
+    connection.close_pool()
+    params = connection.settings_dict
+    with psycopg.connect(  # not through the pool, which would open sessions of its own
+        dbname=params["NAME"], user=params["USER"], password=params["PASSWORD"] or None,
+        host=params["HOST"] or None, port=params["PORT"] or None, autocommit=True,
+    ) as own:  # fmt: skip
+        others = _other_sessions(own)
         deadline = time.monotonic() + 3
         while others and time.monotonic() < deadline:  # a closed session takes a moment to end
             time.sleep(0.1)
-            others = _other_sessions()
+            others = _other_sessions(own)
     if others:
         listed = "; ".join(
             f"{_process_on_port(port)}: {state} after {query[:80]!r}"
@@ -106,13 +113,12 @@ def no_session_outlives_the_suite(django_db_setup: None, django_db_blocker: Any)
         )
 
 
-def _other_sessions() -> list[tuple[int, str, str]]:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT client_port, state, query FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-        return [(int(port or 0), str(state), str(query)) for port, state, query in cursor]
+def _other_sessions(own: psycopg.Connection) -> list[tuple[int, str, str]]:
+    rows = own.execute(
+        "SELECT client_port, state, query FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    ).fetchall()
+    return [(int(port or 0), str(state), str(query)) for port, state, query in rows]
 
 
 def _process_on_port(port: int) -> str:

@@ -11,9 +11,8 @@ import pytest
 
 from bot.providers.hedge import HedgeBudget, HedgedProvider
 from bot.types import ProviderError
-from tests.bot.test_openai_provider import MESSAGES, REPLY, REQUEST, collect, provider
-from tests.fake_llm import expected_reply
-from tests.fixtures_fake_llm import FAKE_LLM_REPLY_TOKENS, FakeLLMServer
+from tests.bot.test_openai_provider import REPLY, REQUEST, collect, provider
+from tests.fixtures_fake_llm import FakeLLMServer
 
 
 def hedged(fake_llm: FakeLLMServer, after_s: float = 0.3, **options: object) -> HedgedProvider:
@@ -150,10 +149,14 @@ def test_it_closes_every_request_when_the_reply_is_stopped_early(
     fake_llm: FakeLLMServer,
 ) -> None:
     fake_llm.set_fault("hang", hang_s=30)
+    # Replies long enough (~1 s at the fake's pace) to still be streaming when the reply is
+    # stopped, however busy the machine: a short one can end first and count as complete.
+    long_reply = [f"word{i} " for i in range(400)]
+    fake_llm.script(long_reply, long_reply)
     events = hedged(fake_llm).stream(REQUEST)
 
     first = next(events)
     events.close()  # a customer who left, a reply taken over
 
-    assert first.text == expected_reply(MESSAGES, FAKE_LLM_REPLY_TOKENS)[0]  # type: ignore[union-attr]
+    assert first.text == long_reply[0]  # type: ignore[union-attr]
     assert outcomes(fake_llm, 2) == ["client_gone", "client_gone"]
