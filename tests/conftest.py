@@ -21,6 +21,7 @@ import pytest
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.db import connection
+from django.db.backends.base.creation import TEST_DATABASE_PREFIX
 
 from conversations.models import Conversation, Customer
 from conversations.visitors import signed_visitor_cookie
@@ -89,7 +90,10 @@ def no_session_outlives_the_suite(django_db_setup: None) -> Iterator[None]:
     closing the pool, as Django does next, are named with the process holding them, so a leak
     shows up as such rather than as Django's bare "being accessed by other users"."""
     yield
-    if connection.vendor != "postgresql":
+    # No test database when no test of the run used one (pytest-django then creates none).
+    if connection.vendor != "postgresql" or not str(connection.settings_dict["NAME"]).startswith(
+        TEST_DATABASE_PREFIX
+    ):
         return
     gc.collect()
     connection.close_pool()
