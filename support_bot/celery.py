@@ -2,6 +2,7 @@
 
 import logging
 import os
+import time
 
 from celery import Celery
 from celery.signals import worker_init, worker_ready, worker_shutting_down
@@ -20,8 +21,6 @@ def _prepare_worker(**_: object) -> None:
     the broker), then what every reply uses (bot.run.warm_up), so the first question after a
     (re)start doesn't wait for it."""
     # Imported here: this module is imported with the settings, before Django is set up.
-    import time
-
     import django
     from django.db import DatabaseError, close_old_connections
 
