@@ -93,7 +93,8 @@ class Options:
         return load.Options(
             n_values=[], open_rounds=[], idle=0, compare=None, also_embedded=[], seed=self.seed,
             ttft_ms=self.ttft_ms, tokens_per_s=self.tokens_per_s,
-            reply_tokens=self.reply_tokens, web_processes=self.web_processes,
+            reply_tokens=self.reply_tokens, full_grounded=False,
+            web_processes=self.web_processes,
             workers=self.workers, worker_threads=self.worker_threads, embedded=False,
             timeout_s=60, warmup=False, max_run_s=self.max_run_s, extra_env=self.extra_env,
             profile=False, worker_nice=0, json_path=None,

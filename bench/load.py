@@ -120,6 +120,10 @@ class Options:
     ttft_ms: int
     tokens_per_s: float
     reply_tokens: int
+    # Grounded replies (every bench question's) quote their passages on to reply_tokens; with
+    # --first-sentence-replies, one sentence of each (~27 tokens), as every round before
+    # 2026-12-07 was measured.
+    full_grounded: bool
     web_processes: int
     workers: int
     worker_threads: int
@@ -194,6 +198,12 @@ def parse_options(argv: list[str] | None = None) -> Options:
     parser.add_argument("--ttft-ms", type=int, default=300, help="fake model: time to first token")
     parser.add_argument("--tokens-per-s", type=float, default=50, help="fake model: token rate")
     parser.add_argument("--reply-tokens", type=int, default=150, help="fake model: reply length")
+    parser.add_argument(
+        "--first-sentence-replies",
+        action="store_true",
+        help="fake model: grounded replies quote one sentence of each passage (~27 tokens), "
+        "as rounds measured before 2026-12-07 had, instead of --reply-tokens",
+    )
     parser.add_argument("--web-processes", type=int, default=2, help="uvicorn --workers")
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
     parser.add_argument("--worker-threads", type=int, default=110, help="threads per worker")
@@ -259,6 +269,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
         ttft_ms=args.ttft_ms,
         tokens_per_s=args.tokens_per_s,
         reply_tokens=args.reply_tokens,
+        full_grounded=not args.first_sentence_replies,
         web_processes=args.web_processes,
         workers=args.workers,
         worker_threads=args.worker_threads,
@@ -446,6 +457,7 @@ def start_fake_llm(opts: Options, log_dir: Path, env: dict[str, str]) -> tuple[C
             PYTHON, "-m", "tests.fake_llm", "--host", "127.0.0.1", "--port", str(port),
             "--ttft-ms", str(opts.ttft_ms), "--tokens-per-s", str(opts.tokens_per_s),
             "--reply-tokens", str(opts.reply_tokens),
+            *(["--full-grounded"] if opts.full_grounded else []),
         ],
         env,
         log_dir,
@@ -1009,7 +1021,7 @@ async def direct_round(
     results = [CallResult(i, messages[-1]["content"]) for i, messages in enumerate(prompts)]
     calls = []
     for messages, result in zip(prompts, results, strict=True):
-        tokens = expected_reply(messages, opts.reply_tokens)
+        tokens = expected_reply(messages, opts.reply_tokens, full_grounded=opts.full_grounded)
         calls.append(direct_call(client, messages, tokens, barrier, result, opts.timeout_s))
     try:
         await asyncio.gather(*calls)
@@ -1203,7 +1215,9 @@ async def bot_round(
                 customer_call(
                     ws,
                     result.text_sent,
-                    expected_reply(prompts[result.index], opts.reply_tokens),
+                    expected_reply(
+                        prompts[result.index], opts.reply_tokens, full_grounded=opts.full_grounded
+                    ),
                     barrier,
                     result,
                     opts.timeout_s,
@@ -1247,7 +1261,10 @@ async def direct_open_loop(
         timeout=openai.Timeout(opts.timeout_s, connect=5),
     )
     results = [CallResult(i, m[-1]["content"], due_s=due[i]) for i, m in enumerate(prompts)]
-    expected = [expected_reply(messages, opts.reply_tokens) for messages in prompts]
+    expected = [
+        expected_reply(messages, opts.reply_tokens, full_grounded=opts.full_grounded)
+        for messages in prompts
+    ]
     tasks = []
     start = time.perf_counter()
     try:
@@ -1281,7 +1298,10 @@ async def bot_open_loop(
     from tests.fake_llm import expected_reply
 
     results = [CallResult(i, m[-1]["content"], due_s=due[i]) for i, m in enumerate(prompts)]
-    expected = [expected_reply(messages, opts.reply_tokens) for messages in prompts]
+    expected = [
+        expected_reply(messages, opts.reply_tokens, full_grounded=opts.full_grounded)
+        for messages in prompts
+    ]
     sockets = await connect_all(web_url, seats, opts.timeout_s)
     rng = random.Random(seed)
     fresh = [i for i, ws in enumerate(sockets) if ws is not None]
@@ -1954,6 +1974,7 @@ def environment(
             "ttft_ms": opts.ttft_ms,
             "tokens_per_s": opts.tokens_per_s,
             "reply_tokens": opts.reply_tokens,
+            "full_grounded": opts.full_grounded,
         },
         "seed": opts.seed,
         "extra_env": opts.extra_env,
@@ -1985,7 +2006,11 @@ def print_report(
         f"  {env['web_processes']} web processes (uvicorn, uvloop/httptools), {env['workers']} "
         f"Celery workers × {env['worker_threads']} threads; fake model: TTFT "
         f"{env['fake_model']['ttft_ms']} ms, {env['fake_model']['tokens_per_s']:g} tokens/s, "
-        f"{env['fake_model']['reply_tokens']} tokens a reply"
+        + (
+            f"{env['fake_model']['reply_tokens']} tokens a reply"
+            if env["fake_model"].get("full_grounded")
+            else "grounded replies of one sentence a passage"
+        )
         + (f"; extra env {env['extra_env']}" if env["extra_env"] else "")
     )
     for name, stack in env["stacks"].items():

@@ -99,7 +99,9 @@ def _text(content: Any) -> str:
     return ""
 
 
-def expected_reply(messages: Sequence[dict[str, Any]], n_tokens: int) -> list[str]:
+def expected_reply(
+    messages: Sequence[dict[str, Any]], n_tokens: int, *, full_grounded: bool = False
+) -> list[str]:
     """The reply's tokens: the same messages always give the same text.
 
     With numbered help-article passages in the system prompt (lines "[1] Title", each followed
@@ -108,20 +110,30 @@ def expected_reply(messages: Sequence[dict[str, Any]], n_tokens: int) -> list[st
     cites it with " [1]"; when there is a passage [2], it also quotes the first sentence of [2]
     and cites " [2]". Words are tokens and citations are tokens of their own; a quote is cut
     short so that its citation always fits in n_tokens ([1] gets half of them when there are
-    two passages). Otherwise the reply is words drawn from a small vocabulary, seeded by the
-    last user message; each token then depends only on the ones before it, so a reply cut by
-    max_tokens is a prefix of the whole one.
+    two passages). With `full_grounded` (the load benchmark's replies, as long as a model's)
+    each quote runs on through its whole passage, and the reply goes on in words of its own
+    to n_tokens, as a model's longer answer would. Otherwise the reply is words drawn from a
+    small vocabulary, seeded by the last user message; each token then depends only on the
+    ones before it, so a reply cut by max_tokens is a prefix of the whole one.
     """
-    passages = _passages(messages)
-    if 1 in passages:
-        return _grounded_reply(passages, n_tokens)
     last_user = next(
         (_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), ""
     )
+    passages = _passages(messages)
+    if 1 in passages and not full_grounded:
+        return _grounded_reply(passages, n_tokens)
+    if 1 in passages:
+        quoted = _grounded_reply(passages, n_tokens, full=True)
+        own = _vocabulary_reply(last_user, n_tokens - len(quoted))
+        return quoted + [" " + token.lstrip() for token in own]
+    return _vocabulary_reply(last_user, n_tokens)
+
+
+def _vocabulary_reply(seed_text: str, n_tokens: int) -> list[str]:
     # sha256/shake, not hash() or random: str hashes are salted per process (the tests run in
     # another one), and one digest is much cheaper than a random() call a token.
-    seed = hashlib.sha256(last_user.encode()).digest()
-    draws = hashlib.shake_128(seed).digest(2 * n_tokens)
+    seed = hashlib.sha256(seed_text.encode()).digest()
+    draws = hashlib.shake_128(seed).digest(2 * max(n_tokens, 0))
     # Each token depends only on the ones before it, so a reply cut by max_tokens is a prefix.
     tokens: list[str] = []
     capitalise = True
@@ -152,13 +164,16 @@ def _passages(messages: Sequence[dict[str, Any]]) -> dict[int, str]:
     return passages
 
 
-def _first_sentence(markdown: str) -> list[str]:
+def _words(markdown: str) -> list[str]:
     text = _MARKDOWN_LINE_START.sub("", markdown).replace("**", "").replace("`", "")
-    text = " ".join(text.split())
-    return _SENTENCE_END.split(text, maxsplit=1)[0].split()
+    return text.split()
 
 
-def _grounded_reply(passages: dict[int, str], n_tokens: int) -> list[str]:
+def _first_sentence(markdown: str) -> list[str]:
+    return _SENTENCE_END.split(" ".join(_words(markdown)), maxsplit=1)[0].split()
+
+
+def _grounded_reply(passages: dict[int, str], n_tokens: int, *, full: bool = False) -> list[str]:
     cited = [n for n in (1, 2) if n in passages]
     if len(cited) == 2 and n_tokens < 4:
         cited = [1]
@@ -166,7 +181,8 @@ def _grounded_reply(passages: dict[int, str], n_tokens: int) -> list[str]:
     for i, n in enumerate(cited):
         last = i == len(cited) - 1
         room = n_tokens - len(tokens) if last else n_tokens // 2
-        for word in _first_sentence(passages[n])[: max(0, room - 1)]:
+        words = _words(passages[n]) if full else _first_sentence(passages[n])
+        for word in words[: max(0, room - 1)]:
             tokens.append(" " + word if tokens else word)
         tokens.append(f" [{n}]" if tokens else f"[{n}]")
     return tokens
@@ -444,10 +460,12 @@ class FakeLLM:
         tokens_per_s: float = 50,
         reply_tokens: int = 150,
         fault: Fault | None = None,
+        full_grounded: bool = False,
     ) -> None:
         self.ttft = ttft_ms / 1000
         self.interval = 1 / tokens_per_s if tokens_per_s > 0 else 0.0
         self.reply_tokens = reply_tokens
+        self.full_grounded = full_grounded
         self.state = State(fault)
         self.fingerprint = "fp_" + hashlib.sha256(b"fake_llm").hexdigest()[:10]
 
@@ -594,7 +612,11 @@ class FakeLLM:
         record["scripted"] = scripted is not None
         full = len(scripted) if scripted is not None else self.reply_tokens
         n = min(full, limit) if limit else full
-        reply = scripted[:n] if scripted is not None else expected_reply(messages, n)
+        reply = (
+            scripted[:n]
+            if scripted is not None
+            else expected_reply(messages, n, full_grounded=self.full_grounded)
+        )
         tokens, stopped = apply_stop(reply, body.get("stop"))
         finish = "stop" if stopped or not limit or limit >= full else "length"
         if fault and fault.fault == "content_filter":
@@ -888,6 +910,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokens-per-s", type=float, default=50, help="0: no pacing")
     parser.add_argument("--reply-tokens", type=int, default=150, help="tokens a reply has")
     parser.add_argument(
+        "--full-grounded",
+        action="store_true",
+        help="grounded replies quote their passages on to --reply-tokens, not one sentence each",
+    )
+    parser.add_argument(
         "--fault", choices=FAULTS[:-1], default="none", help="a fault armed at start"
     )
     parser.add_argument("--fault-times", type=int, default=-1, help="requests it applies to")
@@ -905,6 +932,7 @@ def serve(
     ttft_ms: float = 300,
     tokens_per_s: float = 50,
     reply_tokens: int = 150,
+    full_grounded: bool = False,
     fault: str = "none",
     fault_times: int = -1,
     requests_per_min: int = 0,
@@ -916,7 +944,11 @@ def serve(
 
     armed = Fault.from_json({"fault": fault, "times": fault_times})
     app = FakeLLM(
-        ttft_ms=ttft_ms, tokens_per_s=tokens_per_s, reply_tokens=reply_tokens, fault=armed
+        ttft_ms=ttft_ms,
+        tokens_per_s=tokens_per_s,
+        reply_tokens=reply_tokens,
+        fault=armed,
+        full_grounded=full_grounded,
     )
     app.state.budget = Budget.from_json(
         {"requests_per_min": requests_per_min, "tokens_per_min": tokens_per_min}

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,8 +88,17 @@ class FakeLLMServer:
     def reset(self) -> None:
         httpx2.post(f"{self.url}/_control/reset").raise_for_status()
 
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
-def _start(timeout: float = 30) -> FakeLLMServer:
+
+def start_fake_llm(timeout: float = 30, extra_args: Sequence[str] = ()) -> FakeLLMServer:
+    """A fake server of its own (the caller stops it); `extra_args` go on its command line."""
     process = subprocess.Popen(
         [
             sys.executable,
@@ -105,6 +114,7 @@ def _start(timeout: float = 30) -> FakeLLMServer:
             str(FAKE_LLM_TOKENS_PER_S),
             "--reply-tokens",
             str(FAKE_LLM_REPLY_TOKENS),
+            *extra_args,
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -133,14 +143,9 @@ def _start(timeout: float = 30) -> FakeLLMServer:
 
 @pytest.fixture(scope="session")
 def fake_llm_server() -> Iterator[FakeLLMServer]:
-    server = _start()
+    server = start_fake_llm()
     yield server
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait()
+    server.stop()
 
 
 @pytest.fixture

@@ -19,12 +19,13 @@ import pytest
 
 from bot.providers.openai import OpenAIProvider
 from bot.types import ChatMessage, Finished, ProviderError, ReplyRequest, TextDelta
-from tests.fake_llm import expected_reply
+from tests.fake_llm import VOCABULARY, expected_reply
 from tests.fixtures_fake_llm import (
     FAKE_LLM_REPLY_TOKENS,
     FAKE_LLM_TOKENS_PER_S,
     FAKE_LLM_TTFT_MS,
     FakeLLMServer,
+    start_fake_llm,
 )
 
 MODEL = "gpt-4o-mini"
@@ -536,3 +537,38 @@ def test_it_cites_a_single_passage_and_keeps_the_citation_when_cut_short() -> No
     # passage.
     plain = [{"role": "system", "content": "Cite like [1]."}, {"role": "user", "content": "hi"}]
     assert expected_reply(plain, 20) == expected_reply([{"role": "user", "content": "hi"}], 20)
+
+
+def test_for_the_load_benchmark_it_quotes_whole_passages_then_talks_on_to_the_reply_length() -> (
+    None
+):
+    messages = grounded_messages(GROUNDED_SYSTEM)
+
+    short = expected_reply(messages, 150)
+    full = expected_reply(messages, 150, full_grounded=True)
+
+    assert len(short) == 20  # a sentence of each passage, and its citation
+    assert len(full) == 150
+    assert "".join(full).startswith(
+        "To recharge the Zephyr lantern, plug its magnetic cable into a USB port. It glows green "
+        "when full. [1] Store the lantern half full. Recharge it every three months. [2] "
+    )
+    # Past the two quotes (30 tokens with their citations), words of its own, no citation.
+    own = full[30:]
+    assert {token.strip(" .").lower() for token in own} <= {w.lower() for w in VOCABULARY}
+
+
+def test_the_load_benchmarks_replies_come_whole_over_the_wire() -> None:
+    server = start_fake_llm(extra_args=["--full-grounded"])
+    try:
+        client = openai.OpenAI(api_key="test-key", base_url=server.base_url, max_retries=0)
+        messages = grounded_messages(GROUNDED_SYSTEM)
+        completion = client.chat.completions.create(model=MODEL, messages=messages)  # type: ignore[arg-type]
+    finally:
+        server.stop()
+
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens == FAKE_LLM_REPLY_TOKENS
+    assert completion.choices[0].message.content == "".join(
+        expected_reply(messages, FAKE_LLM_REPLY_TOKENS, full_grounded=True)
+    )
