@@ -1742,15 +1742,24 @@ class RoundSummary:
     waiting_lines: int | None = None
 
 
-def cpu_per_reply(resources: dict[str, Any], replies: int) -> dict[str, float | None]:
+def cpu_per_reply(
+    resources: dict[str, Any], replies: int, direct_replies: int = 0
+) -> dict[str, float | None]:
+    """CPU ms a reply by process kind; "floor" is the bench client's while it made the floor's
+    direct `openai` calls, per call: what streaming the same reply costs the official client
+    alone, the baseline "ours" is a multiple of."""
     cpu = resources.get("cpu_s", {})
     if not replies or not cpu:
-        return dict.fromkeys([*KINDS, "ours", "client", "fake"])
-    per = {kind: cpu.get(group, 0.0) * 1000 / replies for kind, group in KINDS.items()}
-    per["ours"] = sum(per.values())
+        return dict.fromkeys([*KINDS, "ours", "floor", "client", "fake"])
+    per: dict[str, float | None] = {
+        kind: cpu.get(group, 0.0) * 1000 / replies for kind, group in KINDS.items()
+    }
+    per["ours"] = sum(v or 0.0 for v in per.values())
+    floor_cpu = resources.get("direct_round", {}).get("cpu_s", {}).get("bench client")
+    per["floor"] = floor_cpu * 1000 / direct_replies if floor_cpu and direct_replies else None
     per["client"] = cpu.get("bench client", 0.0) * 1000 / replies
     per["fake"] = cpu.get("fake model server", 0.0) * 1000 / replies
-    return {k: round(v, 1) for k, v in per.items()}
+    return {k: None if v is None else round(v, 1) for k, v in per.items()}
 
 
 def summarise(
@@ -1808,7 +1817,7 @@ def summarise(
         skipped=len(skipped),
         repeats=sum(1 for r in bot if r.repeat),
         late_p99_ms=percentile([r.late_ms for r in bot if r.late_ms is not None], 99),
-        cpu_ms_per_reply=cpu_per_reply(resources, len(ok_bot)),
+        cpu_ms_per_reply=cpu_per_reply(resources, len(ok_bot), len(ok_direct)),
         errors=errors[:10],
         breakdown=breakdown,
         resources=resources,
@@ -2022,7 +2031,7 @@ def print_report(
             "Support Bot round and given to the app; the floor runs without it"
         )
     print()
-    cpu_kinds = [*KINDS, "ours"]
+    cpu_kinds = [*KINDS, "ours", "floor"]
     budgeted = any(row.model_requests is not None for row in rows)
     header = (
         f"{'round':<22}{'code':<10}{'floor p50/p99':<16}{'ours p50/p99':<16}{'p99 ×':<7}"
@@ -2032,7 +2041,8 @@ def print_report(
         + "   target"
     )
     print(
-        "TTFT in ms; CPU in ms per reply by process kind (ours = web + worker + redis + postgres)"
+        "TTFT in ms; CPU in ms per reply by process kind (ours = web + worker + redis + postgres;"
+        " floor = the direct openai call's own, in the bench client)"
     )
     if budgeted:
         print(

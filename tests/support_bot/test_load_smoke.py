@@ -35,11 +35,15 @@ def test_a_burst_an_open_loop_round_and_idle_sockets_are_measured(tmp_path: Path
         pytest.fail(f"the benchmark did not run ({finished.returncode}):\n{finished.stderr}")
     report = json.loads(results.read_text())
     rows = {row["round"]: row for row in report["rounds"]}
+    # Replies as long as --reply-tokens (150), their text checked against the fake's: lost and
+    # doubled below would count a difference.
+    assert report["environment"]["fake_model"]["full_grounded"] is True
     assert set(rows) == {"N=2", "open 4@3/s×2s"}, finished.stdout
     for row in rows.values():
         assert (row["lost"], row["doubled"], row["failed"]) == (0, 0, 0), row["errors"]
         assert row["direct_ttft"][1] is not None and row["bot_ttft"][1] is not None
         assert row["ratio_p99"] is not None and row["cpu_ms_per_reply"]["ours"] is not None
+        assert row["cpu_ms_per_reply"]["floor"] is not None  # the direct call's own CPU
     assert rows["open 4@3/s×2s"]["messages"] == len(report["raw"]["open4-3-2"]["ours"])
     idle = report["idle"]["ours"]
     assert idle["connected"] == idle["sockets"] == 5
