@@ -121,8 +121,8 @@ class Options:
     tokens_per_s: float
     reply_tokens: int
     # Grounded replies (every bench question's) quote their passages on to reply_tokens; with
-    # --first-sentence-replies, one sentence of each (~27 tokens), as every round before
-    # 2026-12-07 was measured.
+    # --first-sentence-replies, one sentence of each (~27 tokens), as the rounds in
+    # docs/performance.md before "Replies as long as the issue's" were measured.
     full_grounded: bool
     web_processes: int
     workers: int
@@ -202,7 +202,8 @@ def parse_options(argv: list[str] | None = None) -> Options:
         "--first-sentence-replies",
         action="store_true",
         help="fake model: grounded replies quote one sentence of each passage (~27 tokens), "
-        "as rounds measured before 2026-12-07 had, instead of --reply-tokens",
+        "as the rounds in docs/performance.md before 2026-12-06 (late) had, instead of "
+        "--reply-tokens",
     )
     parser.add_argument("--web-processes", type=int, default=2, help="uvicorn --workers")
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
