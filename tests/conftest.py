@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import channels.testing.application
 import psutil
 import psycopg
 import pytest
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
-from django.db import connection
+from django.db import close_old_connections, connection
 from django.db.backends.base.creation import TEST_DATABASE_PREFIX
 
 from conversations.models import Conversation, Customer
@@ -75,11 +76,29 @@ def django_db_modify_db_settings() -> None:
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
     pool = settings.DATABASES["default"].get("OPTIONS", {}).get("pool")
     if isinstance(pool, dict):
-        # Each async test runs on an event loop of its own, and the executor threads that
-        # loop's sockets stored messages on end with it still holding the pooled connection
-        # they borrowed (a server's threads live on and give theirs back): about one a test. A
-        # larger pool in this process only; workers and servers keep DATABASE_POOL_SIZE.
+        # Headroom for the threads of in-process servers and sockets that hold a connection at
+        # once (consumers give theirs back after each call, see
+        # consumers_give_their_connections_back). A larger pool in this process only; workers
+        # and servers keep DATABASE_POOL_SIZE.
         pool["max_size"] = TEST_PROCESS_POOL_SIZE
+
+
+def _close_connections_off_the_main_thread() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        close_old_connections()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def consumers_give_their_connections_back() -> Iterator[None]:
+    """channels' test communicator turns the consumers' closing of database connections
+    (channels.db.close_old_connections) into a no-op while a test sends or receives, for tests
+    whose rows live in the main thread's uncommitted transaction. Consumer code runs on other
+    threads, whose pooled connections then stayed borrowed for good, one a socket test, and one
+    was still open when the test database was dropped. Off the main thread they are closed
+    after each call again, as in production; the main thread's are left to the test."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(channels.testing.application, "no_op", _close_connections_off_the_main_thread)
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -8,6 +8,7 @@ import json
 import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import connection
 from django.test import override_settings
 
 from conversations import services
@@ -518,3 +519,21 @@ async def test_it_answers_the_pages_heartbeat_as_the_page_sends_it(alice_convers
         assert await chat.receive_json_from(timeout=5) == {"type": "pong"}
     assert await chat.receive_nothing(timeout=0.3)
     await chat.disconnect()
+
+
+def _borrowed_from_the_pool() -> int:
+    stats = connection.pool.get_stats()
+    return int(stats["pool_size"] - stats["pool_available"])
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="a pool is the production path's")
+async def test_a_socket_test_gives_back_the_connections_its_consumer_borrowed(alice_conversation):
+    borrowed = _borrowed_from_the_pool()  # the test's own
+    chat = await open_chat(alice_conversation.pk, alice_conversation.customer)
+    await chat.send_json_to({"type": "message", "client_id": "c-1", "text": "Where is my order?"})
+    await receive_until(chat, lambda f: f["type"] == "ack")
+    await chat.disconnect()
+
+    # The consumer stored the message on threads of its own, which close their connections
+    # after each call, as in production (tests/conftest.py).
+    assert _borrowed_from_the_pool() == borrowed
