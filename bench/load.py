@@ -2399,10 +2399,13 @@ def main(argv: list[str] | None = None) -> int:
 
             if opts.warmup and specs:
                 # The largest burst each stack takes (so every worker thread and web process
-                # has its connections open), or 50 with open-loop rounds only.
+                # has its connections open), or 50 with open-loop rounds only; and never fewer
+                # than four customers a process, so that one-customer rounds don't reach a web
+                # process or worker for the first time (docs/performance.md).
                 def warm_n(stack: Stack) -> int:
                     ns = [s.n for s in bursts if takes(stack, s)]
-                    return max(ns, default=min([50, *(s.n for s in specs)]))
+                    largest = max(ns, default=min([50, *(s.n for s in specs)]))
+                    return max(largest, 4 * (opts.web_processes + opts.workers))
 
                 warm = max(warm_n(stack) for stack in stacks)
                 print(f"Warm-up, N={warm} (not reported):")
