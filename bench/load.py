@@ -897,6 +897,13 @@ def create_seats(count: int, using: str = "default") -> list[Seat]:
     return seats
 
 
+def expected_tokens(messages: list[dict[str, str]], opts: Options) -> list[str]:
+    """The reply the run's fake model gives these messages (tests/fake_llm.py)."""
+    from tests.fake_llm import expected_reply
+
+    return expected_reply(messages, opts.reply_tokens, full_grounded=opts.full_grounded)
+
+
 def question(round_name: str, i: int) -> str:
     return f"[{round_name}:{i}] Hello! How do I change the delivery address of order {1000 + i}?"
 
@@ -1010,8 +1017,6 @@ async def direct_round(
     baseline."""
     import openai
 
-    from tests.fake_llm import expected_reply
-
     client = openai.AsyncOpenAI(
         base_url=f"{fake_url}/v1",
         api_key="sk-bench",
@@ -1022,7 +1027,7 @@ async def direct_round(
     results = [CallResult(i, messages[-1]["content"]) for i, messages in enumerate(prompts)]
     calls = []
     for messages, result in zip(prompts, results, strict=True):
-        tokens = expected_reply(messages, opts.reply_tokens, full_grounded=opts.full_grounded)
+        tokens = expected_tokens(messages, opts)
         calls.append(direct_call(client, messages, tokens, barrier, result, opts.timeout_s))
     try:
         await asyncio.gather(*calls)
@@ -1199,8 +1204,6 @@ async def bot_round(
 ) -> list[CallResult]:  # fmt: skip
     """N customers connect (untimed), then all send one message at the same moment. Each
     reply must be exactly what the fake model answers to the prompt Support Bot sends."""
-    from tests.fake_llm import expected_reply
-
     results = [CallResult(i, messages[-1]["content"]) for i, messages in enumerate(prompts)]
     errors = [""] * len(seats)
     sockets = await connect_all(web_url, seats, opts.timeout_s, errors)
@@ -1216,9 +1219,7 @@ async def bot_round(
                 customer_call(
                     ws,
                     result.text_sent,
-                    expected_reply(
-                        prompts[result.index], opts.reply_tokens, full_grounded=opts.full_grounded
-                    ),
+                    expected_tokens(prompts[result.index], opts),
                     barrier,
                     result,
                     opts.timeout_s,
@@ -1253,8 +1254,6 @@ async def direct_open_loop(
     at its arrival time (the same Poisson draw as Support Bot's customers)."""
     import openai
 
-    from tests.fake_llm import expected_reply
-
     client = openai.AsyncOpenAI(
         base_url=f"{fake_url}/v1",
         api_key="sk-bench",
@@ -1262,10 +1261,7 @@ async def direct_open_loop(
         timeout=openai.Timeout(opts.timeout_s, connect=5),
     )
     results = [CallResult(i, m[-1]["content"], due_s=due[i]) for i, m in enumerate(prompts)]
-    expected = [
-        expected_reply(messages, opts.reply_tokens, full_grounded=opts.full_grounded)
-        for messages in prompts
-    ]
+    expected = [expected_tokens(messages, opts) for messages in prompts]
     tasks = []
     start = time.perf_counter()
     try:
@@ -1296,13 +1292,8 @@ async def bot_open_loop(
     from a random connected customer with no reply in flight, one that has not written yet in
     this round while there is one (so its prompt is the floor's). A message due while every
     customer waits for a reply is not sent (error "skipped")."""
-    from tests.fake_llm import expected_reply
-
     results = [CallResult(i, m[-1]["content"], due_s=due[i]) for i, m in enumerate(prompts)]
-    expected = [
-        expected_reply(messages, opts.reply_tokens, full_grounded=opts.full_grounded)
-        for messages in prompts
-    ]
+    expected = [expected_tokens(messages, opts) for messages in prompts]
     sockets = await connect_all(web_url, seats, opts.timeout_s)
     rng = random.Random(seed)
     fresh = [i for i, ws in enumerate(sockets) if ws is not None]
@@ -1752,15 +1743,13 @@ def cpu_per_reply(
     cpu = resources.get("cpu_s", {})
     if not replies or not cpu:
         return dict.fromkeys([*KINDS, "ours", "floor", "client", "fake"])
-    per: dict[str, float | None] = {
-        kind: cpu.get(group, 0.0) * 1000 / replies for kind, group in KINDS.items()
-    }
-    per["ours"] = sum(v or 0.0 for v in per.values())
-    floor_cpu = resources.get("direct_round", {}).get("cpu_s", {}).get("bench client")
-    per["floor"] = floor_cpu * 1000 / direct_replies if floor_cpu and direct_replies else None
+    per = {kind: cpu.get(group, 0.0) * 1000 / replies for kind, group in KINDS.items()}
+    per["ours"] = sum(per.values())
     per["client"] = cpu.get("bench client", 0.0) * 1000 / replies
     per["fake"] = cpu.get("fake model server", 0.0) * 1000 / replies
-    return {k: None if v is None else round(v, 1) for k, v in per.items()}
+    floor_cpu = resources.get("direct_round", {}).get("cpu_s", {}).get("bench client")
+    floor = round(floor_cpu * 1000 / direct_replies, 1) if floor_cpu and direct_replies else None
+    return {**{k: round(v, 1) for k, v in per.items()}, "floor": floor}
 
 
 def summarise(
