@@ -55,6 +55,19 @@ class FrameConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     def accepts_frames(self) -> bool:
         raise NotImplementedError
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels hops to a thread to close stale database connections before every handler:
+        # ~0.2 ms of CPU each, while a forwarded frame costs the rest of its way ~0.05 ms. The
+        # frames a socket handles most (a reply's pieces, the page's heartbeat) touch no
+        # database, so they skip the hop; everything else goes Channels' way.
+        kind = message["type"]
+        if kind == "frame.forward":
+            await self.frame_forward(message)
+        elif kind == "websocket.receive" and message.get("text") == PING_FRAME:
+            await self.websocket_receive(message)
+        else:
+            await super().dispatch(message)
+
     def frame_handlers(self) -> Mapping[str, FrameHandler]:
         raise NotImplementedError
 
