@@ -274,7 +274,10 @@ CHAT_HISTORY_TOKENS = env_int("CHAT_HISTORY_TOKENS", 1500)
 CHAT_VISITOR_COOKIE = "sb_visitor"
 CHAT_VISITOR_MAX_AGE = 365 * 24 * 3600
 REPLY_LOG_TTL_S = env_int("REPLY_LOG_TTL_S", 3600)
-REPLY_FLUSH_INTERVAL_S = env_float("REPLY_FLUSH_INTERVAL_S", 0.05)
+# Seconds between a streaming reply's pieces (the first goes at once). Each piece costs a frame
+# through Redis and a web process; the pages write a piece out smoothly, so fewer, fuller
+# pieces read as fluidly (docs/performance.md).
+REPLY_FLUSH_INTERVAL_S = env_float("REPLY_FLUSH_INTERVAL_S", 0.15)
 # Pieces a second a worker process sends between all the replies it streams: with more replies
 # at once each piece gets fuller rather than each reply's pieces more frequent (bot/run.py).
 REPLY_FRAMES_PER_S = env_float("REPLY_FRAMES_PER_S", 400)

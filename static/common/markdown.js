@@ -5,8 +5,8 @@
  *
  *   window.ReplyMarkdown.fragment(text)  -> a DocumentFragment, sanitised
  *   window.ReplyMarkdown.live(node, { decorate, onRender })
- *       -> { show(text, { streaming, key }) }: renders into node, at most once per animation
- *          frame while streaming, at once otherwise
+ *       -> { show(text, { streaming, key }) }: renders into node; while streaming, the text that
+ *          arrived is written out smoothly over the next animation frames, at once otherwise
  *
  * What a reply may contain: GitHub-flavoured Markdown (paragraphs, line breaks, lists, bold,
  * italic, strikethrough, inline code, code blocks, quotes, headings, tables, links). Raw HTML in
@@ -118,16 +118,26 @@ window.ReplyMarkdown = (() => {
     return result;
   }
 
+  // A streaming reply's new text is written out over about this long, whatever size of piece
+  // brought it: the server sends fuller pieces less often (bot/run.py), and the reply still
+  // reads as a steady flow. Readers who ask for less motion get each piece at once.
+  const SMOOTH_MS = 120;
+  const reducedMotion = () =>
+    typeof window.matchMedia === "function" && window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+
   /**
-   * Renders text into `node` (which gets the class "md"). While a reply streams, renders the
-   * latest text at most once per animation frame; a final text renders at once. `decorate`
-   * may change the fragment before it goes in (citation markers); `onRender` runs after.
-   * `key` (default: the text) says when there is nothing new to render.
+   * Renders text into `node` (which gets the class "md"). While a reply streams, the text
+   * shown catches up with the latest text over the next animation frames, a little more each
+   * frame (SMOOTH_MS); a final text renders at once. `decorate` may change the fragment before
+   * it goes in (citation markers); `onRender` runs after. `key` (default: the text) says when
+   * there is nothing new to render.
    */
   function live(node, { decorate = null, onRender = null } = {}) {
     let shownKey = null;
-    let pending = null; // { text, key } waiting for the next frame
+    let target = { text: "", key: null }; // the latest streaming text
+    let written = 0; // how much of target.text is on screen
     let frame = null;
+    let lastTick = null;
 
     function render(text, key) {
       shownKey = key;
@@ -137,24 +147,45 @@ window.ReplyMarkdown = (() => {
       if (onRender) onRender();
     }
 
-    function flush() {
+    function stop() {
+      if (frame !== null) window.cancelAnimationFrame(frame);
       frame = null;
-      const next = pending;
-      pending = null;
-      if (next && next.key !== shownKey) render(next.text, next.key);
+      lastTick = null;
+    }
+
+    function tick(now) {
+      frame = null;
+      const elapsed = lastTick === null ? 16 : Math.min(100, now - lastTick);
+      lastTick = now;
+      const text = target.text;
+      const behind = text.length - written;
+      if (behind > 0) {
+        written += Math.max(1, Math.ceil((behind * elapsed) / SMOOTH_MS));
+        written = Math.min(text.length, written);
+        // Never between the two halves of a surrogate pair (an emoji).
+        const code = text.charCodeAt(written);
+        if (written < text.length && code >= 0xdc00 && code <= 0xdfff) written += 1;
+      }
+      const key = written === text.length ? target.key : `${target.key}\u0000${written}`;
+      if (key !== shownKey) render(text.slice(0, written), key);
+      if (written < text.length) frame = window.requestAnimationFrame(tick);
+      else lastTick = null;
     }
 
     function show(text, { streaming = false, key = text } = {}) {
       node.classList.add("md");
-      if (!streaming) {
-        if (frame !== null) window.cancelAnimationFrame(frame);
-        frame = null;
-        pending = null;
-        if (key !== shownKey) render(text, key);
+      const value = typeof text === "string" ? text : "";
+      if (!streaming || reducedMotion()) {
+        stop();
+        target = { text: value, key };
+        written = value.length;
+        if (key !== shownKey) render(value, key);
         return;
       }
-      pending = { text, key };
-      if (frame === null) frame = window.requestAnimationFrame(flush);
+      // A reply that starts over (a new attempt) is written out from its start again.
+      if (!value.startsWith(target.text.slice(0, written))) written = 0;
+      target = { text: value, key };
+      if (frame === null) frame = window.requestAnimationFrame(tick);
     }
 
     return { show };

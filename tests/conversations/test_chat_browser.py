@@ -127,10 +127,16 @@ def test_an_oversize_message_is_refused_in_the_page(page):
 
 
 @pytest.fixture
-def web_only_page(chromium, asgi_server):
+def browser_options():
+    """Playwright context options for web_only_page (a test may parametrize them)."""
+    return {}
+
+
+@pytest.fixture
+def web_only_page(chromium, asgi_server, browser_options):
     """The page against a web server with no worker: the test plays the worker itself."""
     base = asgi_server(LLM_PROVIDER="offline")
-    context = chromium.new_context()
+    context = chromium.new_context(**browser_options)
     page = context.new_page()
     page.set_default_timeout(20_000)
     page.goto(f"{base}/chat/")
@@ -327,6 +333,8 @@ def test_it_renders_a_bot_reply_list_bold_link_and_table_as_markup(model_page, f
         assert "Where is my parcel?" in source.inner_text()
 
 
+# With less motion each piece shows at once, so each state of the half-written reply is seen.
+@pytest.mark.parametrize("browser_options", [{"reduced_motion": "reduce"}])
 def test_a_streaming_reply_shows_its_markdown_so_far_and_the_table_once_it_is_whole(
     web_only_page,
 ):
@@ -378,6 +386,47 @@ def test_a_streaming_reply_shows_its_markdown_so_far_and_the_table_once_it_is_wh
     page.wait_for_selector('[role=log] [data-author=bot][data-status="done"]')
     assert text.locator("td").all_inner_texts() == ["Norway", "4 to 6"]
     assert text.locator("th").all_inner_texts() == ["Destination", "Days"]
+
+
+def test_a_piece_that_brings_much_text_at_once_is_written_out_over_several_frames(web_only_page):
+    """Under load a reply's pieces come fuller and less often (bot/run.py); the page writes
+    each out over the next animation frames, so the reply still reads as a steady flow."""
+    from conversations import events, services
+    from conversations.models import Conversation
+
+    page = web_only_page
+    state = {}
+    piece = "Parcels to Norway travel with DHL and take four to six working days. " * 6
+
+    def start() -> None:
+        conversation = Conversation.objects.get()
+        posted = services.post_customer_message(conversation, "smooth-1", "Norway?")
+        state["reply"] = Turn.claim_reply(posted.reply.pk, lease_s=60)
+        state["publisher"] = events.ReplyPublisher(state["reply"])
+        state["publisher"].start()
+
+    in_thread(start)
+    page.wait_for_selector('[role=log] [data-author=bot][data-status="queued"]')
+    # The length of the reply's text on screen at every animation frame from now on.
+    page.evaluate(
+        """() => { window.__lengths = [];
+                   const sample = () => {
+                     const m = [...document.querySelectorAll('[role=log] [data-author=bot]')].pop();
+                     window.__lengths.push(m.querySelector('.text').textContent.length);
+                     requestAnimationFrame(sample); };
+                   requestAnimationFrame(sample); }"""
+    )
+    in_thread(lambda: state["publisher"].delta(piece))
+    page.wait_for_function(
+        """(whole) => { const m = [...document.querySelectorAll('[role=log] [data-author=bot]')].pop();
+                        return m.querySelector('.text').textContent.trim() === whole; }""",
+        arg=piece.strip(),
+    )
+    lengths = page.evaluate("window.__lengths")
+    written_out = sorted({n for n in lengths if 0 < n < len(piece.strip())})
+    assert len(written_out) >= 5, lengths  # not all at once
+    growing = [n for n in lengths if n > 0]
+    assert growing == sorted(growing)  # never back
 
 
 def test_script_in_a_bot_or_agent_reply_never_runs_and_shows_as_text(model_page, fake_llm):
