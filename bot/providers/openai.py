@@ -32,6 +32,7 @@ from bot.types import (
 )
 
 from .base import Provider
+from .transport import lean_transport_for
 
 _ClientKey = tuple[int, str, str | None, float, float]
 _clients: dict[_ClientKey, openai.OpenAI] = {}
@@ -56,10 +57,14 @@ def _client(api_key: str, base_url: str | None, connect: float, read: float) -> 
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
+            transport = lean_transport_for(base_url)
             client = openai.OpenAI(
                 api_key=api_key,
                 base_url=base_url,
                 max_retries=0,
+                http_client=None
+                if transport is None
+                else openai.DefaultHttpxClient(transport=transport),
                 # `read` bounds the wait for each chunk, so a stream that stalls raises instead
                 # of holding a worker thread. There is no whole-request timeout in httpx2 (a
                 # positional default is ignored once all four are set): the reply service keeps

@@ -18,6 +18,7 @@ import openai
 import pytest
 
 from bot.providers.openai import OpenAIProvider
+from bot.providers.transport import LeanTransport, lean_transport_for
 from bot.types import ChatMessage, Finished, ProviderError, ReplyRequest, TextDelta
 from tests.fake_llm import VOCABULARY, expected_reply
 from tests.fixtures_fake_llm import (
@@ -327,6 +328,58 @@ def test_it_shares_one_client_per_configuration(fake_llm: FakeLLMServer) -> None
     assert a._client is b._client
     assert a._client is not c._client
     assert a._client.max_retries == 0
+
+
+def _connections_opened(p: OpenAIProvider, fake_llm: FakeLLMServer) -> int:
+    transport = p._client._client._transport
+    assert isinstance(transport, LeanTransport)
+    return transport._pool.connection_from_url(fake_llm.base_url).num_connections
+
+
+def test_it_streams_through_urllib3_and_reuses_the_connection_of_a_whole_reply(
+    fake_llm: FakeLLMServer,
+) -> None:
+    p = provider(fake_llm, read_timeout=4.5)  # a client of its own: a fresh pool
+    for _ in range(3):
+        deltas, finished = collect(p.stream(REQUEST))
+        assert "".join(deltas) == REPLY
+        assert len(finished) == 1
+
+    assert _connections_opened(p, fake_llm) == 1
+
+
+def test_a_connection_left_mid_reply_is_closed_and_the_next_reply_comes_whole(
+    fake_llm: FakeLLMServer,
+) -> None:
+    p = provider(fake_llm, read_timeout=4.25)
+    events = p.stream(REQUEST)
+    assert isinstance(next(events), TextDelta)
+    events.close()  # a person took the conversation over
+
+    deltas, _ = collect(p.stream(REQUEST))
+
+    assert "".join(deltas) == REPLY
+    # The server saw the first client go at once, not after its reply was read to the end.
+    deadline = time.monotonic() + 5
+    while None in [r["outcome"] for r in fake_llm.requests()] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [r["outcome"] for r in fake_llm.requests()] == ["client_gone", "complete"]
+
+
+def test_behind_a_proxy_it_keeps_the_sdks_own_transport_which_honours_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    assert isinstance(lean_transport_for("https://api.openai.com/v1"), LeanTransport)
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    assert lean_transport_for("https://api.openai.com/v1") is None
+    assert lean_transport_for(None) is None  # the SDK's default URL
+
+    monkeypatch.setenv("NO_PROXY", "llm.internal")
+    assert isinstance(lean_transport_for("http://llm.internal:8000/v1"), LeanTransport)
 
 
 # --- The provider: failures --------------------------------------------------------------------

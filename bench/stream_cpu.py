@@ -1,0 +1,163 @@
+"""The CPU a worker spends reading a model's streamed reply, through the `openai` client on
+its own HTTP transport (httpx2's) and on the one Support Bot gives it (urllib3's,
+bot/providers/transport.py), in the same run against the same fake model server.
+
+Threads stream replies at once as a worker's threads do; the figure is this process's CPU
+(user + system) per reply and per token while they stream, with every reply's text checked.
+The rounds alternate between the transports, so a busy machine weighs on both alike.
+
+    .venv/bin/python bench/stream_cpu.py --threads 20 --replies 3 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "support_bot.settings")
+os.environ.setdefault("DEBUG", "1")
+
+import django  # noqa: E402
+
+django.setup()
+
+import openai  # noqa: E402
+
+from bot.providers.openai import OpenAIProvider  # noqa: E402
+from bot.providers.transport import LeanTransport  # noqa: E402
+from bot.types import ChatMessage, ReplyRequest, TextDelta  # noqa: E402
+from tests.fake_llm import expected_reply  # noqa: E402
+from tests.fixtures_fake_llm import start_fake_llm  # noqa: E402
+
+QUESTION = "Tell me about delivery times, returns and the warranty, please."
+TRANSPORTS = ("httpx2", "urllib3")
+
+
+@dataclass
+class Round:
+    transport: str
+    replies: int
+    tokens: int
+    cpu_ms_per_reply: float
+    cpu_us_per_token: float
+    wrong: int  # replies whose text was not the fake's
+
+
+def provider_on(transport: str, base_url: str) -> OpenAIProvider:
+    provider = OpenAIProvider(api_key="bench", base_url=base_url, model="bench-model")
+    http_client = (
+        openai.DefaultHttpxClient(transport=LeanTransport()) if transport == "urllib3" else None
+    )
+    # The provider's shared client, replaced by one on the transport measured.
+    provider._client = openai.OpenAI(
+        api_key="bench", base_url=base_url, max_retries=0, http_client=http_client
+    )
+    return provider
+
+
+def measure(
+    provider: OpenAIProvider, transport: str, threads: int, replies: int, expected: str
+) -> Round:
+    request = ReplyRequest(messages=[ChatMessage("user", QUESTION)])
+    results: list[tuple[int, bool]] = []
+    lock = threading.Lock()
+
+    def stream() -> None:
+        for _ in range(replies):
+            pieces = [e.text for e in provider.stream(request) if isinstance(e, TextDelta)]
+            with lock:
+                results.append((len(pieces), "".join(pieces) == expected))
+
+    workers = [threading.Thread(target=stream) for _ in range(threads)]
+    before = os.times()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    after = os.times()
+    cpu = (after.user - before.user) + (after.system - before.system)
+    tokens = sum(n for n, _ in results)
+    return Round(
+        transport=transport,
+        replies=len(results),
+        tokens=tokens,
+        cpu_ms_per_reply=cpu / max(1, len(results)) * 1000,
+        cpu_us_per_token=cpu / max(1, tokens) * 1e6,
+        wrong=sum(1 for _, ok in results if not ok),
+    )
+
+
+def run(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=20, help="replies streaming at once")
+    parser.add_argument("--replies", type=int, default=3, help="replies per thread per round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per transport")
+    parser.add_argument("--reply-tokens", type=int, default=150)
+    parser.add_argument("--tokens-per-s", type=float, default=50)
+    parser.add_argument("--ttft-ms", type=int, default=100)
+    parser.add_argument("--json", type=Path, help="where to write the results")
+    args = parser.parse_args(argv)
+
+    server = start_fake_llm(
+        extra_args=[
+            "--reply-tokens", str(args.reply_tokens),
+            "--tokens-per-s", str(args.tokens_per_s),
+            "--ttft-ms", str(args.ttft_ms),
+        ]
+    )  # fmt: skip
+    try:
+        messages = [{"role": "user", "content": QUESTION}]
+        expected = "".join(expected_reply(messages, args.reply_tokens))
+        providers = {name: provider_on(name, server.base_url) for name in TRANSPORTS}
+        for name in TRANSPORTS:  # connections opened, code paths warm
+            measure(providers[name], name, min(args.threads, 4), 1, expected)
+        rounds = [
+            measure(providers[name], name, args.threads, args.replies, expected)
+            for _ in range(args.rounds)
+            for name in TRANSPORTS
+        ]
+    finally:
+        server.stop()
+
+    def mean(name: str, field: str) -> float:
+        values = [getattr(r, field) for r in rounds if r.transport == name]
+        return sum(values) / len(values)
+
+    summary = {
+        name: {
+            "cpu_ms_per_reply": mean(name, "cpu_ms_per_reply"),
+            "cpu_us_per_token": mean(name, "cpu_us_per_token"),
+        }
+        for name in TRANSPORTS
+    }
+    result = {
+        "threads": args.threads,
+        "reply_tokens": args.reply_tokens,
+        "rounds": [asdict(r) for r in rounds],
+        "summary": summary,
+        "urllib3_over_httpx2": summary["urllib3"]["cpu_ms_per_reply"]
+        / summary["httpx2"]["cpu_ms_per_reply"],
+        "wrong": sum(r.wrong for r in rounds),
+    }
+    print(f"{args.threads} replies at once, {args.reply_tokens} tokens each, {args.rounds} rounds")
+    print(f"{'transport':<10} {'CPU ms a reply':>15} {'µs a token':>11}")
+    for name in TRANSPORTS:
+        row = summary[name]
+        print(f"{name:<10} {row['cpu_ms_per_reply']:>15.1f} {row['cpu_us_per_token']:>11.0f}")
+    ratio = result["urllib3_over_httpx2"]
+    print(f"urllib3 ÷ httpx2: {ratio:.2f}; wrong replies: {result['wrong']}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    outcome = run()
+    sys.exit(1 if outcome["wrong"] else 0)
