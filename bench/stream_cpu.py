@@ -1,10 +1,16 @@
-"""The CPU a worker spends reading a model's streamed reply, through the `openai` client on
-its own HTTP transport (httpx2's) and on the one Support Bot gives it (urllib3's,
-bot/providers/transport.py), in the same run against the same fake model server.
+"""The CPU a worker thread spends reading a model's streamed reply, as a reply reads it
+(bot/run.py's loop, with pieces sent every REPLY_FLUSH_INTERVAL_S), three ways in the same run
+against the same fake model server:
+
+- httpx2, token at a time: the `openai` client on its own transport, each token read as it
+  comes (Support Bot before 2026-12-07);
+- urllib3, token at a time: on the transport Support Bot gives it (bot/providers/transport.py);
+- urllib3, piece at a time: and the tokens left in the socket between pieces, read together
+  when the next piece is due (bot/run.py; what a reply does now).
 
 Threads stream replies at once as a worker's threads do; the figure is this process's CPU
 (user + system) per reply and per token while they stream, with every reply's text checked.
-The rounds alternate between the transports, so a busy machine weighs on both alike.
+The rounds take the variants in turn, so a busy machine weighs on all alike.
 
     .venv/bin/python bench/stream_cpu.py --threads 20 --replies 3 --rounds 3
 """
@@ -30,19 +36,20 @@ django.setup()
 
 import openai  # noqa: E402
 
+from bot import run as bot_run  # noqa: E402
 from bot.providers.openai import OpenAIProvider  # noqa: E402
 from bot.providers.transport import LeanTransport  # noqa: E402
-from bot.types import ChatMessage, ReplyRequest, TextDelta  # noqa: E402
+from bot.types import ChatMessage, ReplyRequest  # noqa: E402
 from tests.fake_llm import expected_reply  # noqa: E402
 from tests.fixtures_fake_llm import start_fake_llm  # noqa: E402
 
 QUESTION = "Tell me about delivery times, returns and the warranty, please."
-TRANSPORTS = ("httpx2", "urllib3")
+VARIANTS = ("httpx2, token at a time", "urllib3, token at a time", "urllib3, piece at a time")
 
 
 @dataclass
 class Round:
-    transport: str
+    variant: str
     replies: int
     tokens: int
     cpu_ms_per_reply: float
@@ -50,11 +57,11 @@ class Round:
     wrong: int  # replies whose text was not the fake's
 
 
-def provider_on(transport: str, base_url: str) -> OpenAIProvider:
+def provider_for(variant: str, base_url: str) -> OpenAIProvider:
     provider = OpenAIProvider(api_key="bench", base_url=base_url, model="bench-model")
-    http_client = (
-        openai.DefaultHttpxClient(transport=LeanTransport()) if transport == "urllib3" else None
-    )
+    lean = variant.startswith("urllib3")
+    http_client = openai.DefaultHttpxClient(transport=LeanTransport()) if lean else None
+    provider.streams_over_network = variant.endswith("piece at a time")
     # The provider's shared client, replaced by one on the transport measured.
     provider._client = openai.OpenAI(
         api_key="bench", base_url=base_url, max_retries=0, http_client=http_client
@@ -63,7 +70,7 @@ def provider_on(transport: str, base_url: str) -> OpenAIProvider:
 
 
 def measure(
-    provider: OpenAIProvider, transport: str, threads: int, replies: int, expected: str
+    provider: OpenAIProvider, variant: str, threads: int, replies: int, expected: str
 ) -> Round:
     request = ReplyRequest(messages=[ChatMessage("user", QUESTION)])
     results: list[tuple[int, bool]] = []
@@ -71,9 +78,11 @@ def measure(
 
     def stream() -> None:
         for _ in range(replies):
-            pieces = [e.text for e in provider.stream(request) if isinstance(e, TextDelta)]
+            pieces: list[str] = []
+            answer = bot_run.answer(request, provider, on_delta=pieces.append)
             with lock:
-                results.append((len(pieces), "".join(pieces) == expected))
+                ok = "".join(pieces) == answer.text == expected
+                results.append((answer.completion_tokens, ok))
 
     workers = [threading.Thread(target=stream) for _ in range(threads)]
     before = os.times()
@@ -85,12 +94,12 @@ def measure(
     cpu = (after.user - before.user) + (after.system - before.system)
     tokens = sum(n for n, _ in results)
     return Round(
-        transport=transport,
+        variant=variant,
         replies=len(results),
         tokens=tokens,
         cpu_ms_per_reply=cpu / max(1, len(results)) * 1000,
         cpu_us_per_token=cpu / max(1, tokens) * 1e6,
-        wrong=sum(1 for _, ok in results if not ok),
+        wrong=sum(1 for _, ok in results if not ok) + threads * replies - len(results),
     )
 
 
@@ -98,7 +107,7 @@ def run(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=20, help="replies streaming at once")
     parser.add_argument("--replies", type=int, default=3, help="replies per thread per round")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per transport")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per variant")
     parser.add_argument("--reply-tokens", type=int, default=150)
     parser.add_argument("--tokens-per-s", type=float, default=50)
     parser.add_argument("--ttft-ms", type=int, default=100)
@@ -115,19 +124,19 @@ def run(argv: list[str] | None = None) -> dict:
     try:
         messages = [{"role": "user", "content": QUESTION}]
         expected = "".join(expected_reply(messages, args.reply_tokens))
-        providers = {name: provider_on(name, server.base_url) for name in TRANSPORTS}
-        for name in TRANSPORTS:  # connections opened, code paths warm
+        providers = {name: provider_for(name, server.base_url) for name in VARIANTS}
+        for name in VARIANTS:  # connections opened, code paths warm
             measure(providers[name], name, min(args.threads, 4), 1, expected)
         rounds = [
             measure(providers[name], name, args.threads, args.replies, expected)
             for _ in range(args.rounds)
-            for name in TRANSPORTS
+            for name in VARIANTS
         ]
     finally:
         server.stop()
 
     def mean(name: str, field: str) -> float:
-        values = [getattr(r, field) for r in rounds if r.transport == name]
+        values = [getattr(r, field) for r in rounds if r.variant == name]
         return sum(values) / len(values)
 
     summary = {
@@ -135,24 +144,28 @@ def run(argv: list[str] | None = None) -> dict:
             "cpu_ms_per_reply": mean(name, "cpu_ms_per_reply"),
             "cpu_us_per_token": mean(name, "cpu_us_per_token"),
         }
-        for name in TRANSPORTS
+        for name in VARIANTS
     }
+    baseline = summary[VARIANTS[0]]["cpu_ms_per_reply"]
+    for row in summary.values():
+        row["ratio"] = row["cpu_ms_per_reply"] / baseline
     result = {
         "threads": args.threads,
         "reply_tokens": args.reply_tokens,
+        "flush_interval_s": bot_run.settings.REPLY_FLUSH_INTERVAL_S,
         "rounds": [asdict(r) for r in rounds],
         "summary": summary,
-        "urllib3_over_httpx2": summary["urllib3"]["cpu_ms_per_reply"]
-        / summary["httpx2"]["cpu_ms_per_reply"],
         "wrong": sum(r.wrong for r in rounds),
     }
     print(f"{args.threads} replies at once, {args.reply_tokens} tokens each, {args.rounds} rounds")
-    print(f"{'transport':<10} {'CPU ms a reply':>15} {'µs a token':>11}")
-    for name in TRANSPORTS:
+    print(f"{'how it reads':<26} {'CPU ms a reply':>15} {'µs a token':>11} {'÷ first':>8}")
+    for name in VARIANTS:
         row = summary[name]
-        print(f"{name:<10} {row['cpu_ms_per_reply']:>15.1f} {row['cpu_us_per_token']:>11.0f}")
-    ratio = result["urllib3_over_httpx2"]
-    print(f"urllib3 ÷ httpx2: {ratio:.2f}; wrong replies: {result['wrong']}")
+        print(
+            f"{name:<26} {row['cpu_ms_per_reply']:>15.1f} {row['cpu_us_per_token']:>11.0f}"
+            f" {row['ratio']:>8.2f}"
+        )
+    print(f"replies whose text was wrong or missing: {result['wrong']}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return result

@@ -92,6 +92,7 @@ class AbstainOnMarker(Provider):
         self.provider = provider
         self.name = provider.name
         self.judges_passages = provider.judges_passages
+        self.streams_over_network = provider.streams_over_network
 
     def stream(self, request: ReplyRequest) -> Iterator[StreamEvent]:
         events = self.provider.stream(request)

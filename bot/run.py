@@ -8,10 +8,14 @@ provider named, or else the passages its text cites by number.
 
 `on_delta` gets the text as it streams, coalesced into pieces about every `flush_interval`
 (REPLY_FLUSH_INTERVAL_S) except the first, which goes out at once so the customer sees the
-answer start as early as possible. When many answers stream in this process at once, the
-pieces get fuller instead of more frequent (at most REPLY_FRAMES_PER_S pieces a second between
-them all): each piece costs a frame through Redis and a web process, and a busy process would
-otherwise spend its CPU on frames while new questions wait. `on_delta` returns False to stop
+answer start as early as possible. A model's stream (a socket) is not read between pieces:
+its tokens wait in the socket and are read together when the next piece is due, for about
+half the CPU of reading each as it comes (docs/performance.md).
+
+When many answers stream in this process at once, the pieces get fuller instead of more
+frequent (at most REPLY_FRAMES_PER_S pieces a second between them all): each piece costs a
+frame through Redis and a web process, and a busy process would otherwise spend its CPU on
+frames while new questions wait. `on_delta` returns False to stop
 the answer (a person took the conversation): the provider's stream is closed and Stopped says
 what was said so far.
 
@@ -53,6 +57,10 @@ def warm_up() -> None:
 
 # Gets a piece of the answer; returns False to stop it.
 OnDelta = Callable[[str], bool | None]
+
+# A token the stream hands over sooner than this after it was asked for was already waiting
+# (read from the socket's buffer), so more may be: a piece that is due takes them in first.
+ALREADY_THERE_S = 0.002
 
 
 class _Watched:
@@ -125,12 +133,18 @@ def answer(
     pending: list[str] = []
     finished: Finished | None = None
     last_flush = 0.0
-    events = guards.guarded(request, provider).stream(request)
+    answerer = guards.guarded(request, provider)
+    events = answerer.stream(request)
+    gathers = on_delta is not None and answerer.streams_over_network
     if on_delta is not None:
         watched.started()
     interval = paced_interval(base)
     try:
-        for event in events:
+        while True:
+            asked = time.monotonic()
+            event = next(events, None)
+            if event is None:
+                break
             now = time.monotonic()
             if deadline is not None and now > deadline:
                 raise ProviderError("reply deadline passed", permanent=True, code="timeout")
@@ -142,12 +156,18 @@ def answer(
                 text.append(event.text)
                 pending.append(event.text)
             if on_delta is not None and pending and now - last_flush >= interval:
+                if gathers and now - asked < ALREADY_THERE_S and now - last_flush < 2 * interval:
+                    continue  # more of this piece is waiting in the socket: it goes in too
                 go_on = on_delta("".join(pending))
                 pending.clear()
                 last_flush = now
                 interval = paced_interval(base)
                 if go_on is False:
                     raise Stopped("".join(text), first_token_at)
+                if gathers:
+                    # The next piece's tokens gather in the socket meanwhile, and are read in
+                    # one go: one wake-up of this thread a piece instead of one a token.
+                    time.sleep(interval)
     finally:
         if on_delta is not None:
             watched.ended()

@@ -18,6 +18,9 @@ class Provider(ABC):
     # Whether it tells passages that answer from look-alikes that don't (a model replies the
     # no-answer marker), so passages retrieval is unsure of may go to it (bot/grounding.py).
     judges_passages: bool = True
+    # Whether its stream comes over a socket, which keeps what arrives while nobody reads: a
+    # watched answer then reads it a piece at a time instead of a token at a time (bot/run.py).
+    streams_over_network: bool = False
 
     @abstractmethod
     def stream(self, request: ReplyRequest) -> Iterator[StreamEvent]:

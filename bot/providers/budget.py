@@ -622,6 +622,7 @@ class BudgetedProvider(Provider):
         self.budget = budget
         self.name = provider.name
         self.judges_passages = provider.judges_passages
+        self.streams_over_network = provider.streams_over_network
 
     def hold_place(self, place: PlaceInLine) -> None:
         if resolve(place.limits).limited:

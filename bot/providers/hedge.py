@@ -125,6 +125,7 @@ class HedgedProvider(Provider):
         self.provider = provider
         self.name = provider.name
         self.judges_passages = provider.judges_passages
+        self.streams_over_network = provider.streams_over_network
         self.after_s = after_s
         self.max_requests = max_requests
         self.budget = budget or HedgeBudget()

@@ -77,6 +77,7 @@ def _client(api_key: str, base_url: str | None, connect: float, read: float) -> 
 
 class OpenAIProvider(Provider):
     name = "openai"
+    streams_over_network = True
 
     def __init__(
         self,

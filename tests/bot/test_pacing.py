@@ -92,3 +92,48 @@ def test_an_answer_that_ends_is_no_longer_counted(settings):
 
     assert run.watched.count == 0
     assert run.paced_interval(0.05) == 0.05
+
+
+class OverNetwork(Provider):
+    """A model's stream as a socket keeps it: tokens arrive on their own schedule, whether or
+    not anyone reads, and a read waits only when none has arrived yet (counted)."""
+
+    streams_over_network = True
+
+    def __init__(self) -> None:
+        self.waits = 0
+
+    def stream(self, request: ReplyRequest) -> Iterator[StreamEvent]:
+        start = time.monotonic()
+        for i in range(TOKENS):
+            delay = start + (i + 1) * TOKEN_EVERY_S - time.monotonic()
+            if delay > 0:
+                self.waits += 1
+                time.sleep(delay)
+            yield TextDelta(f" w{i}")
+        yield Finished(model="m", prompt_tokens=1, completion_tokens=TOKENS)
+
+
+def test_a_models_stream_is_read_a_piece_at_a_time_not_a_token_at_a_time(settings):
+    settings.REPLY_FLUSH_INTERVAL_S = 0.05
+    settings.REPLY_FRAMES_PER_S = 40
+    model = OverNetwork()
+    pieces: list[str] = []
+
+    answer = run.answer(
+        ReplyRequest(messages=[]), model, on_delta=lambda text: pieces.append(text) and None
+    )
+
+    assert "".join(pieces) == answer.text == "".join(f" w{i}" for i in range(TOKENS))
+    assert pieces[0] == " w0", "the first piece goes out at once, alone"
+    assert 6 <= len(pieces) <= 14  # still a piece about every 50 ms
+    # Waiting for the network once a piece, not once a token (100 of them).
+    assert model.waits <= 2 * len(pieces), f"{model.waits} waits for {len(pieces)} pieces"
+
+
+def test_nobody_watching_reads_a_models_stream_as_it_comes():
+    model = OverNetwork()
+
+    run.answer(ReplyRequest(messages=[]), model)
+
+    assert model.waits >= TOKENS * 0.9
