@@ -418,8 +418,9 @@ def test_a_piece_that_brings_much_text_at_once_is_written_out_over_several_frame
     )
     in_thread(lambda: state["publisher"].delta(piece))
     page.wait_for_function(
-        """(whole) => { const m = [...document.querySelectorAll('[role=log] [data-author=bot]')].pop();
-                        return m.querySelector('.text').textContent.trim() === whole; }""",
+        """(whole) => {
+             const m = [...document.querySelectorAll('[role=log] [data-author=bot]')].pop();
+             return m.querySelector('.text').textContent.trim() === whole; }""",
         arg=piece.strip(),
     )
     lengths = page.evaluate("window.__lengths")
