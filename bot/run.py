@@ -15,9 +15,8 @@ half the CPU of reading each as it comes (docs/performance.md).
 When many answers stream in this process at once, the pieces get fuller instead of more
 frequent (at most REPLY_FRAMES_PER_S pieces a second between them all): each piece costs a
 frame through Redis and a web process, and a busy process would otherwise spend its CPU on
-frames while new questions wait. `on_delta` returns False to stop
-the answer (a person took the conversation): the provider's stream is closed and Stopped says
-what was said so far.
+frames while new questions wait. `on_delta` returns False to stop the answer (a person took
+the conversation): the provider's stream is closed and Stopped says what was said so far.
 
 Without on_delta nobody watches the answer stream, so the bot's own words (the offline
 answerer's, an abstention) come at once instead of at a reading pace.

@@ -22,12 +22,14 @@ def modules_matching(pattern: str) -> set[str]:
 def test_only_the_run_loop_and_its_guard_read_a_providers_stream():
     # bot/guards.py relays a stream it wraps (the no-answer marker), bot/providers/budget.py
     # relays one once it has its turn in the model's budget and bot/providers/hedge.py races
-    # several requests' streams; bot/run.py reads it.
+    # several requests' streams; bot/run.py reads it. (bot/providers/transport.py reads an
+    # HTTP response's body, urllib3's `.stream()`, under the openai client: not a provider's.)
     assert modules_matching(r"\.stream\(") == {
         "bot/run.py",
         "bot/guards.py",
         "bot/providers/budget.py",
         "bot/providers/hedge.py",
+        "bot/providers/transport.py",
     }
 
 
