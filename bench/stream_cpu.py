@@ -59,13 +59,11 @@ class Round:
 
 def provider_for(variant: str, base_url: str) -> OpenAIProvider:
     provider = OpenAIProvider(api_key="bench", base_url=base_url, model="bench-model")
-    lean = variant.startswith("urllib3")
-    http_client = openai.DefaultHttpxClient(transport=LeanTransport()) if lean else None
+    assert isinstance(provider._client._client._transport, LeanTransport), "a proxy is set"
+    if variant.startswith("httpx2"):
+        # The SDK's own client, on httpx2's transport, in place of the provider's.
+        provider._client = openai.OpenAI(api_key="bench", base_url=base_url, max_retries=0)
     provider.streams_over_network = variant.endswith("piece at a time")
-    # The provider's shared client, replaced by one on the transport measured.
-    provider._client = openai.OpenAI(
-        api_key="bench", base_url=base_url, max_retries=0, http_client=http_client
-    )
     return provider
 
 

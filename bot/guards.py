@@ -90,9 +90,7 @@ class AbstainOnMarker(Provider):
 
     def __init__(self, provider: Provider) -> None:
         self.provider = provider
-        self.name = provider.name
-        self.judges_passages = provider.judges_passages
-        self.streams_over_network = provider.streams_over_network
+        self.stand_in_for(provider)
 
     def stream(self, request: ReplyRequest) -> Iterator[StreamEvent]:
         events = self.provider.stream(request)

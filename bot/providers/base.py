@@ -22,6 +22,12 @@ class Provider(ABC):
     # watched answer then reads it a piece at a time instead of a token at a time (bot/run.py).
     streams_over_network: bool = False
 
+    def stand_in_for(self, provider: Provider) -> None:
+        """For a provider that wraps another (a guard, the budget, hedging): look like it."""
+        self.name = provider.name
+        self.judges_passages = provider.judges_passages
+        self.streams_over_network = provider.streams_over_network
+
     @abstractmethod
     def stream(self, request: ReplyRequest) -> Iterator[StreamEvent]:
         """Yield TextDelta events, then exactly one Finished. Raise ProviderError on failure."""

@@ -620,9 +620,7 @@ class BudgetedProvider(Provider):
     def __init__(self, provider: Provider, budget: ModelBudget) -> None:
         self.provider = provider
         self.budget = budget
-        self.name = provider.name
-        self.judges_passages = provider.judges_passages
-        self.streams_over_network = provider.streams_over_network
+        self.stand_in_for(provider)
 
     def hold_place(self, place: PlaceInLine) -> None:
         if resolve(place.limits).limited:

@@ -123,9 +123,7 @@ class HedgedProvider(Provider):
         admit_hedge: Callable[[ReplyRequest], bool] | None = None,
     ) -> None:
         self.provider = provider
-        self.name = provider.name
-        self.judges_passages = provider.judges_passages
-        self.streams_over_network = provider.streams_over_network
+        self.stand_in_for(provider)
         self.after_s = after_s
         self.max_requests = max_requests
         self.budget = budget or HedgeBudget()

@@ -291,6 +291,18 @@ def in_thread(work) -> None:
     worker.join(timeout=20)
 
 
+def start_streaming_reply(state: dict, client_id: str, question: str) -> None:
+    """Play the worker: the page's customer asks `question`, and its reply is claimed and
+    started; state gets the "reply" and its "publisher" (call in_thread)."""
+    from conversations import events, services
+    from conversations.models import Conversation
+
+    posted = services.post_customer_message(Conversation.objects.get(), client_id, question)
+    state["reply"] = Turn.claim_reply(posted.reply.pk, lease_s=60)
+    state["publisher"] = events.ReplyPublisher(state["reply"])
+    state["publisher"].start()
+
+
 @pytest.fixture
 def model_stack(fake_llm, asgi_server, celery_worker):
     """The whole app answering through the fake model, which replies with what a test scripts;
@@ -338,18 +350,11 @@ def test_it_renders_a_bot_reply_list_bold_link_and_table_as_markup(model_page, f
 def test_a_streaming_reply_shows_its_markdown_so_far_and_the_table_once_it_is_whole(
     web_only_page,
 ):
-    from conversations import events, services
-    from conversations.models import Conversation
-
     page = web_only_page
     state = {}
 
     def start() -> None:
-        conversation = Conversation.objects.get()
-        posted = services.post_customer_message(conversation, "md-1", "Do you ship to Norway?")
-        state["reply"] = Turn.claim_reply(posted.reply.pk, lease_s=60)
-        state["publisher"] = events.ReplyPublisher(state["reply"])
-        state["publisher"].start()
+        start_streaming_reply(state, "md-1", "Do you ship to Norway?")
         state["publisher"].delta("We ship to Norway with DHL:\n\n- **Pack the par")
 
     in_thread(start)
@@ -391,21 +396,11 @@ def test_a_streaming_reply_shows_its_markdown_so_far_and_the_table_once_it_is_wh
 def test_a_piece_that_brings_much_text_at_once_is_written_out_over_several_frames(web_only_page):
     """Under load a reply's pieces come fuller and less often (bot/run.py); the page writes
     each out over the next animation frames, so the reply still reads as a steady flow."""
-    from conversations import events, services
-    from conversations.models import Conversation
-
     page = web_only_page
     state = {}
     piece = "Parcels to Norway travel with DHL and take four to six working days. " * 6
 
-    def start() -> None:
-        conversation = Conversation.objects.get()
-        posted = services.post_customer_message(conversation, "smooth-1", "Norway?")
-        state["reply"] = Turn.claim_reply(posted.reply.pk, lease_s=60)
-        state["publisher"] = events.ReplyPublisher(state["reply"])
-        state["publisher"].start()
-
-    in_thread(start)
+    in_thread(lambda: start_streaming_reply(state, "smooth-1", "Norway?"))
     page.wait_for_selector('[role=log] [data-author=bot][data-status="queued"]')
     # The length of the reply's text on screen at every animation frame from now on.
     page.evaluate(
