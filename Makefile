@@ -51,7 +51,7 @@ browser:
 ## its own database, Redis and key prefix, and most of a test's time is waiting, not CPU.
 ## Each pass's output is printed whole when it ends; `make test-default` runs one alone.
 test: install-test browser lint
-	@$(MAKE) --no-print-directory -j2 --output-sync=target test-default test-production
+	@MAKE_TEST_PASSES=both $(MAKE) --no-print-directory -j2 --output-sync=target test-default test-production
 
 test-default:
 	@echo "=== Embedded default: SQLite + embedded Redis ==="

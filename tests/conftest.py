@@ -34,29 +34,35 @@ pytest_plugins = ["tests.fixtures_fake_llm"]
 ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "http://127.0.0.1"
 TEST_PROCESS_POOL_SIZE = 70
-LEFT_TO_THE_DEFAULT_PASS = pytest.StashKey[list[str]]()
+LEFT_TO_THE_OTHER_PASS = pytest.StashKey[list[str]]()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`make test` runs the suite twice, once per path (Makefile). A test marked
-    `default_pass_only(reason=...)` gives the same result on both, so it runs on the
-    embedded-default pass only, and the production pass lists what it left out."""
-    if not os.environ.get("DATABASE_URL"):
+    """`make test` runs the suite twice, once per path, side by side (Makefile). A test that
+    gives the same result on both runs on one of them: `default_pass_only(reason=...)` on the
+    embedded default, `production_pass_only(reason=...)` on the production path, chosen to keep
+    the two passes about as long. Each pass lists what it left to the other. Run alone (not
+    MAKE_TEST_PASSES=both), a pass runs every test that can run on its path."""
+    on_production = bool(os.environ.get("DATABASE_URL"))
+    if on_production:
+        left_out = "default_pass_only"
+    elif os.environ.get("MAKE_TEST_PASSES") == "both":
+        left_out = "production_pass_only"
+    else:
         return
-    once = [item for item in items if item.get_closest_marker("default_pass_only")]
+    once = [item for item in items if item.get_closest_marker(left_out)]
     if once:
         config.hook.pytest_deselected(items=once)
-        items[:] = [item for item in items if not item.get_closest_marker("default_pass_only")]
-        config.stash[LEFT_TO_THE_DEFAULT_PASS] = [
-            f"{item.nodeid}: {item.get_closest_marker('default_pass_only').kwargs['reason']}"
-            for item in once
+        items[:] = [item for item in items if not item.get_closest_marker(left_out)]
+        config.stash[LEFT_TO_THE_OTHER_PASS] = [
+            f"{item.nodeid}: {item.get_closest_marker(left_out).kwargs['reason']}" for item in once
         ]
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    left = config.stash.get(LEFT_TO_THE_DEFAULT_PASS, [])
+    left = config.stash.get(LEFT_TO_THE_OTHER_PASS, [])
     if left:
-        terminalreporter.write_sep("-", f"{len(left)} tests ran on the default pass only")
+        terminalreporter.write_sep("-", f"{len(left)} tests left to the other pass")
         for line in left:
             terminalreporter.write_line(line)
 

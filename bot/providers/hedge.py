@@ -142,6 +142,9 @@ class HedgedProvider(Provider):
         winner: _Outcome | None = None
         try:
             winner = self._first_to_answer(request, race)
+            # The others are closed now, and one answering later at once: left open until
+            # the winner's reply ends, a slow model would write them out in full.
+            race.decide()
             assert winner.events is not None and winner.first is not None
             yield winner.first
             yield from winner.events

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from bot.providers.hedge import HedgeBudget, HedgedProvider
-from bot.types import ProviderError
+from bot.types import ProviderError, TextDelta
 from tests.bot.test_openai_provider import REPLY, REQUEST, collect, provider
 from tests.fixtures_fake_llm import FakeLLMServer
 
@@ -66,13 +66,40 @@ def test_it_sends_one_request_to_a_model_that_answers_in_time(fake_llm: FakeLLMS
 def test_it_keeps_the_first_request_of_a_slow_model_that_does_answer(
     fake_llm: FakeLLMServer,
 ) -> None:
-    # Both requests are slow (0.6 s before the first token); the first one answers first.
+    # Both requests are slow (0.6 s before the first token); the first one answers first. The
+    # second's reply takes a second to write, so closing it at its first token always wins.
     fake_llm.set_fault("hang", hang_s=0.6, times=2)
+    fake_llm.script(list(REPLY), ["word "] * 400)
 
     deltas, _ = collect(hedged(fake_llm, max_requests=2).stream(REQUEST))
 
     assert "".join(deltas) == REPLY
     assert outcomes(fake_llm, 2) == ["complete", "client_gone"]
+
+
+def test_a_request_that_answers_while_the_winner_still_streams_is_closed_at_once(
+    fake_llm: FakeLLMServer,
+) -> None:
+    # The first request answers at 0.6 s and streams for 1.25 s; the hedge sent at 0.3 s
+    # answers at 0.9 s, in the middle of it. Each reply takes 1.25 s to write (500 tokens at
+    # 400/s, within the request's max_tokens).
+    fake_llm.set_fault("hang", hang_s=0.6, times=2)
+    winners_reply = ["first "] * 500
+    fake_llm.script(winners_reply, ["second "] * 500)
+
+    started = time.monotonic()
+    deltas: list[str] = []
+    mid_reply: list[str | None] = []
+    for event in hedged(fake_llm, max_requests=2).stream(REQUEST):
+        if isinstance(event, TextDelta):
+            deltas.append(event.text)
+        if not mid_reply and time.monotonic() - started >= 1.3:
+            mid_reply = [r["outcome"] for r in fake_llm.requests()]
+
+    assert "".join(deltas) == "".join(winners_reply)
+    assert time.monotonic() - started >= 1.7, "the winner was still streaming at 1.3 s"
+    # 0.4 s after the hedge answered, it is closed, nearly a second before it would end.
+    assert mid_reply == [None, "client_gone"]
 
 
 def test_it_raises_a_timeout_when_every_request_stalls(fake_llm: FakeLLMServer) -> None:

@@ -125,9 +125,10 @@ def test_a_burst_from_two_workers_waits_for_its_turn_instead_of_drawing_429s(
 
 
 def test_turns_go_in_the_order_they_were_asked_for(fake_llm: FakeLLMServer, settings) -> None:
-    settings.OPENAI_REQUESTS_PER_MIN = 600  # one every 0.1 s once the minute's budget is spent
+    settings.OPENAI_REQUESTS_PER_MIN = 240  # one every 0.25 s once the minute's budget is spent
     drain(worker(fake_llm).budget)
-    # Six workers ask 20 ms apart; each turn comes 100 ms after the one before.
+    drained = time.time()  # the drain took every turn free until now: the next is later
+    # Six workers ask 20 ms apart; each turn comes 0.25 s after the one before.
     jobs = [
         (lambda i=i: collect(worker(fake_llm).stream(asking(f"question {i}")))) for i in range(6)
     ]
@@ -137,8 +138,14 @@ def test_turns_go_in_the_order_they_were_asked_for(fake_llm: FakeLLMServer, sett
     assert not [r for r in results if isinstance(r, Exception)]
     seen = in_arrival_order(fake_llm)
     assert [q for q, _at, _o in seen] == [f"question {i}" for i in range(6)]
-    gaps = [b[1] - a[1] for a, b in zip(seen, seen[1:], strict=False)]
-    assert min(gaps) >= 0.07, gaps
+    # None goes before its turn. A busy machine may send one late, close behind the one before
+    # it (the provider counts a minute, not a gap), but never early.
+    early = [
+        (i, round(at - drained, 3))
+        for i, (_q, at, _o) in enumerate(seen)
+        if at - drained < 0.25 * i
+    ]
+    assert not early, f"went before their turns (index, seconds after the drain): {early}"
 
 
 @pytest.mark.parametrize("tokens_per_min", [0, 1_000_000])  # no token limit; one not binding
@@ -437,8 +444,9 @@ def test_a_request_that_waited_behind_an_earlier_customer_still_waits_for_its_ow
 ) -> None:
     settings.OPENAI_REQUESTS_PER_MIN = 60  # spent: one turn a second from now on
     first_worker, second_worker = worker(fake_llm), worker(fake_llm)
+    draining = time.time()  # the drain's first booking restarts the clock: turns at 1 s and 2 s
     drain(first_worker.budget)
-    asked = drained = time.time()  # the free turns now come at 1 s and 2 s
+    asked = time.time()
     first, first_request = in_line("reply:1", asked)
     second, second_request = in_line("reply:2", asked + 0.1)
 
@@ -452,7 +460,7 @@ def test_a_request_that_waited_behind_an_earlier_customer_still_waits_for_its_ow
     seen = in_arrival_order(fake_llm)
     assert [q for q, _at, _o in seen] == ["question of reply:1", "question of reply:2"]
     # The first went late (at 1.5 s, its turn was at 1 s); the second at its own turn, 2 s.
-    assert seen[1][1] - drained >= 1.9, "not as soon as it booked"
+    assert seen[1][1] - draining >= 1.95, "not as soon as it booked"
 
 
 class Line:

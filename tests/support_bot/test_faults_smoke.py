@@ -17,7 +17,7 @@ from tests.conftest import ROOT
 
 pytestmark = [
     pytest.mark.worker,
-    pytest.mark.default_pass_only(reason="starts its own services, whatever the path"),
+    pytest.mark.production_pass_only(reason="starts its own services, whatever the path"),
 ]
 
 MISSING = missing_binaries("amqp")
