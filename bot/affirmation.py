@@ -129,9 +129,7 @@ def _one_typo_apart(typed: str, word: str) -> bool:
     return any(long_[:i] + long_[i + 1 :] == short for i in range(len(long_)))
 
 
-def _same_word(typed: str, word: str) -> bool:
-    if typed == word or _squeezed(typed) == _squeezed(word):
-        return True
+def _typo_of(typed: str, word: str) -> bool:
     if typed[0] != word[0]:  # typos seldom hit the first letter: "lease" is not "please"
         return False
     if min(len(typed), len(word)) >= 5:
@@ -156,6 +154,26 @@ def _phrases() -> tuple[tuple[tuple[str, ...], frozenset[str]], ...]:
     )
 
 
+@lru_cache(maxsize=1)
+def _vocabulary() -> tuple[tuple[str, str], ...]:
+    """Every word of every phrase, with its letters typed twice counted once."""
+    words = {word for phrase, _languages in _phrases() for word in phrase}
+    return tuple((word, _squeezed(word)) for word in sorted(words))
+
+
+@lru_cache(maxsize=4096)
+def _meanings(typed: str) -> frozenset[str]:
+    """The phrases' words a typed word stands for: itself, itself with letters typed twice
+    ("yesss"), or with one typo. Worked out once a word, not once a phrase it is tried in:
+    every customer message is asked whether it says yes."""
+    squeezed = _squeezed(typed)
+    return frozenset(
+        word
+        for word, word_squeezed in _vocabulary()
+        if typed == word or squeezed == word_squeezed or _typo_of(typed, word)
+    )
+
+
 def affirmative(message: str) -> Affirmative | None:
     """Whether the message says yes and nothing else (see the module doc), and in which
     language; None when it doesn't."""
@@ -163,6 +181,9 @@ def affirmative(message: str) -> Affirmative | None:
         return None
     words = _words(message)
     if not words or len(words) > MAX_WORDS:
+        return None
+    meanings = [_meanings(word) for word in words]
+    if not all(meanings):  # a word no phrase has: most messages end here
         return None
     # The phrases that cover words[:i], for each i reachable: (said yes, languages).
     reached: dict[int, tuple[bool, frozenset[str] | None]] = {0: (False, None)}
@@ -174,7 +195,7 @@ def affirmative(message: str) -> Affirmative | None:
             end = start + len(phrase)
             if end > len(words) or end in reached and reached[end][0]:
                 continue
-            if not all(_same_word(t, w) for t, w in zip(words[start:end], phrase, strict=True)):
+            if not all(w in m for m, w in zip(meanings[start:end], phrase, strict=True)):
                 continue
             if phrase_languages:
                 common = phrase_languages if languages is None else languages & phrase_languages

@@ -13,7 +13,6 @@ from .base import Provider
 from .budget import BudgetedProvider, ModelBudget
 from .hedge import HedgedProvider
 from .offline import OfflineProvider
-from .openai import OpenAIProvider
 
 _lock = threading.Lock()
 _cached: tuple[tuple[object, ...], Provider] | None = None
@@ -69,6 +68,10 @@ def for_config(config: BotConfig) -> Provider:
 
 def _build(name: str) -> Provider:
     if name == "openai":
+        # The openai package takes most of a second to import: processes on the offline
+        # answerer (the embedded default, most tests) never pay for it.
+        from .openai import OpenAIProvider
+
         model = OpenAIProvider(
             api_key=settings.OPENAI_API_KEY or "not-needed",
             base_url=settings.OPENAI_BASE_URL,

@@ -36,15 +36,10 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import bm25s
 import numpy as np
 from django.conf import settings
 
 from .text import DEFAULT_ANALYZER, Analyzer, Passage, filler_words
-
-# bm25s sets its own logger to DEBUG when imported, after Django configured logging: every
-# index build would print its progress whatever LOG_LEVEL says.
-logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 # How much a typo-corrected word or a synonym counts, compared with the word itself.
 RELATED_TERM_WEIGHT = 0.8
@@ -189,6 +184,13 @@ class _Field:
         if not any(corpus):  # bm25s cannot index an empty vocabulary
             empty = np.zeros(0)
             return cls(boost, {}, empty, empty.astype(np.int32), np.zeros(1, dtype=np.int32))
+        # Imported here, not with the module: it brings scipy (a quarter of a second), which
+        # processes that never build an index (the web) need not load.
+        import bm25s
+
+        # bm25s sets its own logger to DEBUG when imported, after Django configured logging:
+        # every index build would print its progress whatever LOG_LEVEL says.
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
         model = bm25s.BM25(method="lucene", k1=k1, b=b)
         model.index(corpus, create_empty_token=False, show_progress=False)
         return cls(

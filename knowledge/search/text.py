@@ -16,10 +16,10 @@ import threading
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import Stemmer
-from bm25s.stopwords import STOPWORDS_EN_PLUS
 from django.conf import settings
 
 PASSAGE_MIN_WORDS = 40
@@ -250,11 +250,21 @@ class Analyzer:
     English stopwords removed, Snowball-stemmed. The same analysis runs on passages and on
     questions, so their terms meet."""
 
-    def __init__(self, stopwords: Iterable[str] = STOPWORDS_EN_PLUS, language: str = "english"):
-        self.stopwords = frozenset(stopwords)
+    def __init__(self, stopwords: Iterable[str] | None = None, language: str = "english"):
+        self._given_stopwords = None if stopwords is None else frozenset(stopwords)
         self.language = language
         self._local = threading.local()  # PyStemmer stemmers are not thread-safe
         self._stems: dict[str, str] = {}  # word -> stem, for every thread
+
+    @cached_property
+    def stopwords(self) -> frozenset[str]:
+        """The given ones, or bm25s's English list: read at first use, since importing bm25s
+        brings scipy (a quarter of a second) into processes that never analyse text."""
+        if self._given_stopwords is not None:
+            return self._given_stopwords
+        from bm25s.stopwords import STOPWORDS_EN_PLUS
+
+        return frozenset(STOPWORDS_EN_PLUS)
 
     def _stemmer(self) -> Any:
         stemmer = getattr(self._local, "stemmer", None)
