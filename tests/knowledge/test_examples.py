@@ -364,3 +364,20 @@ def test_an_agent_cannot_see_or_add_example_questions(demo_kb, client, alice_age
     assert client.get(ADMIN).status_code == 403
     assert client.post(ADMIN + "add/", {"text": "hello"}).status_code == 403
     assert not ExampleQuestion.objects.exists()
+
+
+@pytest.mark.django_db
+def test_importing_many_examples_takes_a_few_statements_not_one_a_question(demo_kb):
+    slugs = sorted(demo_kb)
+    questions = [
+        (f"a question worded {i} ways about {slugs[i % 7]}", slugs[i % 7]) for i in range(100)
+    ]
+
+    with CaptureQueriesContext(connection) as queries:
+        result = import_example_questions(questions)
+
+    assert (result.created, result.embedded) == (100, 100)
+    assert not ExampleQuestion.objects.filter(embedding__isnull=True).exists()
+    # The articles, the examples already there, one INSERT, the questions to embed, and one
+    # UPDATE run per batch of 32 (with the transaction's own statements): not 200 and more.
+    assert len(queries) <= 15, [query["sql"][:70] for query in queries]
