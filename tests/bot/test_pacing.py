@@ -126,7 +126,9 @@ def test_a_models_stream_is_read_a_piece_at_a_time_not_a_token_at_a_time(setting
 
     assert "".join(pieces) == answer.text == "".join(f" w{i}" for i in range(TOKENS))
     assert pieces[0] == " w0", "the first piece goes out at once, alone"
-    assert 6 <= len(pieces) <= 14  # still a piece about every 50 ms
+    # Still a piece about every 50 ms over the half second (10), not the text held to the end;
+    # fewer when a busy machine wakes the reader late.
+    assert 4 <= len(pieces) <= 14
     # Waiting for the network once a piece, not once a token (100 of them).
     assert model.waits <= 2 * len(pieces), f"{model.waits} waits for {len(pieces)} pieces"
 
@@ -136,4 +138,7 @@ def test_nobody_watching_reads_a_models_stream_as_it_comes():
 
     run.answer(ReplyRequest(messages=[]), model)
 
-    assert model.waits >= TOKENS * 0.9
+    # Read as they come, nearly every token is waited for; read a piece at a time, at most
+    # two a piece (~20, the test above). A busy machine that wakes the reader late finds a
+    # few already there (86 of 100 in one CI run), so the line is drawn between the two.
+    assert model.waits >= TOKENS // 2
