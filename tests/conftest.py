@@ -36,6 +36,10 @@ ORIGIN = "http://127.0.0.1"
 TEST_PROCESS_POOL_SIZE = 70
 LEFT_TO_THE_OTHER_PASS = pytest.StashKey[list[str]]()
 
+# Passwords hashed in this process take 1,000 PBKDF2 iterations, not production's 1,000,000
+# (tests/hashers.py); servers the tests start keep production's hashers.
+settings.PASSWORD_HASHERS = ["tests.hashers.QuickPBKDF2PasswordHasher"]
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`make test` runs the suite twice, once per path, side by side (Makefile). A test that
