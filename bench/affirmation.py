@@ -35,11 +35,10 @@ def messages() -> list[str]:
 
 
 def forget_words() -> None:
-    """Whatever the process keeps between messages (none before the word cache)."""
-    for cached in ("_meanings",):
-        function = getattr(affirmation, cached, None)
-        if function is not None:
-            function.cache_clear()
+    """Forget the words the process has seen (the word cache; absent on older commits)."""
+    meanings = getattr(affirmation, "_meanings", None)
+    if meanings is not None:
+        meanings.cache_clear()
 
 
 def main() -> None:

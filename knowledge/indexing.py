@@ -157,6 +157,7 @@ def sync_example_questions() -> int:
         .values_list("id", "key", "text")
     )
     embedded = 0
+    store_vector = _store_example_vector_sql()
     for start in range(0, len(todo), EMBED_BATCH):
         batch = todo[start : start + EMBED_BATCH]
         vectors = embedder.embed_queries_cached([text for _, _, text in batch])
@@ -167,7 +168,7 @@ def sync_example_questions() -> int:
         # would compile it once a question, bulk_update is slower still.
         with connection.cursor() as cursor:
             cursor.executemany(
-                _store_example_vector_sql(),
+                store_vector,
                 [
                     (to_bytes(vector), embedder.model_id, now, example_id, key)
                     for (example_id, key, _), vector in zip(batch, vectors, strict=True)
