@@ -117,9 +117,10 @@ def test_it_raises_a_timeout_when_every_request_stalls(fake_llm: FakeLLMServer) 
 def test_it_ends_the_attempt_at_the_first_error_for_the_retry_policy_to_pace(
     fake_llm: FakeLLMServer,
 ) -> None:
-    # The first request stalls; the hedge sent at 0.3 s gets a 500.
+    # The first request stalls; the hedge sent at 0.6 s gets a 500. (At 0.3 s, a busy machine
+    # sent the hedge before the 500 was armed, once in a CI run.)
     fake_llm.set_fault("hang", hang_s=30)
-    events = hedged(fake_llm).stream(REQUEST)
+    events = hedged(fake_llm, after_s=0.6).stream(REQUEST)
 
     def arm_500_once_the_first_request_arrived() -> None:
         while not fake_llm.requests():
