@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
@@ -40,11 +39,19 @@ def is_frame(raw: str, frame_type: str) -> bool:
     return f'"type":"{frame_type}"' in raw
 
 
+def publish(group: str, frame: dict[str, Any]) -> None:
+    """Send a frame to every socket in a group, from sync code: one PUBLISH on the channel the
+    layer's group_send uses, made on this thread. async_to_sync(group_send) would instead wait
+    its turn on the web process's event loop, which is busiest exactly under a burst."""
+    message = get_channel_layer().serialize(group_message(frame))
+    sync_client().publish(_group_channel(group), message)
+
+
 def send_turn_on_commit(turn: Turn) -> None:
     """Tell every socket of the conversation about a new turn, once it is committed."""
     group = conversation_group(turn.conversation_id)
-    message = group_message({"type": "turn", "turn": turn.as_event()})
-    transaction.on_commit(lambda: async_to_sync(get_channel_layer().group_send)(group, message))
+    frame = {"type": "turn", "turn": turn.as_event()}
+    transaction.on_commit(lambda: publish(group, frame))
 
 
 def send_frame_on_commit(
@@ -57,7 +64,7 @@ def send_frame_on_commit(
     def send() -> None:
         frame = build()
         if frame is not None:
-            async_to_sync(get_channel_layer().group_send)(group, group_message(frame))
+            publish(group, frame)
 
     transaction.on_commit(send)
 

@@ -18,14 +18,13 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 from django.db.models import Count, F, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce, Left
 
 from conversations.context import visitor_label
-from conversations.events import group_message
+from conversations.events import group_message, publish
 from conversations.models import Conversation, Turn, staff_name
 
 from . import presence, viewers
@@ -143,7 +142,7 @@ def row_for(conversation_id: uuid.UUID | str, agent: Any = None) -> dict[str, An
 
 
 def _send(group: str, frame: dict[str, Any]) -> None:
-    async_to_sync(get_channel_layer().group_send)(group, group_message(frame))
+    publish(group, frame)
 
 
 def notify_inbox_on_commit(conversation_id: uuid.UUID | str) -> None:

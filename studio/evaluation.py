@@ -18,20 +18,18 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.db import IntegrityError
 from django.utils import timezone
 
 from bot.grounding import strip_citations
 from bot.types import ChatMessage, ProviderError
 from conversations.escalation import escalation_for_message
+from conversations.events import publish
 from conversations.models import Conversation, Turn
 from knowledge.models import Article
 
@@ -182,10 +180,8 @@ def progress_frame(run: EvalRun) -> dict[str, Any]:
 
 
 def publish_progress(run: EvalRun) -> None:
-    frame = progress_frame(run)
-    message = {"type": "frame.forward", "json": json.dumps(frame, separators=(",", ":"))}
     try:
-        async_to_sync(get_channel_layer().group_send)(run_group(run.pk), message)
+        publish(run_group(run.pk), progress_frame(run))
     except Exception:  # progress is a courtesy: the stored run is what counts
         logger.warning("run %s: could not publish progress", run.pk, exc_info=True)
 

@@ -23,7 +23,6 @@ passages it was given), which is what a prompt change can affect.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 import uuid
@@ -32,8 +31,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 
 from bot import config as bot_config
@@ -42,6 +39,7 @@ from bot.providers import registry
 from bot.types import ChatMessage, ProviderError, Source
 from conversations import selectors
 from conversations.errors import Refused
+from conversations.events import publish
 from conversations.models import Conversation
 from conversations.replies import request_for_conversation
 
@@ -184,14 +182,11 @@ class _Publisher:
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
         self.group = request_group(request_id)
-        self.layer = get_channel_layer()
         self.seq = 0
 
     def send(self, frame: dict[str, Any]) -> None:
         self.seq += 1
-        payload = {**frame, "request_id": self.request_id, "seq": self.seq}
-        message = {"type": "frame.forward", "json": json.dumps(payload, separators=(",", ":"))}
-        async_to_sync(self.layer.group_send)(self.group, message)
+        publish(self.group, {**frame, "request_id": self.request_id, "seq": self.seq})
 
 
 def run_playground(
