@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -83,13 +84,13 @@ def measure(
                 results.append((answer.completion_tokens, ok))
 
     workers = [threading.Thread(target=stream) for _ in range(threads)]
-    before = os.times()
+    # The process's CPU, user and system, every thread: os.times() would tick in 10 ms steps.
+    before = time.process_time()
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    after = os.times()
-    cpu = (after.user - before.user) + (after.system - before.system)
+    cpu = time.process_time() - before
     tokens = sum(n for n, _ in results)
     return Round(
         variant=variant,
@@ -146,7 +147,8 @@ def run(argv: list[str] | None = None) -> dict:
     }
     baseline = summary[VARIANTS[0]]["cpu_ms_per_reply"]
     for row in summary.values():
-        row["ratio"] = row["cpu_ms_per_reply"] / baseline
+        # None (JSON null) should the first way measure no CPU at all.
+        row["ratio"] = row["cpu_ms_per_reply"] / baseline if baseline else None
     result = {
         "threads": args.threads,
         "reply_tokens": args.reply_tokens,
@@ -159,9 +161,10 @@ def run(argv: list[str] | None = None) -> dict:
     print(f"{'how it reads':<26} {'CPU ms a reply':>15} {'µs a token':>11} {'÷ first':>8}")
     for name in VARIANTS:
         row = summary[name]
+        ratio = "–" if row["ratio"] is None else f"{row['ratio']:.2f}"
         print(
             f"{name:<26} {row['cpu_ms_per_reply']:>15.1f} {row['cpu_us_per_token']:>11.0f}"
-            f" {row['ratio']:>8.2f}"
+            f" {ratio:>8}"
         )
     print(f"replies whose text was wrong or missing: {result['wrong']}")
     if args.json:

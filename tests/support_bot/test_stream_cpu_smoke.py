@@ -30,5 +30,5 @@ def test_the_stream_reading_benchmark_reads_every_reply_whole_three_ways(tmp_pat
         "urllib3, piece at a time",
     ]
     assert all(r["replies"] == 2 and r["tokens"] == 40 for r in outcome["rounds"])
-    # CPU a reply for each way (too little to tell apart on 2 replies: the clock ticks 10 ms).
-    assert all(row["cpu_ms_per_reply"] >= 0 for row in outcome["summary"].values())
+    # CPU a reply for each way (too little to tell apart on 2 replies).
+    assert all(row["cpu_ms_per_reply"] > 0 for row in outcome["summary"].values())
