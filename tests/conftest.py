@@ -71,6 +71,21 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             terminalreporter.write_line(line)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test that ran on a module's app carries the end of its processes' output: a
+    browser test that times out says nothing of what the server and the worker did."""
+    report = yield
+    if report.failed:
+        for app in RUNNING_MODULE_APPS:
+            for name, child in (("web", app.web), ("worker", app.worker)):
+                if child is not None:
+                    report.sections.append(
+                        (f"module app's {name} output (end)", "".join(child.output)[-6000:])
+                    )
+    return report
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from support_bot import embedded_redis
 
