@@ -261,7 +261,9 @@ def main() -> None:
     example_vectors = random_unit_vectors(args.examples, embedder.dim, args.seed + 2)
 
     build_ms = timed(lambda: HybridIndex(passages, vectors, embedder), 3)
-    build_cpu_ms = timed(lambda: HybridIndex(passages, vectors, embedder), 3, time.process_time)
+    build_cpu_ms = timed(
+        lambda: HybridIndex(passages, vectors, embedder), 3, time.process_time
+    )
     lexical = BM25Index(passages)
     hybrid = HybridIndex(passages, vectors, embedder)
     ranked = HybridIndex(

@@ -254,7 +254,9 @@ def requeue(reply_id: int, *, attempt: int | None = None, reason: str) -> bool:
 
 
 def _put_back(streaming: QuerySet[Turn], reply_id: int) -> bool:
-    if not streaming.filter(pk=reply_id).update(status=Turn.Status.QUEUED, claimed_at=Now()):
+    if not streaming.filter(pk=reply_id).update(
+        status=Turn.Status.QUEUED, claimed_at=Now()
+    ):
         return False
     queue_reply(reply_id)
     return True

@@ -39,8 +39,7 @@ def _prepare_worker(**_: object) -> None:
     else:
         logger.info(
             "ready to answer: knowledge index, language identifier and model client loaded "
-            "in %.1fs",
-            time.monotonic() - started,
+            "in %.1fs", time.monotonic() - started,
         )
     finally:
         close_old_connections()

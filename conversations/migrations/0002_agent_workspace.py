@@ -6,224 +6,140 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("conversations", "0001_initial"),
+        ('conversations', '0001_initial'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="BusinessHours",
+            name='BusinessHours',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "weekday",
-                    models.PositiveSmallIntegerField(
-                        choices=[
-                            (0, "Monday"),
-                            (1, "Tuesday"),
-                            (2, "Wednesday"),
-                            (3, "Thursday"),
-                            (4, "Friday"),
-                            (5, "Saturday"),
-                            (6, "Sunday"),
-                        ]
-                    ),
-                ),
-                ("opens", models.TimeField()),
-                ("closes", models.TimeField()),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('weekday', models.PositiveSmallIntegerField(choices=[(0, 'Monday'), (1, 'Tuesday'), (2, 'Wednesday'), (3, 'Thursday'), (4, 'Friday'), (5, 'Saturday'), (6, 'Sunday')])),
+                ('opens', models.TimeField()),
+                ('closes', models.TimeField()),
             ],
             options={
-                "verbose_name_plural": "business hours",
-                "ordering": ["weekday", "opens"],
+                'verbose_name_plural': 'business hours',
+                'ordering': ['weekday', 'opens'],
             },
         ),
         migrations.CreateModel(
-            name="CannedResponse",
+            name='CannedResponse',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("shortcut", models.SlugField(max_length=40, unique=True)),
-                ("title", models.CharField(max_length=200)),
-                ("text", models.TextField(max_length=4000)),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
-                ("updated_at", models.DateTimeField(auto_now=True)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('shortcut', models.SlugField(max_length=40, unique=True)),
+                ('title', models.CharField(max_length=200)),
+                ('text', models.TextField(max_length=4000)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('updated_at', models.DateTimeField(auto_now=True)),
             ],
             options={
-                "ordering": ["shortcut"],
+                'ordering': ['shortcut'],
             },
         ),
         migrations.CreateModel(
-            name="EscalationRule",
+            name='EscalationRule',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "kind",
-                    models.CharField(
-                        choices=[
-                            ("handoff_phrase", "The customer asks for a person (phrase)"),
-                            ("angry", "The customer is upset (phrase)"),
-                            ("keyword", "An operator's keyword"),
-                            ("abstain_streak", "The bot could not answer N times in a row"),
-                        ],
-                        max_length=20,
-                    ),
-                ),
-                ("pattern", models.CharField(blank=True, max_length=200)),
-                ("threshold", models.PositiveSmallIntegerField(default=2)),
-                (
-                    "language",
-                    models.CharField(blank=True, help_text="Empty: any language.", max_length=12),
-                ),
-                ("enabled", models.BooleanField(default=True)),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('kind', models.CharField(choices=[('handoff_phrase', 'The customer asks for a person (phrase)'), ('angry', 'The customer is upset (phrase)'), ('keyword', "An operator's keyword"), ('abstain_streak', 'The bot could not answer N times in a row')], max_length=20)),
+                ('pattern', models.CharField(blank=True, max_length=200)),
+                ('threshold', models.PositiveSmallIntegerField(default=2)),
+                ('language', models.CharField(blank=True, help_text='Empty: any language.', max_length=12)),
+                ('enabled', models.BooleanField(default=True)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                "ordering": ["kind", "pattern"],
+                'ordering': ['kind', 'pattern'],
             },
         ),
         migrations.CreateModel(
-            name="Note",
+            name='Note',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("text", models.TextField(max_length=4000)),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('text', models.TextField(max_length=4000)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                "ordering": ["id"],
+                'ordering': ['id'],
             },
         ),
         migrations.AlterModelOptions(
-            name="conversation",
-            options={
-                "ordering": ["-created_at"],
-                "permissions": [
-                    ("work_inbox", "Can work the agent inbox: view, take over and reply"),
-                    ("write_note", "Can write internal notes"),
-                    ("resolve_conversation", "Can resolve, snooze and reopen conversations"),
-                    ("export_conversations", "Can export transcripts"),
-                ],
-            },
+            name='conversation',
+            options={'ordering': ['-created_at'], 'permissions': [('work_inbox', 'Can work the agent inbox: view, take over and reply'), ('write_note', 'Can write internal notes'), ('resolve_conversation', 'Can resolve, snooze and reopen conversations'), ('export_conversations', 'Can export transcripts')]},
         ),
         migrations.AddField(
-            model_name="conversation",
-            name="agent_read_at",
+            model_name='conversation',
+            name='agent_read_at',
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name="conversation",
-            name="contact_email",
+            model_name='conversation',
+            name='contact_email',
             field=models.EmailField(blank=True, max_length=254),
         ),
         migrations.AddField(
-            model_name="conversation",
-            name="escalated_at",
+            model_name='conversation',
+            name='escalated_at',
             field=models.DateTimeField(blank=True, db_index=True, null=True),
         ),
         migrations.AddField(
-            model_name="conversation",
-            name="escalation_reason",
-            field=models.CharField(
-                blank=True,
-                choices=[
-                    ("customer_request", "The customer asked for a person"),
-                    ("abstained", "The bot could not answer twice in a row"),
-                    ("angry", "The customer is upset"),
-                    ("keyword", "An operator's keyword"),
-                    ("agent", "An agent took it over"),
-                ],
-                max_length=24,
-            ),
+            model_name='conversation',
+            name='escalation_reason',
+            field=models.CharField(blank=True, choices=[('customer_request', 'The customer asked for a person'), ('abstained', 'The bot could not answer twice in a row'), ('angry', 'The customer is upset'), ('keyword', "An operator's keyword"), ('agent', 'An agent took it over')], max_length=24),
         ),
         migrations.AddField(
-            model_name="conversation",
-            name="last_customer_message_at",
+            model_name='conversation',
+            name='last_customer_message_at',
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name="conversation",
-            name="rated_at",
+            model_name='conversation',
+            name='rated_at',
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name="conversation",
-            name="rating",
+            model_name='conversation',
+            name='rating',
             field=models.PositiveSmallIntegerField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name="conversation",
-            name="rating_comment",
+            model_name='conversation',
+            name='rating_comment',
             field=models.TextField(blank=True, max_length=2000),
         ),
         migrations.AddField(
-            model_name="conversation",
-            name="resolved_at",
+            model_name='conversation',
+            name='resolved_at',
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name="conversation",
-            name="snoozed_until",
+            model_name='conversation',
+            name='snoozed_until',
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddIndex(
-            model_name="conversation",
-            index=models.Index(
-                fields=["status", "-last_customer_message_at"], name="conversatio_status_426f12_idx"
-            ),
+            model_name='conversation',
+            index=models.Index(fields=['status', '-last_customer_message_at'], name='conversatio_status_426f12_idx'),
         ),
         migrations.AddConstraint(
-            model_name="conversation",
-            constraint=models.CheckConstraint(
-                condition=models.Q(
-                    ("rating__isnull", True),
-                    models.Q(("rating__gte", 1), ("rating__lte", 5)),
-                    _connector="OR",
-                ),
-                name="rating_between_1_and_5",
-            ),
+            model_name='conversation',
+            constraint=models.CheckConstraint(condition=models.Q(('rating__isnull', True), models.Q(('rating__gte', 1), ('rating__lte', 5)), _connector='OR'), name='rating_between_1_and_5'),
         ),
         migrations.AddConstraint(
-            model_name="businesshours",
-            constraint=models.CheckConstraint(
-                condition=models.Q(("opens__lt", models.F("closes"))), name="opens_before_closes"
-            ),
+            model_name='businesshours',
+            constraint=models.CheckConstraint(condition=models.Q(('opens__lt', models.F('closes'))), name='opens_before_closes'),
         ),
         migrations.AddField(
-            model_name="note",
-            name="author",
-            field=models.ForeignKey(
-                null=True,
-                on_delete=django.db.models.deletion.SET_NULL,
-                related_name="+",
-                to=settings.AUTH_USER_MODEL,
-            ),
+            model_name='note',
+            name='author',
+            field=models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL),
         ),
         migrations.AddField(
-            model_name="note",
-            name="conversation",
-            field=models.ForeignKey(
-                on_delete=django.db.models.deletion.CASCADE,
-                related_name="notes",
-                to="conversations.conversation",
-            ),
+            model_name='note',
+            name='conversation',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='notes', to='conversations.conversation'),
         ),
     ]

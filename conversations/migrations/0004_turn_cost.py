@@ -4,14 +4,15 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("conversations", "0003_default_escalation_rules"),
+        ('conversations', '0003_default_escalation_rules'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="turn",
-            name="cost",
+            model_name='turn',
+            name='cost',
             field=models.DecimalField(blank=True, decimal_places=8, max_digits=14, null=True),
         ),
     ]

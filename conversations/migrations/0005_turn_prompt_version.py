@@ -5,21 +5,16 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("conversations", "0004_turn_cost"),
-        ("studio", "0001_initial"),
+        ('conversations', '0004_turn_cost'),
+        ('studio', '0001_initial'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="turn",
-            name="prompt_version",
-            field=models.ForeignKey(
-                blank=True,
-                null=True,
-                on_delete=django.db.models.deletion.PROTECT,
-                related_name="+",
-                to="studio.promptversion",
-            ),
+            model_name='turn',
+            name='prompt_version',
+            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='studio.promptversion'),
         ),
     ]

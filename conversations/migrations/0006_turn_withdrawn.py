@@ -4,24 +4,15 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("conversations", "0005_turn_prompt_version"),
+        ('conversations', '0005_turn_prompt_version'),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name="turn",
-            name="status",
-            field=models.CharField(
-                blank=True,
-                choices=[
-                    ("queued", "Queued"),
-                    ("streaming", "Streaming"),
-                    ("done", "Done"),
-                    ("failed", "Failed"),
-                    ("withdrawn", "Withdrawn"),
-                ],
-                max_length=16,
-            ),
+            model_name='turn',
+            name='status',
+            field=models.CharField(blank=True, choices=[('queued', 'Queued'), ('streaming', 'Streaming'), ('done', 'Done'), ('failed', 'Failed'), ('withdrawn', 'Withdrawn')], max_length=16),
         ),
     ]

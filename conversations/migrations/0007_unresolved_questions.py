@@ -4,21 +4,23 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("conversations", "0006_turn_withdrawn"),
+        ('conversations', '0006_turn_withdrawn'),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="UnresolvedQuestion",
-            fields=[],
+            name='UnresolvedQuestion',
+            fields=[
+            ],
             options={
-                "verbose_name": "unresolved question",
-                "ordering": ["-id"],
-                "proxy": True,
-                "indexes": [],
-                "constraints": [],
+                'verbose_name': 'unresolved question',
+                'ordering': ['-id'],
+                'proxy': True,
+                'indexes': [],
+                'constraints': [],
             },
-            bases=("conversations.turn",),
+            bases=('conversations.turn',),
         ),
     ]

@@ -5,19 +5,16 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("conversations", "0009_notes_and_canned_responses_to_inbox"),
-        ("studio", "0002_version_defaults_from_settings"),
+        ('conversations', '0009_notes_and_canned_responses_to_inbox'),
+        ('studio', '0002_version_defaults_from_settings'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name="turn",
-            index=models.Index(
-                condition=models.Q(("status__in", ["queued", "streaming"])),
-                fields=["status", "claimed_at"],
-                name="unfinished_reply",
-            ),
+            model_name='turn',
+            index=models.Index(condition=models.Q(('status__in', ['queued', 'streaming'])), fields=['status', 'claimed_at'], name='unfinished_reply'),
         ),
     ]

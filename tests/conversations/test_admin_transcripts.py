@@ -113,7 +113,7 @@ def body(response) -> str:  # type: ignore[no-untyped-def]
 def test_it_exports_the_selected_conversations_as_csv_one_row_per_message(olivia_operator):
     carla = conversation("Carla")
     conversation("Not selected")
-    Turn.objects.create(conversation=carla, author="customer", text='=HYPERLINK("http://x")')
+    Turn.objects.create(conversation=carla, author="customer", text="=HYPERLINK(\"http://x\")")
     response = export(logged_in(olivia_operator), "export_csv", [carla])
     assert response["Content-Type"].startswith("text/csv")
     assert "attachment" in response["Content-Disposition"]
@@ -121,7 +121,7 @@ def test_it_exports_the_selected_conversations_as_csv_one_row_per_message(olivia
     assert [row["text"] for row in rows] == [
         "Hello from Carla",
         "Here is what I found [1]",
-        '\'=HYPERLINK("http://x")',  # a formula is neutralised, not executed by a spreadsheet
+        "'=HYPERLINK(\"http://x\")",  # a formula is neutralised, not executed by a spreadsheet
     ]
     assert {row["conversation_id"] for row in rows} == {str(carla.pk)}
     assert rows[1]["sources"] == "Returns <https://help.example/returns>"

@@ -190,7 +190,9 @@ def test_a_customer_holds_their_place_from_the_moment_their_message_is_stored(me
 @pytest.mark.django_db(transaction=True)
 def test_a_reply_withdrawn_before_a_worker_takes_it_gives_its_place_up(metered):
     first, second = ask("Where is my parcel?"), ask("Where is my parcel today?")
-    Conversation.objects.filter(pk=first.conversation_id).update(status=Conversation.Status.PENDING)
+    Conversation.objects.filter(pk=first.conversation_id).update(
+        status=Conversation.Status.PENDING
+    )
     write_reply(first.pk)  # withdrawn: the bot no longer answers that conversation
 
     started = time.monotonic()

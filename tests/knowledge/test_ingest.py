@@ -843,7 +843,9 @@ def test_it_lists_articles_with_their_passages_and_source_in_the_admin(
     ]  # tags are searched
 
     page = staff_client.get(f"{ADMIN}{lamp.pk}/change/")
-    (inline,) = [i for i in page.context["inline_admin_formsets"] if i.formset.model is Passage]
+    (inline,) = [
+        i for i in page.context["inline_admin_formsets"] if i.formset.model is Passage
+    ]
     assert not inline.has_add_permission and not inline.has_change_permission
     assert [form.original.heading for form in inline] == list(
         Passage.objects.filter(article=lamp).order_by("position").values_list("heading", flat=True)

@@ -32,7 +32,9 @@ def test_compose_queues_replies_on_rabbitmq_and_gives_workers_the_grace_they_han
     compose,
 ):
     services = compose["services"]
-    assert services["web"]["environment"]["CELERY_BROKER_URL"].startswith("amqp://")
+    assert services["web"]["environment"]["CELERY_BROKER_URL"].startswith(
+        "amqp://"
+    )
     assert "rabbitmq" in services["web"]["depends_on"]
     worker = services["worker"]
     grace = worker["stop_grace_period"]
@@ -41,15 +43,8 @@ def test_compose_queues_replies_on_rabbitmq_and_gives_workers_the_grace_they_han
 
 def test_compose_configures_the_app_only_through_the_environment(compose):
     env = compose["x-app"]["environment"]
-    for name in (
-        "DATABASE_URL",
-        "REDIS_URL",
-        "SECRET_KEY",
-        "ALLOWED_HOSTS",
-        "OPENAI_API_KEY",
-        "OPENAI_BASE_URL",
-        "OPENAI_MODEL",
-    ):
+    for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ALLOWED_HOSTS", "OPENAI_API_KEY",
+                 "OPENAI_BASE_URL", "OPENAI_MODEL"):
         assert name in env
     assert env["SECRET_KEY"].startswith("${SECRET_KEY:?"), "no default secret may ship"
     assert env["DATABASE_URL"].startswith("postgres://")

@@ -40,13 +40,8 @@ def test_it_follows_a_reply_that_another_worker_started_over_without_asking_to_r
             {"type": "reply.start", "reply_id": 7, "seq": taken_over + 1},
             {"type": "reply.delta", "reply_id": 7, "seq": taken_over + 2, "text": "Your parcel"},
             {"type": "reply.delta", "reply_id": 7, "seq": taken_over + 3, "text": " is here."},
-            {
-                "type": "reply.done",
-                "reply_id": 7,
-                "seq": taken_over + 4,
-                "status": "done",
-                "text": "Your parcel is here.",
-            },
+            {"type": "reply.done", "reply_id": 7, "seq": taken_over + 4,
+             "status": "done", "text": "Your parcel is here."},
         ]  # fmt: skip
     )
     result = CallResult(index=0, text_sent="Where is my parcel?")
@@ -65,13 +60,8 @@ def test_it_asks_to_resume_when_a_frame_of_the_reply_went_missing():
             {"type": "ack", "reply_id": 7},
             {"type": "reply.start", "reply_id": 7, "seq": 1},
             {"type": "reply.delta", "reply_id": 7, "seq": 3, "text": " is here."},
-            {
-                "type": "reply.done",
-                "reply_id": 7,
-                "seq": 4,
-                "status": "done",
-                "text": "Your parcel is here.",
-            },
+            {"type": "reply.done", "reply_id": 7, "seq": 4,
+             "status": "done", "text": "Your parcel is here."},
         ]  # fmt: skip
     )
     result = CallResult(index=0, text_sent="Where is my parcel?")
