@@ -48,17 +48,23 @@ def publish(group: str, frame: dict[str, Any]) -> None:
 
 
 def send_turn_on_commit(turn: Turn) -> None:
-    """Tell every socket of the conversation about a new turn, once it is committed."""
+    """Tell every socket of the conversation about a new turn, once it is committed.
+
+    robust: with Redis unreachable the turn is stored all the same, and the hooks after this
+    one (queueing a reply) still run; a page that missed the event gets the turn with the
+    conversation's snapshot when it next connects.
+    """
     group = conversation_group(turn.conversation_id)
     frame = {"type": "turn", "turn": turn.as_event()}
-    transaction.on_commit(lambda: publish(group, frame))
+    transaction.on_commit(lambda: publish(group, frame), robust=True)
 
 
 def send_frame_on_commit(
     conversation_id: UUID | str, build: Callable[[], dict[str, Any] | None]
 ) -> None:
     """Once the current transaction commits (at once outside one), build a frame from the
-    committed state and send it to every socket of the conversation (None: send nothing)."""
+    committed state and send it to every socket of the conversation (None: send nothing).
+    robust, as send_turn_on_commit."""
     group = conversation_group(conversation_id)
 
     def send() -> None:
@@ -66,7 +72,7 @@ def send_frame_on_commit(
         if frame is not None:
             publish(group, frame)
 
-    transaction.on_commit(send)
+    transaction.on_commit(send, robust=True)
 
 
 def typing_frame(name: str | None, active: bool) -> dict[str, Any]:

@@ -4,11 +4,16 @@ first; a re-send of a stored message is acknowledged again and stores nothing.""
 from __future__ import annotations
 
 import pytest
+import redis
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from conversations import services
-from conversations.models import Conversation, Turn
+from conversations import events, services
+from conversations.models import Conversation, Customer, Turn
+from conversations.tasks import generate_reply
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.django_db
 
@@ -47,3 +52,20 @@ def test_a_message_its_rate_limit_refuses_is_not_stored(alice_conversation):
 
     assert not Turn.objects.filter(conversation=alice_conversation).exists()
     assert Conversation.objects.get(pk=alice_conversation.pk).last_customer_message_at is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_is_stored_and_its_reply_queued_while_redis_cannot_take_its_events(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A Redis nobody listens on: every event PUBLISH is refused, at once.
+    unreachable = redis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0))
+    monkeypatch.setattr(events, "sync_client", lambda: unreachable)
+    queued: list[int] = []
+    monkeypatch.setattr(generate_reply, "delay", queued.append)
+    conversation = Conversation.objects.create(customer=Customer.objects.create())
+
+    posted = services.post_customer_message(conversation, "m-1", "Where is my parcel?")
+
+    assert posted.reply is not None and queued == [posted.reply.pk]
+    assert Turn.objects.filter(conversation=conversation).count() == 2
