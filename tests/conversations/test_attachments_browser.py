@@ -110,7 +110,9 @@ def test_a_photo_goes_to_the_agent_and_a_pdf_comes_back(chromium, stack, alice_a
         thumbnail.wait_for()
         assert thumbnail.evaluate(DECODED_WIDTH) == 320
         assert "My lamp looks like this" in mine.inner_text()
-        assert customer.get_by_role("list", name="Files to send").is_hidden()
+        # The upload's answer clears the chosen files; the message's turn event, published at
+        # commit, may show it a moment before that answer arrives.
+        customer.get_by_role("list", name="Files to send").wait_for(state="hidden")
         # Words came with it: the bot answers them.
         customer.wait_for_selector('[role=log] [data-author=bot][data-status="done"]')
 
