@@ -1121,6 +1121,8 @@
         this.problem = "";
         this.refresh();
       });
+      // The page sends it disabled: a click before this script listens would submit natively.
+      this.button.disabled = false;
       this.refresh();
     }
 

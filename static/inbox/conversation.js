@@ -523,6 +523,7 @@
     typing(false);
     applyTurn(result.data.turn);
   });
+  composer.querySelector(".composer__send").disabled = false; // sent by script from here on
 
   // --- Notes ------------------------------------------------------------------------------------
 
@@ -539,6 +540,7 @@
     noteInput.value = "";
     applyNote(result.data.note);
   });
+  noteForm.querySelector("button[type=submit]").disabled = false;
 
   // --- AI assist --------------------------------------------------------------------------------
 

@@ -118,4 +118,5 @@
       replyNode.dataset.state = "idle";
     }
   });
+  form.querySelector("button[type=submit]").disabled = false; // sent by script from here on
 })();

@@ -89,6 +89,34 @@ def test_the_conversation_is_still_there_after_a_reload(page):
     assert page.get_by_role("log").inner_text() == before
 
 
+def test_a_message_written_before_the_page_script_runs_is_sent_once_it_runs(chromium, stack):
+    # A slow network: chat.js runs 1.5 s after the page is shown and can be typed in. A click
+    # on Send before then must not submit the form natively (a reload that loses the message
+    # and puts its text in the address).
+    context = chromium.new_context()
+
+    def held_back(route):
+        script = route.fetch().text()
+        route.fulfill(body=f"setTimeout(() => {{{script}}}, 1500);", content_type="text/javascript")
+
+    context.route("**/static/chat/chat.js*", held_back)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        page.goto(f"{stack}/chat/")
+        page.get_by_role("textbox", name="Message").fill("How do I return an item?")
+        send_button = page.get_by_role("button", name="Send")
+        assert send_button.is_disabled()
+        send_button.click()  # waits until the script has enabled it
+        page.wait_for_selector('[role=log] [data-author=bot][data-status="done"]')
+        assert list(Turn.objects.filter(author="customer").values_list("text", flat=True)) == [
+            "How do I return an item?"
+        ]
+        assert "message=" not in page.url
+    finally:
+        context.close()
+
+
 def test_html_in_a_message_is_shown_as_text_and_never_runs(page):
     payload = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=1</script>'
     send(page, payload)
