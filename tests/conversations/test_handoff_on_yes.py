@@ -32,7 +32,9 @@ def queued(monkeypatch) -> list[int]:
     from conversations import tasks
 
     ids: list[int] = []
-    monkeypatch.setattr(tasks.generate_reply, "delay", ids.append)
+    monkeypatch.setattr(
+        tasks.generate_reply, "delay", lambda reply_id, question: ids.append(reply_id)
+    )
     return ids
 
 

@@ -209,3 +209,56 @@ def test_it_embeds_a_question_once_and_finds_it_again_for_retrieval(monkeypatch)
     first = embedder.embed_query("how do I return a lamp bought on a Tuesday?")
     again = embedder.embed_query("how do I return a lamp bought on a Tuesday?")
     assert len(calls) == 1 and np.array_equal(first, again)
+
+
+def test_a_question_being_embedded_on_another_thread_is_waited_for_not_embedded_again(
+    monkeypatch,
+):
+    import threading
+
+    embedder = embeddings.get_embedder()
+    assert embedder is not None
+    embeddings.forget_queries()
+    calls: list[list[str]] = []
+    started, release = threading.Event(), threading.Event()
+    original = embedder.embed_queries
+
+    def slow(texts):
+        calls.append(list(texts))
+        started.set()
+        release.wait(5)
+        return original(texts)
+
+    monkeypatch.setattr(embedder, "embed_queries", slow)
+    question = "can I pay for a sofa in three instalments?"
+    results: dict[str, np.ndarray] = {}
+    first = threading.Thread(target=lambda: results.update(first=embedder.embed_query(question)))
+    first.start()
+    assert started.wait(5)
+    second = threading.Thread(target=lambda: results.update(second=embedder.embed_query(question)))
+    second.start()
+    second.join(0.3)
+    assert second.is_alive()  # waiting for the first thread's vector
+    release.set()
+    first.join(5)
+    second.join(5)
+    assert len(calls) == 1 and np.array_equal(results["first"], results["second"])
+
+
+def test_a_question_whose_embedding_failed_is_embedded_again_by_the_next_caller(monkeypatch):
+    embedder = embeddings.get_embedder()
+    assert embedder is not None
+    embeddings.forget_queries()
+    original = embedder.embed_queries
+    failures = iter([RuntimeError("the runtime ran out of memory")])
+
+    def failing_once(texts):
+        for failure in failures:
+            raise failure
+        return original(texts)
+
+    monkeypatch.setattr(embedder, "embed_queries", failing_once)
+    question = "do you deliver to the Orkney islands?"
+    with pytest.raises(RuntimeError):
+        embedder.embed_query(question)
+    assert embedder.embed_query(question).shape == (embedder.dim,)
