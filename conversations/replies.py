@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -105,25 +104,15 @@ def write_reply(reply_id: int, question: str | None = None) -> None:
     dies, the sweeper re-queues it once its lease lapses (recovery.py).
 
     `question`, the customer's message as the task carries it, is embedded meanwhile on a
-    background thread (knowledge.search.prefetch_question) when no other reply of this
-    process is being prepared: that overlaps the claim and the conversation's reads instead of
-    following them. Under a burst the CPU is the limit and a head start only takes it from
-    the others, so none is taken. The reply embeds what the stored message says, which finds
-    this vector when the texts agree."""
-    preparing = Preparation()
-    try:
-        if question and preparing.alone:
-            knowledge_search.prefetch_question(question)
-        reply = Turn.claim_reply(reply_id, settings.REPLY_LEASE_S)
-        if reply is None:
-            logger.info("reply %s is already taken care of; nothing to do", reply_id)
-            return
-        _write_claimed(reply, preparing)
-    finally:
-        preparing.finish()
-
-
-def _write_claimed(reply: Turn, preparing: Preparation) -> None:
+    background thread (knowledge.search.prefetch_question): that overlaps the claim and the
+    conversation's reads instead of following them. Only a head start: the reply embeds what
+    the stored message says, which finds this vector when the texts agree."""
+    if question:
+        knowledge_search.prefetch_question(question)
+    reply = Turn.claim_reply(reply_id, settings.REPLY_LEASE_S)
+    if reply is None:
+        logger.info("reply %s is already taken care of; nothing to do", reply_id)
+        return
     try:
         with recovery.keeper.hold(reply) as held:
             if not reply.conversation.bot_answers:
@@ -135,7 +124,7 @@ def _write_claimed(reply: Turn, preparing: Preparation) -> None:
                 )
             else:
                 with metrics.reply_in_flight():
-                    ReplyWriter(reply, held, preparing).run()
+                    ReplyWriter(reply, held).run()
                 return
         _leave_line(reply)  # held since the message was stored; no request is made
     except (DatabaseError, RedisError):
@@ -144,28 +133,6 @@ def _write_claimed(reply: Turn, preparing: Preparation) -> None:
     finally:
         # A worker runs many threads: none may keep an idle connection between replies.
         _release_database_connection()
-
-
-class Preparation:
-    """One reply between its task's arrival and its request being ready: the CPU-heavy part
-    of a reply (the claim, the question's embedding, history, retrieval, the prompt), counted
-    in this process to tell whether a reply is being prepared alone."""
-
-    _count = 0
-    _lock = threading.Lock()
-
-    def __init__(self) -> None:
-        with Preparation._lock:
-            self.alone = Preparation._count == 0
-            Preparation._count += 1
-        self._open = True
-
-    def finish(self) -> None:
-        """The request is ready, or the reply ended before it was (safe to call twice)."""
-        with Preparation._lock:
-            if self._open:
-                self._open = False
-                Preparation._count -= 1
 
 
 def _leave_line(reply: Turn) -> None:
@@ -208,14 +175,8 @@ class ReplyWriter:
     stops when one does.
     """
 
-    def __init__(
-        self,
-        reply: Turn,
-        held: recovery.HeldReply | None = None,
-        preparing: Preparation | None = None,
-    ) -> None:
+    def __init__(self, reply: Turn, held: recovery.HeldReply | None = None) -> None:
         self.reply = reply
-        self.preparing = preparing
         # This process's hold on the reply's lease: lost when another worker took it over.
         self.held = held or recovery.HeldReply(reply.pk, reply.attempt)
         self.provider_name = registry.provider_name()
@@ -268,8 +229,6 @@ class ReplyWriter:
                     logger.info("reply %s: handed over to another worker", self.reply.pk)
                     return
                 if not started:
-                    if self.preparing is not None:
-                        self.preparing.finish()
                     self.publisher.start()
                     started = True
                 answer = run.answer(

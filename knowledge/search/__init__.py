@@ -15,6 +15,7 @@ index.py (loading and rebuilding the process-wide index).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -71,14 +72,16 @@ def prefetch_question(text: str) -> None:
     """Start warm_question(text) on a background thread and return at once: a worker that
     knows the question when the task arrives embeds it while it claims the reply and reads the
     conversation, and the reply's own warm_question then waits for that vector instead of
-    embedding it again (embeddings.Embedder.embed_query). Callers prefetch only when the
-    process is otherwise idle (conversations.replies.write_reply), so one thread does."""
+    embedding it again (embeddings.Embedder.embed_query). One thread a core: the embedding is
+    CPU work, and more threads would only queue for the cores."""
     global _prefetcher
     if not text.strip():
         return
     with _prefetcher_lock:
         if _prefetcher is None:
-            _prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="question-prefetch")
+            _prefetcher = ThreadPoolExecutor(
+                max_workers=os.cpu_count() or 2, thread_name_prefix="question-prefetch"
+            )
     _prefetcher.submit(_warm_quietly, text)
 
 
