@@ -98,17 +98,10 @@ def hold_place_in_line(reply: Turn) -> None:
     provider.hold_place(place)
 
 
-def write_reply(reply_id: int, question: str | None = None) -> None:
+def write_reply(reply_id: int) -> None:
     """Generate, stream and store one bot reply. Safe to call twice for the same reply: a
     duplicate task finds it claimed (or finished) and does nothing; if the worker writing it
-    dies, the sweeper re-queues it once its lease lapses (recovery.py).
-
-    `question`, the customer's message as the task carries it, is embedded meanwhile on a
-    background thread (knowledge.search.prefetch_question): that overlaps the claim and the
-    conversation's reads instead of following them. Only a head start: the reply embeds what
-    the stored message says, which finds this vector when the texts agree."""
-    if question:
-        knowledge_search.prefetch_question(question)
+    dies, the sweeper re-queues it once its lease lapses (recovery.py)."""
     reply = Turn.claim_reply(reply_id, settings.REPLY_LEASE_S)
     if reply is None:
         logger.info("reply %s is already taken care of; nothing to do", reply_id)

@@ -283,5 +283,4 @@ def _queue_reply_on_commit(reply: Turn) -> None:
     # once. robust: with the broker down the message is still stored and acknowledged; the
     # sweeper in the workers queues its reply (recovery.py).
     transaction.on_commit(lambda: replies.hold_place_in_line(reply), robust=True)
-    question = reply.reply_to.text if reply.reply_to else None
-    transaction.on_commit(lambda: generate_reply.delay(reply.pk, question), robust=True)
+    transaction.on_commit(lambda: generate_reply.delay(reply.pk), robust=True)

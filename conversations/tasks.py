@@ -25,11 +25,9 @@ logger = logging.getLogger(__name__)
     max_retries=10,
     time_limit=settings.REPLY_DEADLINE_S + 60,
 )
-def generate_reply(self: Task, reply_id: int, question: str | None = None) -> None:
-    # `question`: the customer's message, a head start for its embedding (write_reply); a
-    # re-queued task (recovery.py) goes without it.
+def generate_reply(self: Task, reply_id: int) -> None:
     try:
-        replies.write_reply(reply_id, question)
+        replies.write_reply(reply_id)
     except (DatabaseError, RedisError) as outage:
         # The database or Redis is unreachable, so neither a reply nor an apology can be
         # stored or sent now. Try again soon; should the broker be down too, the sweeper in

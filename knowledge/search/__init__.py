@@ -3,7 +3,6 @@
 - `search(query, k)`: the best passages, one per article, best first, each with a confidence
   in [0, 1] to compare with `min_confidence()` (KB_MIN_CONFIDENCE).
 - `warm_question(text)`: embed ahead what a search for it will embed.
-- `prefetch_question(text)`: the same, started on a background thread.
 - `explain(query)`: what a query searched for and found (for tuning).
 
 The index behind it (index.py) is built from what indexing stored; the modules here, each with
@@ -14,11 +13,7 @@ index.py (loading and rebuilding the process-wide index).
 
 from __future__ import annotations
 
-import logging
-import os
-import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -40,7 +35,6 @@ __all__ = [
     "knowledge_index",
     "leaving_out_identical_examples",
     "min_confidence",
-    "prefetch_question",
     "search",
     "warm_question",
 ]
@@ -61,36 +55,6 @@ def warm_question(text: str) -> None:
     index = knowledge_index.last_built()
     for question in index.questions_to_embed(text) if index is not None else [text[:2000]]:
         embeddings.warm_query(question)
-
-
-logger = logging.getLogger(__name__)
-_prefetcher: ThreadPoolExecutor | None = None
-_prefetcher_lock = threading.Lock()
-
-
-def prefetch_question(text: str) -> None:
-    """Start warm_question(text) on a background thread and return at once: a worker that
-    knows the question when the task arrives embeds it while it claims the reply and reads the
-    conversation, and the reply's own warm_question then waits for that vector instead of
-    embedding it again (embeddings.Embedder.embed_query). One thread a core: the embedding is
-    CPU work, and more threads would only queue for the cores."""
-    global _prefetcher
-    if not text.strip():
-        return
-    with _prefetcher_lock:
-        if _prefetcher is None:
-            _prefetcher = ThreadPoolExecutor(
-                max_workers=os.cpu_count() or 2, thread_name_prefix="question-prefetch"
-            )
-    _prefetcher.submit(_warm_quietly, text)
-
-
-def _warm_quietly(text: str) -> None:
-    try:
-        warm_question(text)
-    except Exception:
-        # The reply embeds its question again, and says so if that fails too.
-        logger.warning("prefetching a question's embedding failed", exc_info=True)
 
 
 _leave_out_identical_examples: ContextVar[bool] = ContextVar(

@@ -21,7 +21,6 @@ import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -49,35 +48,18 @@ class Embedder(ABC):
 
     def embed_query(self, text: str) -> np.ndarray:
         """One question's vector, remembered for a while: a reply embeds its question before
-        it reads the database (see warm_query), then retrieval finds it here. A question
-        another thread is embedding now (a prefetch) is waited for, not embedded twice."""
+        it reads the database (see warm_query), then retrieval finds it here."""
         key = _cache_key(self.model_id, text)
         with _query_cache_lock:
             cached = _query_cache.get(key)
             if cached is not None:
                 _query_cache.move_to_end(key)
                 return cached
-            pending = _queries_in_flight.get(key)
-            if pending is None:
-                pending = _queries_in_flight[key] = Future()
-                mine = True
-            else:
-                mine = False
-        if not mine:
-            return pending.result()
-        try:
-            vector: np.ndarray = self.embed_queries([text])[0]
-        except BaseException as error:
-            with _query_cache_lock:
-                del _queries_in_flight[key]
-            pending.set_exception(error)
-            raise
+        vector: np.ndarray = self.embed_queries([text])[0]
         with _query_cache_lock:
-            del _queries_in_flight[key]
             _query_cache[key] = vector
             while len(_query_cache) > QUERY_CACHE_SIZE:
                 _query_cache.popitem(last=False)
-        pending.set_result(vector)
         return vector
 
     def embed_passages_cached(self, texts: Sequence[str]) -> np.ndarray:
@@ -212,7 +194,6 @@ PASSAGE_CACHE_SIZE = 50_000
 QUERY_CACHE_SIZE = 2_000
 _query_cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
 _query_cache_lock = threading.Lock()
-_queries_in_flight: dict[bytes, Future[np.ndarray]] = {}
 _passage_cache: dict[bytes, np.ndarray] = {}
 
 

@@ -78,9 +78,7 @@ def test_it_hands_over_when_the_customer_asks_for_a_human_and_queues_no_reply(
     from conversations import tasks
 
     queued: list[int] = []
-    monkeypatch.setattr(
-        tasks.generate_reply, "delay", lambda reply_id, question: queued.append(reply_id)
-    )
+    monkeypatch.setattr(tasks.generate_reply, "delay", queued.append)
     with django_capture_on_commit_callbacks(execute=True):
         posted = post(alice_conversation, "I want to speak to a human, please")
 
@@ -230,9 +228,7 @@ def test_it_keeps_the_bot_quiet_while_a_person_has_the_conversation(
     from conversations import tasks
 
     queued: list[int] = []
-    monkeypatch.setattr(
-        tasks.generate_reply, "delay", lambda reply_id, question: queued.append(reply_id)
-    )
+    monkeypatch.setattr(tasks.generate_reply, "delay", queued.append)
     agent = get_user_model().objects.create_user("anna", first_name="Anna")
     Conversation.objects.filter(pk=alice_conversation.pk).update(status=status, assignee=agent)
 

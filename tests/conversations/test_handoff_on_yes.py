@@ -32,9 +32,7 @@ def queued(monkeypatch) -> list[int]:
     from conversations import tasks
 
     ids: list[int] = []
-    monkeypatch.setattr(
-        tasks.generate_reply, "delay", lambda reply_id, question: ids.append(reply_id)
-    )
+    monkeypatch.setattr(tasks.generate_reply, "delay", ids.append)
     return ids
 
 

@@ -310,55 +310,6 @@ def test_it_releases_its_database_connection_while_the_reply_streams(model):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_reply_embeds_the_question_its_task_carries_while_it_claims_the_reply(model):
-    """The task carries the customer's message: its embedding starts on a background thread
-    as the task arrives, runs while the claim waits for the database, and the reply's own
-    warm-up finds that vector instead of embedding the question again."""
-    import threading
-
-    from django.db import connection
-
-    from conversations.models import Turn as TurnModel
-    from knowledge.search import embeddings
-
-    embedder = embeddings.get_embedder()
-    assert embedder is not None
-    embeddings.forget_queries()
-    question = "Where is my parcel number 4711?"
-    reply = ask(question)
-    embedded_on: list[str] = []
-    embedding_started = threading.Event()
-    original_embed, original_claim = embedder.embed_queries, TurnModel.claim_reply
-
-    def embed_and_note(texts):
-        if question in texts:
-            embedded_on.append(threading.current_thread().name)
-            embedding_started.set()
-        return original_embed(texts)
-
-    def claim_once_embedding_started(turn_id, lease_s):
-        # Fails the test (no claim, no reply) unless the embedding began without the claim.
-        if not embedding_started.wait(10):
-            return None
-        return original_claim(turn_id, lease_s)
-
-    def worker_thread():
-        try:
-            write_reply(reply.pk, question)
-        finally:
-            connection.close()
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(embedder, "embed_queries", embed_and_note)
-        patch.setattr(TurnModel, "claim_reply", claim_once_embedding_started)
-        thread = threading.Thread(target=worker_thread)
-        thread.start()
-        thread.join(timeout=30)
-    assert Turn.objects.get(pk=reply.pk).status == "done"
-    assert len(embedded_on) == 1 and embedded_on[0].startswith("question-prefetch")
-
-
-@pytest.mark.django_db(transaction=True)
 def test_it_embeds_the_question_without_holding_a_database_connection(model):
     """Embedding waits its turn for the model; a hundred worker threads each holding a
     connection meanwhile exhausted Postgres in the load benchmark."""

@@ -62,7 +62,7 @@ def test_a_message_is_stored_and_its_reply_queued_while_redis_cannot_take_its_ev
     unreachable = redis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0))
     monkeypatch.setattr(events, "sync_client", lambda: unreachable)
     queued: list[int] = []
-    monkeypatch.setattr(generate_reply, "delay", lambda reply_id, question: queued.append(reply_id))
+    monkeypatch.setattr(generate_reply, "delay", queued.append)
     conversation = Conversation.objects.create(customer=Customer.objects.create())
 
     posted = services.post_customer_message(conversation, "m-1", "Where is my parcel?")

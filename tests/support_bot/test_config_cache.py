@@ -76,7 +76,7 @@ def offline(settings, monkeypatch, committed) -> None:
     are written by the test, not queued."""
     settings.LLM_PROVIDER = "offline"
     settings.OFFLINE_WORD_DELAY_MS = 0
-    monkeypatch.setattr(tasks.generate_reply, "delay", lambda reply_id, question: None)
+    monkeypatch.setattr(tasks.generate_reply, "delay", lambda reply_id: None)
     parcels_article()
     with committed():
         EscalationRule.objects.create(kind="handoff_phrase", pattern="speak * human")
