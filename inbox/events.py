@@ -141,26 +141,25 @@ def row_for(conversation_id: uuid.UUID | str, agent: Any = None) -> dict[str, An
     return row(conversation)
 
 
-def _send(group: str, frame: dict[str, Any]) -> None:
-    publish(group, frame)
-
-
 def notify_inbox_on_commit(conversation_id: uuid.UUID | str) -> None:
     """After the current transaction commits (at once outside one), send the conversation's
     inbox row to every connected agent: `{"type":"inbox.row","row":Row}`. One query.
 
     Call it from anything that changes what a row shows: a customer message, an escalation,
     a rating, any agent action. Nothing (no query) while no agent has the inbox open.
+
+    robust: with Redis unreachable the change is committed all the same and the hooks after
+    this one still run; the agents' pages read the list again when they reconnect.
     """
 
-    def publish() -> None:
+    def send_row() -> None:
         if not presence.anyone_present():
             return  # nobody to send it to; an agent who opens the inbox reads the list
         data = row_for(conversation_id)
         if data is not None:
-            _send(INBOX_GROUP, {"type": "inbox.row", "row": data})
+            publish(INBOX_GROUP, {"type": "inbox.row", "row": data})
 
-    transaction.on_commit(publish)
+    transaction.on_commit(send_row, robust=True)
 
 
 def announce_row(sender: object, conversation_id: uuid.UUID | str, **kwargs: object) -> None:
@@ -185,12 +184,12 @@ def send_note_on_commit(note: Note) -> None:
     """`{"type":"note","conversation_id":…,"note":Note}` to the agents watching it, only."""
     group = notes_group(note.conversation_id)
     frame = {"type": "note", "conversation_id": str(note.conversation_id), "note": note_event(note)}
-    transaction.on_commit(lambda: _send(group, frame))
+    transaction.on_commit(lambda: publish(group, frame), robust=True)
 
 
 def send_to_agent(user_id: int, frame: dict[str, Any]) -> None:
     """A frame for one agent's sockets (assist results), sent now."""
-    _send(user_group(user_id), frame)
+    publish(user_group(user_id), frame)
 
 
 # --- Collision detection (agents only: the notes group) ---------------------------------------

@@ -13,6 +13,7 @@ from redis.retry import Retry
 from conversations import events, services
 from conversations.models import Conversation, Customer, Turn
 from conversations.tasks import generate_reply
+from inbox import presence as inbox_presence
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.django_db
@@ -61,6 +62,25 @@ def test_a_message_is_stored_and_its_reply_queued_while_redis_cannot_take_its_ev
     # A Redis nobody listens on: every event PUBLISH is refused, at once.
     unreachable = redis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0))
     monkeypatch.setattr(events, "sync_client", lambda: unreachable)
+    queued: list[int] = []
+    monkeypatch.setattr(generate_reply, "delay", queued.append)
+    conversation = Conversation.objects.create(customer=Customer.objects.create())
+
+    posted = services.post_customer_message(conversation, "m-1", "Where is my parcel?")
+
+    assert posted.reply is not None and queued == [posted.reply.pk]
+    assert Turn.objects.filter(conversation=conversation).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_is_taken_while_redis_cannot_take_the_open_inbox_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An agent has the inbox open, and the row's PUBLISH is refused: the customer's message is
+    # stored and its reply queued all the same, and the service returns (the page gets its ack).
+    unreachable = redis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0))
+    monkeypatch.setattr(events, "sync_client", lambda: unreachable)
+    monkeypatch.setattr(inbox_presence, "anyone_present", lambda: True)
     queued: list[int] = []
     monkeypatch.setattr(generate_reply, "delay", queued.append)
     conversation = Conversation.objects.create(customer=Customer.objects.create())

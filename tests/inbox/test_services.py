@@ -229,6 +229,27 @@ def test_it_keeps_agent_replies_within_limits_and_html_inert(pending, alice_agen
 
 
 @pytest.mark.django_db(transaction=True)
+def test_it_saves_a_note_while_redis_cannot_tell_the_watching_agents(
+    pending, alice_agent, monkeypatch
+):
+    # The note's PUBLISH is refused: the note is stored and returned (the agent's page shows
+    # it from the answer); the agents watching get it when their page reads the notes again.
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from conversations import events
+    from tests.conftest import free_port
+
+    unreachable = redis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0))
+    monkeypatch.setattr(events, "sync_client", lambda: unreachable)
+
+    note = services.add_note(pending.pk, alice_agent, "Refund approved")
+
+    assert list(Note.objects.values_list("pk", "text")) == [(note.pk, "Refund approved")]
+
+
+@pytest.mark.django_db(transaction=True)
 async def test_it_never_shows_notes_to_the_customer(pending, alice_agent):
     chat = await open_chat(pending.pk, pending.customer)
     await database_sync_to_async(services.add_note)(pending.pk, alice_agent, "VIP, be nice")
