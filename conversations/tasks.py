@@ -7,10 +7,10 @@ import logging
 from celery import Task, shared_task
 from django.conf import settings
 from django.db import DatabaseError
-from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from support_bot import metrics
+from support_bot.broker import BROKER_DOWN
 
 from . import email_replies, replies
 
@@ -36,7 +36,7 @@ def generate_reply(self: Task, reply_id: int) -> None:
         metrics.infrastructure_retry(outage)
         try:
             raise self.retry(countdown=2, exc=outage)
-        except (OperationalError, OSError, RedisError) as broker_down:
+        except BROKER_DOWN as broker_down:
             logger.warning("reply %s: retry not queued (%s); the sweeper will", reply_id,
                            broker_down)  # fmt: skip
     except Exception:

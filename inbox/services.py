@@ -42,6 +42,7 @@ from conversations.events import send_turn_on_commit
 from conversations.models import Conversation, Turn, display_name
 from conversations.selectors import conversation_snapshot
 from conversations.state import conversation_changed
+from support_bot.broker import BROKER_DOWN
 
 from . import events, selectors
 from .models import ConversationLabel, Label, Note, ReadMarker
@@ -100,6 +101,13 @@ class WrongState(InboxError):
 
 class Invalid(InboxError):
     code = "invalid"
+
+
+class Unavailable(InboxError):
+    """A part the request needs (the task queue) can't be reached now; trying again may work."""
+
+    status = 503
+    code = "unavailable"
 
 
 def _now() -> datetime:
@@ -541,6 +549,11 @@ def request_assist(conversation_id: uuid.UUID | str, agent: User, kind: object) 
     if kind not in ASSIST_KINDS:
         raise Invalid('kind must be "summary" or "suggest".')
     conversation = _get(conversation_id)
-    pk, user_id, chosen = conversation.pk, agent.pk, str(kind)
-    transaction.on_commit(lambda: assist.delay(str(pk), user_id, chosen))
-    return AssistRequest(pk, chosen)
+    try:
+        # Nothing is written for a request, so nothing waits for a commit.
+        assist.delay(str(conversation.pk), agent.pk, str(kind))
+    except BROKER_DOWN as error:
+        raise Unavailable(
+            "The assistant can't be reached right now. Try again in a moment."
+        ) from error
+    return AssistRequest(conversation.pk, str(kind))

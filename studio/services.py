@@ -8,6 +8,7 @@ from the next turn in every web and worker process.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.conf import settings
@@ -16,10 +17,14 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from support_bot.broker import BROKER_DOWN
+
 from . import evaluation
 from .models import Activation, EvalRun, PromptVersion, TestSet
 from .selectors import active_version
 from .tasks import run_evaluation
+
+logger = logging.getLogger(__name__)
 
 User = AbstractBaseUser | AnonymousUser | None
 
@@ -178,11 +183,29 @@ def ensure_default_version(by: User = None) -> PromptVersion:
 # --- Evaluation runs ---------------------------------------------------------------------------
 
 
+NOT_QUEUED = "The run could not be queued: the task queue can't be reached. Start it again."
+
+
 def start_run(version: PromptVersion, test_set: TestSet, by: Any) -> EvalRun:
-    """Queue a run of this version over this test set (the task starts after commit)."""
+    """Queue a run of this version over this test set (the task starts after commit).
+
+    With the broker unreachable the run is stored as failed, saying so, rather than left
+    queued for a task that never comes, and EvaluationError tells the caller."""
     total = test_set.cases.count()
     if total == 0:
         raise evaluation.EvaluationError(f"'{test_set}' has no cases yet.")
+    not_queued: list[Exception] = []
+
+    def queue(run_id: int) -> None:
+        try:
+            run_evaluation.delay(run_id)
+        except BROKER_DOWN as error:
+            logger.warning("evaluation run %s not queued: %s", run_id, error)
+            EvalRun.objects.filter(pk=run_id).update(
+                status=EvalRun.Status.FAILED, error=NOT_QUEUED, finished_at=timezone.now()
+            )
+            not_queued.append(error)
+
     with transaction.atomic():
         run = EvalRun.objects.create(
             version=version,
@@ -191,5 +214,7 @@ def start_run(version: PromptVersion, test_set: TestSet, by: Any) -> EvalRun:
             started_by=by if getattr(by, "pk", None) else None,
         )
         run_id = run.pk
-        transaction.on_commit(lambda: run_evaluation.delay(run_id))
+        transaction.on_commit(lambda: queue(run_id))
+    if not_queued:
+        raise evaluation.EvaluationError(NOT_QUEUED)
     return run

@@ -10,7 +10,12 @@ from collections.abc import Iterable
 
 from django.conf import settings
 from kombu.connection import Connection
-from kombu.exceptions import ChannelError
+from kombu.exceptions import ChannelError, OperationalError
+from redis.exceptions import RedisError
+
+#: What sending a task raises when the broker can't take it (kombu wraps most connection
+#: errors in OperationalError; a Redis broker can also raise its own).
+BROKER_DOWN: tuple[type[Exception], ...] = (OperationalError, OSError, RedisError)
 
 
 def connection(timeout: float) -> Connection:

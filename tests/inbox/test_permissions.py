@@ -149,6 +149,24 @@ def test_it_answers_unknown_conversations_and_bad_bodies_with_json(alice_agent):
     assert response.status_code == 400 and "error" in response.json()
 
 
+@pytest.mark.django_db
+def test_it_answers_an_assist_request_the_task_queue_cannot_take_with_a_json_503(
+    pending, alice_agent, monkeypatch
+):
+    from kombu.exceptions import OperationalError
+
+    def broker_down(*args):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr("inbox.tasks.assist.delay", broker_down)
+    response = post(logged_in(alice_agent), pending, "assist", {"kind": "summary"})
+    assert response.status_code == 503
+    assert response.json() == {
+        "error": "The assistant can't be reached right now. Try again in a moment.",
+        "code": "unavailable",
+    }
+
+
 # --- The agents' socket ----------------------------------------------------------------------
 
 

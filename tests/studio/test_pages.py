@@ -98,6 +98,27 @@ def test_an_operator_starts_a_run_from_the_page(olivia_operator, version, test_s
     assert 'aria-label="Evaluation progress"' in page
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_run_the_task_queue_cannot_take_is_stored_failed_and_the_page_says_so(
+    olivia_operator, version, test_set, monkeypatch
+):
+    from kombu.exceptions import OperationalError
+
+    def broker_down(run_id):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr("studio.tasks.run_evaluation.delay", broker_down)
+    client = logged_in(olivia_operator)
+    response = client.post(
+        "/studio/evaluations/run/", {"version": version.pk, "test_set": test_set.pk}, follow=True
+    )
+    assert response.status_code == 200
+    assert services.NOT_QUEUED in response.content.decode().replace("&#x27;", "'")
+    run = EvalRun.objects.get()  # stored, and not left queued for a task that never comes
+    assert (run.status, run.error) == ("failed", services.NOT_QUEUED)
+    assert run.finished_at is not None
+
+
 # --- The socket -------------------------------------------------------------------------------
 
 
