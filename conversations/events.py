@@ -47,25 +47,15 @@ def publish(group: str, frame: dict[str, Any]) -> None:
     sync_client().publish(_group_channel(group), message)
 
 
-def send_turn_on_commit(turn: Turn) -> None:
-    """Tell every socket of the conversation about a new turn, once it is committed.
-
-    robust: with Redis unreachable the turn is stored all the same, and the hooks after this
-    one (queueing a reply) still run; a page that missed the event gets the turn with the
-    conversation's snapshot when it next connects.
-    """
-    group = conversation_group(turn.conversation_id)
-    frame = {"type": "turn", "turn": turn.as_event()}
-    transaction.on_commit(lambda: publish(group, frame), robust=True)
-
-
-def send_frame_on_commit(
-    conversation_id: UUID | str, build: Callable[[], dict[str, Any] | None]
-) -> None:
+def publish_on_commit(group: str, build: Callable[[], dict[str, Any] | None]) -> None:
     """Once the current transaction commits (at once outside one), build a frame from the
-    committed state and send it to every socket of the conversation (None: send nothing).
-    robust, as send_turn_on_commit."""
-    group = conversation_group(conversation_id)
+    committed state and publish it to the group (None: send nothing). Every event sent after
+    a commit goes through here.
+
+    robust: with Redis unreachable the change is stored all the same, the hooks after this one
+    (queueing a reply) still run and the request gets its answer; a page that missed the event
+    reads the state again when it next connects.
+    """
 
     def send() -> None:
         frame = build()
@@ -73,6 +63,19 @@ def send_frame_on_commit(
             publish(group, frame)
 
     transaction.on_commit(send, robust=True)
+
+
+def send_turn_on_commit(turn: Turn) -> None:
+    """Tell every socket of the conversation about a new turn, once it is committed."""
+    frame = {"type": "turn", "turn": turn.as_event()}
+    publish_on_commit(conversation_group(turn.conversation_id), lambda: frame)
+
+
+def send_frame_on_commit(
+    conversation_id: UUID | str, build: Callable[[], dict[str, Any] | None]
+) -> None:
+    """publish_on_commit to every socket of the conversation."""
+    publish_on_commit(conversation_group(conversation_id), build)
 
 
 def typing_frame(name: str | None, active: bool) -> dict[str, Any]:

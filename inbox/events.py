@@ -19,12 +19,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from channels.layers import get_channel_layer
-from django.db import transaction
 from django.db.models import Count, F, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce, Left
 
 from conversations.context import visitor_label
-from conversations.events import group_message, publish
+from conversations.events import group_message, publish, publish_on_commit
 from conversations.models import Conversation, Turn, staff_name
 
 from . import presence, viewers
@@ -147,19 +146,15 @@ def notify_inbox_on_commit(conversation_id: uuid.UUID | str) -> None:
 
     Call it from anything that changes what a row shows: a customer message, an escalation,
     a rating, any agent action. Nothing (no query) while no agent has the inbox open.
-
-    robust: with Redis unreachable the change is committed all the same and the hooks after
-    this one still run; the agents' pages read the list again when they reconnect.
     """
 
-    def send_row() -> None:
+    def row_frame() -> dict[str, Any] | None:
         if not presence.anyone_present():
-            return  # nobody to send it to; an agent who opens the inbox reads the list
+            return None  # nobody to send it to; an agent who opens the inbox reads the list
         data = row_for(conversation_id)
-        if data is not None:
-            publish(INBOX_GROUP, {"type": "inbox.row", "row": data})
+        return None if data is None else {"type": "inbox.row", "row": data}
 
-    transaction.on_commit(send_row, robust=True)
+    publish_on_commit(INBOX_GROUP, row_frame)
 
 
 def announce_row(sender: object, conversation_id: uuid.UUID | str, **kwargs: object) -> None:
@@ -184,7 +179,7 @@ def send_note_on_commit(note: Note) -> None:
     """`{"type":"note","conversation_id":…,"note":Note}` to the agents watching it, only."""
     group = notes_group(note.conversation_id)
     frame = {"type": "note", "conversation_id": str(note.conversation_id), "note": note_event(note)}
-    transaction.on_commit(lambda: publish(group, frame), robust=True)
+    publish_on_commit(group, lambda: frame)
 
 
 def send_to_agent(user_id: int, frame: dict[str, Any]) -> None:
