@@ -202,6 +202,25 @@ def clean_redis_namespace() -> Iterator[None]:
 
 
 @pytest.fixture
+def second_database(tmp_path: Path, django_db_blocker: Any) -> Iterator[str]:
+    """An empty SQLite database beside the test database, under its own alias, reachable
+    while the test runs: what `migrate --database` or a compared commit's stack would use."""
+    from django.db import connections
+
+    alias = "second"
+    config = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(tmp_path / "second.sqlite3")}
+    connections.settings[alias] = connections.configure_settings(
+        {"default": dict(connections.settings["default"]), alias: config}
+    )[alias]
+    try:
+        with django_db_blocker.unblock():
+            yield alias
+    finally:
+        connections[alias].close()
+        del connections.settings[alias]
+
+
+@pytest.fixture
 def alice(db: None) -> Customer:
     return Customer.objects.create(display_name="Alice")
 

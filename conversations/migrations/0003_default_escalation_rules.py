@@ -66,11 +66,12 @@ def add_rules(apps, schema_editor):
         EscalationRule(kind="angry", pattern=phrase, language="en") for phrase in ANGRY_PHRASES
     ]
     rules.append(EscalationRule(kind="abstain_streak", threshold=2))
-    EscalationRule.objects.bulk_create(rules)
+    EscalationRule.objects.using(schema_editor.connection.alias).bulk_create(rules)
 
 
 def remove_rules(apps, schema_editor):
-    apps.get_model("conversations", "EscalationRule").objects.all().delete()
+    EscalationRule = apps.get_model("conversations", "EscalationRule")
+    EscalationRule.objects.using(schema_editor.connection.alias).all().delete()
 
 
 class Migration(migrations.Migration):

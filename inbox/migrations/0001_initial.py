@@ -11,12 +11,14 @@ MOVED = ("note", "cannedresponse")
 
 def content_types_to_inbox(apps, schema_editor):
     ContentType = apps.get_model("contenttypes", "ContentType")
-    ContentType.objects.filter(app_label="conversations", model__in=MOVED).update(app_label="inbox")
+    moved = ContentType.objects.using(schema_editor.connection.alias).filter(model__in=MOVED)
+    moved.filter(app_label="conversations").update(app_label="inbox")
 
 
 def content_types_to_conversations(apps, schema_editor):
     ContentType = apps.get_model("contenttypes", "ContentType")
-    ContentType.objects.filter(app_label="inbox", model__in=MOVED).update(app_label="conversations")
+    moved = ContentType.objects.using(schema_editor.connection.alias).filter(model__in=MOVED)
+    moved.filter(app_label="inbox").update(app_label="conversations")
 
 
 class Migration(migrations.Migration):

@@ -75,8 +75,11 @@ def shared_read_to_assignee(apps, schema_editor):
     be said to belong to); other agents start with everything unread since their last visit."""
     Conversation = apps.get_model("conversations", "Conversation")
     ReadMarker = apps.get_model("inbox", "ReadMarker")
-    owned = Conversation.objects.filter(agent_read_at__isnull=False, assignee__isnull=False)
-    ReadMarker.objects.bulk_create(
+    database = schema_editor.connection.alias
+    owned = Conversation.objects.using(database).filter(
+        agent_read_at__isnull=False, assignee__isnull=False
+    )
+    ReadMarker.objects.using(database).bulk_create(
         [
             ReadMarker(conversation_id=c.pk, user_id=c.assignee_id, read_at=c.agent_read_at)
             for c in owned.only("pk", "assignee_id", "agent_read_at").iterator()

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import Group
-from django.db import connection
+from django.db import connection, connections
 from django.db.migrations.executor import MigrationExecutor
 
+from conversations.models import EscalationRule
 from inbox.models import CannedResponse, Note
 
 BEFORE = [("conversations", "0007_unresolved_questions"), ("inbox", None)]
@@ -40,3 +41,18 @@ def test_notes_and_canned_responses_keep_their_rows_and_permissions_in_the_inbox
     assert CannedResponse.objects.get(pk=canned.pk).shortcut == "refund"
     granted = Group.objects.get(name="Note readers").permissions.get()
     assert (granted.content_type.app_label, granted.codename) == ("inbox", "view_note")
+
+
+@pytest.mark.django_db
+def test_migrating_another_database_writes_its_rows_there_not_in_the_default_one(
+    second_database,
+):
+    """`migrate --database other`: the data migrations (default escalation rules, moved content
+    types, read markers) use the database being migrated."""
+    default_rules = EscalationRule.objects.count()
+
+    executor = MigrationExecutor(connections[second_database])
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+    assert EscalationRule.objects.using(second_database).filter(kind="abstain_streak").exists()
+    assert EscalationRule.objects.count() == default_rules

@@ -7,8 +7,12 @@ import json
 import time
 from collections import deque
 
+from django.db import connections
+from django.db.migrations.executor import MigrationExecutor
+
 from bench import load
 from bench.load import CallResult, customer_call
+from conversations.models import Conversation
 
 
 class ScriptedSocket:
@@ -40,8 +44,13 @@ def test_it_follows_a_reply_that_another_worker_started_over_without_asking_to_r
             {"type": "reply.start", "reply_id": 7, "seq": taken_over + 1},
             {"type": "reply.delta", "reply_id": 7, "seq": taken_over + 2, "text": "Your parcel"},
             {"type": "reply.delta", "reply_id": 7, "seq": taken_over + 3, "text": " is here."},
-            {"type": "reply.done", "reply_id": 7, "seq": taken_over + 4,
-             "status": "done", "text": "Your parcel is here."},
+            {
+                "type": "reply.done",
+                "reply_id": 7,
+                "seq": taken_over + 4,
+                "status": "done",
+                "text": "Your parcel is here.",
+            },
         ]  # fmt: skip
     )
     result = CallResult(index=0, text_sent="Where is my parcel?")
@@ -60,8 +69,13 @@ def test_it_asks_to_resume_when_a_frame_of_the_reply_went_missing():
             {"type": "ack", "reply_id": 7},
             {"type": "reply.start", "reply_id": 7, "seq": 1},
             {"type": "reply.delta", "reply_id": 7, "seq": 3, "text": " is here."},
-            {"type": "reply.done", "reply_id": 7, "seq": 4,
-             "status": "done", "text": "Your parcel is here."},
+            {
+                "type": "reply.done",
+                "reply_id": 7,
+                "seq": 4,
+                "status": "done",
+                "text": "Your parcel is here.",
+            },
         ]  # fmt: skip
     )
     result = CallResult(index=0, text_sent="Where is my parcel?")
@@ -91,3 +105,20 @@ def test_it_asks_a_quiet_reply_to_resume_less_and_less_often_as_the_page_does(mo
     gaps = [later - earlier for earlier, later in zip(asked, asked[1:], strict=False)]
     assert len(gaps) >= 2 and gaps[0] >= 0.18 and gaps[1] >= 0.36  # 0.1, then 0.2, 0.4, 0.4
     assert result.resumes == len(asked) and result.error == "timeout after 2s"
+
+
+def test_it_seeds_a_compared_commits_database_whose_tables_lack_columns_added_since(
+    second_database,
+):
+    """`--compare` runs an older commit on its own migrations (here 455c2ee's, the commit before
+    issue 15, whose customers had no external_id); the bench still seeds it with this
+    checkout's models, leaving out the columns the older tables do not have."""
+    older = MigrationExecutor(connections[second_database])
+    older.migrate([("conversations", "0010_unfinished_reply_index")])
+
+    seats = load.create_seats(3, using=second_database)
+
+    stored = Conversation.objects.using(second_database).values_list("pk", "customer_id")
+    assert {(str(pk), str(customer)) for pk, customer in stored} == {
+        (seat.conversation_id, seat.customer_id) for seat in seats
+    }
