@@ -64,6 +64,7 @@ def bot_answerer(kind: str = "offline") -> Answerer:
             abstained=result.abstained,
             source_article_ids=tuple(s.article_id for s in result.sources if s.article_id),
             out_of_domain=result.abstained_by == "out_of_domain",
+            text=result.text,
         )
 
     return answer

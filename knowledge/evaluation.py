@@ -51,6 +51,7 @@ class AnswerOutcome:
     source_article_ids: tuple[int, ...] = ()
     # Declined as not about the company at all (another company's product, an injection).
     out_of_domain: bool = False
+    text: str = ""  # what the customer would read
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class Outcome:
     retrieval_ms: float
     answer_ms: float
     out_of_domain: bool = False
+    answer_text: str = ""
 
     @property
     def rank(self) -> int | None:
@@ -83,6 +85,7 @@ class Outcome:
             "ranked": list(self.ranked_slugs[:3]),
             "rank": self.rank,
             "top_confidence": round(self.top_confidence, 4),
+            "answer": self.answer_text,
         }
 
 
@@ -274,4 +277,5 @@ def _evaluate_one(
         answer_sources=tuple(slug_of.get(a, "?") for a in outcome.source_article_ids),
         retrieval_ms=retrieval_ms,
         answer_ms=answer_ms,
+        answer_text=outcome.text,
     )

@@ -42,8 +42,16 @@ class Article(models.Model):
         return content_hash(self.title, self.body, self.url, self.tags)
 
 
+# Bumped whenever search.text.split_markdown cuts the same article differently, so stored
+# passages are cut again (2: long tables are cut between rows under their header).
+PASSAGE_RULES = 2
+
+
 def content_hash(title: str, body: str, url: str, tags: object) -> str:
-    payload = json.dumps([title, body, url, tags], ensure_ascii=False, sort_keys=True)
+    """The article as passages are cut from it, with the rules that cut it."""
+    payload = json.dumps(
+        [title, body, url, tags, PASSAGE_RULES], ensure_ascii=False, sort_keys=True
+    )
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

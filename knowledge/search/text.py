@@ -70,6 +70,7 @@ _HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d{1,3}[.)])\s+")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"”')\]]*\s+(?=[\"“(\[*]?[A-Z0-9])")
+_TABLE_SEPARATOR = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
 
 
 @dataclass
@@ -87,12 +88,12 @@ class _Block:
 
 
 def _blocks(markdown: str) -> list[_Block]:
-    """Headings, paragraphs, lists and code fences, in order."""
+    """Headings, paragraphs, lists, tables and code fences, in order."""
     blocks: list[_Block] = []
     current: _Block | None = None
     fence: str | None = None
-    for raw in markdown.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
-        line = raw.rstrip()
+    lines = [raw.rstrip() for raw in markdown.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    for i, line in enumerate(lines):
         if fence is not None:
             assert current is not None
             current.lines.append(line)
@@ -107,6 +108,20 @@ def _blocks(markdown: str) -> list[_Block]:
             continue
         if not line.strip():
             current = None
+            continue
+        if current is not None and current.kind == "table":
+            if "|" in line:
+                current.lines.append(line)
+                continue
+            current = None  # a line without a cell ends the table
+        if (
+            "|" in line
+            and i + 1 < len(lines)
+            and "|" in lines[i + 1]
+            and _TABLE_SEPARATOR.match(lines[i + 1])
+        ):
+            current = _Block("table", [line])  # its header; the separator and rows follow
+            blocks.append(current)
             continue
         heading = _HEADING.match(line)
         if heading:
@@ -123,7 +138,18 @@ def _blocks(markdown: str) -> list[_Block]:
 
 
 def _split_long(block: _Block, max_words: int) -> list[_Block]:
-    """Cut a block longer than max_words into list items or sentences, grouped back up."""
+    """Cut a block longer than max_words into list items, table rows or sentences, grouped
+    back up. Each piece of a table keeps the header, so it still says what is what."""
+    if block.kind == "table":
+        head, rows = block.lines[:2], block.lines[2:]
+        head_words = len(" ".join(head).split())
+        tables: list[_Block] = []
+        for row in rows:
+            if tables and tables[-1].words + len(row.split()) <= max(max_words, head_words * 2):
+                tables[-1].lines.append(row)
+            else:
+                tables.append(_Block("table", [*head, row]))
+        return tables or [block]
     if block.kind == "list":
         units: list[str] = []
         for line in block.lines:

@@ -66,6 +66,20 @@ def test_eval_kb_prints_valid_json_with_nulls_misses_and_every_question(tmp_path
     assert "misses" in zephyr and set(result) >= {"average", "worst", "companies"}
 
 
+def test_eval_kb_shows_each_answer_as_the_customer_would_read_it_with_its_sources(tmp_path):
+    company(tmp_path)
+    out = StringIO()
+    call_command("eval_kb", "--companies", str(tmp_path), "--json", "--per-question", stdout=out)
+
+    answered = json.loads(out.getvalue())["companies"]["zephyr"]["questions_answered"]
+    by_question = {entry["question"]: entry for entry in answered}
+    lantern = by_question["how do i charge the lantern zephyr"]
+    assert lantern["answered_from"] == ["lantern"]
+    assert "magnetic cable" in lantern["answer"]
+    declined = by_question["cancel my netflix zephyr"]
+    assert declined["abstained"] and declined["answer"] and "magnetic" not in declined["answer"]
+
+
 def test_leave_one_company_out_never_trains_on_the_company_it_measures(tmp_path, monkeypatch):
     for name in ("alpha", "beta", "gamma"):
         company(tmp_path, name)

@@ -59,3 +59,14 @@ def test_setup_demo_indexes_the_demo_so_no_worker_or_question_waits_for_it():
     assert Passage.objects.filter(embedding__isnull=False).count() > 50
     assert sync_passages().reindexed == 0  # nothing left for anyone else to index
     assert sync_example_questions() == 0
+
+
+def test_passages_are_cut_again_when_the_rules_that_cut_them_change(monkeypatch):
+    article = Article.objects.create(**LANTERN)
+    sync_passages([article.pk])
+    assert sync_passages([article.pk]).reindexed == 0  # nothing changed
+
+    monkeypatch.setattr("knowledge.models.PASSAGE_RULES", 999)
+
+    assert sync_passages([article.pk]).reindexed == 1
+    assert all(p.article_hash == article.content_hash for p in Passage.objects.all())

@@ -214,6 +214,25 @@ def test_it_never_splits_a_list_of_steps_or_a_paragraph_that_fits():
     assert len(steps) == 1 and "8. Do step" in steps[0]
 
 
+def test_a_table_too_long_for_one_passage_is_cut_between_rows_each_piece_under_its_header():
+    header = "| Category | People | Facilities | Price from |\n|---|---|---|---|"
+    rows = [
+        f"| Cabin {n} | {n} beds | Washbasin, towels, reading light and a socket | €{50 + n} |"
+        for n in range(1, 13)
+    ]
+    body = "Our cabins, from the simplest to the best.\n\n" + header + "\n" + "\n".join(rows)
+
+    pieces = [text for _, text in split_markdown(body)]
+
+    tables = [text[text.index("| Category") :] for text in pieces]
+    assert len(tables) > 1
+    for table in tables:
+        lines = table.split("\n")
+        assert lines[:2] == header.split("\n")
+        assert all(line in rows for line in lines[2:])
+    assert [row for table in tables for row in table.split("\n")[2:]] == rows
+
+
 # --- Retrieval ----------------------------------------------------------------------------
 
 
