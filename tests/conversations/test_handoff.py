@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import importlib
 from datetime import UTC, datetime, time, timedelta
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.utils import timezone
 
 from bot.wording import ENGLISH
@@ -41,7 +43,7 @@ def default_rules(request: pytest.FixtureRequest) -> None:
 
     if not EscalationRule.objects.exists():
         seed = importlib.import_module("conversations.migrations.0003_default_escalation_rules")
-        seed.add_rules(apps, None)
+        seed.add_rules(apps, SimpleNamespace(connection=connection))  # as migrate's editor
 
 
 def post(conversation: Conversation, text: str) -> services.PostedMessage:
