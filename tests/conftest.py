@@ -207,11 +207,10 @@ def second_database(tmp_path: Path, django_db_blocker: Any) -> Iterator[str]:
     while the test runs: what `migrate --database` or a compared commit's stack would use."""
     from django.db import connections
 
+    from bench.load import add_database
+
     alias = "second"
-    config = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(tmp_path / "second.sqlite3")}
-    connections.settings[alias] = connections.configure_settings(
-        {"default": dict(connections.settings["default"]), alias: config}
-    )[alias]
+    add_database(alias, f"sqlite:///{tmp_path / 'second.sqlite3'}")
     try:
         with django_db_blocker.unblock():
             yield alias

@@ -33,6 +33,7 @@ from bot.types import (
 from bot.wording import Wording, wording_for
 from knowledge import search as knowledge_search
 from knowledge.search import QueryTerm
+from knowledge.search.text import TABLE_SEPARATOR, is_table_start
 
 from .base import Provider, paced_words
 
@@ -115,23 +116,11 @@ class _Unit:
         return len(self.text.split())
 
 
-_TABLE_SEPARATOR = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
-
-
 def _cells(line: str) -> tuple[str, ...]:
     row = line.strip()
     row = row[1:] if row.startswith("|") else row
     row = row[:-1] if row.endswith("|") and not row.endswith("\\|") else row
     return tuple(plain(cell.replace("\\|", "|")) for cell in re.split(r"(?<!\\)\|", row))
-
-
-def _is_table_start(lines: list[str], i: int) -> bool:
-    return (
-        "|" in lines[i]
-        and i + 1 < len(lines)
-        and bool(_TABLE_SEPARATOR.match(lines[i + 1]))
-        and "|" in lines[i + 1]
-    )
 
 
 def _units(markdown: str, heading: str = "") -> list[_Unit]:
@@ -163,7 +152,7 @@ def _units(markdown: str, heading: str = "") -> list[_Unit]:
     for i, line in enumerate(lines):
         if header is not None:
             if "|" in line and line.strip():
-                if not _TABLE_SEPARATOR.match(line):
+                if not TABLE_SEPARATOR.match(line):
                     cells = _cells(line)
                     units.append(
                         _Unit(
@@ -177,7 +166,7 @@ def _units(markdown: str, heading: str = "") -> list[_Unit]:
                     )
                 continue
             header, block = None, block + 1
-        if _is_table_start(lines, i):
+        if is_table_start(lines, i):
             end_paragraph()
             if in_list:
                 block, in_list = block + 1, False

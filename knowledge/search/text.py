@@ -70,7 +70,17 @@ _HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d{1,3}[.)])\s+")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"”')\]]*\s+(?=[\"“(\[*]?[A-Z0-9])")
-_TABLE_SEPARATOR = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
+TABLE_SEPARATOR = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
+
+
+def is_table_start(lines: list[str], i: int) -> bool:
+    """Whether lines[i] is a Markdown table's header: cells, then a separator row."""
+    return (
+        "|" in lines[i]
+        and i + 1 < len(lines)
+        and "|" in lines[i + 1]
+        and bool(TABLE_SEPARATOR.match(lines[i + 1]))
+    )
 
 
 @dataclass
@@ -114,12 +124,7 @@ def _blocks(markdown: str) -> list[_Block]:
                 current.lines.append(line)
                 continue
             current = None  # a line without a cell ends the table
-        if (
-            "|" in line
-            and i + 1 < len(lines)
-            and "|" in lines[i + 1]
-            and _TABLE_SEPARATOR.match(lines[i + 1])
-        ):
+        if is_table_start(lines, i):
             current = _Block("table", [line])  # its header; the separator and rows follow
             blocks.append(current)
             continue
@@ -142,10 +147,9 @@ def _split_long(block: _Block, max_words: int) -> list[_Block]:
     back up. Each piece of a table keeps the header, so it still says what is what."""
     if block.kind == "table":
         head, rows = block.lines[:2], block.lines[2:]
-        head_words = len(" ".join(head).split())
         tables: list[_Block] = []
         for row in rows:
-            if tables and tables[-1].words + len(row.split()) <= max(max_words, head_words * 2):
+            if tables and tables[-1].words + len(row.split()) <= max_words:
                 tables[-1].lines.append(row)
             else:
                 tables.append(_Block("table", [*head, row]))
