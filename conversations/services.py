@@ -16,6 +16,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from bot.wording import wording_for
+from knowledge import search as knowledge_search
 from support_bot import config_cache
 
 from . import attachments, escalation, replies, selectors, state
@@ -163,6 +164,10 @@ def post_customer_message(
     acknowledges a message that could still be lost. One unit of work for the configuration
     cache: the escalation rules and business hours it reads share one Redis GET.
     """
+    if conversation.bot_answers and text:
+        # Before the transaction: an idle worker embeds the question while it is stored (the
+        # socket's copy of the conversation may be old: at worst a question is embedded unused).
+        knowledge_search.ask_ahead(text)
     saved_files: list[str] = []
     try:
         with transaction.atomic():

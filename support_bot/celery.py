@@ -50,10 +50,12 @@ worker_init.connect(_prepare_worker, weak=False)
 
 def _keep_reply_leases(**_: object) -> None:
     """Once the worker takes tasks: renew its replies' leases and sweep up replies nobody owns
-    (at once, then every second)."""
+    (at once, then every second), and embed questions asked ahead."""
     from conversations import recovery
+    from knowledge.search import ahead
 
     recovery.keeper.start()
+    ahead.lane.start()  # questions embedded as they arrive, while the worker is idle
 
 
 def _hand_off_before_the_kill(**_: object) -> None:

