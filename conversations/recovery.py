@@ -89,6 +89,10 @@ class LeaseKeeper:
         with self._lock:
             return list(self._held.values())
 
+    def holding(self) -> int:
+        """How many replies this process is writing now."""
+        return len(self._held)
+
     def renew(self) -> None:
         """Extend the lease of every reply held here; one that another worker claimed since, or
         that the sweeper put back, is marked lost, and its writer stops."""

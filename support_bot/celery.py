@@ -15,6 +15,9 @@ app.autodiscover_tasks()
 
 logger = logging.getLogger(__name__)
 
+#: A worker writing this many replies or more leaves customers' questions to their replies.
+QUIET_WHILE_WRITING = 4
+
 
 def _prepare_worker(**_: object) -> None:
     """Before the worker takes its first task: what the embedded default needs (its Redis is
@@ -55,7 +58,9 @@ def _keep_reply_leases(**_: object) -> None:
     from knowledge.search import ahead
 
     recovery.keeper.start()
-    ahead.lane.start()  # questions embedded as they arrive, while the worker is idle
+    # Questions embedded as they arrive while this worker writes few replies: under load the
+    # head start only takes CPU from the replies (docs/performance.md).
+    ahead.lane.start(busy=lambda: recovery.keeper.holding() >= QUIET_WHILE_WRITING)
 
 
 def _hand_off_before_the_kill(**_: object) -> None:

@@ -9,9 +9,10 @@ embedding it. Each question is embedded once: whoever starts it first holds a sh
 the other waits for its vector (at most `WAIT_S`, then embeds it itself: a lane that died mid-
 embedding leaves nobody waiting longer).
 
-A busy worker's lane skips questions: under a burst the CPU is the limit and the reply threads
-embed as before; the lane only uses a core that would be idle. Without Redis every reply
-embeds its own question. docs/performance.md ("questions embedded ahead") has the figures.
+A busy worker's lane skips questions (its replies are embedding, or it is writing several):
+under load the CPU is the limit and the reply threads embed as before; the lane only uses a
+core that would be idle. Without Redis every reply embeds its own question.
+docs/performance.md ("questions embedded ahead") has the figures.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 from django.conf import settings
@@ -153,8 +155,13 @@ class Lane:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.embedded = 0  # questions this lane embedded (for tests and the bench)
+        self._busy: Callable[[], bool] = lambda: False
 
-    def start(self) -> None:
+    def start(self, busy: Callable[[], bool] | None = None) -> None:
+        """`busy`: whether the process has enough else to do (e.g. replies it is writing) that
+        a head start would only take CPU from them; the lane then leaves questions alone."""
+        if busy is not None:
+            self._busy = busy
         if not enabled() or embeddings.get_embedder() is None:
             return
         if self._thread is not None and self._thread.is_alive():
@@ -187,7 +194,7 @@ class Lane:
             asked_at, text = json.loads(entry)
         except (ValueError, TypeError):
             return
-        if time.time() - float(asked_at) > STALE_S or _replies_embedding > 0:
+        if time.time() - float(asked_at) > STALE_S or _replies_embedding > 0 or self._busy():
             return
         embedder = embeddings.get_embedder()
         if embedder is None:

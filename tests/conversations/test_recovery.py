@@ -439,3 +439,13 @@ def test_a_reply_goes_on_through_a_redis_restart_and_sends_its_text_again(own_re
     assert [f["type"] for f in log] == ["reply.start", "reply.delta"]
     assert log[1]["text"] == "Your parcel left our warehouse."
     assert log[0]["seq"] > 2  # past what the page had: the page applies it (a start jumps gaps)
+
+
+def test_the_keeper_counts_the_replies_its_worker_is_writing(settings):
+    """What a worker's question lane reads to stay out of the way (knowledge/search/ahead.py)."""
+    reply = Turn.claim_reply(ask().pk, lease_s=settings.REPLY_LEASE_S)
+    assert reply is not None
+    keeper = recovery.LeaseKeeper()
+    with keeper.hold(reply):
+        assert keeper.holding() == 1
+    assert keeper.holding() == 0

@@ -159,3 +159,16 @@ def test_it_hands_a_question_ahead_only_when_the_bot_will_answer_it(embedder):
     assert not persons.bot_answers
     services.post_customer_message(persons, "c-2", "still there?")
     assert queued() == []
+
+
+def test_a_worker_writing_several_replies_leaves_questions_to_them(embedder):
+    writing = {"replies": 4}
+    lane = ahead.Lane()
+    lane.start(busy=lambda: writing["replies"] >= 4)
+    lane.stop()
+    lane.take(json.dumps([time.time(), QUESTION]))
+    assert lane.embedded == 0 and embedder.embedded == []
+
+    writing["replies"] = 1
+    lane.take(json.dumps([time.time(), QUESTION]))
+    assert lane.embedded >= 1 and embedder.embedded[0] == QUESTION
