@@ -28,6 +28,7 @@ from django.db.models import Q, QuerySet
 from django.db.models.functions import Coalesce, Now
 
 from support_bot import metrics
+from support_bot.background import BackgroundThread
 
 from .models import Turn
 
@@ -55,15 +56,16 @@ class HeldReply:
         return self.lost.is_set()
 
 
-class LeaseKeeper:
+class LeaseKeeper(BackgroundThread):
     """One per worker process: renews the leases of the replies its threads write, sweeps up
     replies nobody owns, and hands its own replies off when the worker is told to stop."""
 
+    thread_name = "reply-leases"
+
     def __init__(self) -> None:
+        super().__init__()
         self._held: dict[int, HeldReply] = {}
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
         self._handoff_at: float | None = None  # monotonic time the replies still held go
         # When the sweeper may next run: at once at start (a restarted worker is what finds
         # replies a lost Redis left); a whole lease after a database outage (None meanwhile),
@@ -153,19 +155,7 @@ class LeaseKeeper:
 
     # --- The background thread -------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start renewing and sweeping in this process (a worker, once it is ready)."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="reply-leases", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._thread = None
+    # start() renews and sweeps in this process (a worker, once it is ready); stop() ends it.
 
     def _loop(self) -> None:
         own = own_connection()

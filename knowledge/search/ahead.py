@@ -29,6 +29,7 @@ from django.conf import settings
 from redis import RedisError
 
 from support_bot import redis_clients
+from support_bot.background import BackgroundThread
 
 from . import embeddings
 from .index import knowledge_index
@@ -148,12 +149,13 @@ def _publish(client: object, vector_key: str, ready_key: str, vector: np.ndarray
         logger.debug("question vector not shared: %s", exc)
 
 
-class Lane:
+class Lane(BackgroundThread):
     """A worker's thread that embeds questions asked ahead, when the process has none to do."""
 
+    thread_name = "embed-ahead"
+
     def __init__(self) -> None:
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        super().__init__()
         self.embedded = 0  # questions this lane embedded (for tests and the bench)
         self._busy: Callable[[], bool] = lambda: False
 
@@ -162,19 +164,8 @@ class Lane:
         a head start would only take CPU from them; the lane then leaves questions alone."""
         if busy is not None:
             self._busy = busy
-        if not enabled() or embeddings.get_embedder() is None:
-            return
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="embed-ahead", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._thread = None
+        if enabled() and embeddings.get_embedder() is not None:
+            super().start()
 
     def _loop(self) -> None:
         client = redis_clients.sync_client()
