@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+import redis
 from django.conf import settings
 from redis import RedisError
 
@@ -138,9 +139,9 @@ def _shared_vector(embedder: embeddings.Embedder, text: str, *, wait: bool) -> s
     return "embedded"
 
 
-def _publish(client: object, vector_key: str, ready_key: str, vector: np.ndarray) -> None:
+def _publish(client: redis.Redis, vector_key: str, ready_key: str, vector: np.ndarray) -> None:
     try:
-        pipe = client.pipeline(transaction=False)  # type: ignore[attr-defined]
+        pipe = client.pipeline(transaction=False)
         pipe.set(vector_key, embeddings.to_bytes(vector), px=VECTOR_TTL_MS)
         pipe.rpush(ready_key, *([b"1"] * READY_TOKENS))
         pipe.pexpire(ready_key, CLAIM_TTL_MS)
