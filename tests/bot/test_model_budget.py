@@ -121,7 +121,10 @@ def test_a_burst_from_two_workers_waits_for_its_turn_instead_of_drawing_429s(
     # 59 went at once (a minute's budget, less a second in hand); the others one a second.
     times = sorted(at for _q, at, _o in seen)
     assert elapsed >= 4.5
-    assert all(b - a >= 0.9 for a, b in zip(times[-5:-1], times[-4:], strict=True))
+    # The turns are a second apart; a request reaches the server a little after its turn, by
+    # however long a loaded machine takes to send it, so one gap may shrink, not their sum.
+    assert times[-1] - times[-5] >= 3.5
+    assert all(b - a >= 0.5 for a, b in zip(times[-5:-1], times[-4:], strict=True))
 
 
 def test_turns_go_in_the_order_they_were_asked_for(fake_llm: FakeLLMServer, settings) -> None:
