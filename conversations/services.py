@@ -7,8 +7,10 @@ selectors.py; the bot's reply is written by replies.py).
 
 from __future__ import annotations
 
+import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,10 +166,40 @@ def post_customer_message(
     acknowledges a message that could still be lost. One unit of work for the configuration
     cache: the escalation rules and business hours it reads share one Redis GET.
     """
-    if conversation.bot_answers and text:
-        # Before the transaction: an idle worker embeds the question while it is stored (the
-        # socket's copy of the conversation may be old: at worst a question is embedded unused).
-        knowledge_search.ask_ahead(text)
+    with _messages_being_stored() as alone:
+        if alone and conversation.bot_answers and text:
+            # Before the transaction: an idle worker embeds the question while it is stored
+            # (the socket's copy of the conversation may be old: at worst a question is
+            # embedded unused). Not in a burst: the workers' CPU is better left to storing it.
+            knowledge_search.ask_ahead(text)
+        return _store_customer_message(conversation, client_id, text, admit, files)
+
+
+_storing_lock = threading.Lock()
+_storing = 0  # customers' messages this process is storing now
+
+
+@contextmanager
+def _messages_being_stored() -> Iterator[bool]:
+    """Around storing one message: yields whether it is the only one this process is storing."""
+    global _storing
+    with _storing_lock:
+        _storing += 1
+        alone = _storing == 1
+    try:
+        yield alone
+    finally:
+        with _storing_lock:
+            _storing -= 1
+
+
+def _store_customer_message(
+    conversation: Conversation,
+    client_id: str,
+    text: str,
+    admit: Callable[[], None] | None,
+    files: Sequence[attachments.CheckedFile],
+) -> PostedMessage:
     saved_files: list[str] = []
     try:
         with transaction.atomic():

@@ -172,3 +172,15 @@ def test_a_worker_writing_several_replies_leaves_questions_to_them(embedder):
     writing["replies"] = 1
     lane.take(json.dumps([time.time(), QUESTION]))
     assert lane.embedded >= 1 and embedder.embedded[0] == QUESTION
+
+
+@pytest.mark.django_db
+def test_in_a_burst_the_web_process_leaves_questions_to_their_replies(embedder):
+    conversation = Conversation.objects.create(customer=Customer.objects.create())
+    with services._messages_being_stored() as alone:  # another customer's message, mid-store
+        assert alone
+        services.post_customer_message(conversation, "c-1", QUESTION)
+    assert queued() == []
+
+    services.post_customer_message(conversation, "c-2", QUESTION + " And to PayPal?")
+    assert len(queued()) == 1
