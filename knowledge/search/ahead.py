@@ -9,9 +9,10 @@ embedding it. Each question is embedded once: whoever starts it first holds a sh
 the other waits for its vector (at most `WAIT_S`, then embeds it itself: a lane that died mid-
 embedding leaves nobody waiting longer).
 
-A busy worker's lane skips questions (its replies are embedding, or it is writing several):
-under load the CPU is the limit and the reply threads embed as before; the lane only uses a
-core that would be idle. Without Redis every reply embeds its own question.
+Under load the CPU is the limit and the reply threads embed as before: a web process storing
+other messages hands none ahead (conversations.services), and a busy worker's lane skips them
+(its replies are embedding, or it is writing several). The lane only uses a core that would
+be idle. Without Redis every reply embeds its own question.
 docs/performance.md ("questions embedded ahead") has the figures.
 """
 
