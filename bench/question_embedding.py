@@ -85,8 +85,6 @@ def compute_floor(texts: list[str]) -> None:
     """How close the question's embedding already runs to what this CPU can do with this
     model: its arithmetic per question against the CPU's own matrix throughput, measured in
     the same run. What is left above the floor is all a faster runtime could save."""
-    from knowledge.search.e5_runtime import dequantise
-
     runtime = OnnxE5Embedder()._runtime
     weights = runtime._weights
     runtime.embed(texts[:3], is_query=True)  # loaded and warm
@@ -96,17 +94,16 @@ def compute_floor(texts: list[str]) -> None:
         started = time.process_time()
         ids = weights.tokenizer.ids("query: " + text)[:510]
         tokenised = time.process_time()
-        ids = [weights.bos, *ids, weights.eos]
-        x = dequantise(runtime._words[ids]) + runtime._positions[: len(ids)] + runtime._type
-        mask = np.ones((1, len(ids)), np.float32)
+        inputs = runtime.encoder_inputs(ids)
         prepared = time.process_time()
-        runtime._session.run(None, {"x": x[None], "mask": mask})
+        runtime._session.run(None, inputs)
         ran = time.process_time()
         tokenising += tokenised - started
         preparing += prepared - tokenised
         running += ran - prepared
-        token_counts.append(len(ids))
-        flops += model_flops(len(ids), weights.hidden, weights.ffn, weights.layers)
+        tokens = len(ids) + 2  # with <s> and </s>
+        token_counts.append(tokens)
+        flops += model_flops(tokens, weights.hidden, weights.ffn, weights.layers)
     n = len(texts)
     peak = matrix_peak_gflops(weights.hidden, weights.ffn)
     achieved = flops / running / 1e9

@@ -226,7 +226,7 @@ def main() -> None:
     # Through the embedder's own cache, so the database sync below reuses these vectors.
 
     for passage, vector in zip(passages, vectors, strict=True):
-        key = embeddings._cache_key(embedder.model_id, passage.indexed_text)
+        key = embeddings.vector_key(embedder.model_id, passage.indexed_text)
         embeddings._passage_cache[key] = vector
 
     # The ranker's inputs: each passage's article-title vector and its sentences' vectors.
@@ -241,7 +241,7 @@ def main() -> None:
     else:
         random_vectors = random_unit_vectors(len(texts), embedder.dim, args.seed + 1)
         for text, vector in zip(texts, random_vectors, strict=True):
-            embeddings._passage_cache[embeddings._cache_key(embedder.model_id, text)] = vector
+            embeddings._passage_cache[embeddings.vector_key(embedder.model_id, text)] = vector
     sentence_embed_s = time.perf_counter() - started
     title_vectors = embedder.embed_passages_cached([p.title for p in passages])
     sentence_owner = np.asarray(

@@ -53,11 +53,7 @@ def warm_question(text: str) -> None:
     connection released: embedding waits its turn for the model, and a hundred threads each
     holding a connection while they wait would exhaust the database. Before this process has
     built an index, only the question itself."""
-    text = text.strip()
-    if not text:
-        return
-    index = knowledge_index.last_built()
-    for question in index.questions_to_embed(text) if index is not None else [text[:2000]]:
+    for question in ahead.what_search_embeds(text):
         ahead.warm(question)
 
 

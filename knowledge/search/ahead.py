@@ -18,7 +18,6 @@ docs/performance.md ("questions embedded ahead") has the figures.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -65,12 +64,22 @@ def _queue_key() -> str:
 
 
 def _keys(model_id: str, text: str) -> tuple[str, str, str]:
-    digest = hashlib.blake2b(f"{model_id}\0{text}".encode(), digest_size=16).hexdigest()
+    digest = embeddings.vector_key(model_id, text).hex()
     return (
         redis_clients.key("embed-ahead", "vector", digest),
         redis_clients.key("embed-ahead", "claim", digest),
         redis_clients.key("embed-ahead", "ready", digest),
     )
+
+
+def what_search_embeds(text: str) -> list[str]:
+    """What a search for this question embeds (hybrid.questions_to_embed); before this
+    process has built an index, only the question itself."""
+    text = text.strip()
+    if not text:
+        return []
+    index = knowledge_index.last_built()
+    return index.questions_to_embed(text) if index is not None else [text[:2000]]
 
 
 def ask(text: str) -> None:
@@ -192,11 +201,8 @@ class Lane(BackgroundThread):
         embedder = embeddings.get_embedder()
         if embedder is None:
             return
-        text = str(text).strip()
-        index = knowledge_index.last_built()
-        questions = index.questions_to_embed(text) if index is not None else [text[:2000]]
         try:
-            for question in questions:
+            for question in what_search_embeds(str(text)):
                 if _shared_vector(embedder, question, wait=False) == "embedded":
                     self.embedded += 1
         except Exception:  # a head start only: the reply embeds its question itself

@@ -314,9 +314,12 @@ class E5Runtime:
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.where(norms > 0, norms, 1.0)
 
-    def _encode(self, content: list[int]) -> np.ndarray:
+    def encoder_inputs(self, content: list[int]) -> dict[str, np.ndarray]:
+        """The graph's inputs for one window of token ids (without <s> and </s>)."""
         ids = [self._weights.bos, *content, self._weights.eos]
         x = dequantise(self._words[ids]) + self._positions[: len(ids)] + self._type
-        mask = np.ones((1, len(ids)), np.float32)
-        pooled: np.ndarray = self._session.run(None, {"x": x[None], "mask": mask})[0]
+        return {"x": x[None], "mask": np.ones((1, len(ids)), np.float32)}
+
+    def _encode(self, content: list[int]) -> np.ndarray:
+        pooled: np.ndarray = self._session.run(None, self.encoder_inputs(content))[0]
         return pooled

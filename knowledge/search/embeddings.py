@@ -58,7 +58,7 @@ class Embedder(ABC):
 
     def cached_query(self, text: str) -> np.ndarray | None:
         """The question's vector if this process has it (embedded or fetched), else None."""
-        key = _cache_key(self.model_id, text)
+        key = vector_key(self.model_id, text)
         with _query_cache_lock:
             cached = _query_cache.get(key)
             if cached is not None:
@@ -67,7 +67,7 @@ class Embedder(ABC):
 
     def remember_query(self, text: str, vector: np.ndarray) -> None:
         """Keep a question's vector for embed_query (one another process embedded: ahead.py)."""
-        key = _cache_key(self.model_id, text)
+        key = vector_key(self.model_id, text)
         with _query_cache_lock:
             _query_cache[key] = vector
             while len(_query_cache) > QUERY_CACHE_SIZE:
@@ -89,7 +89,7 @@ class Embedder(ABC):
     ) -> np.ndarray:
         # Passage keys carry no kind, so the vectors cached before queries were are still found.
         keys = [
-            _cache_key(self.model_id, t if kind == "passage" else f"{kind}\0{t}") for t in texts
+            vector_key(self.model_id, t if kind == "passage" else f"{kind}\0{t}") for t in texts
         ]
         disk = _disk_cache_dir()
         for key in keys:
@@ -231,7 +231,8 @@ def _write_cached(path: Path, vector: np.ndarray) -> None:
         logger.warning("could not cache an embedding in %s: %s", path.parent, exc)
 
 
-def _cache_key(model_id: str, text: str) -> bytes:
+def vector_key(model_id: str, text: str) -> bytes:
+    """A text's vector by model and text: the caches' key here, and in Redis (ahead.py)."""
     return hashlib.blake2b(f"{model_id}\0{text}".encode(), digest_size=16).digest()
 
 
