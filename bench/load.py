@@ -57,7 +57,7 @@ PROD_REDIS_URL = "redis://127.0.0.1:6379/0"
 RUN_ID = os.getpid()
 # Issue 15's targets; each is checked against the rounds that measure it (see evaluate_targets).
 TARGETS = {
-    "one": "one customer ≤ +25 ms p50 over the floor (N=1)",
+    "one": "one customer ≤ +25 ms p50 over the floor (one customer at a time)",
     "fifty": "50 at once p99 ≤ 1.5× the floor (N=50)",
     "two_hundred": "200 at once p99 ≤ 3× the floor with no resume needed (N=200)",
     "open": "1,000 connected at 20 messages/s p99 ≤ 1.25× the floor (open 1000@20/s)",
@@ -88,30 +88,38 @@ class BenchError(Exception):
 
 @dataclass(frozen=True)
 class RoundSpec:
-    """A burst (N customers send at the same moment) or an open-loop round (C customers
-    connected, messages at Poisson arrivals averaging `rate` a second for `seconds`)."""
+    """A burst (N customers send at the same moment), an open-loop round (C customers
+    connected, messages at Poisson arrivals averaging `rate` a second for `seconds`), or one
+    customer at a time ("serial": `questions` customers in turn, each asking once the reply
+    before has ended, so the one-customer target has a p50 of many, not one sample)."""
 
-    kind: str  # "burst" | "open"
-    n: int  # burst: customers at once; open: customers connected
+    kind: str  # "burst" | "open" | "serial"
+    n: int  # burst: customers at once; open: customers connected; serial: 1
     rate: float = 0.0
     seconds: float = 0.0
+    questions: int = 0  # serial: how many customers ask, one after another
 
     @property
     def label(self) -> str:
         if self.kind == "burst":
             return f"N={self.n}"
+        if self.kind == "serial":
+            return f"1 at a time ×{self.questions}"
         return f"open {self.n}@{self.rate:g}/s×{self.seconds:g}s"
 
     @property
     def key(self) -> str:
-        return (
-            f"n{self.n}" if self.kind == "burst" else f"open{self.n}-{self.rate:g}-{self.seconds:g}"
-        )
+        if self.kind == "burst":
+            return f"n{self.n}"
+        if self.kind == "serial":
+            return f"serial{self.questions}"
+        return f"open{self.n}-{self.rate:g}-{self.seconds:g}"
 
 
 @dataclass(frozen=True)
 class Options:
     n_values: list[int]
+    one_at_a_time: int  # questions in the one-customer-at-a-time round (0: none)
     open_rounds: list[RoundSpec]
     idle: int
     compare: str | None
@@ -135,6 +143,9 @@ class Options:
     profile: bool
     worker_nice: int
     json_path: Path | None
+    # Processes the floor's direct calls of a burst or open round are shared among
+    # (bench/floor_client.py); 1: in the bench's own process, as before stop 34.
+    floor_processes: int = 2
     # The model account's budget (requests, tokens a minute; 0: none): the fake server enforces
     # it with 429s during every Support Bot round, and each stack's app is given the same.
     budget_rpm: int = 0
@@ -170,7 +181,15 @@ def int_list(text: str) -> list[int]:
 
 def parse_options(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", default="1,50,200", help="bursts: customers at once, per round")
+    parser.add_argument("--n", default="50,200", help="bursts: customers at once, per round")
+    parser.add_argument(
+        "--one",
+        type=int,
+        default=20,
+        metavar="K",
+        help="one customer at a time: K customers ask in turn, each once the reply before has "
+        "ended (the one-customer target's round; 0 for none)",
+    )
     parser.add_argument(
         "--open",
         action="append",
@@ -248,6 +267,15 @@ def parse_options(argv: list[str] | None = None) -> Options:
     parser.add_argument(
         "--budget-tpm", type=int, default=0, help="the same for tokens a minute (0: off)"
     )
+    parser.add_argument(
+        "--floor-processes",
+        type=int,
+        default=2,
+        metavar="P",
+        help="the floor's direct calls of a burst or open-loop round run in P processes of their "
+        "own, so the openai client's CPU does not queue them behind the bench (1: in the bench's "
+        "process)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="where to write the results")
     args = parser.parse_args(argv)
     if args.budget_rpm < 0 or args.budget_tpm < 0:
@@ -262,6 +290,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
     max_run_s = args.max_run_s or (2100.0 if args.compare else 1200.0)
     return Options(
         n_values=int_list(args.n),
+        one_at_a_time=max(0, args.one),
         open_rounds=open_rounds,
         idle=max(0, args.idle),
         compare=args.compare,
@@ -284,6 +313,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
         json_path=args.json,
         budget_rpm=args.budget_rpm,
         budget_tpm=args.budget_tpm,
+        floor_processes=max(1, args.floor_processes),
     )
 
 
@@ -1057,6 +1087,29 @@ async def direct_round(
         calls.append(direct_call(client, messages, tokens, barrier, result, opts.timeout_s))
     try:
         await asyncio.gather(*calls)
+    finally:
+        await client.close()
+    return results
+
+
+async def direct_serial(
+    fake_url: str, prompts: list[list[dict[str, str]]], opts: Options
+) -> list[CallResult]:
+    """The floor of one customer at a time: the same prompts straight to the fake server, each
+    once the call before has ended, on one client (its connection kept, as a server's is)."""
+    import openai
+
+    client = openai.AsyncOpenAI(
+        base_url=f"{fake_url}/v1",
+        api_key="sk-bench",
+        max_retries=0,
+        timeout=openai.Timeout(opts.timeout_s, connect=5),
+    )
+    results = [CallResult(i, messages[-1]["content"]) for i, messages in enumerate(prompts)]
+    try:
+        for messages, result in zip(prompts, results, strict=True):
+            tokens = expected_tokens(messages, opts)
+            await direct_call(client, messages, tokens, None, result, opts.timeout_s)
     finally:
         await client.close()
     return results
@@ -1898,7 +1951,7 @@ def evaluate_targets(
         if stack.name == "embedded":
             continue
         code = stack.name
-        r = row(code, "burst", 1)
+        r = row(code, "serial", 1) or row(code, "burst", 1)
         if r and r.overhead[0] is not None:
             mark("one", code, r, r.overhead[0] <= 25, f"{r.overhead[0]:+.0f} ms p50")
         else:
@@ -2264,6 +2317,8 @@ class RoundPlan:
 def plan_round(spec: RoundSpec, index: int, system_prompt: str, seed: int) -> RoundPlan:
     if spec.kind == "burst":
         count, due = spec.n, []
+    elif spec.kind == "serial":
+        count, due = spec.questions, []
     else:
         due = poisson_arrivals(spec.rate, spec.seconds, seed + index)
         count = len(due)
@@ -2275,14 +2330,76 @@ def run_floor(
     plan: RoundPlan, stack: Stack, opts: Options
 ) -> tuple[list[CallResult], dict[str, Any]]:
     before = read_counters(stack)
-    if plan.spec.kind == "burst":
+    shared = opts.floor_processes > 1 and len(plan.prompts) > 1 and plan.spec.kind != "serial"
+    children_cpu_s = 0.0
+    if shared:
+        direct, children_cpu_s = floor_in_processes(stack.fake_url, plan, opts)
+    elif plan.spec.kind == "burst":
         direct = run_async(direct_round(stack.fake_url, plan.prompts, opts))
+    elif plan.spec.kind == "serial":
+        direct = run_async(direct_serial(stack.fake_url, plan.prompts, opts))
     else:
         direct = run_async(direct_open_loop(stack.fake_url, plan.prompts, plan.due, opts))
     resources = counter_delta(before, read_counters(stack))
+    if children_cpu_s:
+        # The floor's processes have ended, so the machine's total counted them as the rest.
+        cpu = resources["cpu_s"]
+        cpu["bench client"] = round(cpu.get("bench client", 0.0) + children_cpu_s, 3)
+        cpu["rest of machine"] = round(max(0.0, cpu["rest of machine"] - children_cpu_s), 3)
     ok = sum(r.ok for r in direct)
-    print(f"    floor (direct calls): {ok}/{len(direct)} ok", flush=True)
+    where = f" in {opts.floor_processes} processes" if shared else ""
+    print(f"    floor (direct calls{where}): {ok}/{len(direct)} ok", flush=True)
     return direct, resources
+
+
+FLOOR_START_S = 2.5  # for the floor's processes to import the openai client before start_at
+
+
+def floor_in_processes(
+    fake_url: str, plan: RoundPlan, opts: Options
+) -> tuple[list[CallResult], float]:
+    """The round's direct calls shared round-robin among opts.floor_processes processes
+    (bench/floor_client.py), all starting at one wall-clock moment: a burst's calls at once,
+    an open round's at their arrival times. Returns the results in order and the CPU seconds
+    the processes spent on the calls."""
+    start_at = time.time() + FLOOR_START_S
+    shares: list[list[dict[str, Any]]] = [[] for _ in range(opts.floor_processes)]
+    for i, messages in enumerate(plan.prompts):
+        shares[i % len(shares)].append({
+            "index": i,
+            "messages": messages,
+            "tokens": expected_tokens(messages, opts),
+            "due_s": plan.due[i] if plan.due else None,
+        })  # fmt: skip
+    children = []
+    for calls in shares:
+        if not calls:
+            continue
+        with tempfile.TemporaryFile("w+") as share:  # the child's stdin: no pipe to feed
+            json.dump({"fake_url": fake_url, "start_at": start_at, "timeout_s": opts.timeout_s,
+                       "calls": calls}, share)  # fmt: skip
+            share.seek(0)
+            children.append(subprocess.Popen(
+                [PYTHON, "-m", "bench.floor_client"], cwd=ROOT, stdin=share,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            ))  # fmt: skip
+    limit = FLOOR_START_S + max(plan.due, default=0.0) + opts.timeout_s + 30
+    results: list[CallResult] = []
+    cpu_s = 0.0
+    try:
+        for child in children:
+            out, err = child.communicate(timeout=limit)
+            if child.returncode != 0:
+                raise BenchError(f"a floor process failed ({child.returncode}): {err[-2000:]}")
+            report = json.loads(out)
+            results.extend(CallResult(**r) for r in report["results"])
+            cpu_s += float(report["cpu_s"])
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    return sorted(results, key=lambda r: r.index), cpu_s
 
 
 def fake_control(stack: Stack, action: str, body: dict[str, Any] | None = None) -> Any:
@@ -2341,7 +2458,7 @@ def run_stack(
     plan: RoundPlan, stack: Stack, opts: Options, profile_dir: Path | None = None
 ) -> tuple[list[CallResult], dict[str, Any]]:
     spec = plan.spec
-    seats = create_seats(spec.n, stack.db_alias)
+    seats = create_seats(len(plan.prompts) if spec.kind == "serial" else spec.n, stack.db_alias)
     profilers = Profilers()
     counters: list[Counters] = []
     model: dict[str, int] = {}
@@ -2356,6 +2473,13 @@ def run_stack(
     try:
         if spec.kind == "burst":
             bot = run_async(bot_round(stack.web_url, seats, plan.prompts, opts, before_send))
+        elif spec.kind == "serial":
+            bot = []
+            for i, (seat, prompt) in enumerate(zip(seats, plan.prompts, strict=True)):
+                first = before_send if i == 0 else None
+                (result,) = run_async(bot_round(stack.web_url, [seat], [prompt], opts, first))
+                result.index = i
+                bot.append(result)
         else:
             seed = opts.seed + 1000 + plan.index
             bot = run_async(
@@ -2390,7 +2514,8 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = BENCH_DIR / f"logs-{started.strftime('%Y%m%d-%H%M%S')}"
     log_dir.mkdir(parents=True, exist_ok=True)
     bursts = [RoundSpec("burst", n) for n in opts.n_values]
-    specs = bursts + opts.open_rounds
+    serial = [RoundSpec("serial", 1, questions=opts.one_at_a_time)] if opts.one_at_a_time else []
+    specs = serial + bursts + opts.open_rounds
     # Sockets held at once (an open round's C, the idle K), plus headroom for everything else.
     fd_limit = raise_fd_limit(max([opts.idle, *(s.n for s in specs)], default=0) + 4096)
     print(f"Support Bot load benchmark ({'embedded' if opts.embedded else 'production'} path)")
