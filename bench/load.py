@@ -1092,6 +1092,11 @@ async def direct_round(
     return results
 
 
+# One customer at a time: the pause between one reply's end and the next customer's question,
+# so that each asks alone (not while the last reply's socket closes and its row is stored).
+SERIAL_PAUSE_S = 1.0
+
+
 async def direct_serial(
     fake_url: str, prompts: list[list[dict[str, str]]], opts: Options
 ) -> list[CallResult]:
@@ -1108,6 +1113,8 @@ async def direct_serial(
     results = [CallResult(i, messages[-1]["content"]) for i, messages in enumerate(prompts)]
     try:
         for messages, result in zip(prompts, results, strict=True):
+            if result.index:
+                await asyncio.sleep(SERIAL_PAUSE_S)
             tokens = expected_tokens(messages, opts)
             await direct_call(client, messages, tokens, None, result, opts.timeout_s)
     finally:
@@ -2476,6 +2483,8 @@ def run_stack(
         elif spec.kind == "serial":
             bot = []
             for i, (seat, prompt) in enumerate(zip(seats, plan.prompts, strict=True)):
+                if i:
+                    time.sleep(SERIAL_PAUSE_S)
                 first = before_send if i == 0 else None
                 (result,) = run_async(bot_round(stack.web_url, [seat], [prompt], opts, first))
                 result.index = i
