@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -49,9 +48,6 @@ CLAIM_TTL_MS = 5_000
 QUEUE_LENGTH = 500
 #: Tokens pushed when a vector is ready: a duplicated task's second waiter wakes too.
 READY_TOKENS = 4
-#: The lane's thread runs at this niceness: its embedding takes only CPU that storing the
-#: message, Celery's hand-over and the claim leave (they are the reply's way to its start).
-LANE_NICENESS = 10
 
 _embedding_lock = threading.Lock()
 #: Reply threads of this process embedding (or waiting for) a question now: a busy process's
@@ -183,7 +179,6 @@ class Lane(BackgroundThread):
             super().start()
 
     def _loop(self) -> None:
-        _lower_this_threads_priority(LANE_NICENESS)
         client = redis_clients.sync_client()
         while not self._stop.is_set():
             try:
@@ -212,19 +207,6 @@ class Lane(BackgroundThread):
                     self.embedded += 1
         except Exception:  # a head start only: the reply embeds its question itself
             logger.exception("a question asked ahead was not embedded")
-
-
-def _lower_this_threads_priority(niceness: int) -> None:
-    """Make the calling thread yield the CPU to the rest of the machine (Linux schedules each
-    thread on its own: its id is a process id to setpriority). Elsewhere, or when refused,
-    the thread keeps the process's priority."""
-    if not hasattr(os, "setpriority"):
-        return
-    try:
-        current = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), max(current, niceness))
-    except OSError as exc:
-        logger.debug("the question lane keeps its priority: %s", exc)
 
 
 lane = Lane()

@@ -6,7 +6,6 @@ this one with its question cache emptied."""
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 
@@ -185,24 +184,3 @@ def test_in_a_burst_the_web_process_leaves_questions_to_their_replies(embedder):
 
     services.post_customer_message(conversation, "c-2", QUESTION + " And to PayPal?")
     assert len(queued()) == 1
-
-
-def test_the_lanes_thread_yields_the_cpu_to_the_rest_of_its_worker(embedder):
-    # Its embedding overlaps the message's intake, Celery's hand-over and the claim: the
-    # reply's way to its start, which must not wait for the CPU behind a head start.
-    worker_niceness = os.getpriority(os.PRIO_PROCESS, 0)
-    expected = max(worker_niceness, ahead.LANE_NICENESS)
-    lane = ahead.Lane()
-    lane.start()
-    try:
-        thread = lane._thread
-        assert thread is not None and thread.native_id is not None
-        deadline = time.monotonic() + 5
-        while os.getpriority(os.PRIO_PROCESS, thread.native_id) != expected:
-            assert time.monotonic() < deadline, "the lane kept the worker's priority"
-            time.sleep(0.01)
-        lane_niceness = os.getpriority(os.PRIO_PROCESS, thread.native_id)
-    finally:
-        lane.stop()
-    assert lane_niceness == expected
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == worker_niceness
