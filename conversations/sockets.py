@@ -7,7 +7,9 @@ Subclasses say which frames they take (`frame_handlers`) and whether they are re
 
 from __future__ import annotations
 
+import asyncio
 import json
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -94,6 +96,7 @@ class FrameConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def _join(self, group: str) -> None:
         if group not in self.groups_joined:
+            await keep_listening(self.channel_layer)
             await self.channel_layer.group_add(group, self.channel_name)
             self.groups_joined.append(group)
 
@@ -126,3 +129,28 @@ class FrameConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def _refuse(self, close_code: int, code: str, message: str) -> None:
         await self._send({"type": "error", "code": code, "message": message})
         await self.close(code=close_code)
+
+
+# channels_redis's pubsub layer reads its Redis connection only while subscribed to something;
+# with nothing subscribed it looks again every 0.1 s. So once a web process's last socket had
+# closed, the next socket got its first frames up to 100 ms late (a reconnecting page's too).
+# Each event loop's layer keeps one channel of its own subscribed for the loop's life.
+_listening: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[str]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def keep_listening(layer: Any) -> str:
+    """Subscribe this event loop's channel layer to a channel nobody sends to, once (sockets
+    connecting together share the one subscription); returns its name."""
+    loop = asyncio.get_running_loop()
+    subscribed = _listening.get(loop)
+    if subscribed is None or (subscribed.done() and not _succeeded(subscribed)):
+        # Again after a failure (Redis was down): the socket's own join fails the same way.
+        subscribed = _listening[loop] = loop.create_task(layer.new_channel("listening."))
+    # Shielded: a socket cancelled while connecting leaves the subscription to the others.
+    return await asyncio.shield(subscribed)
+
+
+def _succeeded(task: asyncio.Task[str]) -> bool:
+    return not task.cancelled() and task.exception() is None
