@@ -19,7 +19,6 @@ from support_bot import redis_clients
 from tests.conftest import receive_until
 from tests.conversations.test_chat_context import chat_socket, next_conversation_id
 
-
 next_conversation = database_sync_to_async(next_conversation_id)
 
 
