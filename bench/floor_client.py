@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from bench.load import CallResult, direct_call
+from bench.load import CallResult, calls_when_due, direct_client
 
 
 def cpu_seconds() -> float:
@@ -35,15 +35,8 @@ def cpu_seconds() -> float:
 async def run_calls(plan: dict[str, Any]) -> tuple[list[CallResult], float]:
     """The calls' results, and the CPU seconds this process spent from start_at on (its
     imports and start-up are not the floor's)."""
-    import openai
-
     timeout_s = float(plan["timeout_s"])
-    client = openai.AsyncOpenAI(
-        base_url=f"{plan['fake_url']}/v1",
-        api_key="sk-bench",
-        max_retries=0,
-        timeout=openai.Timeout(timeout_s, connect=5),
-    )
+    client = direct_client(plan["fake_url"], timeout_s)
     calls = plan["calls"]
     results = [
         CallResult(call["index"], call["messages"][-1]["content"], due_s=call["due_s"])
@@ -51,24 +44,13 @@ async def run_calls(plan: dict[str, Any]) -> tuple[list[CallResult], float]:
     ]
     await asyncio.sleep(max(0.0, float(plan["start_at"]) - time.time()))
     cpu_at_start = cpu_seconds()
-    start = time.perf_counter()
-    tasks = []
     try:
-        for call, result in zip(calls, results, strict=True):
-            if result.due_s is not None:
-                delay = start + result.due_s - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                result.late_ms = max(0.0, -delay * 1000)
-            tasks.append(
-                asyncio.create_task(
-                    direct_call(client, call["messages"], call["tokens"], None, result, timeout_s)
-                )
-            )
-        await asyncio.gather(*tasks)
+        await calls_when_due(
+            client,
+            [(call["messages"], call["tokens"], r) for call, r in zip(calls, results, strict=True)],
+            timeout_s,
+        )
     finally:
-        for task in tasks:
-            task.cancel()
         await client.close()
     return results, cpu_seconds() - cpu_at_start
 

@@ -1071,14 +1071,7 @@ async def direct_round(
     """N concurrent streaming calls straight to the fake server, each with the very prompt
     Support Bot sends for that customer (system prompt, knowledge passages, question): the
     baseline."""
-    import openai
-
-    client = openai.AsyncOpenAI(
-        base_url=f"{fake_url}/v1",
-        api_key="sk-bench",
-        max_retries=0,
-        timeout=openai.Timeout(opts.timeout_s, connect=5),
-    )
+    client = direct_client(fake_url, opts.timeout_s)
     barrier = asyncio.Barrier(len(prompts))
     results = [CallResult(i, messages[-1]["content"]) for i, messages in enumerate(prompts)]
     calls = []
@@ -1102,14 +1095,7 @@ async def direct_serial(
 ) -> list[CallResult]:
     """The floor of one customer at a time: the same prompts straight to the fake server, each
     once the call before has ended, on one client (its connection kept, as a server's is)."""
-    import openai
-
-    client = openai.AsyncOpenAI(
-        base_url=f"{fake_url}/v1",
-        api_key="sk-bench",
-        max_retries=0,
-        timeout=openai.Timeout(opts.timeout_s, connect=5),
-    )
+    client = direct_client(fake_url, opts.timeout_s)
     results = [CallResult(i, messages[-1]["content"]) for i, messages in enumerate(prompts)]
     try:
         for messages, result in zip(prompts, results, strict=True):
@@ -1338,36 +1324,49 @@ async def direct_open_loop(
 ) -> list[CallResult]:
     """The floor of an open-loop round: the same prompts straight to the fake server, each
     at its arrival time (the same Poisson draw as Support Bot's customers)."""
+    client = direct_client(fake_url, opts.timeout_s)
+    results = [CallResult(i, m[-1]["content"], due_s=due[i]) for i, m in enumerate(prompts)]
+    expected = [expected_tokens(messages, opts) for messages in prompts]
+    try:
+        await calls_when_due(client, list(zip(prompts, expected, results, strict=True)),
+                             opts.timeout_s)  # fmt: skip
+    finally:
+        await client.close()
+    return results
+
+
+def direct_client(fake_url: str, timeout_s: float) -> Any:
+    """The floor's client: the official one, no retries, straight to the fake server."""
     import openai
 
-    client = openai.AsyncOpenAI(
+    return openai.AsyncOpenAI(
         base_url=f"{fake_url}/v1",
         api_key="sk-bench",
         max_retries=0,
-        timeout=openai.Timeout(opts.timeout_s, connect=5),
+        timeout=openai.Timeout(timeout_s, connect=5),
     )
-    results = [CallResult(i, m[-1]["content"], due_s=due[i]) for i, m in enumerate(prompts)]
-    expected = [expected_tokens(messages, opts) for messages in prompts]
+
+
+async def calls_when_due(
+    client: Any, calls: list[tuple[list[dict[str, str]], list[str], CallResult]], timeout_s: float
+) -> None:
+    """Direct calls, each at its result's due_s from now (None: at once), all awaited."""
     tasks = []
     start = time.perf_counter()
     try:
-        for messages, tokens, result in zip(prompts, expected, results, strict=True):
-            assert result.due_s is not None
-            delay = start + result.due_s - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            result.late_ms = max(0.0, -delay * 1000)
+        for messages, tokens, result in calls:
+            if result.due_s is not None:
+                delay = start + result.due_s - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                result.late_ms = max(0.0, -delay * 1000)
             tasks.append(
-                asyncio.create_task(
-                    direct_call(client, messages, tokens, None, result, opts.timeout_s)
-                )
+                asyncio.create_task(direct_call(client, messages, tokens, None, result, timeout_s))
             )
         await asyncio.gather(*tasks)
     finally:
         for task in tasks:
             task.cancel()
-        await client.close()
-    return results
 
 
 async def bot_open_loop(
@@ -2322,10 +2321,11 @@ class RoundPlan:
 
 
 def plan_round(spec: RoundSpec, index: int, system_prompt: str, seed: int) -> RoundPlan:
+    due: list[float] = []
     if spec.kind == "burst":
-        count, due = spec.n, []
+        count = spec.n
     elif spec.kind == "serial":
-        count, due = spec.questions, []
+        count = spec.questions
     else:
         due = poisson_arrivals(spec.rate, spec.seconds, seed + index)
         count = len(due)
