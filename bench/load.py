@@ -119,7 +119,6 @@ class RoundSpec:
 @dataclass(frozen=True)
 class Options:
     n_values: list[int]
-    one_at_a_time: int  # questions in the one-customer-at-a-time round (0: none)
     open_rounds: list[RoundSpec]
     idle: int
     compare: str | None
@@ -143,6 +142,8 @@ class Options:
     profile: bool
     worker_nice: int
     json_path: Path | None
+    # Questions in the one-customer-at-a-time round (0: none).
+    one_at_a_time: int = 0
     # Processes the floor's direct calls of a burst or open round are shared among
     # (bench/floor_client.py); 1: in the bench's own process, as before stop 34.
     floor_processes: int = 2
