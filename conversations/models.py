@@ -8,11 +8,11 @@ import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import connection, models
 from django.db.models import Exists, F, OuterRef, Q
 from django.db.models.functions import Now
 from django.urls import reverse
@@ -263,6 +263,8 @@ class Turn(models.Model):
         # Leases are dated and compared by the database's clock (docs/operations.md): workers
         # on hosts whose clocks differ agree on them, and a lease starts when the claim runs,
         # not before a wait for a pooled connection.
+        if connection.vendor == "postgresql":
+            return _claim_in_one_statement(turn_id, lease_s)
         claimable = Q(status=cls.Status.QUEUED) | Q(
             status=cls.Status.STREAMING, claimed_at__lt=Now() - timedelta(seconds=lease_s)
         )
@@ -567,3 +569,79 @@ def clean_language(language: str) -> str:
     if code and not re.fullmatch(r"[a-z]{2,3}", code):
         raise ValidationError({"language": "Use a language code such as en, de or fr."})
     return code
+
+
+# --- The claim in one statement (PostgreSQL) ---------------------------------------------------
+# Every reply starts with a claim, and the ORM's UPDATE and then SELECT with two joins cost
+# more to compile (~0.9 ms of CPU) than to run: on PostgreSQL the claim is one statement,
+# written once a process from the models' own fields, with the same conditions and the same
+# database clock (STATEMENT_TIMESTAMP() is what Now() compiles to there).
+
+
+def _columns(model: type[models.Model]) -> list[models.Field[Any, Any]]:
+    return list(model._meta.concrete_fields)
+
+
+_claim_statement: str | None = None
+_M = TypeVar("_M", bound=models.Model)
+
+
+def _claim_sql() -> str:
+    global _claim_statement
+    if _claim_statement is None:
+        q = connection.ops.quote_name
+        turn, conversation = Turn._meta.db_table, Conversation._meta.db_table
+
+        def select(alias: str, model: type[models.Model]) -> str:
+            return ", ".join(f"{alias}.{q(str(f.column))}" for f in _columns(model))
+
+        # Names from the models' metadata only: nothing from outside is spliced in.
+        _claim_statement = (
+            f"WITH claimed AS (UPDATE {q(turn)} SET status = %s, "  # noqa: S608
+            "claimed_at = STATEMENT_TIMESTAMP(), attempt = attempt + 1 "
+            "WHERE id = %s AND author = %s AND (status = %s OR (status = %s "
+            "AND claimed_at < STATEMENT_TIMESTAMP() - make_interval(secs => %s))) RETURNING *) "
+            f"SELECT {select('claimed', Turn)}, {select('c', Conversation)}, "
+            f"{select('q', Turn)} FROM claimed "
+            f"JOIN {q(conversation)} c ON c.id = claimed.conversation_id "
+            f"LEFT JOIN {q(turn)} q ON q.id = claimed.reply_to_id"
+        )
+    return _claim_statement
+
+
+def _from_row(model: type[_M], values: Sequence[Any]) -> _M:
+    """A model instance from its columns' values, converted as the ORM converts them."""
+    fields = _columns(model)
+    converted = []
+    for field, value in zip(fields, values, strict=True):
+        for convert in field.get_db_converters(connection):
+            value = convert(value, field, connection)
+        converted.append(value)
+    return model.from_db(connection.alias, [f.attname for f in fields], converted)
+
+
+def _claim_in_one_statement(turn_id: int, lease_s: float) -> Turn | None:
+    Status = Turn.Status
+    params: list[str | int | float] = [
+        Status.STREAMING,
+        turn_id,
+        Turn.Author.BOT,
+        Status.QUEUED,
+        Status.STREAMING,
+        lease_s,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_claim_sql(), params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    turns, conversations = len(_columns(Turn)), len(_columns(Conversation))
+    reply = _from_row(Turn, row[:turns])
+    conversation = _from_row(Conversation, row[turns : turns + conversations])
+    Turn.conversation.field.set_cached_value(reply, conversation)
+    asked = row[turns + conversations :]
+    question = _from_row(Turn, asked) if asked[0] is not None else None
+    Turn.reply_to.field.set_cached_value(reply, question)
+    if question is not None:
+        Turn.reply_to.field.remote_field.set_cached_value(question, reply)
+    return reply

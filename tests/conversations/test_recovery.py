@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 import redis
@@ -91,6 +92,35 @@ def test_the_sweeper_requeues_a_reply_whose_task_was_lost_once_per_period(settin
     assert recovery.sweep() == recovery.Swept()  # its new task has a period to arrive
     assert queued == [reply.pk]
     assert Turn.objects.get(pk=fresh.pk).status == "queued"
+
+
+def fields_of(instance) -> dict:
+    return {f.attname: getattr(instance, f.attname) for f in type(instance)._meta.concrete_fields}
+
+
+def test_a_claim_reads_the_reply_its_conversation_and_its_question_as_the_orm_does(
+    django_assert_num_queries,
+):
+    reply = ask()
+    # Values the ORM converts on the way in: JSON, a decimal, a time, a UUID.
+    Turn.objects.filter(pk=reply.reply_to_id).update(sources=[{"n": 1, "title": "Refunds"}])
+    Turn.objects.filter(pk=reply.pk).update(cost=Decimal("0.00012345"))
+    Conversation.objects.filter(pk=reply.conversation_id).update(
+        rating=4, rated_at=timezone.now(), contact_email="ada@example.com"
+    )
+    # PostgreSQL: one statement (UPDATE ... RETURNING joined); elsewhere the UPDATE, the SELECT.
+    with django_assert_num_queries(1 if connection.vendor == "postgresql" else 2):
+        claimed = Turn.claim_reply(reply.pk, lease_s=60)
+        assert claimed is not None
+        conversation, question = claimed.conversation, claimed.reply_to
+        assert question is not None and question.reply is claimed
+    assert (claimed.status, claimed.attempt) == ("streaming", 1)
+
+    read = Turn.objects.select_related("conversation", "reply_to").get(pk=reply.pk)
+    assert fields_of(claimed) == fields_of(read)
+    assert fields_of(conversation) == fields_of(read.conversation)
+    assert fields_of(question) == fields_of(read.reply_to)
+    assert Turn.claim_reply(reply.pk, lease_s=60) is None  # taken, its lease running
 
 
 def test_workers_whose_clocks_differ_by_minutes_leave_each_others_live_replies_alone(
