@@ -151,6 +151,9 @@ class Options:
     # it with 429s during every Support Bot round, and each stack's app is given the same.
     budget_rpm: int = 0
     budget_tpm: int = 0
+    # Extra environment for the --compare stack only (on top of extra_env): an ablation, e.g.
+    # `--compare HEAD --base-set KB_EMBEDDINGS=off`, measured against this code in one run.
+    base_extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def budgeted(self) -> bool:
@@ -282,6 +285,9 @@ def parse_options(argv: list[str] | None = None) -> Options:
     if args.budget_rpm < 0 or args.budget_tpm < 0:
         parser.error("--budget-rpm and --budget-tpm are counts a minute: 0 (off) or more")
     extra = set_option_values(parser, args.set)
+    base_extra = set_option_values(parser, args.base_set, "--base-set")
+    if base_extra and not args.compare:
+        parser.error("--base-set sets the --compare stack's environment: give --compare REV")
     timeout = args.timeout
     if (args.budget_rpm or args.budget_tpm) and timeout < BUDGET_TIMEOUT_S:
         # Under a budget the last of a burst waits its turn, up to the reply's deadline.
@@ -315,6 +321,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
         budget_rpm=args.budget_rpm,
         budget_tpm=args.budget_tpm,
         floor_processes=max(1, args.floor_processes),
+        base_extra_env=base_extra,
     )
 
 
@@ -327,14 +334,24 @@ def add_set_option(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="extra environment for the app processes, e.g. --set DATABASE_CONN_MAX_AGE=60",
     )
+    parser.add_argument(
+        "--base-set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the --compare stack only, e.g. --compare HEAD --base-set "
+        "KB_EMBEDDINGS=off: what a part costs, against the same code in the same run",
+    )
 
 
-def set_option_values(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, str]:
+def set_option_values(
+    parser: argparse.ArgumentParser, items: list[str], flag: str = "--set"
+) -> dict[str, str]:
     extra: dict[str, str] = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            parser.error(f"--set needs NAME=VALUE, got {item!r}")
+            parser.error(f"{flag} needs NAME=VALUE, got {item!r}")
         extra[name] = value
     return extra
 
@@ -814,6 +831,14 @@ def start_app(
         cleanup.callback(worker.stop)
 
 
+def with_base_settings(opts: Options, env: dict[str, str], label: str) -> str:
+    """The --compare stack's environment gets --base-set's values; its label says so."""
+    if not opts.base_extra_env:
+        return label
+    env.update(opts.base_extra_env)
+    return label + " with " + " ".join(f"{k}={v}" for k, v in opts.base_extra_env.items())
+
+
 def start_stacks(opts: Options, cleanup: contextlib.ExitStack, log_dir: Path) -> list[Stack]:
     """The fake model, then "ours" (this checkout), and "base" (--compare REV) and "embedded"
     (--also-embedded) beside it. Every stack shares the fake model, the secret key (the bench
@@ -852,6 +877,8 @@ def start_stacks(opts: Options, cleanup: contextlib.ExitStack, log_dir: Path) ->
         label = {"ours": f"ours {commit}", "base": f"base {commit} ({opts.compare})"}.get(
             name, f"embedded {commit}"
         )
+        if name == "base":
+            label = with_base_settings(opts, env, label)
         stack = Stack(
             name=name, label=label, root=root, embedded=embedded, env=env, path=path, fake=fake,
             fake_url=fake_url, log_dir=log_dir, db_alias="default" if i == 0 else name,
@@ -2063,6 +2090,7 @@ def environment(
         },
         "seed": opts.seed,
         "extra_env": opts.extra_env,
+        "base_extra_env": opts.base_extra_env,
         "worker_nice": opts.worker_nice,
         "budget": {"requests_per_min": opts.budget_rpm, "tokens_per_min": opts.budget_tpm},
         "logs": str(stacks[0].log_dir),
@@ -2330,7 +2358,11 @@ def plan_round(spec: RoundSpec, index: int, system_prompt: str, seed: int) -> Ro
     else:
         due = poisson_arrivals(spec.rate, spec.seconds, seed + index)
         count = len(due)
-    prompts = [grounded_messages(system_prompt, question(spec.key, i)) for i in range(count)]
+    # Each round asks questions of its own, the warm-up (index -1) too: a question asked again
+    # within 30 s finds its vector shared in Redis (knowledge/search/ahead.py) and skips the
+    # embedding, so a repeated burst, or one of the warm-up's size, measured a cheaper reply.
+    name = f"{spec.key}#{index + 1}" if index >= 0 else f"warm-up-{spec.key}"
+    prompts = [grounded_messages(system_prompt, question(name, i)) for i in range(count)]
     return RoundPlan(spec, index, prompts, due)
 
 

@@ -7,6 +7,7 @@ import json
 import time
 from collections import deque
 
+import pytest
 from django.db import connections
 from django.db.migrations.executor import MigrationExecutor
 
@@ -122,3 +123,54 @@ def test_it_seeds_a_compared_commits_database_whose_tables_lack_columns_added_si
     assert {(str(pk), str(customer)) for pk, customer in stored} == {
         (seat.conversation_id, seat.customer_id) for seat in seats
     }
+
+
+def test_base_set_changes_only_the_compared_stacks_environment_and_says_so_in_its_label():
+    """`--compare HEAD --base-set KB_EMBEDDINGS=off` measures what a part costs against the same
+    code in the same run; `--set` still goes to every stack."""
+    opts = load.parse_options(
+        ["--compare", "HEAD", "--set", "A=1", "--base-set", "KB_EMBEDDINGS=off"]
+    )
+    assert opts.extra_env == {"A": "1"}
+    assert opts.base_extra_env == {"KB_EMBEDDINGS": "off"}
+
+    env = {"A": "1"}
+    label = load.with_base_settings(opts, env, "base abc123 (HEAD)")
+    assert env == {"A": "1", "KB_EMBEDDINGS": "off"}
+    assert label == "base abc123 (HEAD) with KB_EMBEDDINGS=off"
+
+    plain = load.parse_options(["--compare", "HEAD"])
+    unchanged = {"A": "1"}
+    assert load.with_base_settings(plain, unchanged, "base") == "base" and unchanged == {"A": "1"}
+
+
+def test_base_set_without_a_compared_commit_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit):
+        load.parse_options(["--base-set", "KB_EMBEDDINGS=off"])
+    assert "--base-set sets the --compare stack's environment" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        load.parse_options(["--compare", "HEAD", "--base-set", "KB_EMBEDDINGS"])
+    assert "--base-set needs NAME=VALUE" in capsys.readouterr().err
+
+
+def test_every_round_asks_questions_of_its_own_so_none_finds_its_vector_already_shared(
+    monkeypatch,
+):
+    """A question asked again within 30 s finds its vector in Redis (knowledge/search/ahead.py)
+    and is not embedded: a repeated burst (`--n 50,50`), or the burst the warm-up had the size
+    of, must not ask what an earlier round asked."""
+    burst = load.RoundSpec("burst", 3)
+    # The grounded prompt around each question needs the demo knowledge base; the question is
+    # what matters here.
+    monkeypatch.setattr(
+        load, "grounded_messages", lambda system, text: [{"role": "user", "content": text}]
+    )
+
+    def questions(index: int) -> set[str]:
+        plan = load.plan_round(burst, index, "system", seed=1)
+        return {messages[-1]["content"] for messages in plan.prompts}
+
+    warm_up, first, again = questions(-1), questions(0), questions(1)
+    assert len(warm_up) == len(first) == len(again) == 3
+    assert not (warm_up & first) and not (first & again) and not (warm_up & again)
+    assert questions(0) == first  # the floor and every stack of a round ask the same
