@@ -37,7 +37,7 @@ import time
 import urllib.request
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -154,6 +154,10 @@ class Options:
     # Extra environment for the --compare stack only (on top of extra_env): an ablation, e.g.
     # `--compare HEAD --base-set KB_EMBEDDINGS=off`, measured against this code in one run.
     base_extra_env: dict[str, str] = field(default_factory=dict)
+    # Whether a stack's replies must be exactly the floor's: not where --base-set changes what
+    # it sends the model (another retrieval, another prompt); each reply is then checked
+    # against its own reply.done text, as a second message's is.
+    replies_as_floor: bool = True
 
     @property
     def budgeted(self) -> bool:
@@ -981,6 +985,11 @@ def insert_rows(objects: list[Any], using: str) -> None:
         cursor.executemany(insert, rows)
 
 
+def expected_of_stack(messages: list[dict[str, str]], opts: Options) -> list[str] | None:
+    """What a stack's reply to this prompt must be (None: only its own reply.done's text)."""
+    return expected_tokens(messages, opts) if opts.replies_as_floor else None
+
+
 def expected_tokens(messages: list[dict[str, str]], opts: Options) -> list[str]:
     """The reply the run's fake model gives these messages (tests/fake_llm.py)."""
     from tests.fake_llm import expected_reply
@@ -1319,7 +1328,7 @@ async def bot_round(
                 customer_call(
                     ws,
                     result.text_sent,
-                    expected_tokens(prompts[result.index], opts),
+                    expected_of_stack(prompts[result.index], opts),
                     barrier,
                     result,
                     opts.timeout_s,
@@ -1406,7 +1415,7 @@ async def bot_open_loop(
     this round while there is one (so its prompt is the floor's). A message due while every
     customer waits for a reply is not sent (error "skipped")."""
     results = [CallResult(i, m[-1]["content"], due_s=due[i]) for i, m in enumerate(prompts)]
-    expected = [expected_tokens(messages, opts) for messages in prompts]
+    expected = [expected_of_stack(messages, opts) for messages in prompts]
     sockets = await connect_all(web_url, seats, opts.timeout_s)
     rng = random.Random(seed)
     fresh = [i for i, ws in enumerate(sockets) if ws is not None]
@@ -2498,6 +2507,8 @@ def run_stack(
     plan: RoundPlan, stack: Stack, opts: Options, profile_dir: Path | None = None
 ) -> tuple[list[CallResult], dict[str, Any]]:
     spec = plan.spec
+    if stack.name == "base" and opts.base_extra_env:
+        opts = replace(opts, replies_as_floor=False)
     seats = create_seats(len(plan.prompts) if spec.kind == "serial" else spec.n, stack.db_alias)
     profilers = Profilers()
     counters: list[Counters] = []

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections import deque
+from dataclasses import replace
 
 import pytest
 from django.db import connections
@@ -138,6 +139,12 @@ def test_base_set_changes_only_the_compared_stacks_environment_and_says_so_in_it
     label = load.with_base_settings(opts, env, "base abc123 (HEAD)")
     assert env == {"A": "1", "KB_EMBEDDINGS": "off"}
     assert label == "base abc123 (HEAD) with KB_EMBEDDINGS=off"
+
+    # Its replies answer other prompts than the floor's: each is checked against its own
+    # reply.done text instead (as a second message's is).
+    prompt = [{"role": "user", "content": "[n3#1:0] Hello!"}]
+    assert load.expected_of_stack(prompt, opts) == load.expected_tokens(prompt, opts)
+    assert load.expected_of_stack(prompt, replace(opts, replies_as_floor=False)) is None
 
     plain = load.parse_options(["--compare", "HEAD"])
     unchanged = {"A": "1"}
