@@ -3,9 +3,11 @@ rows live in services.py."""
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -578,46 +580,61 @@ def clean_language(language: str) -> str:
 # database clock (STATEMENT_TIMESTAMP() is what Now() compiles to there).
 
 
-def _columns(model: type[models.Model]) -> list[models.Field[Any, Any]]:
-    return list(model._meta.concrete_fields)
+@dataclass(frozen=True)
+class _RowReader:
+    """How to read one model's columns from a raw row, worked out once a process: the claim
+    runs at the start of every reply."""
+
+    width: int
+    attnames: list[str]
+    converters: list[tuple[models.Field[Any, Any], list[Any]]]
+
+    @classmethod
+    def of(cls, model: type[models.Model]) -> _RowReader:
+        fields = list(model._meta.concrete_fields)
+        return cls(
+            width=len(fields),
+            attnames=[f.attname for f in fields],
+            converters=[(f, f.get_db_converters(connection)) for f in fields],
+        )
+
+    def read(self, model: type[_M], values: Sequence[Any]) -> _M:
+        """A model instance from its columns' values, converted as the ORM converts them."""
+        converted = []
+        for (field, converters), value in zip(self.converters, values, strict=True):
+            for convert in converters:
+                value = convert(value, field, connection)
+            converted.append(value)
+        return model.from_db(connection.alias, self.attnames, converted)
 
 
-_claim_statement: str | None = None
 _M = TypeVar("_M", bound=models.Model)
 
 
+@functools.cache
+def _reader(model: type[models.Model]) -> _RowReader:
+    return _RowReader.of(model)
+
+
+@functools.cache
 def _claim_sql() -> str:
-    global _claim_statement
-    if _claim_statement is None:
-        q = connection.ops.quote_name
-        turn, conversation = Turn._meta.db_table, Conversation._meta.db_table
+    q = connection.ops.quote_name
+    turn, conversation = Turn._meta.db_table, Conversation._meta.db_table
 
-        def select(alias: str, model: type[models.Model]) -> str:
-            return ", ".join(f"{alias}.{q(str(f.column))}" for f in _columns(model))
+    def select(alias: str, model: type[models.Model]) -> str:
+        return ", ".join(f"{alias}.{q(str(f.column))}" for f in model._meta.concrete_fields)
 
-        # Names from the models' metadata only: nothing from outside is spliced in.
-        _claim_statement = (
-            f"WITH claimed AS (UPDATE {q(turn)} SET status = %s, "  # noqa: S608
-            "claimed_at = STATEMENT_TIMESTAMP(), attempt = attempt + 1 "
-            "WHERE id = %s AND author = %s AND (status = %s OR (status = %s "
-            "AND claimed_at < STATEMENT_TIMESTAMP() - make_interval(secs => %s))) RETURNING *) "
-            f"SELECT {select('claimed', Turn)}, {select('c', Conversation)}, "
-            f"{select('q', Turn)} FROM claimed "
-            f"JOIN {q(conversation)} c ON c.id = claimed.conversation_id "
-            f"LEFT JOIN {q(turn)} q ON q.id = claimed.reply_to_id"
-        )
-    return _claim_statement
-
-
-def _from_row(model: type[_M], values: Sequence[Any]) -> _M:
-    """A model instance from its columns' values, converted as the ORM converts them."""
-    fields = _columns(model)
-    converted = []
-    for field, value in zip(fields, values, strict=True):
-        for convert in field.get_db_converters(connection):
-            value = convert(value, field, connection)
-        converted.append(value)
-    return model.from_db(connection.alias, [f.attname for f in fields], converted)
+    # Names from the models' metadata only: nothing from outside is spliced in.
+    return (
+        f"WITH claimed AS (UPDATE {q(turn)} SET status = %s, "  # noqa: S608
+        "claimed_at = STATEMENT_TIMESTAMP(), attempt = attempt + 1 "
+        "WHERE id = %s AND author = %s AND (status = %s OR (status = %s "
+        "AND claimed_at < STATEMENT_TIMESTAMP() - make_interval(secs => %s))) RETURNING *) "
+        f"SELECT {select('claimed', Turn)}, {select('c', Conversation)}, "
+        f"{select('q', Turn)} FROM claimed "
+        f"JOIN {q(conversation)} c ON c.id = claimed.conversation_id "
+        f"LEFT JOIN {q(turn)} q ON q.id = claimed.reply_to_id"
+    )
 
 
 def _claim_in_one_statement(turn_id: int, lease_s: float) -> Turn | None:
@@ -635,12 +652,14 @@ def _claim_in_one_statement(turn_id: int, lease_s: float) -> Turn | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    turns, conversations = len(_columns(Turn)), len(_columns(Conversation))
-    reply = _from_row(Turn, row[:turns])
-    conversation = _from_row(Conversation, row[turns : turns + conversations])
+    turns, conversations = _reader(Turn), _reader(Conversation)
+    reply = turns.read(Turn, row[: turns.width])
+    conversation = conversations.read(
+        Conversation, row[turns.width : turns.width + conversations.width]
+    )
     Turn.conversation.field.set_cached_value(reply, conversation)
-    asked = row[turns + conversations :]
-    question = _from_row(Turn, asked) if asked[0] is not None else None
+    asked = row[turns.width + conversations.width :]
+    question = turns.read(Turn, asked) if asked[0] is not None else None
     Turn.reply_to.field.set_cached_value(reply, question)
     if question is not None:
         Turn.reply_to.field.remote_field.set_cached_value(question, reply)
