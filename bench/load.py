@@ -484,6 +484,8 @@ class Stack:
     redis_url: str = ""
     redis_pid: int | None = None  # only read (CPU time), never signalled
     code_check: str = ""
+    # Whether its replies must be the floor's, word for word (not with --base-set's settings).
+    replies_as_floor: bool = True
 
     def children(self) -> list[Child]:
         return [c for c in [self.web, *self.workers] if c is not None]
@@ -835,12 +837,15 @@ def start_app(
         cleanup.callback(worker.stop)
 
 
-def with_base_settings(opts: Options, env: dict[str, str], label: str) -> str:
-    """The --compare stack's environment gets --base-set's values; its label says so."""
+def with_base_settings(opts: Options, env: dict[str, str], label: str) -> tuple[str, bool]:
+    """The --compare stack's environment gets --base-set's values; its label says so. Returns
+    the label and whether its replies must still be the floor's: not with settings of its own,
+    which may change what it sends the model (another retrieval, another prompt)."""
     if not opts.base_extra_env:
-        return label
+        return label, True
     env.update(opts.base_extra_env)
-    return label + " with " + " ".join(f"{k}={v}" for k, v in opts.base_extra_env.items())
+    settings = " ".join(f"{k}={v}" for k, v in opts.base_extra_env.items())
+    return f"{label} with {settings}", False
 
 
 def start_stacks(opts: Options, cleanup: contextlib.ExitStack, log_dir: Path) -> list[Stack]:
@@ -881,12 +886,13 @@ def start_stacks(opts: Options, cleanup: contextlib.ExitStack, log_dir: Path) ->
         label = {"ours": f"ours {commit}", "base": f"base {commit} ({opts.compare})"}.get(
             name, f"embedded {commit}"
         )
+        replies_as_floor = True
         if name == "base":
-            label = with_base_settings(opts, env, label)
+            label, replies_as_floor = with_base_settings(opts, env, label)
         stack = Stack(
             name=name, label=label, root=root, embedded=embedded, env=env, path=path, fake=fake,
             fake_url=fake_url, log_dir=log_dir, db_alias="default" if i == 0 else name,
-            db_name=db_name, db_url=db_url, commit=commit,
+            db_name=db_name, db_url=db_url, commit=commit, replies_as_floor=replies_as_floor,
         )  # fmt: skip
         print(f"  {stack.label}: {path}, code from {root}")
         start_app(stack, opts, cleanup, var_dir)
@@ -2507,7 +2513,7 @@ def run_stack(
     plan: RoundPlan, stack: Stack, opts: Options, profile_dir: Path | None = None
 ) -> tuple[list[CallResult], dict[str, Any]]:
     spec = plan.spec
-    if stack.name == "base" and opts.base_extra_env:
+    if not stack.replies_as_floor:
         opts = replace(opts, replies_as_floor=False)
     seats = create_seats(len(plan.prompts) if spec.kind == "serial" else spec.n, stack.db_alias)
     profilers = Profilers()

@@ -136,9 +136,9 @@ def test_base_set_changes_only_the_compared_stacks_environment_and_says_so_in_it
     assert opts.base_extra_env == {"KB_EMBEDDINGS": "off"}
 
     env = {"A": "1"}
-    label = load.with_base_settings(opts, env, "base abc123 (HEAD)")
+    label, replies_as_floor = load.with_base_settings(opts, env, "base abc123 (HEAD)")
     assert env == {"A": "1", "KB_EMBEDDINGS": "off"}
-    assert label == "base abc123 (HEAD) with KB_EMBEDDINGS=off"
+    assert label == "base abc123 (HEAD) with KB_EMBEDDINGS=off" and not replies_as_floor
 
     # Its replies answer other prompts than the floor's: each is checked against its own
     # reply.done text instead (as a second message's is).
@@ -148,7 +148,8 @@ def test_base_set_changes_only_the_compared_stacks_environment_and_says_so_in_it
 
     plain = load.parse_options(["--compare", "HEAD"])
     unchanged = {"A": "1"}
-    assert load.with_base_settings(plain, unchanged, "base") == "base" and unchanged == {"A": "1"}
+    assert load.with_base_settings(plain, unchanged, "base") == ("base", True)
+    assert unchanged == {"A": "1"}
 
 
 def test_base_set_without_a_compared_commit_is_a_clear_error(capsys):
